@@ -1,0 +1,55 @@
+"""The `pllm` command line. Each concern adds its sub-app in `_SUBAPPS`, the one place they are named."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from pllm.errors import PllmError
+
+
+class PllmCliError(click.ClickException):
+    """A PllmError shown as one line on stderr with exit code 2, never a traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except PllmError as exc:
+            raise PllmCliError(str(exc)) from None
+
+
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
+                  help="pllm: personalized LLMs — retrieval/profile prompting, per-user adapters, "
+                       "personalized alignment, LaMP evaluation and serving.")
+
+# (module, sub-app name or None for top-level commands registered by the module on `app`)
+_SUBAPPS: list[tuple[str, str | None]] = [
+    ("pllm.cli.users", "users"),
+    ("pllm.cli.data", "data"),
+    ("pllm.cli.tasks", "tasks"),
+    ("pllm.cli.evaluate", None),
+]
+
+for _module, _name in _SUBAPPS:
+    _mod = importlib.import_module(_module)
+    if _name is None:
+        _mod.register(app)
+    else:
+        app.add_typer(_mod.app, name=_name)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("PLLM_LOG", "WARNING"))
+    app()

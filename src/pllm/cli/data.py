@@ -1,0 +1,38 @@
+"""`pllm data ...`: build LaMP-format task folders from public raw data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pllm.cli.common import console
+from pllm.data import BUILDERS, BuildConfig, build_dataset
+
+app = typer.Typer(no_args_is_help=True, help="Build LaMP-format tasks from public datasets.")
+
+
+@app.command("build")
+def build(
+    name: str = typer.Argument(..., help="Builder name (see `pllm data list`)."),
+    source: Path = typer.Option(..., "--source", help="Raw data folder or file."),
+    out: Path = typer.Option(..., "--out", help="Output task folder (replaced atomically)."),
+    split: str = typer.Option("user", "--split", help="user (disjoint users) or time (latest items held out)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling and splitting."),
+    max_users: int | None = typer.Option(None, "--max-users", help="Sample at most this many users."),
+    questions_per_user: int = typer.Option(1, "--questions-per-user", help="Latest items per user as questions."),
+) -> None:
+    """Build a task folder: {train,dev,test}_questions.json, *_outputs.json, task.yaml, build_config.json."""
+    config = BuildConfig(source=str(source), out=str(out), split=split, seed=seed, max_users=max_users,
+                         questions_per_user=questions_per_user)
+    result = build_dataset(name, config)
+    counts = ", ".join(f"{k}: {v} questions / {result.users[k]} users" for k, v in result.counts.items())
+    console.print(f"built {name} in {result.out} ({counts})")
+
+
+@app.command("list")
+def list_() -> None:
+    """List the dataset builders."""
+    for name in BUILDERS.names():
+        cls = BUILDERS.get(name)
+        console.print(f"{name}  (task {cls.task})")

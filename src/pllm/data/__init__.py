@@ -1,0 +1,8 @@
+"""Dataset builders: public raw data -> LaMP-format task folders."""
+
+from pllm.data.base import BUILDERS, BuildConfig, BuildResult, DatasetBuilder, build_dataset
+
+__all__ = ["BUILDERS", "BuildConfig", "BuildResult", "DatasetBuilder", "build_dataset"]
+
+# Built-in builders register on import.
+from pllm.data import movielens as _movielens  # noqa: E402,F401

@@ -1,0 +1,220 @@
+"""MovieLens-100k readers and the `movielens-rating` builder (LaMP-3 shaped).
+
+Reads either the RecBole "atomic" files shipped in ../shared/data (`ml-100k.inter`, `ml-100k.item`) or
+the original GroupLens layout (`u.data`, `u.item`). Profile = the user's ratings strictly earlier than
+the query (title, year, genres, rating); query = a later movie; output = the user's rating.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import urllib.request
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_users
+from pllm.errors import InputError, PllmError
+from pllm.paths import cache_dir
+from pllm.types import ProfileItem, Question
+
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+ML_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+             "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+             "War", "Western"]
+
+
+@dataclass(frozen=True)
+class Movie:
+    id: str
+    title: str
+    year: str
+    genres: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rating:
+    user_id: str
+    movie_id: str
+    rating: int
+    timestamp: int
+
+
+@dataclass
+class MovieLens:
+    movies: dict[str, Movie]
+    ratings: list[Rating]
+
+    def by_user(self) -> dict[str, list[Rating]]:
+        """Each user's ratings in time order (ties broken by movie id, so the order is deterministic)."""
+        out: dict[str, list[Rating]] = defaultdict(list)
+        for r in self.ratings:
+            out[r.user_id].append(r)
+        for rs in out.values():
+            rs.sort(key=lambda r: (r.timestamp, int(r.movie_id) if r.movie_id.isdigit() else 0, r.movie_id))
+        return dict(out)
+
+
+def find_movielens(source: str | Path | None = None) -> Path:
+    """The MovieLens-100k folder: `source`, `$PLLM_MOVIELENS`, ../shared/data/movielens-100k near the
+    working directory or this checkout, or a previously downloaded copy in the cache."""
+    if source:  # an explicit source is the only place looked at
+        src = Path(source)
+        if (src / "ml-100k.inter").is_file() or (src / "u.data").is_file():
+            return src
+        raise InputError("no MovieLens-100k files (ml-100k.inter or u.data) found", source=str(source))
+    candidates = []
+    if os.environ.get("PLLM_MOVIELENS"):
+        candidates.append(Path(os.environ["PLLM_MOVIELENS"]))
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *here.parents]:
+        candidates.append(base.parent / "shared" / "data" / "movielens-100k")
+        candidates.append(base / "shared" / "data" / "movielens-100k")
+    candidates.append(cache_dir("data") / "ml-100k")
+    for c in candidates:
+        if (c / "ml-100k.inter").is_file() or (c / "u.data").is_file():
+            return c
+    raise PllmError("MovieLens-100k not found: pass --data PATH (a folder with ml-100k.inter/.item or "
+                    "u.data/u.item), set PLLM_MOVIELENS, or run `pllm data download movielens-100k`")
+
+
+def download_movielens(dest: Path | None = None) -> Path:
+    """Fetch the official GroupLens archive (networked machines only)."""
+    dest = dest or cache_dir("data") / "ml-100k"
+    try:
+        with urllib.request.urlopen(GROUPLENS_URL, timeout=60) as resp:
+            data = resp.read()
+    except OSError as exc:
+        raise PllmError(f"could not download {GROUPLENS_URL}: {exc}") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for name in ("u.data", "u.item", "u.user"):
+            (dest / name).write_bytes(zf.read(f"ml-100k/{name}"))
+    return dest
+
+
+def load_movielens(source: str | Path | None = None) -> MovieLens:
+    folder = find_movielens(source)
+    if (folder / "ml-100k.inter").is_file():
+        return _load_atomic(folder)
+    return _load_original(folder)
+
+
+def _split_title(title: str, year: str) -> tuple[str, str]:
+    title = title.strip()
+    if not year and title.endswith(")") and "(" in title:
+        head, _, tail = title.rpartition("(")
+        if tail[:-1].isdigit():
+            return head.strip(), tail[:-1]
+    return title, year
+
+
+def _load_atomic(folder: Path) -> MovieLens:
+    movies: dict[str, Movie] = {}
+    with open(folder / "ml-100k.item", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader)
+        col = {h.split(":")[0]: i for i, h in enumerate(header)}
+        for row in reader:
+            if not row:
+                continue
+            title, year = _split_title(row[col["movie_title"]], row[col["release_year"]].strip())
+            movies[row[col["item_id"]]] = Movie(row[col["item_id"]], title, year,
+                                                tuple(row[col["class"]].split()))
+    ratings = []
+    with open(folder / "ml-100k.inter", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        header = next(reader)
+        col = {h.split(":")[0]: i for i, h in enumerate(header)}
+        for n, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                ratings.append(Rating(row[col["user_id"]], row[col["item_id"]], int(float(row[col["rating"]])),
+                                      int(float(row[col["timestamp"]]))))
+            except (ValueError, IndexError):
+                raise InputError("malformed rating row", source=str(folder / "ml-100k.inter"), index=n) from None
+    return MovieLens(movies, ratings)
+
+
+def _load_original(folder: Path) -> MovieLens:
+    movies: dict[str, Movie] = {}
+    with open(folder / "u.item", encoding="latin-1") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("|")
+            if len(parts) < 24:
+                continue
+            title, year = _split_title(parts[1], "")
+            flags = parts[5:24]
+            movies[parts[0]] = Movie(parts[0], title, year, tuple(g for g, f in zip(ML_GENRES, flags) if f == "1"))
+    ratings = []
+    with open(folder / "u.data", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            parts = line.split("\t")
+            if len(parts) != 4:
+                raise InputError("malformed rating row", source=str(folder / "u.data"), index=n)
+            ratings.append(Rating(parts[0], parts[1], int(parts[2]), int(parts[3])))
+    return MovieLens(movies, ratings)
+
+
+def movie_fields(movie: Movie) -> dict[str, str]:
+    return {"title": movie.title, "year": movie.year or "unknown", "genres": ", ".join(movie.genres) or "unknown"}
+
+
+def rating_question(user_id: str, history: list[Rating], query: Rating, ml: MovieLens, *,
+                    max_profile: int | None) -> Question:
+    movie = ml.movies[query.movie_id]
+    fields = movie_fields(movie)
+    profile = [ProfileItem(id=f"{user_id}-{r.movie_id}", user_id=user_id, timestamp=float(r.timestamp),
+                           fields={**movie_fields(ml.movies[r.movie_id]), "rating": str(r.rating),
+                                   "timestamp": r.timestamp})
+               for r in history if r.timestamp < query.timestamp]
+    if max_profile is not None:
+        profile = profile[-max_profile:]
+    text = (f'How would this user rate the movie "{fields["title"]} ({fields["year"]})" '
+            f'(genres: {fields["genres"]}) on a scale of 1 to 5? Answer with a single number.')
+    return Question(id=f"{user_id}-{query.movie_id}", user_id=user_id, input=text, query=dict(fields),
+                    profile=profile, target=str(query.rating), timestamp=float(query.timestamp))
+
+
+def latest_questions(ratings: list[Rating], n: int, skip: int, min_profile: int) -> list[int]:
+    """Indexes of up to `n` of the user's latest ratings (after skipping `skip` newer ones) that have
+    at least `min_profile` strictly earlier ratings."""
+    out = []
+    for idx in range(len(ratings) - 1 - skip, -1, -1):
+        earlier = sum(1 for r in ratings[:idx] if r.timestamp < ratings[idx].timestamp)
+        if earlier >= min_profile:
+            out.append(idx)
+        if len(out) == n:
+            break
+    return sorted(out)
+
+
+@BUILDERS.register("movielens-rating")
+class MovieLensRatingBuilder(DatasetBuilder):
+    name = "movielens-rating"
+    task = "movielens-rating"
+
+    def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
+        ml = load_movielens(config.source)
+        by_user = ml.by_user()
+        users = sample_users(list(by_user), config)
+        splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
+        if config.split == "user":
+            assignment = split_users(users, config)
+            for u in users:
+                rs = by_user[u]
+                for idx in latest_questions(rs, config.questions_per_user, 0, config.min_profile):
+                    splits[assignment[u]].append(rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile))
+        else:  # time: per user, the latest questions go to test, the ones before to dev, then train
+            n = config.questions_per_user
+            for u in users:
+                rs = by_user[u]
+                picked = latest_questions(rs, 3 * n, 0, config.min_profile)
+                for split, idxs in (("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])):
+                    for idx in idxs:
+                        splits[split].append(rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile))
+        return splits

@@ -1,0 +1,78 @@
+"""The main job (`pllm run` / `make run`): on the real MovieLens-100k `movielens-rating` task with the
+embedded SmolLM2-135M-Instruct, compare no personalization, bm25 and dense retrieval (k=4) and
+profile summaries, next to the non-LLM baselines, and print the table."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pllm.data import BuildConfig, build_dataset
+from pllm.data.base import config_record
+from pllm.data.movielens import find_movielens
+from pllm.eval.report import MethodResult, MethodRow, summarize, write_predictions, write_report
+from pllm.eval.runner import Progress, run_baseline, run_method
+from pllm.io import save_config
+from pllm.models import load_generator
+from pllm.paths import pllm_home
+from pllm.pipeline import MethodConfig
+from pllm.tasks.lamp import read_questions
+from pllm.tasks.spec import get_task
+from pllm.users.store import SQLiteUserStore
+
+
+@dataclass
+class MainJobConfig:
+    data: str | None = field(default=None, metadata={"help": "MovieLens-100k folder (default: found nearby)."})
+    out: str | None = field(default=None, metadata={"help": "Run folder (default: $PLLM_HOME/runs/main)."})
+    limit: int = field(default=240, metadata={"help": "Test questions scored (the test split has ~236)."})
+    k: int = field(default=4, metadata={"help": "Items retrieved per question."})
+    seed: int = field(default=0, metadata={"help": "Split seed."})
+    backend: str = field(default="hf", metadata={"help": "Generator backend."})
+    model: str | None = field(default=None, metadata={"help": "Model id or path (default: embedded SmolLM2)."})
+    batch_size: int = field(default=8, metadata={"help": "Questions per model call."})
+    styles: bool = field(default=True, metadata={"help": "Also run bm25 in the instruction style, to compare."})
+
+
+def main_methods(config: MainJobConfig) -> list[tuple[str, MethodConfig]]:
+    k = config.k
+    methods = [("none", MethodConfig()), (f"bm25@{k}", MethodConfig(retriever="bm25", k=k)),
+               (f"dense@{k}", MethodConfig(retriever="dense", k=k)), ("profile", MethodConfig(profile=True))]
+    if config.styles:
+        methods.append((f"bm25@{k} (instruction)", MethodConfig(retriever="bm25", k=k, style="instruction")))
+    return methods
+
+
+def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> tuple[list[MethodRow], Path]:
+    spec = get_task("movielens-rating")
+    out = Path(config.out) if config.out else pllm_home() / "runs" / "main"
+    source = find_movielens(config.data)
+    task_dir = pllm_home() / "tasks" / f"movielens-rating-user-s{config.seed}"
+    build = BuildConfig(source=str(source), out=str(task_dir), split="user", seed=config.seed)
+    saved = task_dir / "build_config.json"
+    if not saved.is_file() or json.loads(saved.read_text()) != config_record(build):
+        build_dataset("movielens-rating", build)
+    test = read_questions(task_dir / "test_questions.json", spec=spec, outputs=task_dir / "test_outputs.json")
+    train = read_questions(task_dir / "train_questions.json", spec=spec, outputs=task_dir / "train_outputs.json")
+    test = test[: config.limit]
+    generator = load_generator(config.backend, config.model)
+    results: list[MethodResult] = []
+    t0 = time.perf_counter()
+    with SQLiteUserStore(out / "store.sqlite3") as store:
+        for name, method in main_methods(config):
+            res = run_method(spec, test, generator, method, store=store, batch_size=config.batch_size,
+                             progress=progress, name=name)
+            results.append(res)
+            write_predictions(out, spec, name, res.records)
+        for name in ("global-mean", "user-mean", "knn"):
+            res = run_baseline(spec, test, name, train=train, store=store)
+            results.append(res)
+            write_predictions(out, spec, name, res.records)
+    rows = summarize(spec, results)
+    save_config(config, out, "main_job_config.json")
+    write_report(out, spec, rows, title="pllm main job: movielens-rating",
+                 meta={"model": generator.model_id, "questions": len(test), "seconds": time.perf_counter() - t0,
+                       "task_dir": str(task_dir)})
+    return rows, out

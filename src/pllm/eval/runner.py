@@ -1,0 +1,45 @@
+"""Run several personalization methods and baselines over the same questions."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pllm.eval.baselines import make_baseline
+from pllm.eval.report import MethodResult
+from pllm.models.base import Generator
+from pllm.pipeline import MethodConfig, Personalizer
+from pllm.tasks.spec import TaskSpec
+from pllm.types import Question
+
+Progress = Callable[[str, int, int], None]  # (method, done, total)
+
+
+def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generator, method: MethodConfig, *,
+               store: Any = None, batch_size: int = 8, progress: Progress | None = None,
+               name: str | None = None) -> MethodResult:
+    pers = Personalizer(spec, generator, method, store=store)
+    label = name or method.label
+    records = []
+    t0 = time.perf_counter()
+    for start in range(0, len(questions), batch_size):
+        records.extend(pers.predict(questions[start:start + batch_size], batch_size=batch_size))
+        if progress:
+            progress(label, len(records), len(questions))
+    return MethodResult(method=label, records=records, seconds=time.perf_counter() - t0, kind="llm",
+                        config={**dataclasses.asdict(method), "model": generator.model_id, "backend": generator.name,
+                                "mode": pers.mode, "style": pers.style.name},
+                        timings=pers.timings.as_dict())
+
+
+def run_baseline(spec: TaskSpec, questions: Sequence[Question], name: str, *, train: Sequence[Question] = (),
+                 store: Any = None, **options: Any) -> MethodResult:
+    t0 = time.perf_counter()
+    base = make_baseline(name, spec, store=store, **options) if name == "knn" else make_baseline(name, spec)
+    # Without training questions, fit on the scored questions' histories only: never on their targets.
+    base.fit(train or [dataclasses.replace(q, target=None) for q in questions])
+    records = base.predict(questions)
+    return MethodResult(method=name, records=records, seconds=time.perf_counter() - t0, kind="baseline",
+                        config={"baseline": name, **options, "fallbacks": base.fallbacks})

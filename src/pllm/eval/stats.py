@@ -1,0 +1,54 @@
+"""Bootstrap confidence intervals for corpus-level metrics, and paired differences between methods
+scored on the same questions (the difference is resampled jointly, so shared noise cancels)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pllm.eval.metrics import METRICS
+
+
+@dataclass
+class Interval:
+    value: float
+    low: float
+    high: float
+
+    def fmt(self, digits: int = 3) -> str:
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def bootstrap_metric(metric: str, preds: Sequence[str | None], golds: Sequence[str], labels=None, *,
+                     n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> Interval:
+    m = METRICS.get(metric)
+    value = m.compute(preds, golds, labels)
+    rng = np.random.default_rng(seed)
+    n = len(golds)
+    preds, golds = list(preds), list(golds)
+    samples = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        samples.append(m.compute([preds[i] for i in idx], [golds[i] for i in idx], labels))
+    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
+    return Interval(value, float(lo), float(hi))
+
+
+def paired_difference(metric: str, preds_a: Sequence[str | None], preds_b: Sequence[str | None],
+                      golds: Sequence[str], labels=None, *, n_resamples: int = 1000, seed: int = 0,
+                      alpha: float = 0.05) -> Interval:
+    """metric(A) - metric(B) on the same questions, with a paired bootstrap interval."""
+    m = METRICS.get(metric)
+    value = m.compute(preds_a, golds, labels) - m.compute(preds_b, golds, labels)
+    rng = np.random.default_rng(seed)
+    n = len(golds)
+    a, b, g = list(preds_a), list(preds_b), list(golds)
+    samples = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        gi = [g[i] for i in idx]
+        samples.append(m.compute([a[i] for i in idx], gi, labels) - m.compute([b[i] for i in idx], gi, labels))
+    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
+    return Interval(value, float(lo), float(hi))

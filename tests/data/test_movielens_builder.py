@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SHARED_DATA
+
+from pllm.data import BuildConfig, build_dataset
+from pllm.errors import InputError, PllmError
+from pllm.tasks.lamp import read_outputs, read_questions
+from pllm.tasks.spec import get_task
+
+GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
+
+
+def write_movielens(folder: Path, n_users: int = 12, n_movies: int = 30, per_user: int = 15) -> Path:
+    """A small MovieLens-100k in RecBole's atomic format (the layout of ../shared/data)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    for m in range(1, n_movies + 1):
+        items.append(f"{m}\tMovie {m}\t{1980 + m % 20}\t{GENRES[m % 5]} {GENRES[(m * 3) % 5]}")
+    (folder / "ml-100k.item").write_text("\n".join(items) + "\n")
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(1, n_users + 1):
+        for j in range(per_user):
+            m = (u * 7 + j) % n_movies + 1
+            ts = 880000000 + u * 1000 + j * 10 - (5 if j == 3 else 0)
+            if j == 4:
+                ts = 880000000 + u * 1000 + 3 * 10 - 5  # same second as item 3: never "strictly earlier"
+            inter.append(f"{u}\t{m}\t{1 + (u + j) % 5}\t{ts}")
+    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n")
+    return folder
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def test_user_split_disjoint_deterministic_and_valid(tmp_path):
+    src = write_movielens(tmp_path / "ml")
+    cfg = dict(source=str(src), split="user", seed=3, test_fraction=0.25, dev_fraction=0.25)
+    res = build_dataset("movielens-rating", BuildConfig(out=str(tmp_path / "a"), **cfg))
+    build_dataset("movielens-rating", BuildConfig(out=str(tmp_path / "b"), **cfg))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")  # same seed, same bytes
+    other = build_dataset("movielens-rating", BuildConfig(out=str(tmp_path / "c"), **{**cfg, "seed": 4}))
+    assert other.counts == res.counts and _digest(tmp_path / "c") != _digest(tmp_path / "a")
+    spec = get_task(str(tmp_path / "a"))  # the folder's task.yaml
+    assert spec.name == "movielens-rating"
+    users = {}
+    for split in ("train", "dev", "test"):
+        qs = read_questions(tmp_path / "a" / f"{split}_questions.json", spec=spec,
+                            outputs=tmp_path / "a" / f"{split}_outputs.json")
+        users[split] = {q.user_id for q in qs}
+        for q in qs:
+            assert q.target in spec.labels
+            assert q.profile and all(p.timestamp < q.timestamp for p in q.profile)
+            assert q.query["title"] in q.input
+    assert res.counts == {s: len(users[s]) for s in users}
+    assert not (users["train"] & users["test"]) and not (users["dev"] & users["test"])
+    assert sum(len(v) for v in users.values()) == 12
+
+
+def test_time_split_holds_out_latest(tmp_path):
+    src = write_movielens(tmp_path / "ml")
+    build_dataset("movielens-rating", BuildConfig(source=str(src), out=str(tmp_path / "t"), split="time"))
+    golds = {s: read_outputs(tmp_path / "t" / f"{s}_outputs.json") for s in ("train", "dev", "test")}
+    qs = {s: read_questions(tmp_path / "t" / f"{s}_questions.json") for s in ("train", "dev", "test")}
+    assert {q.user_id for q in qs["test"]} == {q.user_id for q in qs["train"]}  # same users in every split
+    for user in {q.user_id for q in qs["test"]}:
+        t_test = max(q.timestamp for q in qs["test"] if q.user_id == user)
+        t_dev = max(q.timestamp for q in qs["dev"] if q.user_id == user)
+        assert t_dev < t_test
+        test_q = next(q for q in qs["test"] if q.user_id == user)
+        assert all(p.timestamp < test_q.timestamp for p in test_q.profile)  # never the answer itself
+        assert f"{user}-" in test_q.id and test_q.id not in {p.id for p in test_q.profile}
+    assert all(golds[s] for s in golds)
+
+
+def test_bad_sources_are_clear(tmp_path):
+    with pytest.raises(InputError, match="no MovieLens-100k files"):
+        build_dataset("movielens-rating", BuildConfig(source=str(tmp_path), out=str(tmp_path / "o")))
+    src = write_movielens(tmp_path / "ml")
+    with (src / "ml-100k.inter").open("a") as fh:
+        fh.write("1\tnot-a-number\n")
+    with pytest.raises(InputError, match="ml-100k.inter: record"):
+        build_dataset("movielens-rating", BuildConfig(source=str(src), out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()  # nothing half-written
+    with pytest.raises(InputError, match="split"):
+        BuildConfig(source="x", out="y", split="random")
+    with pytest.raises(PllmError, match="unknown dataset builder"):
+        build_dataset("nope", BuildConfig(source="x", out="y"))
+
+
+@pytest.mark.slow
+def test_build_from_shared_movielens(tmp_path):
+    src = SHARED_DATA / "movielens-100k"
+    if not (src / "ml-100k.inter").is_file():
+        pytest.skip(f"real MovieLens-100k not present at {src} (../shared/data is optional)")
+    res = build_dataset("movielens-rating", BuildConfig(source=str(src), out=str(tmp_path / "ml")))
+    assert res.counts["test"] >= 200 and res.users["test"] == res.counts["test"]
+    data = json.loads((tmp_path / "ml" / "test_questions.json").read_text())
+    assert all(len(r["profile"]) >= 5 for r in data)
