@@ -83,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 prompts x 8 new tokens, 8 scored prompts")
     parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); 1 avoids spin-wait slowdowns "
+                             "when other processes share the cores")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.quick:
         result = run(n_prompts=8, new_tokens=8, batch_size=8, n_score=8)
     else:

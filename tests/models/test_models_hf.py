@@ -158,6 +158,10 @@ def test_score_input_validation(gen: HFGenerator, prompts: list[Prompt]) -> None
         gen.score(prompts[:1], "12")
     with pytest.raises(InputError):
         gen.score(prompts[:2], [["1", "2"], ["3"]])
+    assert gen.score([], LABELS).shape == (0, 5)
+    assert gen.generate([]) == []
+    with pytest.raises(InputError):
+        gen.generate([Prompt("", chat=False)])
 
 
 def test_base_generator_cannot_score() -> None:

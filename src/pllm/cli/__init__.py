@@ -6,28 +6,21 @@ import importlib
 import logging
 import os
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from pllm.errors import PllmError
 
 
-class PllmCliError(click.ClickException):
-    """A PllmError shown as one line on stderr with exit code 2, never a traceback."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"error: {self.message}", err=True)
-
-
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    """Turns any PllmError raised by a command into one line on stderr and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
         try:
             return super().invoke(ctx)
         except PllmError as exc:
-            raise PllmCliError(str(exc)) from None
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
 
 
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
@@ -40,6 +33,9 @@ _SUBAPPS: list[tuple[str, str | None]] = [
     ("pllm.cli.data", "data"),
     ("pllm.cli.tasks", "tasks"),
     ("pllm.cli.evaluate", None),
+    ("pllm.cli.soft", "soft"),
+    ("pllm.cli.serve", None),
+    ("pllm.cli.serve", "keys"),
 ]
 
 for _module, _name in _SUBAPPS:

@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(None, "--limit", help="Score only the first N questions."),
         batch_size: int = typer.Option(8, "--batch-size", help="Questions per model call."),
         baselines: bool = typer.Option(False, "--baselines", help="Also score the non-LLM baselines."),
+        soft: Path | None = typer.Option(None, "--soft", help="Soft-prompt user encoder (pllm soft train) to add."),
         out: Path = typer.Option(Path("pllm-eval"), "--out", help="Output folder for predictions and metrics."),
         db: Path | None = DbOption,
     ) -> None:
@@ -65,10 +66,18 @@ def register(app: typer.Typer) -> None:
             qs = qs[:limit]
         generator = load_generator(backend, model)
         with open_db(db) as store, progress_bar() as bar:
+            if soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
+                from pllm.prompting.soft import load_soft_generator
+
+                generator = load_soft_generator(soft, generator, store=store)
             results = [run_method(spec, qs, generator, method, store=store, batch_size=batch_size,
                                   progress=tracker(bar))]
             if baselines:
                 results += [run_baseline(spec, qs, name, store=store) for name in _baseline_names(spec)]
+        if soft is not None:
+            from pllm.prompting.soft import soft_label
+
+            results[0].method = soft_label(results[0].method)
         for res in results:
             write_predictions(out, spec, res.method, res.records)
         save_config(method, out, "method_config.json")

@@ -6,3 +6,5 @@ __all__ = ["BUILDERS", "BuildConfig", "BuildResult", "DatasetBuilder", "build_da
 
 # Built-in builders register on import.
 from pllm.data import movielens as _movielens  # noqa: E402,F401
+from pllm.data import movielens_genre as _movielens_genre  # noqa: E402,F401
+from pllm.data import persona_chat as _persona_chat  # noqa: E402,F401

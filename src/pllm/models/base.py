@@ -11,12 +11,13 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pllm.errors import InputError, PllmError
 from pllm.registry import Registry
+from pllm.types import Question
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,13 @@ class Prompt:
     text: str
     chat: bool = True
     system: str | None = None
+    # The structured record this prompt was rendered from, for generators that personalize beyond the
+    # text (per-user adapters, soft prompts): they read it, never parse the text.
+    question: Question | None = field(default=None, repr=False, compare=False)
+    # A whole conversation (OpenAI-style {"role", "content"} dicts, oldest first) for chat generators:
+    # rendered with the model's chat template in place of the single user turn `text`, which then
+    # holds a plain-text transcript for backends that take one string.
+    messages: list[dict[str, str]] | None = field(default=None, repr=False)
 
 
 @dataclass

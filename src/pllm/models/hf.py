@@ -149,7 +149,8 @@ class HFGenerator(Generator):
         return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
 
     def render(self, prompt: Prompt) -> str:
-        """Chat prompts go through the tokenizer's chat template (one user turn, generation prompt on);
+        """Chat prompts go through the tokenizer's chat template (one user turn, or `prompt.messages` when
+        given, generation prompt on);
         a tokenizer without a template (base models) falls back to plain system + blank line + text."""
         if not prompt.chat:
             return prompt.text
@@ -158,10 +159,10 @@ class HFGenerator(Generator):
                 log.warning("%s has no chat template; chat prompts are rendered as plain text", self.model_id)
                 self._warned_no_template = True
             return super().render(prompt)
-        messages = []
-        if prompt.system:
-            messages.append({"role": "system", "content": prompt.system})
-        messages.append({"role": "user", "content": prompt.text})
+        messages = [dict(m) for m in prompt.messages] if prompt.messages else [
+            {"role": "user", "content": prompt.text}]
+        if prompt.system and messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": prompt.system})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode_text(self, text: str, chat: bool) -> list[int]:
@@ -213,6 +214,9 @@ class HFGenerator(Generator):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         encoded = [self.encode_prompt(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise InputError("prompt encodes to no tokens; give some text", index=i, field="text")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
         eos_ids = self._eos_ids()
@@ -237,6 +241,10 @@ class HFGenerator(Generator):
                         n = j + 1
                         break
                 toks = toks[:n]
+                pad = self.tokenizer.pad_token_id
+                while stop_list and toks and toks[-1] == pad and pad not in eos_ids:  # stopped by a stop string
+                    toks.pop()
+                n = len(toks)
                 text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
                 text, _ = trim_at_stop(text, stop_list)
                 results[i] = Generation(text=text, prompt_tokens=len(encoded[i]), completion_tokens=n)
@@ -313,7 +321,10 @@ class HFGenerator(Generator):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         cand_lists = normalize_continuations(len(prompts), continuations)
-        n_cands = len(cand_lists[0]) if cand_lists else 0
+        if not prompts:
+            flat = not isinstance(continuations, str) and all(isinstance(c, str) for c in continuations)
+            return np.zeros((0, len(continuations) if flat else 0))
+        n_cands = len(cand_lists[0])
         scores = np.zeros((len(prompts), n_cands), dtype=np.float64)
         counts = np.zeros((len(prompts), n_cands), dtype=np.float64)
         fast: list[tuple[int, list[int], list[int]]] = []  # (prompt index, prompt ids, candidate ids)

@@ -71,6 +71,55 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0003_align_preferences",
+        """
+        CREATE TABLE preference_pairs (
+            user_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            query_id TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            split TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (user_id, id)
+        );
+        CREATE INDEX preference_pairs_user_split ON preference_pairs(user_id, split, seq);
+        CREATE TABLE preference_vectors (
+            user_id TEXT PRIMARY KEY,
+            vector TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE alignment_assignments (
+            user_id TEXT PRIMARY KEY,
+            adapter TEXT,
+            soup TEXT,
+            ric TEXT,
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        "0004_serve_tenants_keys",
+        """
+        CREATE TABLE serve_tenants (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE serve_api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT REFERENCES serve_tenants(id),
+            role TEXT NOT NULL CHECK (role IN ('tenant', 'admin')),
+            key_hash TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE INDEX serve_api_keys_tenant ON serve_api_keys(tenant);
+        """,
+    ),
 ]
 
 

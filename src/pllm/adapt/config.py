@@ -1,0 +1,83 @@
+"""What an adapter is trained with: the peft method and its size, the optimizer schedule, and how a
+user's items become training texts. Saved inside every adapter record, so a result can be reproduced
+and an up-to-date adapter recognised (and skipped) on a resumed run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pllm.errors import InputError
+
+METHODS = ("lora", "ia3", "prompt-tuning")
+# peft methods whose layers take a per-row `adapter_names=` (one forward pass for a mixed batch).
+MIXED_BATCH_METHODS = ("lora",)
+
+
+@dataclass
+class AdaptConfig:
+    """One adapter training recipe (task, group and user adapters all use it)."""
+
+    method: str = field(default="lora", metadata={"help": "peft method: lora | ia3 | prompt-tuning."})
+    r: int = field(default=8, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Module names to adapt (default: q_proj, v_proj for LoRA; k_proj, v_proj, down_proj for IA3)."})
+    num_virtual_tokens: int = field(default=8, metadata={"help": "Soft tokens for prompt tuning."})
+    epochs: int = field(default=2, metadata={"help": "Passes over the training pairs."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (prompt tuning uses 10x)."})
+    batch_size: int = field(default=8, metadata={"help": "Training pairs per optimizer step."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps (None: epochs)."})
+    seed: int = field(default=0, metadata={"help": "Seed for adapter init and pair order."})
+    max_items: int | None = field(default=100, metadata={
+        "help": "Train on the user's latest N items (None: all)."})
+    min_items: int = field(default=10, metadata={
+        "help": "Users with fewer items get no private adapter; they are routed to their group's adapter."})
+    retriever: str = field(default="none", metadata={
+        "help": "Retriever over the user's earlier items for demonstrations inside training texts."})
+    k: int = field(default=0, metadata={"help": "Demonstrations per training text (0: the query alone)."})
+    max_prompt_tokens: int = field(default=512, metadata={"help": "Token budget of one training prompt."})
+    style: str | None = field(default=None, metadata={"help": "Prompt style (default: the task's default)."})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"method must be one of {METHODS}, got {self.method!r}", field="method")
+        for name in ("r", "alpha", "num_virtual_tokens", "epochs", "batch_size", "min_items"):
+            if getattr(self, name) < (0 if name == "min_items" else 1):
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}", field="dropout")
+        if self.lr <= 0:
+            raise InputError(f"lr must be > 0, got {self.lr}", field="lr")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError("max_steps must be >= 1", field="max_steps")
+        if self.max_items is not None and self.max_items < 1:
+            raise InputError("max_items must be >= 1", field="max_items")
+        if self.k < 0:
+            raise InputError("k must be >= 0", field="k")
+        if self.target_modules is not None:
+            self.target_modules = [str(m) for m in self.target_modules]
+
+    @property
+    def mixed_batches(self) -> bool:
+        return self.method in MIXED_BATCH_METHODS
+
+    def peft_config(self) -> Any:
+        """The peft config object for this recipe (task type: causal LM)."""
+        from peft import IA3Config, LoraConfig, PromptTuningConfig, TaskType
+
+        if self.method == "lora":
+            return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                              target_modules=self.target_modules or ["q_proj", "v_proj"],
+                              task_type=TaskType.CAUSAL_LM)
+        if self.method == "ia3":
+            targets = self.target_modules or ["k_proj", "v_proj", "down_proj"]
+            ff = [m for m in targets if m in ("down_proj", "fc2", "mlp.down_proj")]
+            return IA3Config(target_modules=targets, feedforward_modules=ff, task_type=TaskType.CAUSAL_LM)
+        return PromptTuningConfig(num_virtual_tokens=self.num_virtual_tokens, task_type=TaskType.CAUSAL_LM)
+
+    @property
+    def effective_lr(self) -> float:
+        # Soft prompts sit in embedding space and need a larger step than low-rank weight deltas.
+        return self.lr * 10 if self.method == "prompt-tuning" else self.lr

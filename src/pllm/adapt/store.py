@@ -1,0 +1,275 @@
+"""Where adapters live and how they are recorded, validated and forgotten.
+
+Layout: `<root>/<task>/{task,groups,users}/<owner>/` with peft's own files (`adapter_config.json`,
+`adapter_model.safetensors`) plus `pllm_adapter.json`: base model, training config, data hash, item
+count, training time, loss curve, and the sha256 of every peft file. A folder is written under a temp
+name and renamed (`atomic_dir`), and the record is written last inside it, so a crash never leaves a
+folder that loads; a folder whose record is missing or whose files do not match it is refused with an
+`ArtifactError` naming the folder.
+
+The root defaults to `adapters/` beside the user store's database. Rows in the store's `adapters` and
+`adapter_members` tables (migration `0101_adapters`) index the folders, so `pllm users forget` can find
+and delete a user's adapter and mark every shared (task/group) adapter trained on their data stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pllm.errors import ArtifactError, NotFoundError
+from pllm.io import atomic_dir, atomic_write_json, sha1_text
+from pllm.paths import pllm_home
+
+KINDS = ("task", "group", "user")
+RECORD_FILE = "pllm_adapter.json"
+RECORD_VERSION = 1
+_FOLDERS = {"task": "task", "group": "groups", "user": "users"}
+
+
+@dataclass
+class AdapterRecord:
+    """What `pllm_adapter.json` holds (`path` is where it was read from, not saved)."""
+
+    kind: str
+    task: str
+    owner: str  # user id (user adapters), group id (group adapters) or "task"
+    name: str  # the peft adapter name it is loaded under (unique per owner, a valid module key)
+    method: str
+    base_model: str
+    base_key: str  # hash of the base weights' identity (model + merged task adapter), must match to load
+    config: dict[str, Any]
+    data_hash: str
+    n_items: int
+    n_pairs: int
+    train_seconds: float
+    losses: list[float]
+    members: list[str] = field(default_factory=list)  # users whose data trained it (task/group adapters)
+    centroid: list[float] | None = None  # group adapters: mean history embedding of the members
+    embedder: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)  # where the training data came from (retrain-stale)
+    files: dict[str, str] = field(default_factory=dict)  # peft file -> sha256
+    bytes: int = 0
+    stale: bool = False
+    created: float = 0.0
+    version: int = RECORD_VERSION
+    path: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> AdapterRecord:
+        if not isinstance(data, dict):
+            raise ArtifactError(f"adapter folder {path}: {RECORD_FILE} is not an object")
+        known = {f.name for f in fields(cls)} - {"path"}
+        missing = sorted(n for n in ("kind", "task", "owner", "name", "method", "base_key", "files")
+                         if n not in data)
+        if missing:
+            raise ArtifactError(f"adapter folder {path}: {RECORD_FILE} lacks {missing}")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known}, path=path)
+        except TypeError as exc:
+            raise ArtifactError(f"adapter folder {path}: bad {RECORD_FILE}: {exc}") from None
+
+
+def adapter_name(kind: str, owner: str) -> str:
+    """A peft adapter name for an owner: stable, unique, and a valid module key (no dots)."""
+    return f"{kind[0]}_{sha1_text(kind, owner)[:16]}"
+
+
+def slug(owner: str) -> str:
+    """A folder name for any user/group id: readable prefix + hash (ids may hold '/', '..', spaces)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", owner)[:40]
+    return f"{safe}-{sha1_text(owner)[:10]}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class AdapterStore:
+    """Adapter folders under `root`, indexed in a user store's tables when `db` is given."""
+
+    def __init__(self, root: str | Path | None = None, *, db: Any = None) -> None:
+        if root is None:
+            root = (Path(db.path).parent if db is not None else pllm_home()) / "adapters"
+        self.root = Path(root)
+        self.db = db
+
+    # -- paths ----------------------------------------------------------------------------------
+    def folder(self, task: str, kind: str, owner: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"adapter kind must be one of {KINDS}, got {kind!r}")
+        return self.root / slug(task) / _FOLDERS[kind] / slug(owner)
+
+    # -- writing --------------------------------------------------------------------------------
+    def write(self, record: AdapterRecord, save_files: Callable[[Path], None]) -> AdapterRecord:
+        """Write peft files (by `save_files(tmp)`), hash them, write the record last, rename into place,
+        then index it in the database (members included) in one transaction."""
+        dest = self.folder(record.task, record.kind, record.owner)
+        with atomic_dir(dest) as tmp:
+            save_files(tmp)
+            if not (tmp / "adapter_config.json").is_file():
+                raise ArtifactError(f"saving adapter {record.name}: peft wrote no adapter_config.json")
+            record.files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            record.bytes = sum((tmp / n).stat().st_size for n in record.files)
+            record.created = time.time()
+            record.stale = False
+            atomic_write_json(tmp / RECORD_FILE, record.to_json())
+        record.path = dest
+        self._index(record)
+        return record
+
+    def _index(self, record: AdapterRecord) -> None:
+        if self.db is None:
+            return
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO adapters(task, kind, owner, name, path, method, base_model, data_hash, "
+                "n_items, bytes, train_seconds, stale, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.task, record.kind, record.owner, record.name, str(record.path), record.method,
+                 record.base_model, record.data_hash, record.n_items, record.bytes, record.train_seconds,
+                 int(record.stale), record.created))
+            conn.execute("DELETE FROM adapter_members WHERE task=? AND kind=? AND owner=?",
+                         (record.task, record.kind, record.owner))
+            conn.executemany("INSERT INTO adapter_members(task, kind, owner, member) VALUES (?, ?, ?, ?)",
+                             [(record.task, record.kind, record.owner, m) for m in record.members])
+
+    # -- reading --------------------------------------------------------------------------------
+    def load_record(self, folder: str | Path, *, verify: bool = True) -> AdapterRecord:
+        """The record of a complete adapter folder; anything half-written or corrupt is refused."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise NotFoundError(f"no adapter folder at {folder}")
+        path = folder / RECORD_FILE
+        if not path.is_file():
+            raise ArtifactError(f"adapter folder {folder} is incomplete: no {RECORD_FILE} (a crashed or "
+                                "foreign write); delete it and retrain")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"adapter folder {folder}: {RECORD_FILE} is not valid JSON ({exc})") from None
+        record = AdapterRecord.from_json(data, folder)
+        if "adapter_config.json" not in record.files:
+            raise ArtifactError(f"adapter folder {folder}: the record lists no adapter_config.json")
+        if verify:
+            for name, digest in record.files.items():
+                f = folder / name
+                if not f.is_file():
+                    raise ArtifactError(f"adapter folder {folder} is incomplete: {name} is missing")
+                if sha256_file(f) != digest:
+                    raise ArtifactError(f"adapter folder {folder} is corrupt: {name} does not match its "
+                                        "recorded sha256; delete it and retrain")
+        if self.db is not None and not record.stale:
+            rows = self.db.execute("SELECT stale FROM adapters WHERE task=? AND kind=? AND owner=?",
+                                   (record.task, record.kind, record.owner))
+            record.stale = bool(rows and rows[0][0])
+        return record
+
+    def get(self, task: str, kind: str, owner: str, *, verify: bool = True) -> AdapterRecord | None:
+        """The owner's adapter, None if there is none; raises if the folder is there but broken."""
+        folder = self.folder(task, kind, owner)
+        if not folder.exists():
+            return None
+        return self.load_record(folder, verify=verify)
+
+    def records(self, task: str, kind: str, *, verify: bool = False) -> list[AdapterRecord]:
+        """Every complete adapter of one kind for a task (temp folders of unfinished writes skipped)."""
+        base = self.root / slug(task) / _FOLDERS[kind]
+        if not base.is_dir():
+            return []
+        out = []
+        for folder in sorted(base.iterdir()):
+            if folder.is_dir() and not folder.name.startswith("."):
+                out.append(self.load_record(folder, verify=verify))
+        return out
+
+    # -- staleness and deletion -----------------------------------------------------------------
+    def mark_stale(self, record: AdapterRecord, *, drop_member: str | None = None) -> None:
+        if drop_member is not None:
+            record.members = [m for m in record.members if m != drop_member]
+        record.stale = True
+        if record.path is not None and (record.path / RECORD_FILE).is_file():
+            atomic_write_json(record.path / RECORD_FILE, record.to_json())
+        if self.db is not None:
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE adapters SET stale=1 WHERE task=? AND kind=? AND owner=?",
+                             (record.task, record.kind, record.owner))
+                if drop_member is not None:
+                    conn.execute("DELETE FROM adapter_members WHERE task=? AND kind=? AND owner=? AND member=?",
+                                 (record.task, record.kind, record.owner, drop_member))
+
+    def delete(self, task: str, kind: str, owner: str) -> int:
+        """Remove the adapter folder and its rows; returns the number of files removed."""
+        folder = self.folder(task, kind, owner)
+        n = _remove_tree(folder)
+        if self.db is not None:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM adapters WHERE task=? AND kind=? AND owner=?", (task, kind, owner))
+                conn.execute("DELETE FROM adapter_members WHERE task=? AND kind=? AND owner=?", (task, kind, owner))
+        return n
+
+    def stale(self, task: str) -> list[AdapterRecord]:
+        return [r for kind in ("task", "group") for r in self.records(task, kind) if r.stale]
+
+
+def _remove_tree(folder: Path) -> int:
+    if not folder.exists():
+        return 0
+    n = sum(1 for p in folder.rglob("*") if p.is_file())
+    shutil.rmtree(folder)
+    return n
+
+
+def forget_user_adapters(store: Any, user_id: str) -> dict[str, int]:
+    """FORGET_HOOKS entry: delete the user's own adapters (files and rows) and mark every task/group
+    adapter trained on their data stale, with the user dropped from its members.
+
+    The tables name users `owner`/`member`, not `user_id`, on purpose: `forget` deletes `user_id` rows
+    before hooks run, and this hook needs the rows to find the folders."""
+    if not hasattr(store, "execute") or not hasattr(store, "transaction"):
+        return {}
+    tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "adapters" not in tables:
+        return {}
+    own = store.execute("SELECT task, path FROM adapters WHERE kind='user' AND owner=?", (user_id,))
+    files = sum(_remove_tree(Path(path)) for _, path in own)
+    shared = store.execute("SELECT DISTINCT a.task, a.kind, a.owner, a.path FROM adapter_members m JOIN adapters a "
+                           "ON a.task=m.task AND a.kind=m.kind AND a.owner=m.owner WHERE m.member=?", (user_id,))
+    with store.transaction() as conn:
+        rows = conn.execute("DELETE FROM adapters WHERE kind='user' AND owner=?", (user_id,)).rowcount
+        rows += conn.execute("DELETE FROM adapter_members WHERE member=?", (user_id,)).rowcount
+        for task, kind, owner, _ in shared:
+            conn.execute("UPDATE adapters SET stale=1 WHERE task=? AND kind=? AND owner=?", (task, kind, owner))
+    for _, _, _, path in shared:  # the records on disk must not name the user either
+        record_path = Path(path) / RECORD_FILE
+        if record_path.is_file():
+            data = json.loads(record_path.read_text(encoding="utf-8"))
+            data["members"] = [m for m in data.get("members", []) if m != user_id]
+            data["stale"] = True
+            atomic_write_json(record_path, data)
+    return {"adapters": rows, "adapter_files": files, "stale_shared_adapters": len(shared)}
+
+
+def register_forget_hook() -> None:
+    from pllm.users.store import FORGET_HOOKS
+
+    if forget_user_adapters not in FORGET_HOOKS:
+        FORGET_HOOKS.append(forget_user_adapters)
+
+
+register_forget_hook()

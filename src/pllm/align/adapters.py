@@ -1,0 +1,249 @@
+"""Stored alignment adapters (DPO, RiC) and the runtime that serves them.
+
+An adapter folder under `pllm_home()/align/adapters/<name>/` holds the peft adapter (`adapter/`), the
+training config (`config.json`) and `meta.json` (kind, base model, users it was trained for, training
+metrics). Folders are written with `atomic_dir`, so a crash never leaves one a loader would trust.
+
+`AdapterHost` keeps ONE private copy of a base model wrapped by peft with any number of named adapters
+loaded; `AdapterGenerator` is a `Generator` bound to one adapter name (or none = the base model) that
+switches the active adapter under the host's lock. peft injects LoRA layers into the modules it wraps,
+so the copy keeps the caller's base generator untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+import shutil
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pllm.errors import ArtifactError, InputError, NotFoundError
+from pllm.io import atomic_write_json
+from pllm.models.base import Generation, Generator, Prompt
+from pllm.models.hf import HFGenerator
+from pllm.paths import pllm_home
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def align_root() -> Path:
+    return pllm_home() / "align"
+
+
+def check_name(name: str, what: str = "adapter") -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(f"invalid {what} name {name!r}: use letters, digits, '_', '-', '.' (max 128)")
+    return name
+
+
+@dataclass
+class AdapterRecord:
+    """What `meta.json` says about a stored adapter."""
+
+    name: str
+    kind: str  # "dpo" | "ric"
+    base_model_id: str
+    users: list[str] = field(default_factory=list)
+    dimensions: list[str] = field(default_factory=list)  # RiC: the conditioning dimensions, in order
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    path: Path | None = None
+
+    @property
+    def adapter_dir(self) -> Path:
+        assert self.path is not None
+        return self.path / "adapter"
+
+
+class AdapterStore:
+    """Named adapter folders under one root (default `pllm_home()/align/adapters`)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else align_root() / "adapters"
+
+    def path(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self.path(name) / "meta.json").is_file()
+
+    def write_meta(self, folder: Path, record: AdapterRecord) -> None:
+        data = {k: v for k, v in record.__dict__.items() if k != "path"}
+        atomic_write_json(folder / "meta.json", data)
+
+    def get(self, name: str) -> AdapterRecord:
+        folder = self.path(name)
+        meta = folder / "meta.json"
+        if not meta.is_file():
+            known = ", ".join(r.name for r in self.list()) or "(none)"
+            raise NotFoundError(f"no alignment adapter {name!r} under {self.root}; known: {known}")
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            record = AdapterRecord(**data)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ArtifactError(f"corrupt adapter metadata {meta}: {exc}") from None
+        record.path = folder
+        if not (record.adapter_dir / "adapter_config.json").is_file():
+            raise ArtifactError(f"adapter {name!r} has no peft adapter files in {record.adapter_dir}")
+        return record
+
+    def list(self) -> list[AdapterRecord]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".") or not (folder / "meta.json").is_file():
+                continue
+            with contextlib.suppress(Exception):
+                out.append(self.get(folder.name))
+        return out
+
+    def delete(self, name: str) -> bool:
+        folder = self.path(name)
+        if not folder.exists():
+            return False
+        shutil.rmtree(folder)
+        return True
+
+
+def forget_user_adapters(store: Any, user_id: str) -> dict[str, int]:
+    """FORGET hook: delete adapters trained on this user's data alone (group adapters trained on several
+    users are kept; their records name the users so an operator can retrain them)."""
+    adapters = AdapterStore()
+    n = 0
+    for record in adapters.list():
+        if record.users == [user_id]:
+            n += adapters.delete(record.name)
+    return {"align_adapters": n}
+
+
+def new_record(name: str, kind: str, base: HFGenerator, *, users: Sequence[str] = (),
+               dimensions: Sequence[str] = (), metrics: dict[str, Any] | None = None) -> AdapterRecord:
+    return AdapterRecord(name=check_name(name), kind=kind, base_model_id=base.model_id, users=list(users),
+                         dimensions=list(dimensions), metrics=dict(metrics or {}), created_at=time.time())
+
+
+class AdapterHost:
+    """One private peft-wrapped copy of a base model holding named adapters (loaded once each)."""
+
+    def __init__(self, base: HFGenerator) -> None:
+        if not isinstance(base, HFGenerator):
+            raise InputError(f"alignment adapters need an 'hf' generator, got {base!r}")
+        self.base = base
+        self.lock = threading.RLock()
+        self.model: Any = None  # peft.PeftModel, created with the first adapter
+        self._inner: HFGenerator | None = None
+        self.loaded: dict[str, Path] = {}
+
+    def load(self, record: AdapterRecord) -> str:
+        """Load a stored adapter under its own name (no-op if loaded); checks it fits this base model."""
+        if record.base_model_id != self.base.model_id:
+            raise ArtifactError(f"adapter {record.name!r} was trained on {record.base_model_id!r}, "
+                                f"not on {self.base.model_id!r}")
+        with self.lock:
+            if record.name in self.loaded:
+                return record.name
+            from peft import PeftModel
+
+            try:
+                if self.model is None:
+                    private = copy.deepcopy(self.base.model)
+                    self.model = PeftModel.from_pretrained(private, str(record.adapter_dir),
+                                                           adapter_name=record.name, is_trainable=False)
+                    self.model.eval()
+                    self._inner = HFGenerator.from_model(self.model, self.base.tokenizer, self.base.model_id)
+                else:
+                    self.model.load_adapter(str(record.adapter_dir), adapter_name=record.name, is_trainable=False)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise ArtifactError(f"cannot load adapter {record.name!r} from {record.adapter_dir}: {exc}") from exc
+            self.loaded[record.name] = record.adapter_dir
+            return record.name
+
+    @property
+    def inner(self) -> HFGenerator:
+        return self._inner if self._inner is not None else self.base
+
+    def adapter_names(self) -> list[str]:
+        with self.lock:
+            return [] if self.model is None else list(self.model.peft_config)
+
+    @contextlib.contextmanager
+    def active(self, adapter: str | None) -> Iterator[HFGenerator]:
+        """Hold the lock with `adapter` active (None: every adapter off, i.e. the base model)."""
+        with self.lock:
+            if adapter is None:
+                if self.model is None:
+                    yield self.base
+                else:
+                    with self.model.disable_adapter():
+                        yield self.inner
+                return
+            if self.model is None or adapter not in self.model.peft_config:
+                raise NotFoundError(f"adapter {adapter!r} is not loaded; loaded: {self.adapter_names()}")
+            self.model.set_adapter(adapter)
+            yield self.inner
+
+    def generator(self, adapter: str | None) -> AdapterGenerator:
+        return AdapterGenerator(self, adapter)
+
+
+_HOSTS: weakref.WeakKeyDictionary[HFGenerator, AdapterHost] = weakref.WeakKeyDictionary()
+_HOSTS_LOCK = threading.Lock()
+
+
+def host_for(base: HFGenerator) -> AdapterHost:
+    """The process-wide host of `base` (one private model copy per base generator)."""
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(base)
+        if host is None:
+            host = AdapterHost(base)
+            _HOSTS[base] = host
+        return host
+
+
+class AdapterGenerator(Generator):
+    """A `Generator` that runs the host's model with one adapter active (None: the base model)."""
+
+    name = "hf+align"
+    supports_scoring = True
+
+    def __init__(self, host: AdapterHost, adapter: str | None) -> None:
+        self.host = host
+        self.adapter = adapter
+        self.model_id = host.base.model_id + (f"+{adapter}" if adapter else "")
+
+    def count_tokens(self, text: str) -> int:
+        return self.host.base.count_tokens(text)
+
+    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
+        return self.host.base.truncate_to_tokens(text, max_tokens)
+
+    def render(self, prompt: Prompt) -> str:
+        return self.host.base.render(self.rewrite(prompt))
+
+    def rewrite(self, prompt: Prompt) -> Prompt:
+        """Hook for subclasses that condition the prompt (RiC); the identity here."""
+        return prompt
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 stop: Sequence[str] | None = None, batch_size: int = 8) -> list[Generation]:
+        prompts = [self.rewrite(p) for p in prompts]
+        with self.host.active(self.adapter) as gen:
+            return gen.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+                                batch_size=batch_size)
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]] | Sequence[str], *,
+              batch_size: int = 8, normalize: bool = False) -> np.ndarray:
+        prompts = [self.rewrite(p) for p in prompts]
+        with self.host.active(self.adapter) as gen:
+            return gen.score(prompts, continuations, batch_size=batch_size, normalize=normalize)

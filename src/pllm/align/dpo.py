@@ -1,0 +1,199 @@
+"""Per-user / per-group DPO: trl's `DPOTrainer` on a LoRA adapter over the base model, the reference
+being the same model with the adapter disabled (trl's behaviour when given a `peft_config`).
+
+Training runs on a private copy of the base model (peft injects layers into the modules it wraps), so
+the caller's generator is never changed. Answers and prompts are cut to a token budget first: DSP
+answers run to hundreds of tokens and CPU training cost grows with sequence length.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pllm.align.adapters import AdapterRecord, AdapterStore, new_record
+from pllm.align.store import PreferencePair
+from pllm.errors import InputError
+from pllm.io import atomic_dir, save_config
+from pllm.models.hf import HFGenerator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=8, metadata={"help": "LoRA rank."})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS),
+                                      metadata={"help": "Module names LoRA wraps (never lm_head: trl reads it "
+                                                        "directly)."})
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise InputError(f"LoRA rank must be >= 1, got {self.r}", field="r")
+        if self.alpha <= 0:
+            raise InputError(f"LoRA alpha must be > 0, got {self.alpha}", field="alpha")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"LoRA dropout must be in [0, 1), got {self.dropout}", field="dropout")
+        if not self.target_modules or "lm_head" in self.target_modules:
+            raise InputError("target_modules must be non-empty and must not include lm_head",
+                             field="target_modules")
+
+    def peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+
+
+@dataclass
+class TrainSettings:
+    """What every alignment fine-tune (DPO, RiC) shares."""
+
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the training rows."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs)."})
+    batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate."})
+    max_prompt_tokens: int = field(default=96, metadata={"help": "Prompts are cut to this many tokens."})
+    max_answer_tokens: int = field(default=96, metadata={"help": "Answers are cut to this many tokens."})
+    seed: int = field(default=0, metadata={"help": "Seed for LoRA init and data order."})
+    threads: int = field(default=0, metadata={"help": "torch threads while training (0: leave as is); 1 is "
+                                                      "fastest on a crowded machine."})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise InputError("give epochs > 0 or max_steps > 0", field="epochs")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}", field="batch_size")
+        if self.learning_rate <= 0:
+            raise InputError(f"learning_rate must be > 0, got {self.learning_rate}", field="learning_rate")
+        if self.max_prompt_tokens < 1 or self.max_answer_tokens < 1:
+            raise InputError("max_prompt_tokens and max_answer_tokens must be >= 1", field="max_answer_tokens")
+
+
+@dataclass
+class DPOSettings(TrainSettings):
+    beta: float = field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor to the reference)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise InputError(f"beta must be > 0, got {self.beta}", field="beta")
+
+
+def truncate_pairs(pairs: Sequence[PreferencePair], base: HFGenerator, settings: TrainSettings
+                   ) -> list[PreferencePair]:
+    """Pairs cut to the token budgets (in the base model's tokenizer); pairs that become equal are dropped,
+    since they carry no preference."""
+    out = []
+    for p in pairs:
+        prompt = base.truncate_to_tokens(p.prompt, settings.max_prompt_tokens)
+        chosen = base.truncate_to_tokens(p.chosen, settings.max_answer_tokens)
+        rejected = base.truncate_to_tokens(p.rejected, settings.max_answer_tokens)
+        if chosen.strip() and rejected.strip() and chosen != rejected:
+            out.append(PreferencePair(id=p.id, prompt=prompt, chosen=chosen, rejected=rejected,
+                                      query_id=p.query_id, split=p.split, meta=p.meta))
+    return out
+
+
+def _conversational(base: HFGenerator) -> bool:
+    return bool(getattr(base.tokenizer, "chat_template", None))
+
+
+def dpo_rows(pairs: Sequence[PreferencePair], base: HFGenerator) -> list[dict[str, Any]]:
+    """trl rows: conversational (the chat template the generator renders with) when the model has one."""
+    if _conversational(base):
+        return [{"prompt": [{"role": "user", "content": p.prompt}],
+                 "chosen": [{"role": "assistant", "content": p.chosen}],
+                 "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
+    return [{"prompt": p.prompt, "chosen": " " + p.chosen, "rejected": " " + p.rejected} for p in pairs]
+
+
+def trainer_args(cls: Any, settings: TrainSettings, output_dir: str, **extra: Any) -> Any:
+    """trl config for CPU-friendly LoRA training: fp32, no checkpoints, no reporters, no grad checkpointing."""
+    return cls(output_dir=output_dir, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+               report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, seed=settings.seed,
+               per_device_train_batch_size=settings.batch_size, num_train_epochs=settings.epochs,
+               max_steps=settings.max_steps, learning_rate=settings.learning_rate, dataloader_num_workers=0,
+               **extra)
+
+
+def build_dpo_trainer(base: HFGenerator, pairs: Sequence[PreferencePair], settings: DPOSettings,
+                      output_dir: str, callbacks: list[Any] | None = None) -> Any:
+    """A ready `DPOTrainer` over a private copy of `base` (exposed so tests can inspect it before training)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    rows = dpo_rows(truncate_pairs(pairs, base, settings), base)
+    if not rows:
+        raise InputError("no usable preference pairs to train on (none given, or all empty after truncation)")
+    max_length = settings.max_prompt_tokens + settings.max_answer_tokens + 32  # + chat-template tokens
+    args = trainer_args(DPOConfig, settings, output_dir, beta=settings.beta, max_length=max_length)
+    model = copy.deepcopy(base.model)
+    model.train()
+    return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=base.tokenizer, peft_config=settings.lora.peft_config(),
+                      callbacks=callbacks)
+
+
+@dataclass
+class TrainResult:
+    record: AdapterRecord
+    seconds: float
+    n_rows: int
+    log: list[dict[str, Any]]
+
+
+def _threads(n: int) -> Callable[[], None]:
+    import torch
+
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    return lambda: torch.set_num_threads(old)
+
+
+def save_trained(trainer: Any, store: AdapterStore, record: AdapterRecord, settings: Any) -> AdapterRecord:
+    """Write the trained adapter, its config and metadata atomically under the store."""
+    with atomic_dir(store.path(record.name)) as tmp:
+        trainer.model.save_pretrained(str(tmp / "adapter"))
+        save_config(settings, tmp)
+        store.write_meta(tmp, record)
+    return store.get(record.name)
+
+
+def train_dpo(base: HFGenerator, pairs: Sequence[PreferencePair], *, name: str, users: Sequence[str],
+              settings: DPOSettings | None = None, store: AdapterStore | None = None,
+              callbacks: list[Any] | None = None) -> TrainResult:
+    """Train one DPO adapter on `pairs` (one user's, or a group's pooled) and store it as `name`."""
+    settings = settings or DPOSettings()
+    store = store or AdapterStore()
+    restore = _threads(settings.threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pllm-dpo-") as out:
+            trainer = build_dpo_trainer(base, pairs, settings, out, callbacks=callbacks)
+            n_rows = len(trainer.train_dataset)
+            started = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - started
+            logs = [dict(x) for x in trainer.state.log_history]
+            last = next((x for x in reversed(logs) if "rewards/margins" in x), {})
+            metrics = {"train_seconds": seconds, "train_pairs": n_rows, "steps": trainer.state.global_step,
+                       "final_rewards_margin": last.get("rewards/margins"),
+                       "final_rewards_accuracy": last.get("rewards/accuracies"), "final_loss": last.get("loss")}
+            record = save_trained(trainer, store, new_record(name, "dpo", base, users=users, metrics=metrics),
+                                  settings)
+    finally:
+        restore()
+    return TrainResult(record=record, seconds=seconds, n_rows=n_rows, log=logs)

@@ -1,0 +1,80 @@
+"""Evaluation of aligned models.
+
+Preference accuracy: DPO's implicit reward r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)); a held-out
+pair counts as correct when r(chosen) > r(rejected). The reference is the same model with adapters off.
+Style share: how often a user's generated answer is judged (by `StyleJudge`) to be in the user's
+preferred style. Both come with bootstrap confidence intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pllm.align.store import PreferencePair
+from pllm.eval.stats import Interval
+from pllm.models.base import Generator, Prompt
+
+
+def proportion_interval(hits: Sequence[bool] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
+                        alpha: float = 0.05) -> Interval:
+    """Share of True with a percentile bootstrap interval (empty input -> NaN)."""
+    x = np.asarray(hits, dtype=np.float64)
+    if x.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (n_resamples, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(x.mean()), float(lo), float(hi))
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
+                  alpha: float = 0.05) -> Interval:
+    return proportion_interval(np.asarray(values, dtype=np.float64), n_resamples=n_resamples, seed=seed,
+                               alpha=alpha)
+
+
+@dataclass
+class RewardResult:
+    chosen: np.ndarray  # (N,) implicit reward of each chosen answer
+    rejected: np.ndarray  # (N,)
+
+    @property
+    def margins(self) -> np.ndarray:
+        return self.chosen - self.rejected
+
+    @property
+    def accuracy(self) -> Interval:
+        return proportion_interval(self.margins > 0)
+
+
+def implicit_rewards(policy: Generator, reference: Generator, pairs: Sequence[PreferencePair], *,
+                     beta: float = 0.1, batch_size: int = 8) -> RewardResult:
+    """beta * (log pi - log pi_ref) of each pair's chosen and rejected answer (as given: truncate first)."""
+    prompts = [Prompt(text=p.prompt) for p in pairs]
+    cands = [[" " + p.chosen, " " + p.rejected] if not _chat(policy) else [p.chosen, p.rejected] for p in pairs]
+    if not pairs:
+        return RewardResult(np.zeros(0), np.zeros(0))
+    lp = policy.score(prompts, cands, batch_size=batch_size)  # (N, 2)
+    lr = reference.score(prompts, cands, batch_size=batch_size)  # (N, 2)
+    r = beta * (lp - lr)
+    return RewardResult(chosen=r[:, 0], rejected=r[:, 1])
+
+
+def _chat(gen: Generator) -> bool:
+    base = getattr(getattr(gen, "host", None), "base", gen)
+    return bool(getattr(getattr(base, "tokenizer", None), "chat_template", None))
+
+
+def style_share(predicted: Sequence[str], target: str) -> Interval:
+    """Share of generations judged to be in `target` style, with a bootstrap interval."""
+    return proportion_interval([p == target for p in predicted])
+
+
+def generate_answers(gen: Generator, prompts: Sequence[str], *, max_new_tokens: int = 48,
+                     batch_size: int = 8) -> list[str]:
+    """Greedy answers to plain chat prompts."""
+    outs = gen.generate([Prompt(text=p) for p in prompts], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [o.text for o in outs]

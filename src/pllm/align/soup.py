@@ -1,0 +1,132 @@
+"""Preference soups (Rewarded Soups, Rame et al. 2023; Personalized Soups, Jang et al. 2023): one
+adapter per preference dimension, combined at request time by the user's preference vector.
+
+The combination is peft's `add_weighted_adapter(combination_type="cat")`: the LoRA factors are
+concatenated with each A scaled by its weight, so the soup's weight delta is exactly sum_i w_i dW_i
+(linear interpolation of the dimension models in weight space, all sharing one base). Zero-weight
+dimensions are left out (their term is exactly zero). A one-hot vector is served by that dimension's
+adapter itself: the sum is then dW_k, and peft would re-factor a single adapter as sqrt(w*s) A,
+sqrt(w*s) B ("linear"), equal only up to float rounding.
+
+Built soups are cached per distinct (rounded, normalized) vector, least recently used evicted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pllm.align.adapters import AdapterGenerator, AdapterHost, AdapterStore, align_root, check_name
+from pllm.align.store import check_vector
+from pllm.errors import ArtifactError, InputError, NotFoundError
+from pllm.io import atomic_write_json, sha1_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SoupSpec:
+    """A named soup: preference dimension -> stored adapter name."""
+
+    name: str
+    dimensions: dict[str, str]
+    precision: int = field(default=2, metadata={"help": "Vectors are rounded to this many decimals (cache key)."})
+    max_cached: int = field(default=16, metadata={"help": "Built soups kept loaded (LRU)."})
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "soup")
+        if not self.dimensions:
+            raise InputError("a soup needs at least one dimension=adapter", field="dimensions")
+        for dim, adapter in self.dimensions.items():
+            if not isinstance(dim, str) or not dim.strip():
+                raise InputError(f"bad dimension name {dim!r}", field="dimensions")
+            check_name(adapter)
+        if not 0 <= self.precision <= 6:
+            raise InputError(f"precision must be in [0, 6], got {self.precision}", field="precision")
+        if self.max_cached < 1:
+            raise InputError(f"max_cached must be >= 1, got {self.max_cached}", field="max_cached")
+
+
+class SoupStore:
+    """Soup specs as JSON files under `pllm_home()/align/soups/`."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else align_root() / "soups"
+
+    def save(self, spec: SoupSpec) -> Path:
+        return atomic_write_json(self.root / f"{check_name(spec.name, 'soup')}.json", spec)
+
+    def get(self, name: str) -> SoupSpec:
+        path = self.root / f"{check_name(name, 'soup')}.json"
+        if not path.is_file():
+            known = ", ".join(s.name for s in self.list()) or "(none)"
+            raise NotFoundError(f"no soup {name!r} under {self.root}; known: {known}")
+        try:
+            return SoupSpec(**json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ArtifactError(f"corrupt soup spec {path}: {exc}") from None
+
+    def list(self) -> list[SoupSpec]:
+        if not self.root.is_dir():
+            return []
+        return [self.get(p.stem) for p in sorted(self.root.glob("*.json")) if not p.name.startswith(".")]
+
+
+def normalize_vector(spec: SoupSpec, vector: dict[str, float]) -> tuple[float, ...]:
+    """The soup weights for `vector`: in spec order, summing to 1, rounded to `spec.precision`.
+
+    Missing dimensions weigh 0; a dimension the soup does not have is an error (it would be ignored
+    silently otherwise)."""
+    vec = check_vector(vector)
+    unknown = sorted(set(vec) - set(spec.dimensions))
+    if unknown:
+        raise InputError(f"soup {spec.name!r} has no dimension(s) {unknown}; it has {sorted(spec.dimensions)}")
+    raw = [vec.get(d, 0.0) for d in spec.dimensions]
+    total = sum(raw)
+    if total <= 0:
+        raise InputError(f"the vector gives no weight to any of the soup's dimensions {sorted(spec.dimensions)}")
+    weights = [round(w / total, spec.precision) for w in raw]
+    return tuple(weights)
+
+
+class Soup:
+    """A soup spec bound to an `AdapterHost`: builds (and caches) one combined adapter per vector."""
+
+    def __init__(self, host: AdapterHost, spec: SoupSpec, adapters: AdapterStore | None = None) -> None:
+        self.host, self.spec = host, spec
+        adapters = adapters or AdapterStore()
+        for adapter in spec.dimensions.values():
+            record = adapters.get(adapter)
+            host.load(record)
+        self._cache: OrderedDict[tuple[float, ...], str] = OrderedDict()
+
+    def adapter_for(self, vector: dict[str, float]) -> str:
+        """Name of the host adapter for `vector`, building it on first use."""
+        weights = normalize_vector(self.spec, vector)
+        with self.host.lock:
+            name = self._cache.get(weights)
+            if name is not None:
+                self._cache.move_to_end(weights)
+                return name
+            name = f"soup-{self.spec.name}-{sha1_text(*map(repr, weights))[:12]}"
+            used = [(self.spec.dimensions[d], w) for d, w in zip(self.spec.dimensions, weights, strict=True) if w > 0]
+            if len(used) == 1:  # one-hot: the dimension's own adapter, exactly
+                self._cache[weights] = used[0][0]
+                return used[0][0]
+            self.host.model.add_weighted_adapter(adapters=[a for a, _ in used], weights=[w for _, w in used],
+                                                 adapter_name=name, combination_type="cat")
+            self._cache[weights] = name
+            while len(self._cache) > self.spec.max_cached:
+                _, old = self._cache.popitem(last=False)
+                if old not in self.spec.dimensions.values() and old not in self._cache.values():
+                    self.host.model.delete_adapter(old)
+            return name
+
+    def generator(self, vector: dict[str, float]) -> AdapterGenerator:
+        return self.host.generator(self.adapter_for(vector))
+
+    def cached_vectors(self) -> list[tuple[float, ...]]:
+        return list(self._cache)

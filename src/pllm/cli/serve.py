@@ -1,0 +1,112 @@
+"""`pllm serve` (the personalization server) and `pllm keys create|list|revoke` (its API keys).
+
+Registered twice in `_SUBAPPS`: `("pllm.cli.serve", None)` adds the top-level `serve` command through
+`register`, and `("pllm.cli.serve", "keys")` adds `app` as the `keys` group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pllm.cli.common import DbOption, console, err_console, open_db
+from pllm.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, help="Manage the API keys of `pllm serve` (stored hashed in the store).")
+
+
+@app.command("create")
+def create(
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant the key belongs to (required unless --admin)."),
+    name: str = typer.Option("", "--name", help="A label shown by `pllm keys list`."),
+    admin: bool = typer.Option(False, "--admin", help="An admin key: manages keys, reads no user data."),
+    db: Path | None = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (key included)."),
+) -> None:
+    """Create a key and print it once (only its sha256 is stored)."""
+    from pllm.serve.auth import KeyStore
+
+    with open_db(db) as store:
+        key, info = KeyStore(store).create(tenant=tenant, role="admin" if admin else "tenant", name=name)
+    if as_json:
+        print(json.dumps({"key": key, **info.to_dict()}))
+        return
+    print(key)
+    err_console.print(f"created {info.role} key {info.id}" + (f" for tenant {info.tenant}" if info.tenant else "")
+                      + "; it is shown only now")
+
+
+@app.command("list")
+def list_(
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's keys."),
+    db: Path | None = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List keys (ids, tenants, roles; never the keys themselves)."""
+    from pllm.serve.auth import KeyStore
+
+    with open_db(db) as store:
+        keys = KeyStore(store).list(tenant=tenant)
+    if as_json:
+        print(json.dumps([k.to_dict() for k in keys]))
+        return
+    table = Table("id", "tenant", "role", "name", "status")
+    for k in keys:
+        table.add_row(k.id, k.tenant or "-", k.role, k.name, "revoked" if k.revoked_at else "active")
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(key_id: str = typer.Argument(..., help="Key id (from `pllm keys list`)."),
+           db: Path | None = DbOption) -> None:
+    """Revoke a key; a running server refuses it from its next request."""
+    from pllm.serve.auth import KeyStore
+
+    with open_db(db) as store:
+        info = KeyStore(store).revoke(key_id)
+    console.print(f"revoked key {info.id}")
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", help="Port to bind."),
+    db: Path | None = DbOption,
+    backend: str = typer.Option("hf", "--backend", help="Generator backend (GENERATORS)."),
+    model: str | None = typer.Option(None, "--model", help="Model for the backend (default: embedded SmolLM2)."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Model id served at /v1/models."),
+    embedder: str = typer.Option("minilm", "--embedder", help="Embedder (EMBEDDERS); 'none' disables dense search."),
+    retriever: str = typer.Option("dense", "--retriever", help="Default retriever for search and chat."),
+    k: int = typer.Option(4, "--k", help="Default memories per chat turn / search."),
+    concurrency: int = typer.Option(1, "--concurrency", help="Generations at once."),
+    queue: int = typer.Option(8, "--queue", help="Chat requests that may wait; more get 429 + Retry-After."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Per-request deadline in seconds (504 past it)."),
+    max_body_bytes: int = typer.Option(2_000_000, "--max-body-bytes", help="Largest request body (413 past it)."),
+    synchronous: str = typer.Option("FULL", "--synchronous", help="SQLite synchronous mode: FULL or NORMAL."),
+    no_preload: bool = typer.Option(False, "--no-preload", help="Load models on first use, not at startup."),
+    plugin: list[str] = typer.Option([], "--plugin", help="Module to import first (registers personalizers, "
+                                                           "generators, embedders); repeatable."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Run the personalization server (OpenAI-compatible chat + memory API) until Ctrl-C / SIGTERM."""
+    from pllm.serve import ServeConfig, run
+
+    for module in plugin:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InputError(f"cannot import plugin {module!r}: {exc}", field="--plugin") from None
+    config = ServeConfig(db=str(db) if db else None, backend=backend, model=model, model_name=model_name,
+                         embedder=None if embedder == "none" else embedder, retriever=retriever, k=k,
+                         gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
+                         max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload)
+    err_console.print(f"pllm serve: http://{host}:{port}/v1 (store {config.db or '$PLLM_HOME/pllm.sqlite3'}, "
+                      f"backend {config.backend}, retriever {config.retriever})")
+    run(config, host=host, port=port, log_level=log_level)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("serve")(serve)

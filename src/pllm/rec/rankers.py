@@ -1,0 +1,438 @@
+"""Candidate rankers for `movielens-rec` questions, all behind one `Ranker` interface and registry.
+
+Classic recommenders (what a recommender engineer would deploy): `popularity`, `itemknn` (cosine over
+co-ratings), `mf-als` (implicit's alternating least squares), `mf-svd` (scikit-learn TruncatedSVD), and
+`random` as the chance reference. They are fitted on `Interactions` that never include a question's
+target or anything the user rated after it.
+
+LLM rankers reuse the library: `llm-pointwise` turns each candidate into a yes/no question and scores
+it through `Personalizer` (retrieval over the user's history with the candidate as the query, the
+demonstration prompt style, label log-likelihoods), one batch per user; `llm-listwise` shows the
+history and the lettered candidate list and scores each candidate's letter as the continuation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import sparse
+
+from pllm.errors import InputError, PllmError
+from pllm.models.base import Generator, Prompt
+from pllm.pipeline import MethodConfig, Personalizer
+from pllm.prompting.styles import get_style
+from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, candidates_of
+from pllm.registry import Registry
+from pllm.retrieval.base import Doc, make_retriever
+from pllm.types import Question
+
+# ------------------------------------------------------------------------------------- training data
+
+
+@dataclass
+class Interactions:
+    """A binary user x item matrix (who rated what) for the classic recommenders."""
+
+    users: list[str]
+    items: list[str]
+    matrix: sparse.csr_matrix  # (U, I) float32, 1 where the user rated the item
+
+    def __post_init__(self) -> None:
+        self.user_index = {u: i for i, u in enumerate(self.users)}
+        self.item_index = {m: i for i, m in enumerate(self.items)}
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[tuple[str, str]], items: Sequence[str] | None = None) -> Interactions:
+        users = sorted({u for u, _ in pairs})
+        item_list = list(items) if items is not None else sorted({m for _, m in pairs})
+        ui = {u: i for i, u in enumerate(users)}
+        ii = {m: i for i, m in enumerate(item_list)}
+        rows = [ui[u] for u, m in pairs if m in ii]
+        cols = [ii[m] for _, m in pairs if m in ii]
+        mat = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                                shape=(len(users), len(item_list)))
+        mat.data[:] = 1.0  # duplicates collapse to one interaction
+        return cls(users, item_list, mat)
+
+
+def training_interactions(ratings: Sequence[Any], questions: Sequence[Question],
+                          items: Sequence[str] | None = None) -> Interactions:
+    """Every rating except, for each user with questions, those at or after their earliest question:
+    the targets and everything later stay unseen (leave-latest-out per user)."""
+    cutoff: dict[str, float] = {}
+    for q in questions:
+        if q.timestamp is None:
+            raise InputError("rec questions need a timestamp to cut the training data", source=q.id)
+        cutoff[q.user_id] = min(cutoff.get(q.user_id, q.timestamp), q.timestamp)
+    pairs = [(r.user_id, r.movie_id) for r in ratings
+             if r.user_id not in cutoff or r.timestamp < cutoff[r.user_id]]
+    return Interactions.from_pairs(pairs, items)
+
+
+# ----------------------------------------------------------------------------------------- interface
+
+
+class Ranker(ABC):
+    """Scores a question's candidates (higher = more likely liked); one call per user."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "classic"  # classic | llm
+
+    def fit(self, train: Interactions) -> None:  # noqa: B027 - most LLM rankers need no fitting
+        """Learn from training interactions (classic rankers)."""
+
+    @abstractmethod
+    def score(self, question: Question) -> np.ndarray:
+        """(C,) scores aligned with `question.query['candidates']`."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name}
+
+
+RANKERS: Registry[Callable[..., Ranker]] = Registry("ranker")
+
+
+def make_ranker(name: str, **options: Any) -> Ranker:
+    return RANKERS.get(name)(**options)
+
+
+def _candidate_ids(q: Question) -> list[str]:
+    return [str(c["movie_id"]) for c in candidates_of(q)]
+
+
+def _history_ids(q: Question) -> list[str]:
+    return [str(p.fields["movie_id"]) for p in q.profile if "movie_id" in p.fields]
+
+
+class _Fitted(Ranker):
+    def __init__(self) -> None:
+        self.train: Interactions | None = None
+
+    def _need(self) -> Interactions:
+        if self.train is None:
+            raise PllmError(f"ranker {self.name!r} must be fitted before scoring")
+        return self.train
+
+    def _cols(self, ids: Sequence[str]) -> np.ndarray:
+        index = self._need().item_index
+        return np.array([index.get(m, -1) for m in ids], dtype=np.int64)
+
+
+@RANKERS.register("random")
+class RandomRanker(Ranker):
+    """Uniform random scores, seeded per question: the chance reference (Recall@1 = 1/C expected)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def score(self, question: Question) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, int.from_bytes(question.id.encode()[:8].ljust(8, b"\0"), "little")])
+        return rng.random(len(candidates_of(question)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "seed": self.seed}
+
+
+@RANKERS.register("popularity")
+class PopularityRanker(_Fitted):
+    """How many training users rated the candidate."""
+
+    name = "popularity"
+
+    def fit(self, train: Interactions) -> None:
+        self.train = train
+        self.counts = np.asarray(train.matrix.sum(axis=0)).ravel()  # (I,)
+
+    def score(self, question: Question) -> np.ndarray:
+        cols = self._cols(_candidate_ids(question))
+        return np.where(cols >= 0, self.counts[np.maximum(cols, 0)], 0.0).astype(np.float64)
+
+
+@RANKERS.register("itemknn")
+class ItemKNNRanker(_Fitted):
+    """Item-item cosine similarity over co-ratings; a candidate scores the summed similarity to the
+    user's `neighbors` most similar history items (all of them when None)."""
+
+    name = "itemknn"
+
+    def __init__(self, neighbors: int | None = 50) -> None:
+        super().__init__()
+        self.neighbors = neighbors
+
+    def fit(self, train: Interactions) -> None:
+        self.train = train
+        m = train.matrix.tocsc().astype(np.float32)  # (U, I)
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=0)).ravel())  # (I,)
+        norms[norms == 0] = 1.0
+        co = (m.T @ m).toarray()  # (I, I) co-rating counts
+        self.sim = co / norms[:, None] / norms[None, :]
+        np.fill_diagonal(self.sim, 0.0)
+
+    def score(self, question: Question) -> np.ndarray:
+        cols = self._cols(_candidate_ids(question))
+        hist = self._cols(_history_ids(question))
+        hist = hist[hist >= 0]
+        out = np.zeros(len(cols))
+        if hist.size == 0:
+            return out
+        for j, c in enumerate(cols):
+            if c < 0:
+                continue
+            sims = self.sim[c, hist]  # (H,)
+            if self.neighbors is not None and sims.size > self.neighbors:
+                sims = np.partition(sims, -self.neighbors)[-self.neighbors:]
+            out[j] = float(sims.sum())
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "neighbors": self.neighbors}
+
+
+class _FactorRanker(_Fitted):
+    user_factors: np.ndarray  # (U, F)
+    item_factors: np.ndarray  # (I, F)
+
+    def score(self, question: Question) -> np.ndarray:
+        train = self._need()
+        cols = self._cols(_candidate_ids(question))
+        u = train.user_index.get(question.user_id)
+        if u is None:  # a user with no training interactions: fold in the history
+            hist = self._cols(_history_ids(question))
+            hist = hist[hist >= 0]
+            vec = self.item_factors[hist].mean(axis=0) if hist.size else np.zeros(self.item_factors.shape[1])
+        else:
+            vec = self.user_factors[u]
+        scores = self.item_factors[np.maximum(cols, 0)] @ vec  # (C,)
+        return np.where(cols >= 0, scores, -np.inf).astype(np.float64)
+
+
+@RANKERS.register("mf-als")
+class ALSRanker(_FactorRanker):
+    """Matrix factorization for implicit feedback (Hu, Koren & Volinsky 2008), from the `implicit` library."""
+
+    name = "mf-als"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 20, alpha: float = 1.0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.factors, self.regularization, self.iterations, self.alpha, self.seed = (
+            factors, regularization, iterations, alpha, seed)
+
+    def fit(self, train: Interactions) -> None:
+        try:
+            from implicit.cpu.als import AlternatingLeastSquares
+        except ImportError:
+            raise PllmError("the mf-als ranker needs the `implicit` package (pip install implicit); "
+                            "or use mf-svd (scikit-learn)") from None
+        self.train = train
+        model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                        iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
+                                        num_threads=1, calculate_training_loss=False)
+        model.fit(train.matrix.tocsr(), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors)
+        self.item_factors = np.asarray(model.item_factors)
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "library": "implicit", "factors": self.factors,
+                "regularization": self.regularization, "iterations": self.iterations, "alpha": self.alpha}
+
+
+@RANKERS.register("mf-svd")
+class SVDRanker(_FactorRanker):
+    """Truncated SVD of the interaction matrix (scikit-learn): the pure-scikit-learn MF baseline."""
+
+    name = "mf-svd"
+
+    def __init__(self, factors: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        self.factors, self.seed = factors, seed
+
+    def fit(self, train: Interactions) -> None:
+        from sklearn.decomposition import TruncatedSVD
+
+        self.train = train
+        k = max(1, min(self.factors, min(train.matrix.shape) - 1))
+        svd = TruncatedSVD(n_components=k, random_state=self.seed)
+        self.user_factors = svd.fit_transform(train.matrix)  # (U, F) = U * Sigma
+        self.item_factors = svd.components_.T  # (I, F)
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "library": "scikit-learn", "factors": self.factors}
+
+
+# --------------------------------------------------------------------------------------- LLM rankers
+
+
+@dataclass
+class PointwiseConfig:
+    retriever: str = field(default="bm25", metadata={"help": "History retriever, the candidate as the query."})
+    k: int = field(default=4, metadata={"help": "History items retrieved per candidate."})
+    max_prompt_tokens: int = field(default=384, metadata={"help": "Prompt budget in generator tokens."})
+    embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise InputError("k must be >= 0", field="k")
+
+
+@RANKERS.register("llm-pointwise")
+class PointwiseRanker(Ranker):
+    """TALLRec-style: score = log p(" Yes") - log p(" No") after the retrieved history and the candidate.
+
+    Each candidate becomes a yes/no `Question` (query = the movie's fields, profile = the history), so
+    retrieval, the prompt budget and scoring all go through `Personalizer`, and `Prompt.question`
+    carries the record to generators that personalize beyond the text. One `score` batch per user.
+    """
+
+    name = "llm-pointwise"
+    kind = "llm"
+
+    def __init__(self, generator: Generator, config: PointwiseConfig | None = None, *, store: Any = None,
+                 embedder: Any = None) -> None:
+        self.generator = generator
+        self.config = config or PointwiseConfig()
+        if not generator.supports_scoring:
+            raise InputError(f"llm-pointwise scores Yes/No likelihoods; the {generator.name!r} backend cannot score")
+        method = MethodConfig(retriever=self.config.retriever, k=self.config.k, style="demonstrations",
+                              predict="score", max_prompt_tokens=self.config.max_prompt_tokens,
+                              embedder=self.config.embedder)
+        self.personalizer = Personalizer(POINTWISE_SPEC, generator, method, store=store, embedder=embedder)
+        self.prompt_tokens = 0
+
+    def candidate_questions(self, question: Question) -> list[Question]:
+        return [Question(id=f"{question.id}#{c['movie_id']}", user_id=question.user_id,
+                         input=f"Will the user like {c['title']}?", query=dict(c), profile=question.profile,
+                         target=None, timestamp=question.timestamp)
+                for c in candidates_of(question)]
+
+    def score(self, question: Question) -> np.ndarray:
+        cands = self.candidate_questions(question)
+        records = self.personalizer.predict(cands, batch_size=len(cands))
+        self.prompt_tokens += sum(r.prompt_tokens for r in records)
+        return np.array([r.label_scores["Yes"] - r.label_scores["No"] for r in records], dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, **dataclasses.asdict(self.config), "model": self.generator.model_id,
+                "backend": self.generator.name, "style": "demonstrations"}
+
+
+@dataclass
+class ListwiseConfig:
+    retriever: str = field(default="bm25", metadata={
+        "help": "History retriever; the query is all candidate titles and genres."})
+    k: int = field(default=8, metadata={"help": "History items shown."})
+    permutations: int = field(default=2, metadata={
+        "help": "Candidate orders asked (1: as built, 2: also reversed); scores are averaged to cancel position bias."})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "Prompt budget in generator tokens."})
+    embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise InputError("k must be >= 0", field="k")
+        if self.permutations not in (1, 2):
+            raise InputError("permutations must be 1 or 2", field="permutations")
+
+
+@RANKERS.register("llm-listwise")
+class ListwiseRanker(Ranker):
+    """The model sees the history and the lettered candidate list; each candidate's score is the
+    log-probability of its letter as the continuation (normalized over the letters), averaged over the
+    asked orders. Backends that cannot score generate a letter instead; unparseable answers are counted
+    and give every candidate the same score."""
+
+    name = "llm-listwise"
+    kind = "llm"
+    letters = string.ascii_uppercase
+
+    def __init__(self, generator: Generator, config: ListwiseConfig | None = None, *, store: Any = None,
+                 embedder: Any = None) -> None:
+        self.generator = generator
+        self.config = config or ListwiseConfig()
+        self.style = get_style("demonstrations")
+        self._retriever_options: dict[str, Any] = {}
+        if self.config.retriever in ("dense", "hybrid"):
+            self._retriever_options = {"embedder": embedder or self.config.embedder, "cache": store}
+        make_retriever(self.config.retriever, **self._retriever_options)  # fail early on a bad name
+        self.prompt_tokens = 0
+        self.unparseable = 0
+
+    def history(self, question: Question) -> list[str]:
+        """Retrieved history items rendered as demonstrations, best last (nearest the question)."""
+        if self.config.k == 0 or not question.profile:
+            return []
+        if self.config.retriever == "none":
+            return []
+        opts = dict(self._retriever_options)
+        if "cache" in opts:
+            opts["user_id"] = question.user_id
+        index = make_retriever(self.config.retriever, **opts).build(
+            [Doc(text=REC_SPEC.retrieval_text(p), timestamp=p.timestamp) for p in question.profile])
+        hits = index.search(REC_SPEC.retrieval_query(question), self.config.k, query_timestamp=question.timestamp,
+                            seed_key=question.id)
+        return [self.style.render_item(POINTWISE_SPEC, question.profile[h.index]) for h in reversed(hits)]
+
+    def render(self, question: Question, order: Sequence[int], history: list[str]) -> str:
+        cands = candidates_of(question)
+        lines = [f"{self.letters[i]}. {cands[j]['title']} ({cands[j]['year']}; {cands[j]['genres']})"
+                 for i, j in enumerate(order)]
+        head = REC_SPEC.demo_header + "\n\n" + ("\n\n".join(history) + "\n\n" if history else "")
+        return (f"{head}Candidate movies:\n" + "\n".join(lines) +
+                "\n\nOf these candidates, the movie this user will like most is option")
+
+    def prompt(self, question: Question, order: Sequence[int]) -> Prompt:
+        history = self.history(question)
+        text = self.render(question, order, history)
+        while history and self.generator.count_tokens(text) > self.config.max_prompt_tokens:
+            history = history[1:]  # drop the least relevant (shown first) until it fits
+            text = self.render(question, order, history)
+        return Prompt(text=text, chat=False, question=question)
+
+    def orders(self, n: int) -> list[list[int]]:
+        forward = list(range(n))
+        return [forward] if self.config.permutations == 1 else [forward, forward[::-1]]
+
+    def score(self, question: Question) -> np.ndarray:
+        n = len(candidates_of(question))
+        if n > len(self.letters):
+            raise InputError(f"llm-listwise labels candidates A-Z: at most 26, got {n}", source=question.id)
+        orders = self.orders(n)
+        prompts = [self.prompt(question, order) for order in orders]
+        self.prompt_tokens += sum(self.generator.count_tokens(p.text) for p in prompts)
+        total = np.zeros(n)
+        if self.generator.supports_scoring:
+            conts = [" " + self.letters[i] for i in range(n)]
+            logp = self.generator.score(prompts, conts, batch_size=len(prompts))  # (P, n), by letter
+            for row, order in zip(logp, orders):
+                norm = row - np.logaddexp.reduce(row)  # log-softmax over the letters
+                for pos, j in enumerate(order):
+                    total[j] += norm[pos]
+            return total / len(orders)
+        gens = self.generator.generate(prompts, max_new_tokens=3, batch_size=len(prompts))
+        for g, order in zip(gens, orders):
+            pick = parse_letter(g.text, n)
+            if pick is None:
+                self.unparseable += 1
+            else:
+                total[order[pick]] += 1.0
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, **dataclasses.asdict(self.config), "model": self.generator.model_id,
+                "backend": self.generator.name, "readout": "score" if self.generator.supports_scoring else "generate"}
+
+
+def parse_letter(text: str, n: int) -> int | None:
+    """Index of the first standalone option letter (A.. the n-th) in generated text, else None."""
+    import re
+
+    allowed = string.ascii_uppercase[:n]
+    m = re.search(rf"\b([{allowed}])\b", text.strip())
+    return allowed.index(m.group(1)) if m else None

@@ -1,0 +1,139 @@
+"""Personalized chat: the conversation goes to the model through its chat template, with the user's
+retrieved memories (and optionally a cached summary of them) in a system message, and an optional named
+personalizer applied last.
+
+Personalizers are the hook for model-level personalization (per-user adapters from `pllm.adapt`,
+preference vectors from `pllm.align`): a module registers a factory in `PERSONALIZERS`, and a chat request
+names it in its `adapter` field. The personalizer gets the whole `ChatContext` (tenant, the store's user
+id, memories, the prompt, the base generator) and may swap the generator (e.g. one with the user's adapter
+active, reading `prompt.question.user_id`) or edit the prompt. Artifacts it keeps per user are removed by
+`DELETE /v1/users/{id}` through the store's `FORGET_HOOKS` and its own `forget`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pllm.models.base import Generator, Prompt
+from pllm.registry import Registry
+from pllm.tasks.spec import TaskSpec
+from pllm.types import ProfileItem, Question
+from pllm.users.store import SQLiteUserStore
+
+BASE_INSTRUCTION = ("You are a helpful assistant. When it is relevant, use what you know about the user to "
+                    "personalize your answer.")
+
+# What the profile summarizer reads: a memory is its `text` field (see `pllm.prompting.ProfileSummarizer`).
+MEMORY_SPEC = TaskSpec(name="serve-memory", kind="generation", description="A user's free-text memories.",
+                       item_text="{text}", item_template="{text}", parser="text", metrics=["rouge-1"])
+
+
+@dataclass
+class ChatContext:
+    """Everything about one chat turn that a personalizer may read or change."""
+
+    tenant: str
+    user: str | None
+    store_user_id: str | None
+    messages: list[dict[str, str]]
+    memories: list[ProfileItem]
+    prompt: Prompt
+    generator: Generator
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Personalizer(ABC):
+    """Model-level personalization for chat, registered by name in `PERSONALIZERS`."""
+
+    name: ClassVar[str] = "personalizer"
+
+    @abstractmethod
+    def personalize(self, ctx: ChatContext) -> ChatContext:
+        """Return the context to generate with (a different `generator`, an edited `prompt`...)."""
+
+    def forget(self, store_user_id: str) -> int:
+        """Remove what this personalizer keeps for a user; returns how many artifacts went."""
+        return 0
+
+
+# A factory gets the server's store (to find per-user artifacts) and returns a Personalizer.
+PERSONALIZERS: Registry[Callable[[SQLiteUserStore], Personalizer]] = Registry("personalizer")
+
+
+def memory_system_message(memories: Sequence[ProfileItem], summary: str | None, generator: Generator, *,
+                          budget: int, item_tokens: int) -> tuple[str, list[str]]:
+    """The system text carrying the user's memories, best first, within `budget` tokens of the generator's
+    tokenizer (each memory cut to `item_tokens`); returns it and the ids of the memories it holds."""
+    from pllm.serve.memory import item_text
+
+    parts = [BASE_INSTRUCTION]
+    if summary:
+        parts.append(f"About the user: {summary}")
+    used: list[str] = []
+    lines: list[str] = []
+    spent = 0
+    for item in memories:
+        line = "- " + generator.truncate_to_tokens(" ".join(item_text(item).split()), item_tokens)
+        cost = generator.count_tokens(line)
+        if spent + cost > budget:
+            break
+        lines.append(line)
+        used.append(item.id)
+        spent += cost
+    if lines:
+        parts.append("What you know about the user:\n" + "\n".join(lines))
+    return "\n\n".join(parts), used
+
+
+def build_prompt(messages: Sequence[dict[str, str]], system: str, *, request_id: str, store_user_id: str | None,
+                 memories: Sequence[ProfileItem]) -> Prompt:
+    """A chat `Prompt` for the whole conversation: the memory system text merged with the client's own
+    system message(s) into one leading system turn (chat templates accept one, first), `messages` for
+    chat-template backends and a plain transcript in `text` for the others."""
+    client_system = [m["content"] for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    merged = "\n\n".join([system, *client_system]) if system else "\n\n".join(client_system)
+    full = ([{"role": "system", "content": merged}] if merged else []) + [dict(m) for m in turns]
+    last_user = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+    if len(turns) == 1 and turns[0]["role"] == "user":
+        text = turns[0]["content"]
+    else:
+        text = "\n".join(f"{m['role']}: {m['content']}" for m in turns)
+    question = Question(id=request_id, user_id=store_user_id or "", input=last_user, query={"input": last_user},
+                        profile=list(memories))
+    return Prompt(text=text, chat=True, system=merged or None, question=question, messages=full)
+
+
+class StopScanner:
+    """Cuts a stream at the first stop string, holding back just enough text to never emit part of one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.buffer += piece
+        if not self.stops:
+            out, self.buffer = self.buffer, ""
+            return out
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.buffer = self.buffer[:cut], ""
+            return out
+        keep = len(self.buffer) - self.hold
+        if keep <= 0:
+            return ""
+        out, self.buffer = self.buffer[:keep], self.buffer[keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out

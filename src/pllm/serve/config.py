@@ -1,0 +1,86 @@
+"""Server settings: one dataclass, validated once, so a bad limit fails at startup and not under load."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pllm.errors import InputError
+
+ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
+
+
+def _help(text: str, default: object) -> object:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ServeConfig:
+    """Everything `create_app` needs; every limit here is enforced per request."""
+
+    db: str | None = _help("SQLite store path (None: $PLLM_HOME/pllm.sqlite3).", None)
+    backend: str = _help("Generator backend registered in GENERATORS (hf, openai, or a plugin's).", "hf")
+    model: str | None = _help("Model for the backend (None: the embedded SmolLM2-135M-Instruct).", None)
+    model_name: str | None = _help("Model id served at /v1/models and accepted in requests "
+                                   "(None: the generator's own model id).", None)
+    embedder: str | None = _help("Embedder registered in EMBEDDERS; items are embedded on write. "
+                                 "None disables dense and hybrid retrieval.", "minilm")
+    retriever: str = _help("Default retriever for search and chat (dense, bm25, hybrid, recency, random, none).",
+                           "dense")
+    k: int = _help("Default number of memories retrieved for a chat turn and returned by search.", 4)
+    max_k: int = _help("Largest k a request may ask for.", 50)
+    admin_key: str | None = _help(f"Admin key (None: ${ADMIN_KEY_ENV}, if set); stored admin keys also work.",
+                                  None)
+    max_body_bytes: int = _help("Largest request body; bigger ones get 413.", 2_000_000)
+    max_items_per_request: int = _help("Most items one POST may add.", 1000)
+    max_item_chars: int = _help("Longest item text (characters).", 20_000)
+    max_fields_bytes: int = _help("Largest JSON of one item's extra fields.", 20_000)
+    max_messages: int = _help("Most messages in one chat request.", 100)
+    max_message_chars: int = _help("Longest chat message (characters).", 32_000)
+    default_max_tokens: int = _help("Answer length when a chat request gives no max_tokens.", 128)
+    max_new_tokens: int = _help("Largest max_tokens a chat request may ask for.", 512)
+    memory_token_budget: int = _help("Tokens of retrieved memories in the system message.", 384)
+    memory_item_tokens: int = _help("Each memory is cut to this many tokens in the system message.", 96)
+    gen_concurrency: int = _help("Generations run at once (one model on CPU: 1).", 1)
+    gen_queue: int = _help("Chat requests that may wait for a generation slot; more get 429.", 8)
+    request_timeout_s: float = _help("Per-request deadline (slot wait + generation, or a memory "
+                                     "operation); past it the request gets 504.", 120.0)
+    io_threads: int = _help("Worker threads for store reads/writes and retrieval.", 8)
+    index_cache_users: int = _help("Users whose search indexes stay in memory (LRU).", 2048)
+    synchronous: str = _help("SQLite synchronous mode for this server's connection: FULL makes every "
+                             "acknowledged write survive power loss, NORMAL only a process crash.", "FULL")
+    busy_retries: int = _help("Retries of a write that finds the database busy (another process).", 5)
+    preload: bool = _help("Load the generator and embedder at startup rather than on first use.", True)
+
+    def __post_init__(self) -> None:
+        positive = ("k", "max_k", "max_body_bytes", "max_items_per_request", "max_item_chars", "max_fields_bytes",
+                    "max_messages", "max_message_chars", "default_max_tokens", "max_new_tokens",
+                    "memory_token_budget", "memory_item_tokens", "gen_concurrency", "io_threads",
+                    "index_cache_users")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"must be >= 1, got {getattr(self, name)!r}", field=name)
+        if self.gen_queue < 0:
+            raise InputError(f"must be >= 0, got {self.gen_queue!r}", field="gen_queue")
+        if self.busy_retries < 0:
+            raise InputError(f"must be >= 0, got {self.busy_retries!r}", field="busy_retries")
+        if self.k > self.max_k:
+            raise InputError(f"default k {self.k} exceeds max_k {self.max_k}", field="k")
+        if self.default_max_tokens > self.max_new_tokens:
+            raise InputError(f"default_max_tokens {self.default_max_tokens} exceeds max_new_tokens "
+                             f"{self.max_new_tokens}", field="default_max_tokens")
+        if not self.request_timeout_s > 0:
+            raise InputError(f"must be > 0, got {self.request_timeout_s!r}", field="request_timeout_s")
+        self.synchronous = str(self.synchronous).upper()
+        if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise InputError(f"must be FULL, NORMAL or EXTRA, got {self.synchronous!r}", field="synchronous")
+        if self.retriever in ("dense", "hybrid") and self.embedder is None:
+            raise InputError(f"retriever {self.retriever!r} needs an embedder", field="retriever")
+
+    @property
+    def db_path(self) -> Path | None:
+        return Path(self.db) if self.db else None
+
+    def resolved_admin_key(self) -> str | None:
+        return self.admin_key or os.environ.get(ADMIN_KEY_ENV) or None

@@ -1,0 +1,262 @@
+"""Per-user memory over the user store: add, page, search, delete, forget, export.
+
+Items are `ProfileItem`s whose `fields["text"]` is the memory; their embeddings are computed and stored
+(scoped to the user) before the items are written, so a new item is searchable as soon as the write is
+acknowledged. Searches run on a per-user in-memory index (the stored embedding matrix as a `DenseIndex`,
+or any registered retriever built over the user's items), cached and invalidated on every write.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from pllm.errors import InputError
+from pllm.io import sha1_text
+from pllm.retrieval import RETRIEVERS, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
+from pllm.types import ProfileItem
+from pllm.users.store import SQLiteUserStore
+
+T = TypeVar("T")
+TEXT_FIELD = "text"
+
+
+def item_text(item: ProfileItem) -> str:
+    value = item.fields.get(TEXT_FIELD)
+    return value if isinstance(value, str) else json.dumps(item.fields, ensure_ascii=False, sort_keys=True)
+
+
+class UserEmbeddingCache:
+    """The store's embeddings table seen through one user: reads and writes only that user's rows, so
+    forgetting a user removes every vector derived from their text and no tenant reads another's."""
+
+    def __init__(self, store: SQLiteUserStore, user_id: str) -> None:
+        self.store, self.user_id = store, user_id
+
+    def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        hashes = list(dict.fromkeys(text_hashes))
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            rows = self.store.execute(
+                "SELECT text_hash, dim, vector FROM embeddings WHERE model=? AND user_id=? AND text_hash IN (%s)"
+                % ",".join("?" * len(chunk)), (model, self.user_id, *chunk))
+            for h, dim, blob in rows:
+                out[h] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()
+        return out
+
+    def put_embeddings(self, model: str, rows: Sequence[tuple[str, np.ndarray]], *,
+                       user_id: str | None = None) -> None:
+        self.store.put_embeddings(model, rows, user_id=self.user_id)
+
+
+@dataclass
+class _UserIndex:
+    """One user's items and lazily built search indexes (one per retriever name)."""
+
+    items: list[ProfileItem]
+    indexes: dict[str, RetrieverIndex] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class SearchHit:
+    item: ProfileItem
+    score: float
+
+
+def retry_busy(fn: Callable[[], T], retries: int) -> T:
+    """Run a store write, retrying with backoff while another process holds the write lock past the
+    connection's busy timeout (SQLite's 'database is locked')."""
+    delay = 0.05
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            msg = str(exc).lower()
+            if attempt == retries or ("locked" not in msg and "busy" not in msg):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class MemoryService:
+    """Memory operations on store user ids (already tenant-namespaced by the caller)."""
+
+    def __init__(self, store: SQLiteUserStore, *, embedder: Callable[[], Embedder] | None,
+                 default_retriever: str = "dense", cache_users: int = 2048, busy_retries: int = 5) -> None:
+        self.store = store
+        self._embedder_factory = embedder
+        self.default_retriever = default_retriever
+        self.cache_users = cache_users
+        self.busy_retries = busy_retries
+        self._cache: OrderedDict[str, _UserIndex] = OrderedDict()
+        self._versions: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder_factory() if self._embedder_factory is not None else None
+
+    def _invalidate(self, user_id: str) -> None:
+        with self._lock:
+            self._versions[user_id] = self._versions.get(user_id, 0) + 1
+            self._cache.pop(user_id, None)
+
+    def _user_index(self, user_id: str) -> _UserIndex:
+        with self._lock:
+            cached = self._cache.get(user_id)
+            if cached is not None:
+                self._cache.move_to_end(user_id)
+                return cached
+            version = self._versions.get(user_id, 0)
+        built = _UserIndex(items=self.store.get_items(user_id=user_id))
+        with self._lock:
+            # A write that landed while we read would have bumped the version: keep our copy out of the cache.
+            if self._versions.get(user_id, 0) == version:
+                self._cache[user_id] = built
+                self._cache.move_to_end(user_id)
+                while len(self._cache) > self.cache_users:
+                    self._cache.popitem(last=False)
+        return built
+
+    def exists(self, user_id: str) -> bool:
+        return bool(self.store.execute("SELECT 1 FROM users WHERE id=?", (user_id,)))
+
+    def count_items(self, user_id: str) -> int:
+        return int(self.store.execute("SELECT COUNT(*) FROM items WHERE user_id=?", (user_id,))[0][0])
+
+    # -- writes ----------------------------------------------------------------------------------
+    def add(self, user_id: str, items: Sequence[ProfileItem]) -> list[ProfileItem]:
+        """Embed (if an embedder is configured), then write the items in one transaction; returns them with
+        ids filled in. Replacing an item by id drops the old text's embedding when nothing else uses it."""
+        items = [ProfileItem(id=it.id or uuid.uuid4().hex, fields=it.fields, user_id=None, timestamp=it.timestamp)
+                 for it in items]
+        ids = [it.id for it in items]
+        if len(set(ids)) != len(ids):
+            raise InputError("item ids repeat within one request", field="id")
+        emb = self.embedder
+        if emb is not None:
+            retry_busy(lambda: embed_with_cache(emb, [item_text(it) for it in items],
+                                                UserEmbeddingCache(self.store, user_id), user_id=user_id),
+                       self.busy_retries)
+        old = self._texts_of(user_id, ids)
+        try:
+            retry_busy(lambda: self.store.add_items(items, user_id=user_id), self.busy_retries)
+        finally:
+            self._invalidate(user_id)
+        new_hashes = {sha1_text(item_text(it)) for it in items}
+        stale = {sha1_text(t) for t in old.values()} - new_hashes
+        if stale:
+            retry_busy(lambda: self._drop_unused_embeddings(user_id, stale), self.busy_retries)
+        return [ProfileItem(id=it.id, fields=it.fields, user_id=user_id, timestamp=it.timestamp) for it in items]
+
+    def _texts_of(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            rows = self.store.execute("SELECT id, fields FROM items WHERE user_id=? AND id IN (%s)"
+                                      % ",".join("?" * len(chunk)), (user_id, *chunk))
+            for item_id, fields in rows:
+                out[item_id] = item_text(ProfileItem(id=item_id, fields=json.loads(fields)))
+        return out
+
+    def _drop_unused_embeddings(self, user_id: str, hashes: set[str]) -> int:
+        """Delete this user's embeddings of `hashes` unless a remaining item still has that text."""
+        in_use = {sha1_text(item_text(it)) for it in self.store.get_items(user_id=user_id)}
+        gone = sorted(hashes - in_use)
+        if not gone:
+            return 0
+        with self.store.transaction() as conn:
+            return sum(conn.execute("DELETE FROM embeddings WHERE user_id=? AND text_hash=?", (user_id, h)).rowcount
+                       for h in gone)
+
+    def delete(self, user_id: str, item_id: str) -> bool:
+        """Delete one item and, when no other item of the user has the same text, its embedding."""
+        old = self._texts_of(user_id, [item_id])
+        if not old:
+            return False
+        try:
+            deleted = retry_busy(lambda: self.store.delete_item(item_id, user_id=user_id), self.busy_retries)
+        finally:
+            self._invalidate(user_id)
+        if deleted:
+            retry_busy(lambda: self._drop_unused_embeddings(user_id, {sha1_text(old[item_id])}), self.busy_retries)
+        return deleted
+
+    def forget(self, user_id: str) -> dict[str, int]:
+        """Every row of the user (items, embeddings, cached summaries, registered artifacts) via the store."""
+        try:
+            report = retry_busy(lambda: self.store.forget(user_id=user_id), self.busy_retries)
+        finally:
+            self._invalidate(user_id)
+        return dict(report.rows)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def page(self, user_id: str, *, limit: int, offset: int) -> list[ProfileItem]:
+        return self.store.get_items(user_id=user_id, limit=limit, offset=offset)
+
+    def export(self, user_id: str) -> dict[str, Any]:
+        items = self.store.get_items(user_id=user_id)
+        summaries = self.store.execute("SELECT key, model, summary, created_at FROM profile_summaries "
+                                       "WHERE user_id=? ORDER BY created_at", (user_id,))
+        n_emb = int(self.store.execute("SELECT COUNT(*) FROM embeddings WHERE user_id=?", (user_id,))[0][0])
+        return {"items": items, "n_embeddings": n_emb,
+                "profile_summaries": [{"key": k, "model": m, "summary": s, "created_at": c}
+                                      for k, m, s, c in summaries]}
+
+    def items(self, user_id: str) -> list[ProfileItem]:
+        return list(self._user_index(user_id).items)
+
+    def search(self, user_id: str, query: str, k: int, *, retriever: str | None = None) -> list[SearchHit]:
+        name = retriever or self.default_retriever
+        RETRIEVERS.get(name)  # unknown names fail with the list of known ones
+        entry = self._user_index(user_id)
+        if not entry.items or k <= 0:
+            return []
+        with entry.lock:  # one build per (user, retriever), however many concurrent searches ask
+            index = entry.indexes.get(name)
+            if index is None:
+                index = self._build(user_id, name, entry.items)
+                entry.indexes[name] = index
+        hits = index.search(query, k, query_timestamp=time.time(), seed_key=query)
+        return [SearchHit(entry.items[h.index], float(h.score)) for h in hits]
+
+    def _build(self, user_id: str, name: str, items: list[ProfileItem]) -> RetrieverIndex:
+        """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
+        this server's embedder and the user's stored vectors (computed on write), so nothing is re-encoded."""
+        docs = [Doc(text=item_text(it), timestamp=it.timestamp) for it in items]
+        factory = RETRIEVERS.get(name)
+        options: dict[str, Any] = {}
+        if _accepts(factory, "embedder"):
+            emb = self.embedder
+            if emb is None:
+                raise InputError(f"retriever {name!r} needs an embedder, and this server has none",
+                                 field="retriever")
+            options["embedder"] = emb
+            if _accepts(factory, "cache"):
+                options["cache"] = UserEmbeddingCache(self.store, user_id)
+            if _accepts(factory, "user_id"):
+                options["user_id"] = user_id
+        retriever = make_retriever(name, **options)
+        return retry_busy(lambda: retriever.build(docs), self.busy_retries)
+
+
+def _accepts(factory: Any, option: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -1,0 +1,106 @@
+"""Fakes for the server tests, registered through the real registries. Imported in-process by the tests'
+conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYTHONPATH=tests/serve).
+
+- `serve-bow`: hashed bag-of-words embedder (deterministic, offline).
+- `serve-echo`: a generator whose answer shows what it was given: the last user message and how many
+  memories the system message carried; streams word by word; `PLLM_TEST_GEN_DELAY` seconds per call
+  (to fill the generation queue in tests).
+- `test-tag` personalizer: marks the system prompt and records the users it personalized and forgot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from pllm.models.base import GENERATORS, Generation, Generator, Prompt
+from pllm.retrieval.embedders import EMBEDDERS, Embedder
+from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
+
+
+class ServeBow(Embedder):
+    def __init__(self, dim: int = 64) -> None:
+        self.name, self.dim = f"serve-bow-{dim}", dim
+        self.encoded: list[str] = []
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        self.encoded.extend(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for tok in re.findall(r"\w+", t.lower()):
+                out[i, int(hashlib.sha1(tok.encode()).hexdigest(), 16) % self.dim] += 1.0
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        n[n == 0] = 1
+        return out / n
+
+
+class ServeEcho(Generator):
+    name = "serve-echo"
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model_id = model or "serve-echo"
+        self.delay = float(os.environ.get("PLLM_TEST_GEN_DELAY", "0"))
+        self.prompts: list[Prompt] = []
+
+    def answer(self, prompt: Prompt, max_new_tokens: int) -> str:
+        msgs = prompt.messages or [{"role": "user", "content": prompt.text}]
+        last = next(m["content"] for m in reversed(msgs) if m["role"] == "user")
+        n_mem = sum(1 for line in (prompt.system or "").splitlines() if line.startswith("- "))
+        words = f"you said {last} ; memories {n_mem} ; turns {len(msgs)}".split()
+        return " ".join(words[:max_new_tokens])
+
+    def generate(self, prompts, *, max_new_tokens=64, temperature=0.0, stop=None, batch_size=8):
+        out = []
+        for p in prompts:
+            if self.delay:
+                time.sleep(self.delay)
+            self.prompts.append(p)
+            text = self.answer(p, max_new_tokens)
+            for s in stop or []:
+                if s and s in text:
+                    text = text[:text.index(s)]
+            out.append(Generation(text=text, prompt_tokens=self.count_tokens(p.system or "") + 1,
+                                  completion_tokens=len(text.split())))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+        if self.delay:
+            time.sleep(self.delay)
+        self.prompts.append(prompt)
+        for i, word in enumerate(self.answer(prompt, max_new_tokens).split()):
+            yield word if i == 0 else " " + word
+
+
+class TagPersonalizer(Personalizer):
+    """Adds a marker to the system message; a real one would swap in a generator with the user's adapter."""
+
+    name = "test-tag"
+
+    def __init__(self, store) -> None:  # noqa: ANN001
+        self.store = store
+        self.seen: list[str | None] = []
+        self.forgotten: list[str] = []
+
+    def personalize(self, ctx: ChatContext) -> ChatContext:
+        self.seen.append(ctx.prompt.question.user_id if ctx.prompt.question else None)
+        ctx.prompt.system = (ctx.prompt.system or "") + "\n- tagged by test-tag"
+        if ctx.prompt.messages and ctx.prompt.messages[0]["role"] == "system":
+            ctx.prompt.messages[0]["content"] = ctx.prompt.system
+        return ctx
+
+    def forget(self, store_user_id: str) -> int:
+        self.forgotten.append(store_user_id)
+        return 1
+
+
+EMBEDDERS.register("serve-bow", ServeBow, replace=True)
+GENERATORS.register("serve-echo", ServeEcho, replace=True)
+PERSONALIZERS.register("test-tag", TagPersonalizer, replace=True)

@@ -1,0 +1,161 @@
+"""Memory API in-process: add (one or many), page, search with several retrievers, delete, forget,
+export; embeddings written with the items and removed with them; validation and size limits."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from pllm_serve_testutil import auth
+
+from pllm.io import sha1_text
+from pllm.serve import store_user_id
+
+PETS = [
+    {"id": "dog", "text": "my dog is called Rex and loves the beach"},
+    {"id": "food", "text": "I am vegetarian and cook pasta every friday", "fields": {"source": "chat"}},
+    {"id": "job", "text": "I work as a nurse on night shifts", "timestamp": "2024-05-01"},
+]
+
+
+def add(client: TestClient, key: str, user: str, items: list[dict]) -> dict:
+    r = client.post(f"/v1/users/{user}/items", json={"items": items}, headers=auth(key))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def embedding_rows(client: TestClient, tenant: str, user: str) -> list[str]:
+    store = client.app.state.pllm.store
+    return [r[0] for r in store.execute("SELECT text_hash FROM embeddings WHERE user_id=?",
+                                        (store_user_id(tenant, user),))]
+
+
+def test_add_one_or_many_and_page(client: TestClient, keys: dict[str, str]) -> None:
+    one = client.post("/v1/users/alice/items", json={"text": "likes green tea"}, headers=auth(keys["acme"]))
+    assert one.status_code == 201
+    [item] = one.json()["data"]
+    assert item["text"] == "likes green tea" and len(item["id"]) == 32  # a fresh random id
+    out = add(client, keys["acme"], "alice", PETS)
+    assert [d["id"] for d in out["data"]] == ["dog", "food", "job"]
+    assert out["data"][1]["fields"] == {"source": "chat"}
+    assert out["data"][2]["timestamp"] == 1714521600.0  # ISO date parsed to epoch seconds (UTC)
+
+    page1 = client.get("/v1/users/alice/items", params={"limit": 2}, headers=auth(keys["acme"])).json()
+    page2 = client.get("/v1/users/alice/items", params={"limit": 2, "offset": 2}, headers=auth(keys["acme"])).json()
+    assert page1["total"] == page2["total"] == 4
+    assert page1["has_more"] and not page2["has_more"]
+    assert [d["id"] for d in page1["data"] + page2["data"]] == [item["id"], "dog", "food", "job"]
+
+
+def test_new_items_are_searchable_immediately_with_embeddings_computed_on_write(
+        client: TestClient, keys: dict[str, str]) -> None:
+    state = client.app.state.pllm
+    add(client, keys["acme"], "alice", PETS)
+    assert sorted(embedding_rows(client, "acme", "alice")) == sorted(sha1_text(p["text"]) for p in PETS)
+    encoded_before = len(state.embedder().encoded)
+    r = client.get("/v1/users/alice/search", params={"q": "what is the dog called", "k": 2},
+                   headers=auth(keys["acme"]))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["retriever"] == "dense" and len(body["data"]) == 2
+    assert body["data"][0]["item"]["id"] == "dog"
+    # Only the query was encoded: item vectors came from the store.
+    assert state.embedder().encoded[encoded_before:] == ["what is the dog called"]
+
+    # A write invalidates the cached index: the new item is found by the very next search.
+    add(client, keys["acme"], "alice", [{"id": "cat", "text": "my cat Tom hates the dog"}])
+    hits = client.get("/v1/users/alice/search", params={"q": "cat Tom", "k": 1}, headers=auth(keys["acme"])).json()
+    assert hits["data"][0]["item"]["id"] == "cat"
+
+
+def test_search_with_other_retrievers(client: TestClient, keys: dict[str, str]) -> None:
+    add(client, keys["acme"], "alice", PETS)
+    h = auth(keys["acme"])
+    bm25 = client.get("/v1/users/alice/search", params={"q": "pasta friday", "retriever": "bm25"}, headers=h).json()
+    assert bm25["retriever"] == "bm25" and bm25["data"][0]["item"]["id"] == "food"
+    hybrid = client.get("/v1/users/alice/search", params={"q": "nurse shifts", "retriever": "hybrid", "k": 1},
+                        headers=h).json()
+    assert [d["item"]["id"] for d in hybrid["data"]] == ["job"]
+    recency = client.get("/v1/users/alice/search", params={"q": "x", "retriever": "recency", "k": 1}, headers=h).json()
+    assert [d["item"]["id"] for d in recency["data"]] == ["job"]  # the only item with a timestamp
+    unknown = client.get("/v1/users/alice/search", params={"q": "x", "retriever": "nope"}, headers=h)
+    assert unknown.status_code == 400 and "known:" in unknown.json()["error"]["message"]
+
+
+def test_replace_and_delete_remove_the_old_embedding(client: TestClient, keys: dict[str, str]) -> None:
+    add(client, keys["acme"], "alice", PETS)
+    add(client, keys["acme"], "alice", [{"id": "dog", "text": "my dog Rex died last year"}])
+    hashes = embedding_rows(client, "acme", "alice")
+    assert sha1_text(PETS[0]["text"]) not in hashes and sha1_text("my dog Rex died last year") in hashes
+    r = client.delete("/v1/users/alice/items/food", headers=auth(keys["acme"]))
+    assert r.status_code == 200 and r.json() == {"id": "food", "object": "item", "deleted": True}
+    assert sha1_text(PETS[1]["text"]) not in embedding_rows(client, "acme", "alice")
+    ids = [d["item"]["id"] for d in client.get("/v1/users/alice/search", params={"q": "pasta vegetarian", "k": 5},
+                                               headers=auth(keys["acme"])).json()["data"]]
+    assert "food" not in ids and sorted(ids) == ["dog", "job"]
+    again = client.delete("/v1/users/alice/items/food", headers=auth(keys["acme"]))
+    assert again.status_code == 404 and again.json()["error"]["param"] == "item"
+
+
+def test_forget_removes_rows_embeddings_and_summaries(client: TestClient, keys: dict[str, str]) -> None:
+    state = client.app.state.pllm
+    add(client, keys["acme"], "alice", PETS)
+    add(client, keys["acme"], "bob", PETS[:1])
+    uid = store_user_id("acme", "alice")
+    state.store.put_summary(user_id=uid, key="k", model="m", summary="likes dogs")
+    r = client.delete("/v1/users/alice", headers=auth(keys["acme"]))
+    assert r.status_code == 200
+    rows = r.json()["rows"]
+    assert rows["items"] == 3 and rows["embeddings"] == 3 and rows["profile_summaries"] == 1 and rows["users"] == 1
+    for table in ("items", "embeddings", "profile_summaries"):
+        assert state.store.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id=?", (uid,))[0][0] == 0
+    for path in ("/v1/users/alice/items", "/v1/users/alice/export", "/v1/users/alice/search?q=dog"):
+        assert client.get(path, headers=auth(keys["acme"])).status_code == 404
+    assert client.get("/v1/users/bob/items", headers=auth(keys["acme"])).json()["total"] == 1  # bob untouched
+    assert len(embedding_rows(client, "acme", "bob")) == 1
+
+
+def test_export_holds_everything_about_the_user(client: TestClient, keys: dict[str, str]) -> None:
+    add(client, keys["acme"], "alice", PETS)
+    client.app.state.pllm.store.put_summary(user_id=store_user_id("acme", "alice"), key="k", model="m",
+                                            summary="a nurse")
+    body = client.get("/v1/users/alice/export", headers=auth(keys["acme"])).json()
+    assert body["user"] == "alice" and [i["id"] for i in body["items"]] == ["dog", "food", "job"]
+    assert body["n_embeddings"] == 3 and body["profile_summaries"][0]["summary"] == "a nurse"
+    assert "acme/" not in str(body)  # the store's namespaced ids never appear
+
+
+def test_validation_errors_are_clear_422s(client: TestClient, keys: dict[str, str]) -> None:
+    h = auth(keys["acme"])
+    cases = [
+        ({"items": []}, "items: List should have at least 1 item"),
+        ({"items": [{"id": "a"}]}, "items.0.text: Field required"),
+        ({"text": "   "}, "text: Value error, text is blank"),
+        ({"text": "x", "colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"text": "x", "fields": {"text": "y"}}, "put the memory in 'text'"),
+        ({"text": "x", "timestamp": "yesterday-ish"}, "not a timestamp"),
+        ({"items": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "item ids repeat"),
+    ]
+    for body, message in cases:
+        r = client.post("/v1/users/alice/items", json=body, headers=h)
+        assert r.status_code == 422, (body, r.text)
+        err = r.json()["error"]
+        assert message in err["message"] and err["type"] == "invalid_request_error", (body, err)
+    bad_json = client.post("/v1/users/alice/items", content=b"{not json", headers=h)
+    assert bad_json.status_code == 422 and "not valid JSON" in bad_json.json()["error"]["message"]
+    assert client.get("/v1/users/alice/search", params={"q": ""}, headers=h).status_code == 422
+    assert client.get("/v1/users/alice/items", params={"limit": 0}, headers=h).status_code == 422
+    # Nothing was written by any rejected request.
+    assert not client.app.state.pllm.memory.exists(store_user_id("acme", "alice"))
+
+
+def test_size_limits(make_client, keys: dict[str, str]) -> None:  # noqa: ANN001
+    small = make_client(max_body_bytes=2000, max_items_per_request=3, max_item_chars=100, max_k=5)
+    key = small.app.state.pllm.keys.create(tenant="acme")[0]
+    h = auth(key)
+    big = small.post("/v1/users/alice/items", json={"text": "x" * 3000}, headers=h)
+    assert big.status_code == 413 and "exceeds the limit of 2000 bytes" in big.json()["error"]["message"]
+    many = small.post("/v1/users/alice/items", json={"items": [{"text": f"t{i}"} for i in range(4)]}, headers=h)
+    assert many.status_code == 413 and many.json()["error"]["code"] == "too_many_items"
+    long = small.post("/v1/users/alice/items", json={"text": "y" * 101}, headers=h)
+    assert long.status_code == 422 and "limit is 100" in long.json()["error"]["message"]
+    small.post("/v1/users/alice/items", json={"text": "ok"}, headers=h)
+    assert small.get("/v1/users/alice/search", params={"q": "ok", "k": 6}, headers=h).status_code == 422
