@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,12 @@ from pllm.models.base import GENERATORS, Generation, Generator, Prompt
 from pllm.retrieval.embedders import EMBEDDERS, Embedder, clear_loaded_embedders
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# The embedded model is converted once per machine (about 20-50 s), not once per test: every test gets a
+# fresh PLLM_HOME, but converted weights live in a shared models folder.
+os.environ.setdefault("PLLM_MODELS_DIR", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                             / "pllm" / "cache" / "models"))
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import EchoGenerator
 
+from conftest import EchoGenerator
 from pllm.errors import InputError, UnknownNameError
 from pllm.pipeline import MethodConfig, Personalizer
 from pllm.tasks.lamp import read_questions

@@ -3,9 +3,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import lamp3_records
 from typer.testing import CliRunner
 
+from conftest import lamp3_records
 from pllm.cli import app
 from pllm.users.store import SQLiteUserStore
 

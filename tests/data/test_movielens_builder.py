@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
 
+from conftest import SHARED_DATA
 from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError, PllmError
 from pllm.tasks.lamp import read_outputs, read_questions

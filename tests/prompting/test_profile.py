@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from conftest import EchoGenerator
-
 from pllm.prompting.profile import ProfileSummarizer
 from pllm.tasks.spec import get_task
 from pllm.types import ProfileItem

@@ -41,7 +41,8 @@ def test_instruction_style_uses_lamp_shape_and_chat():
     items = [ProfileItem(id="a", fields={"text": "nice", "score": "5"})]
     built = _builder("LaMP-3", "instruction").build(q, items, summary="Likes gadgets.")
     assert built.prompt.chat is True
-    assert built.prompt.text == 'About this user: Likes gadgets.\n\n5 is the score for "nice". What is the score? review: ok'
+    assert built.prompt.text == (
+        'About this user: Likes gadgets.\n\n5 is the score for "nice". What is the score? review: ok')
     assert default_style(spec) == "demonstrations" and default_style(get_task("LaMP-1")) == "instruction"
 
 
@@ -57,7 +58,7 @@ def test_budget_drops_and_cuts_items_and_reports_truncation():
     assert not full.truncated and len(full.item_ids) == 5
     tight = _builder("LaMP-3", "demonstrations", 120).build(q, items)
     assert tight.truncated and 0 < len(tight.item_ids) < 5
-    assert tight.prompt_tokens <= 120 == tight.prompt_tokens or tight.prompt_tokens <= 120
+    assert tight.prompt_tokens <= 120
 
 
 def test_demonstration_style_needs_demo_fields():

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import lamp3_records
 
+from conftest import lamp3_records
 from pllm.errors import InputError, NotFoundError
 from pllm.tasks.lamp import read_questions, write_questions
 from pllm.types import ProfileItem

@@ -8,7 +8,7 @@ folder that loads; a folder whose record is missing or whose files do not match 
 `ArtifactError` naming the folder.
 
 The root defaults to `adapters/` beside the user store's database. Rows in the store's `adapters` and
-`adapter_members` tables (migration `0101_adapters`) index the folders, so `pllm users forget` can find
+`adapter_members` tables (migration `0005_adapters`) index the folders, so `pllm users forget` can find
 and delete a user's adapter and mark every shared (task/group) adapter trained on their data stale.
 """
 
@@ -131,10 +131,11 @@ class AdapterStore:
             record.stale = False
             atomic_write_json(tmp / RECORD_FILE, record.to_json())
         record.path = dest
-        self._index(record)
+        self.index(record)
         return record
 
-    def _index(self, record: AdapterRecord) -> None:
+    def index(self, record: AdapterRecord) -> None:
+        """(Re)write the database rows of a record (Ray workers write files; the driver indexes them)."""
         if self.db is None:
             return
         with self.db.transaction() as conn:

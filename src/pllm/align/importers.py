@@ -75,8 +75,9 @@ def dsp_pairs(queries: Sequence[DSPQuery], domain: str, *, rejected_per_query: i
     for i, q in enumerate(queries):
         if domain not in q.responses:
             raise InputError(f"no {domain!r} answer", index=i, field="responses")
-        others = sorted(s for s in q.responses if s != domain and q.responses[s].strip())
-        if not others:
+        mine = q.responses[domain]
+        others = sorted(s for s, a in q.responses.items() if s != domain and a.strip() and a.strip() != mine.strip())
+        if not others or not mine.strip():
             continue
         start = int(sha1_text(str(seed), q.id, domain)[:8], 16) % len(others)
         picked = [others[(start + k) % len(others)] for k in range(min(rejected_per_query, len(others)))]

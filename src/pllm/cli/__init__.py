@@ -33,9 +33,11 @@ _SUBAPPS: list[tuple[str, str | None]] = [
     ("pllm.cli.data", "data"),
     ("pllm.cli.tasks", "tasks"),
     ("pllm.cli.evaluate", None),
+    ("pllm.cli.bench", None),
     ("pllm.cli.soft", "soft"),
     ("pllm.cli.serve", None),
     ("pllm.cli.serve", "keys"),
+    ("pllm.cli.align", "align"),
 ]
 
 for _module, _name in _SUBAPPS:

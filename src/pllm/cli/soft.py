@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import typer
+
 from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
 from pllm.errors import InputError
 
@@ -76,8 +77,9 @@ def info(path: Path = typer.Argument(..., help="Encoder folder written by `pllm 
     log = path / "train_log.json"
     if log.is_file():
         data = json.loads(log.read_text())
+        seconds = [round(s, 1) for s in data["epoch_seconds"]]
         console.print(f"trained on {data['n_examples']} questions of {data['n_users']} users; "
-                      f"epoch losses {data['epoch_losses']}, epoch seconds {[round(s, 1) for s in data['epoch_seconds']]}")
+                      f"epoch losses {data['epoch_losses']}, epoch seconds {seconds}")
 
 
 def _train_summary(log_path: Path) -> dict | None:
@@ -105,6 +107,7 @@ def compare(
 
     'prompt tok' counts every input position: the soft rows include their soft vectors.
     """
+    from pllm.cli.evaluate import print_rows
     from pllm.eval.report import summarize, write_predictions, write_report
     from pllm.eval.runner import run_method
     from pllm.io import save_config
@@ -113,8 +116,6 @@ def compare(
     from pllm.prompting.soft import load_soft_generator, soft_label
     from pllm.tasks.lamp import read_questions
     from pllm.tasks.spec import get_task
-
-    from pllm.cli.evaluate import print_rows
 
     spec = get_task(task)
     qs = read_questions(_split_file(data, split, "questions"), spec=spec, outputs=_split_file(data, split, "outputs"))

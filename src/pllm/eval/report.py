@@ -4,6 +4,7 @@ wall time and tokens/s; written as JSON and a markdown table."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,3 +126,222 @@ def write_predictions(folder: str | Path, spec: TaskSpec, method: str, records: 
     write_outputs(Path(folder) / f"predictions_{safe}.json", spec.name,
                   {r.id: (r.prediction if r.prediction is not None else "") for r in records})
     return atomic_write_json(Path(folder) / f"details_{safe}.json", records)
+
+
+# -- bench reports (grids of cells; see pllm.eval.bench) --------------------------------------------
+# Metrics that are a function of the mean of per-question scores: bootstrapping them needs each
+# question scored once (by the metric itself, on that one question) instead of once per resample,
+# which is what makes 1,000-resample intervals of ROUGE affordable. The draws are the same as
+# `stats.bootstrap_metric`'s (same generator, seed and order), so the intervals are identical.
+_MEAN_OF = {"accuracy": (lambda x: x, lambda m: m), "mae": (lambda x: x, lambda m: m),
+            "rmse": (lambda x: x * x, lambda m: m ** 0.5),
+            "rouge-1": (lambda x: x, lambda m: m), "rouge-L": (lambda x: x, lambda m: m)}
+
+
+def _per_question(metric: str, preds: Sequence[str | None], golds: Sequence[str], labels) -> Any:
+    import numpy as np
+
+    from pllm.eval.metrics import METRICS
+
+    m = METRICS.get(metric)
+    to, _ = _MEAN_OF[metric]
+    return np.array([to(m.compute([p], [g], labels)) for p, g in zip(preds, golds)], dtype=np.float64)
+
+
+def _draws(n: int, n_resamples: int, seed: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n, n) for _ in range(n_resamples)])  # (R, n), as stats draws them
+
+
+def fast_bootstrap(metric: str, preds, golds, labels=None, *, n_resamples: int = 1000, seed: int = 0,
+                   alpha: float = 0.05, ref_preds=None) -> Interval:
+    """`stats.bootstrap_metric` (or, with `ref_preds`, `stats.paired_difference`), computed from
+    per-question scores when the metric is a mean of them, and by the generic resampling otherwise."""
+    import numpy as np
+
+    if metric not in _MEAN_OF:
+        if ref_preds is None:
+            return bootstrap_metric(metric, preds, golds, labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
+        return paired_difference(metric, preds, ref_preds, golds, labels, n_resamples=n_resamples, seed=seed,
+                                 alpha=alpha)
+    _, agg = _MEAN_OF[metric]
+    idx = _draws(len(golds), n_resamples, seed)
+    a = _per_question(metric, preds, golds, labels)
+    if ref_preds is None:
+        value, samples = agg(a.mean()), agg(a[idx].mean(axis=1))
+    else:
+        b = _per_question(metric, ref_preds, golds, labels)
+        value, samples = agg(a.mean()) - agg(b.mean()), agg(a[idx].mean(axis=1)) - agg(b[idx].mean(axis=1))
+    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(value), float(lo), float(hi))
+
+
+def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int], bins: int) -> dict[str, Any]:
+    """The primary metric per profile-size bin (quantile edges over the questions), per method."""
+    import numpy as np
+
+    from pllm.eval.metrics import METRICS
+
+    sizes_arr = np.array(sizes)
+    edges = sorted(set(np.quantile(sizes_arr, np.linspace(0, 1, bins + 1)).round().astype(int).tolist()))
+    groups = []
+    for i in range(max(len(edges) - 1, 1)):
+        lo, hi = (edges[i], edges[i + 1]) if len(edges) > 1 else (edges[0], edges[0])
+        last = i == len(edges) - 2 or len(edges) == 1
+        mask = (sizes_arr >= lo) & ((sizes_arr <= hi) if last else (sizes_arr < hi))
+        if mask.any():
+            groups.append((lo, hi, last, np.flatnonzero(mask)))
+    metric = METRICS.get(spec.primary_metric)
+    out = {"metric": spec.primary_metric,
+           "bins": [{"low": lo, "high": hi, "closed": last, "n": int(len(ix))} for lo, hi, last, ix in groups],
+           "methods": {}}
+    for res in results:
+        preds = [r.prediction for r in res.records]
+        golds = [r.target for r in res.records]
+        out["methods"][res.method] = [metric.compute([preds[i] for i in ix], [golds[i] for i in ix], spec.labels)
+                                      for _, _, _, ix in groups]
+    return out
+
+
+def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], questions: Sequence[Any], *,
+                      incomplete: Sequence[dict[str, Any]] = (), skipped: Sequence[str] = (),
+                      n_resamples: int = 1000, seed: int = 0, profile_bins: int = 4, **meta: Any) -> dict[str, Any]:
+    """One task's part of a bench report: a row per complete cell, each metric with its 95% bootstrap
+    interval, the paired difference against the `none` cell of the same prompt style and model, the
+    counts, timings and tokens/s, plus the primary metric by profile size."""
+    golds = [q.target for q in questions]
+    rows = []
+    by_cell = {cell.label: (cell, res) for cell, res in done}
+    for cell, res in done:
+        preds = [r.prediction for r in res.records]
+        ref = None
+        if cell.kind == "llm" and cell.method != "none":
+            ref = next((r for c, r in by_cell.values() if c.kind == "llm" and c.method == "none"
+                        and c.style == cell.style and c.model == cell.model), None)
+        elif cell.kind == "baseline":  # against the first no-personalization cell (default style, first model)
+            ref = next((r for c, r in by_cell.values() if c.kind == "llm" and c.method == "none"), None)
+        metrics = {m: fast_bootstrap(m, preds, golds, spec.labels, n_resamples=n_resamples, seed=seed)
+                   for m in spec.metrics}
+        vs = {}
+        if ref is not None:
+            ref_preds = [r.prediction for r in ref.records]
+            vs = {m: fast_bootstrap(m, preds, golds, spec.labels, n_resamples=n_resamples, seed=seed,
+                                    ref_preds=ref_preds) for m in spec.metrics}
+        gen_tokens = sum(r.completion_tokens for r in res.records)
+        all_tokens = sum(r.prompt_tokens + r.completion_tokens for r in res.records)
+        rows.append({
+            "cell": cell.label, "kind": cell.kind, "method": cell.method, "k": cell.k, "style": cell.style,
+            "model": cell.model, "reference": ref.method if ref is not None else None, "n": len(res.records),
+            "metrics": metrics, "vs_none": vs,
+            "unparseable": sum(is_unparseable(r) for r in res.records),
+            "truncated": sum(bool(r.truncated) for r in res.records),
+            "empty_profile": sum(bool(r.empty_profile) for r in res.records),
+            "mean_prompt_tokens": round(sum(r.prompt_tokens for r in res.records) / max(len(res.records), 1), 1),
+            "seconds": round(res.seconds, 3),
+            "questions_per_second": round(len(res.records) / res.seconds, 3) if res.seconds > 0 else None,
+            "tokens_per_second": round(all_tokens / res.seconds, 1) if res.seconds > 0 and all_tokens else None,
+            "generated_tokens_per_second": round(gen_tokens / res.seconds, 2) if res.seconds > 0 and gen_tokens
+            else None,
+            "timings": res.timings, "config": res.config,
+        })
+    sizes = [len(q.profile) for q in questions]
+    return {
+        "task": spec.name, "description": spec.description, "primary_metric": spec.primary_metric,
+        "metrics": list(spec.metrics), "higher_is_better": {m: _higher(m) for m in spec.metrics},
+        "n_questions": len(questions), "profile_size": {"min": min(sizes), "median": sorted(sizes)[len(sizes) // 2],
+                                                         "max": max(sizes)} if sizes else {},
+        "rows": rows, "incomplete": list(incomplete), "skipped": list(skipped),
+        "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins) if done else {},
+        "n_resamples": n_resamples, **meta,
+    }
+
+
+def _fmt_iv(iv: Any, digits: int = 3) -> str:
+    if iv is None:
+        return "—"
+    if isinstance(iv, dict):
+        iv = Interval(iv["value"], iv["low"], iv["high"])
+    return iv.fmt(digits)
+
+
+def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | None = None, *,
+                   base: str | Path | None = None) -> str:
+    """The markdown bench report: per task, a table of every cell and the plots."""
+    plots = plots or {}
+    cfg = report.get("config", {})
+    machine = report.get("machine", {})
+    lines = ["# pllm bench report", "",
+             f"Created {report.get('created', '')} on {machine.get('platform', '?')} "
+             f"({machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}, "
+             f"cuda: {machine.get('cuda', '?')}). Models: {', '.join(cfg.get('models', []))}; "
+             f"k: {cfg.get('k')}; styles: {cfg.get('styles')}.", "",
+             f"Every interval is a 95% bootstrap interval ({cfg.get('n_resamples', 1000)} resamples over "
+             "questions). Δ is the paired difference against no personalization (`none`) in the same prompt "
+             "style and model (baselines: against the first `none`), resampled jointly. Unparseable outputs "
+             "are scored as wrong (worst error for numbers, empty text for ROUGE). Wall time and tokens/s are "
+             "as measured on the machine above, which may have been shared.", ""]
+    for name, t in report.get("tasks", {}).items():
+        metrics = t["metrics"]
+        arrows = {m: "↑" if t["higher_is_better"][m] else "↓" for m in metrics}
+        lines += [f"## {name}", "", f"Task `{t['task']}`: {t['description']}", "",
+                  f"Questions: {t['n_questions']} ({t.get('split', 'test')} split of `{t.get('data', '?')}`); "
+                  f"profile size min/median/max: {t['profile_size'].get('min')}/"
+                  f"{t['profile_size'].get('median')}/{t['profile_size'].get('max')}.", ""]
+        head = ["cell"] + [f"{m} {arrows[m]} [95% CI]" for m in metrics] + \
+            [f"Δ{t['primary_metric']} vs none [95% CI]", "unparseable", "truncated", "prompt tok", "wall s",
+             "q/s", "tok/s"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in t["rows"]:
+            cells = [f"{r['cell']}" + (" (baseline)" if r["kind"] == "baseline" else "")]
+            cells += [_fmt_iv(r["metrics"][m]) for m in metrics]
+            cells += [_fmt_iv(r["vs_none"].get(t["primary_metric"])), str(r["unparseable"]), str(r["truncated"]),
+                      f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
+                      f"{r['questions_per_second']:.2f}" if r["questions_per_second"] else "—",
+                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—"]
+            lines.append("| " + " | ".join(cells) + " |")
+        if t.get("incomplete"):
+            lines += ["", "Not finished (not in the table): " + "; ".join(
+                f"{c['cell']} ({c['done']}/{c['total']})" for c in t["incomplete"]) + "."]
+        if t.get("skipped"):
+            lines += ["", "Skipped: " + "; ".join(t["skipped"]) + "."]
+        llm = [r for r in t["rows"] if r["kind"] == "llm" and r.get("timings")]
+        if llm:
+            lines += ["", "Where LLM time goes (seconds, summed over questions): " + "; ".join(
+                f"{r['cell']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items() if v)
+                for r in llm) + "."]
+        for kind, path in plots.get(name, {}).items():
+            rel = os.path.relpath(path, base) if base is not None else path
+            lines += ["", f"![{name}: {kind}]({rel})"]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """What changed from bench report `a` to `b`: per task and cell, each metric's value before and
+    after, and whether the new value lies outside the old 95% interval."""
+    out = []
+    for task in sorted(set(a.get("tasks", {})) | set(b.get("tasks", {}))):
+        ta, tb = a.get("tasks", {}).get(task), b.get("tasks", {}).get(task)
+        if ta is None or tb is None:
+            out.append({"task": task, "cell": "*", "change": "only in " + ("B" if ta is None else "A")})
+            continue
+        rows_a = {r["cell"]: r for r in ta["rows"]}
+        rows_b = {r["cell"]: r for r in tb["rows"]}
+        for cell in list(rows_a) + [c for c in rows_b if c not in rows_a]:
+            ra, rb = rows_a.get(cell), rows_b.get(cell)
+            if ra is None or rb is None:
+                out.append({"task": task, "cell": cell, "change": "only in " + ("B" if ra is None else "A")})
+                continue
+            for m in tb["metrics"]:
+                ia, ib = ra["metrics"].get(m), rb["metrics"].get(m)
+                if ia is None or ib is None:
+                    continue
+                delta = ib["value"] - ia["value"]
+                outside = not ia["low"] <= ib["value"] <= ia["high"]
+                better = (delta > 0) == tb["higher_is_better"][m] if delta else None
+                out.append({"task": task, "cell": cell, "metric": m, "a": ia["value"], "b": ib["value"],
+                            "delta": delta, "outside_a_ci": outside,
+                            "change": ("better" if better else "worse") if outside and delta else "same"})
+    return out

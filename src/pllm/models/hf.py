@@ -47,6 +47,11 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     return resolved
 
 
+def _adapter_kwargs(adapter_names: Sequence[str] | None, rows: Sequence[int]) -> dict[str, Any]:
+    """peft's per-row `adapter_names=` for the given rows of the caller's prompt list (none: no kwarg)."""
+    return {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in rows]}
+
+
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -205,8 +210,12 @@ class HFGenerator(Generator):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, temperature: float = 0.0,
-                 stop: Sequence[str] | None = None, batch_size: int = 8) -> list[Generation]:
+                 stop: Sequence[str] | None = None, batch_size: int = 8,
+                 adapter_names: Sequence[str] | None = None) -> list[Generation]:
         """Batched generation; prompts are grouped by length to limit padding, results keep input order.
+
+        `adapter_names` (one per prompt; peft's "__base__" for none) routes each row through its own
+        adapter of a peft `.model` in the same batch (`pllm.adapt.AdapterGenerator` passes it).
 
         completion_tokens counts the tokens the model produced (the closing eos included, padding not),
         even when a stop string later trims the text.
@@ -231,7 +240,8 @@ class HFGenerator(Generator):
                 offset = 1 if self.is_encoder_decoder else ids.shape[1]
                 kwargs["stopping_criteria"] = StoppingCriteriaList(
                     [_StopOnStrings(self.tokenizer, stop_list, offset)])
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs,
+                                      **_adapter_kwargs(adapter_names, idx))
             new = out[:, 1:] if self.is_encoder_decoder else out[:, ids.shape[1]:]
             for row, i in enumerate(idx):
                 toks = new[row].tolist()
@@ -311,7 +321,8 @@ class HFGenerator(Generator):
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]] | Sequence[str], *,
-              batch_size: int = 8, normalize: bool = False, _fast_path: bool = True) -> np.ndarray:
+              batch_size: int = 8, normalize: bool = False, _fast_path: bool = True,
+              adapter_names: Sequence[str] | None = None) -> np.ndarray:
         """(N, C) summed (or per-token mean, normalize=True) log-probs of each continuation.
 
         Prompts whose candidates are all one token after the full prompt are scored with one forward
@@ -342,7 +353,7 @@ class HFGenerator(Generator):
             ids, mask = self._left_pad([p for _, p, _ in chunk])
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                                **extra).logits[:, -1, :]
+                                **extra, **_adapter_kwargs(adapter_names, [i for i, _, _ in chunk])).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, (i, _, cand_ids) in enumerate(chunk):
                 scores[i] = logprobs[row, cand_ids].double().cpu().numpy()
@@ -351,14 +362,16 @@ class HFGenerator(Generator):
             if self.is_encoder_decoder:
                 s, c = self._score_seq2seq(prompts[i], cand_lists[i], batch_size)
             else:
-                s, c = self._score_with_prefix_cache(parts, batch_size, extra, cache_arg)
+                s, c = self._score_with_prefix_cache(parts, batch_size, extra, cache_arg,
+                                                     adapter=adapter_names[i] if adapter_names else None)
             scores[i], counts[i] = s, c
         if normalize:
             scores = scores / np.maximum(counts, 1)
         return scores
 
     def _score_with_prefix_cache(self, parts: list[tuple[int, list[int]]], batch_size: int,
-                                 extra: dict[str, Any], cache_arg: str) -> tuple[np.ndarray, np.ndarray]:
+                                 extra: dict[str, Any], cache_arg: str, adapter: str | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray]:
         """Score candidates of one prompt: the prefix shared by all of them runs once, its KV cache is
         copied across a right-padded batch of candidate suffixes."""
         fulls = [full for _, full in parts]
@@ -369,7 +382,8 @@ class HFGenerator(Generator):
         if shared == 0:  # empty prompt and empty candidates: nothing to score
             return scores, counts
         dev = self.device
-        out = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, **extra)
+        out = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, **extra,
+                         **_adapter_kwargs([adapter] if adapter else None, [0]))
         first_logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
         pad = self.tokenizer.pad_token_id
@@ -388,7 +402,9 @@ class HFGenerator(Generator):
             chunk_cache.batch_repeat_interleave(len(chunk))
             pos = torch.arange(shared, shared + width, device=dev).unsqueeze(0).expand(len(chunk), -1)
             logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos,
-                                use_cache=True, **{cache_arg: chunk_cache}).logits
+                                use_cache=True, **{cache_arg: chunk_cache},
+                                **_adapter_kwargs([adapter] * len(chunk) if adapter else None,
+                                                  range(len(chunk)))).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for r, j in enumerate(chunk):
                 k = parts[j][0]

@@ -16,6 +16,7 @@ Training lives in `pllm.prompting.soft_train`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -290,8 +291,8 @@ class SoftPromptGenerator(Generator):
               batch_size: int = 8, normalize: bool = False) -> np.ndarray:
         """(N, C) summed (or mean, normalize=True) log-probs of each continuation after soft tokens + prompt.
 
-        Single-token candidates (rating labels): one forward per batch of prompts. Multi-token candidates:
-        every (prompt, candidate) row is scored in full, batched, reading log-probs of its own tokens.
+        Single-token candidates (rating labels): one forward per batch of prompts. Otherwise (genre names of
+        several tokens) soft tokens + the prompt run once and the candidates continue that KV cache.
         """
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -301,13 +302,13 @@ class SoftPromptGenerator(Generator):
         scores = np.zeros((len(prompts), n_cands), dtype=np.float64)
         counts = np.zeros((len(prompts), n_cands), dtype=np.float64)
         fast: list[tuple[int, list[int], list[int]]] = []  # (prompt index, prompt ids, candidate ids)
-        rows: list[tuple[int, int, int, list[int]]] = []  # (prompt index, candidate index, context len, ids)
+        slow: list[tuple[int, list[tuple[int, list[int]]]]] = []  # (prompt index, [(context len, ids)])
         for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
             p_ids, parts = self.base._split_continuations(prompt, cands)
             if all(k == len(p_ids) and len(full) - k == 1 for k, full in parts):
                 fast.append((i, p_ids, [full[-1] for _, full in parts]))
             else:
-                rows.extend((i, j, k, full) for j, (k, full) in enumerate(parts))
+                slow.append((i, parts))
         for start in range(0, len(fast), batch_size):
             chunk = fast[start:start + batch_size]
             soft = self.soft_tokens([questions[i] for i, _, _ in chunk])
@@ -315,21 +316,51 @@ class SoftPromptGenerator(Generator):
             for r, (i, _, cand_ids) in enumerate(chunk):
                 scores[i] = logprobs[r, cand_ids].double().cpu().numpy()
                 counts[i] = 1
-        for start in range(0, len(rows), batch_size):
-            chunk_rows = rows[start:start + batch_size]
-            soft = self.soft_tokens([questions[i] for i, _, _, _ in chunk_rows])
-            n_new = [len(full) - k for _, _, k, full in chunk_rows]
-            keep = max(n_new) + 1
-            # The last `keep` positions; token full[t] (t >= k) is predicted at the position before it.
-            logprobs = torch.log_softmax(self.forward_logits(soft, [f for _, _, _, f in chunk_rows], keep).float(), -1)
-            for r, (i, j, k, full) in enumerate(chunk_rows):
-                total = 0.0
-                for t in range(k, len(full)):
-                    total += float(logprobs[r, keep - 1 - (len(full) - t), full[t]])
-                scores[i, j], counts[i, j] = total, n_new[r]
+        for i, parts in slow:
+            scores[i], counts[i] = self._score_with_prefix_cache(self.soft_tokens([questions[i]]), parts, batch_size)
         if normalize:
             scores = scores / np.maximum(counts, 1)
         return scores
+
+    def _score_with_prefix_cache(self, soft: torch.Tensor, parts: list[tuple[int, list[int]]], batch_size: int
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+        """One prompt's candidates: [soft | shared prefix] runs once; its KV cache is copied across a
+        right-padded batch of candidate suffixes. soft (1, S, H); parts as in HFGenerator.score."""
+        fulls = [full for _, full in parts]
+        shared = min(k for k, _ in parts)
+        scores = np.zeros(len(parts))
+        counts = np.array([len(full) - k for k, full in parts], dtype=np.float64)
+        extra, cache_arg = self.base._forward_params()
+        embeds, mask, pos = self.build_inputs(soft, [fulls[0][:shared]])  # (1, S + shared, H), no padding
+        out = self.base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
+        first_logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts position `shared`
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        ctx = embeds.shape[1]  # S + shared
+        dev, pad = embeds.device, self.base.tokenizer.pad_token_id
+        for start in range(0, len(parts), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(parts))))
+            suffixes = [fulls[j][shared:] for j in chunk]
+            width = max(len(x) for x in suffixes)
+            if width == 0:
+                continue
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            amask = torch.ones((len(chunk), ctx + width), dtype=torch.long)
+            for r, suf in enumerate(suffixes):
+                ids[r, :len(suf)] = torch.tensor(suf, dtype=torch.long)
+                amask[r, ctx + len(suf):] = 0
+            chunk_cache = copy.deepcopy(cache)
+            chunk_cache.batch_repeat_interleave(len(chunk))
+            spos = torch.arange(ctx, ctx + width, device=dev).unsqueeze(0).expand(len(chunk), -1)
+            logits = self.base.model(input_ids=ids.to(dev), attention_mask=amask.to(dev), position_ids=spos,
+                                     use_cache=True, **{cache_arg: chunk_cache}).logits  # (C, width, V)
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for r, j in enumerate(chunk):
+                k, full = parts[j]
+                total = 0.0
+                for t in range(k, len(full)):  # token t (>= shared) is predicted at suffix index t - shared - 1
+                    total += float(first_logprobs[full[t]] if t == shared else logprobs[r, t - shared - 1, full[t]])
+                scores[j] = total
+        return scores, counts
 
     # -------------------------------------------------------------------------------- generation
     @torch.inference_mode()

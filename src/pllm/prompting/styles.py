@@ -156,9 +156,9 @@ class PromptBuilder:
             truncated = True
             text = style.render(spec, question, rendered, summary)
             n_tokens = self.count_tokens(text)
-        return BuiltPrompt(prompt=Prompt(text=text, chat=style.chat, question=question), continuation_prefix=style.continuation_prefix,
-                           item_ids=used, n_retrieved=len(items), truncated=truncated, prompt_tokens=n_tokens,
-                           stop=list(style.stop))
+        return BuiltPrompt(prompt=Prompt(text=text, chat=style.chat, question=question),
+                           continuation_prefix=style.continuation_prefix, item_ids=used, n_retrieved=len(items),
+                           truncated=truncated, prompt_tokens=n_tokens, stop=list(style.stop))
 
     def _cut_item(self, item: ProfileItem, budget: int) -> str | None:
         """Shorten the item's longest text field until its rendering fits `budget` tokens."""

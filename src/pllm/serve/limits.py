@@ -49,7 +49,8 @@ class GenerationLimiter:
     async def acquire(self, timeout: float) -> None:
         """Wait for a slot (at most `timeout` s); 429 at once when the queue is full, 504 on timeout."""
         sem = self._semaphore()
-        if self.active >= self.concurrency and self.waiting >= self.queue:
+        # Admitted = running + waiting (a request counts as waiting until its semaphore acquire returns).
+        if self.active + self.waiting >= self.concurrency + self.queue:
             self.rejected += 1
             raise overloaded(self.retry_after(), f"the server is busy: {self.active} generation(s) running and "
                                                  f"{self.waiting} waiting (queue limit {self.queue}); retry later")

@@ -120,6 +120,36 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX serve_api_keys_tenant ON serve_api_keys(tenant);
         """,
     ),
+    (
+        "0005_adapters",
+        """
+        CREATE TABLE adapters (
+            task TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            method TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            data_hash TEXT NOT NULL,
+            n_items INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            train_seconds REAL NOT NULL,
+            stale INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (task, kind, owner)
+        );
+        CREATE INDEX adapters_owner ON adapters(owner);
+        CREATE TABLE adapter_members (
+            task TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            member TEXT NOT NULL,
+            PRIMARY KEY (task, kind, owner, member)
+        );
+        CREATE INDEX adapter_members_member ON adapter_members(member);
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,276 @@
+"""Serving many users' adapters from one model: `AdapterGenerator` routes each prompt to its user's
+adapter (or their group's, or none) and runs a mixed batch in one forward pass.
+
+Routing reads the structured record on `Prompt.question` (user id and profile), never the text:
+- the user's own adapter when it exists, is not stale, was trained on these base weights and the
+  user has at least `cold_start_items` items;
+- otherwise the group adapter whose centroid is nearest the user's history embedding;
+- otherwise the base model (peft's "__base__" row).
+
+LoRA layers take peft's per-row `adapter_names=`, so a batch of 8 users is one forward pass. IA3 and
+prompt tuning have no per-row path in peft: their rows are grouped by adapter and run group by group
+(prompt tuning one row at a time, since peft drops position ids under it and padding would shift
+positions). Loaded adapters are kept in an LRU bounded by a byte budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pllm.adapt.store import AdapterRecord, AdapterStore
+from pllm.adapt.train import base_key, merge_task_adapter
+from pllm.errors import ArtifactError, InputError
+from pllm.models.base import Generation, Generator, Prompt
+from pllm.models.hf import HFGenerator
+from pllm.types import Question
+
+log = logging.getLogger(__name__)
+BASE = "__base__"
+ROUTE_MODES = ("user", "group", "none")
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: str  # user | group | base
+    name: str  # peft adapter name, or "__base__"
+    record: AdapterRecord | None = None
+
+
+class AdapterGenerator(Generator):
+    """An `HFGenerator` whose `.model` becomes a peft model holding many named adapters."""
+
+    name = "adapters"
+    supports_scoring = True
+
+    def __init__(self, base: HFGenerator, task: str, *, store: AdapterStore | None = None, mode: str = "user",
+                 cold_start_items: int = 10, memory_budget_mb: float = 256.0, merge_task: bool = True) -> None:
+        if mode not in ROUTE_MODES:
+            raise InputError(f"adapter mode must be one of {ROUTE_MODES}, got {mode!r}", field="adapter")
+        if memory_budget_mb <= 0:
+            raise InputError("memory_budget_mb must be > 0", field="memory_budget_mb")
+        if hasattr(base.model, "peft_config"):
+            raise ArtifactError("AdapterGenerator needs a plain base model (this one already holds peft adapters)")
+        self.base, self.task, self.mode = base, task, mode
+        self.store = store or AdapterStore()
+        self.cold_start_items = cold_start_items
+        self.budget = int(memory_budget_mb * 1024 * 1024)
+        self.model_id = f"{base.model_id}+adapters"
+        self.task_record: AdapterRecord | None = None
+        if merge_task and mode != "none":
+            record = self.store.get(task, "task", "task")
+            if record is not None and record.stale:
+                log.warning("task adapter for %s is stale (trained on a forgotten user's data): not used; "
+                            "run `pllm adapt retrain-stale`", task)
+            elif record is not None:
+                merge_task_adapter(base, record)
+                self.task_record = record
+        self.base_key = base_key(base, self.task_record)
+        self.method: str | None = None
+        self._loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, LRU order
+        self._groups: list[AdapterRecord] | None = None
+        self._group_of: dict[tuple[str, tuple[str, ...]], Route] = {}
+        self._user_routes: dict[str, AdapterRecord | None] = {}
+        self.stats: Counter[str] = Counter()
+
+    # -- delegation: tokens and rendering are the base generator's -----------------------------------
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
+        return self.base.truncate_to_tokens(text, max_tokens)
+
+    def render(self, prompt: Prompt) -> str:
+        return self.base.render(prompt)
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        return self.base.count_prompt_tokens(prompt)
+
+    # -- routing ----------------------------------------------------------------------------------
+    def _fresh(self, record: AdapterRecord | None) -> bool:
+        return record is not None and not record.stale and record.base_key == self.base_key
+
+    def _user_record(self, user_id: str) -> AdapterRecord | None:
+        if user_id not in self._user_routes:
+            record = self.store.get(self.task, "user", user_id, verify=False)
+            self._user_routes[user_id] = record if self._fresh(record) else None
+        return self._user_routes[user_id]
+
+    def group_records(self) -> list[AdapterRecord]:
+        if self._groups is None:
+            self._groups = [r for r in self.store.records(self.task, "group") if self._fresh(r) and r.centroid]
+        return self._groups
+
+    def _group_route(self, question: Question) -> Route:
+        groups = self.group_records()
+        if not groups:
+            return Route("base", BASE)
+        key = (question.user_id, tuple(p.id for p in question.profile))
+        if key not in self._group_of:
+            from pllm.adapt.groups import nearest_group
+
+            record = nearest_group(groups, question.profile, self._spec())
+            self._group_of[key] = Route("group", record.name, record) if record else Route("base", BASE)
+        return self._group_of[key]
+
+    def _spec(self) -> Any:
+        from pllm.tasks.spec import get_task
+
+        return get_task(self.task)
+
+    def route(self, question: Question | None) -> Route:
+        """Which adapter serves this question (see the module docstring for the order)."""
+        if question is None or self.mode == "none":
+            return Route("base", BASE)
+        if self.mode == "user" and len(question.profile) >= self.cold_start_items:
+            record = self._user_record(question.user_id)
+            if record is not None:
+                return Route("user", record.name, record)
+        return self._group_route(question)
+
+    def invalidate(self) -> None:
+        """Drop cached routing (after adapters were trained, retrained or forgotten)."""
+        self._groups, self._group_of, self._user_routes = None, {}, {}
+        for name in list(self._loaded):
+            self._unload(name)
+
+    # -- the adapter cache ------------------------------------------------------------------------
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return list(self._loaded)
+
+    @property
+    def loaded_bytes(self) -> int:
+        return sum(self._loaded.values())
+
+    def _load(self, record: AdapterRecord) -> None:
+        from peft import PeftModel
+
+        if record.name in self._loaded:
+            self._loaded.move_to_end(record.name)
+            return
+        self.store.load_record(record.path)  # sha256 of every file: a corrupt folder is refused here
+        if self.method is not None and record.method != self.method:
+            raise ArtifactError(f"adapter {record.path} is {record.method}, but this generator serves {self.method} "
+                                "adapters (one peft method per model)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if not hasattr(self.base.model, "peft_config"):
+                self.base.model = PeftModel.from_pretrained(self.base.model, str(record.path),
+                                                            adapter_name=record.name, is_trainable=False)
+            else:
+                self.base.model.load_adapter(str(record.path), adapter_name=record.name, is_trainable=False)
+        self.base.model.eval()
+        self.method = record.method
+        self._loaded[record.name] = record.bytes
+        self.stats["loads"] += 1
+
+    def _unload(self, name: str) -> None:
+        model = self.base.model
+        remaining = [n for n in self._loaded if n != name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if remaining and name in getattr(model, "active_adapters", [name]):
+                model.set_adapter(remaining[-1])
+            model.delete_adapter(name)
+        del self._loaded[name]
+        self.stats["evictions"] += 1
+
+    def _evict(self, pinned: set[str]) -> None:
+        for name in list(self._loaded):
+            if self.loaded_bytes <= self.budget:
+                return
+            if name not in pinned and len(self._loaded) > 1:
+                self._unload(name)
+
+    def _chunks(self, routes: Sequence[Route]) -> Iterator[list[int]]:
+        """Row groups whose distinct adapters fit the memory budget together (usually the whole batch)."""
+        rows: list[int] = []
+        names: dict[str, int] = {}
+        for i, r in enumerate(routes):
+            size = r.record.bytes if r.record is not None else 0
+            if r.name not in names and rows and sum(names.values()) + size > self.budget:
+                yield rows
+                rows, names = [], {}
+            names.setdefault(r.name, size)
+            rows.append(i)
+        if rows:
+            yield rows
+
+    def _prepare(self, routes: Sequence[Route], rows: Sequence[int]) -> None:
+        wanted = {routes[i].name: routes[i].record for i in rows if routes[i].record is not None}
+        for record in wanted.values():
+            self._load(record)  # type: ignore[arg-type]
+        self._evict(set(wanted))
+
+    @contextmanager
+    def _active(self, name: str) -> Iterator[None]:
+        """IA3 / prompt tuning: one adapter at a time (or none, for base rows)."""
+        model = self.base.model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if name == BASE:
+                with model.disable_adapter():
+                    yield
+            else:
+                model.set_adapter(name)
+                yield
+
+    def _run(self, prompts: Sequence[Prompt], call: Any) -> list[Any]:
+        """Route, then call `call(row_indices, adapter_names|None, batch_size_cap|None)` per chunk/group."""
+        routes = [self.route(p.question) for p in prompts]
+        for r in routes:
+            self.stats[f"rows_{r.kind}"] += 1
+        out: list[Any] = [None] * len(prompts)
+        if all(r.record is None for r in routes) and not hasattr(self.base.model, "peft_config"):
+            for i, res in enumerate(call(list(range(len(prompts))), None, None)):
+                out[i] = res
+            return out
+        for rows in self._chunks(routes):
+            self._prepare(routes, rows)
+            if self.method is None or self.method == "lora":  # one pass, per-row adapters
+                results = call(rows, [routes[i].name for i in rows], None)
+                for i, res in zip(rows, results):
+                    out[i] = res
+                continue
+            by_name: dict[str, list[int]] = {}
+            for i in rows:
+                by_name.setdefault(routes[i].name, []).append(i)
+            cap = 1 if self.method == "prompt-tuning" else None
+            for name, group_rows in by_name.items():
+                with self._active(name):
+                    results = call(group_rows, None, cap)
+                for i, res in zip(group_rows, results):
+                    out[i] = res
+        return out
+
+    # -- Generator API --------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 stop: Sequence[str] | None = None, batch_size: int = 8) -> list[Generation]:
+        def call(rows: list[int], names: list[str] | None, cap: int | None) -> list[Generation]:
+            return self.base.generate([prompts[i] for i in rows], max_new_tokens=max_new_tokens,
+                                      temperature=temperature, stop=stop,
+                                      batch_size=min(batch_size, cap or batch_size), adapter_names=names)
+
+        return self._run(prompts, call)
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]] | Sequence[str], *,
+              batch_size: int = 8, normalize: bool = False) -> np.ndarray:
+        from pllm.models.base import normalize_continuations
+
+        cand_lists = normalize_continuations(len(prompts), continuations)
+
+        def call(rows: list[int], names: list[str] | None, cap: int | None) -> list[np.ndarray]:
+            return list(self.base.score([prompts[i] for i in rows], [cand_lists[i] for i in rows],
+                                        batch_size=min(batch_size, cap or batch_size),
+                                        normalize=normalize, adapter_names=names))
+
+        rows = self._run(prompts, call)
+        return np.array(rows, dtype=np.float64).reshape(len(prompts), len(cand_lists[0]) if cand_lists else 0)

@@ -1,0 +1,207 @@
+"""Training task, group and user adapters with peft on an `HFGenerator`'s model.
+
+The loop is a plain AdamW loop over (prompt, target) pairs: prompts are left-padded exactly as
+`HFGenerator.score` pads them, the loss is the target tokens' cross-entropy only (the tokens label
+scoring reads), and only the last few positions' logits are computed (the targets sit at the end of a
+left-padded batch), which skips most of the large vocabulary projection. The adapter is injected into
+the generator's model for training and removed (`unload`) afterwards, so the base weights the next
+user trains on are the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from pllm.adapt.config import AdaptConfig
+from pllm.adapt.data import TrainingPair, pairs_hash, training_pairs
+from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
+from pllm.errors import ArtifactError, InputError
+from pllm.io import sha1_text
+from pllm.models.hf import HFGenerator
+from pllm.tasks.spec import TaskSpec
+from pllm.types import ProfileItem
+
+log = logging.getLogger(__name__)
+TRAIN_NAME = "default"  # peft saves the "default" adapter at the folder root; loaders rename it
+
+
+@dataclass
+class TrainResult:
+    losses: list[float]
+    seconds: float
+    n_pairs: int
+    steps: int
+
+
+def base_key(generator: HFGenerator, task_record: AdapterRecord | None = None) -> str:
+    """Identity of the weights adapters are trained on: model id + architecture (+ merged task adapter)."""
+    model = generator.model.get_base_model() if hasattr(generator.model, "get_base_model") else generator.model
+    n_params = sum(p.numel() for p in model.parameters())
+    parts = [generator.model_id, model.config.to_json_string(use_diff=False), str(n_params)]
+    if task_record is not None:
+        parts.append(task_record.data_hash)
+    return sha1_text(*parts)[:20]
+
+
+def merge_task_adapter(generator: HFGenerator, record: AdapterRecord) -> None:
+    """Fold the shared task adapter into the generator's base weights (OPPU's merged task PEFT)."""
+    from peft import PeftModel
+
+    if hasattr(generator.model, "peft_config"):
+        raise ArtifactError("merge the task adapter before any other adapter is loaded")
+    if record.method == "prompt-tuning":
+        raise ArtifactError("a prompt-tuning task adapter cannot be merged into the base weights; "
+                            "train the task adapter with lora or ia3")
+    peft_model = PeftModel.from_pretrained(generator.model, str(record.path), adapter_name=TRAIN_NAME)
+    generator.model = peft_model.merge_and_unload()
+    generator.model.eval()
+
+
+def _encode(generator: HFGenerator, pairs: Sequence[TrainingPair]) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + target, and how many trailing tokens are the target (the loss positions).
+
+    The boundary is found as `HFGenerator.score` finds it, so training and scoring see the same tokens."""
+    out = []
+    for i, pair in enumerate(pairs):
+        _, parts = generator._split_continuations(pair.prompt, [pair.target])
+        k, full = parts[0]
+        if len(full) - k < 1:
+            raise InputError("training target encodes to no tokens", index=i, field="target")
+        out.append((full, len(full) - k))
+    return out
+
+
+def _batch(generator: HFGenerator, rows: Sequence[tuple[list[int], int]]
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    ids, mask = generator._left_pad([r[0] for r in rows])  # (B, T), (B, T)
+    keep = max(n for _, n in rows) + 1
+    labels = torch.full((len(rows), keep - 1), -100, dtype=torch.long, device=ids.device)  # (B, keep-1)
+    for b, (full, n) in enumerate(rows):
+        labels[b, keep - 1 - n:] = torch.tensor(full[-n:], dtype=torch.long)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, pos, labels, keep
+
+
+def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: AdaptConfig, *,
+                save: Callable[[Any, TrainResult], None], step_callback: Callable[[int, int], None] | None = None
+                ) -> TrainResult:
+    """Inject a fresh adapter into `generator.model`, train it on `pairs`, call `save(peft_model, result)`,
+    and remove it again, leaving the base weights untouched."""
+    from peft import get_peft_model
+
+    if not pairs:
+        raise InputError("no training pairs")
+    if hasattr(generator.model, "peft_config"):
+        raise ArtifactError("the generator already holds peft adapters; train on a plain base model")
+    rows = _encode(generator, pairs)
+    base = generator.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        peft_model = get_peft_model(base, config.peft_config(), adapter_name=TRAIN_NAME)
+    prompt_learning = config.method == "prompt-tuning"
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.effective_lr, weight_decay=0.0)
+    order = list(range(len(rows)))
+    rng = random.Random(config.seed)
+    steps_per_epoch = (len(rows) + config.batch_size - 1) // config.batch_size
+    total = config.max_steps or steps_per_epoch * config.epochs
+    losses: list[float] = []
+    extra, _ = generator._forward_params()
+    t0 = time.perf_counter()
+    peft_model.train()
+    try:
+        step = 0
+        while step < total:
+            rng.shuffle(order)
+            for start in range(0, len(order), config.batch_size):
+                if step >= total:
+                    break
+                batch = [rows[i] for i in order[start:start + config.batch_size]]
+                ids, mask, pos, labels, keep = _batch(generator, batch)
+                kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+                if not prompt_learning:  # peft ignores position ids under prompt tuning (inference too)
+                    kwargs["position_ids"] = pos
+                if "logits_to_keep" in extra:
+                    kwargs["logits_to_keep"] = keep
+                logits = peft_model(**kwargs).logits[:, -keep:-1, :].float()  # (B, keep-1, V)
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                         ignore_index=-100)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(round(float(loss.detach()), 5))
+                step += 1
+                if step_callback:
+                    step_callback(step, total)
+        peft_model.eval()
+        result = TrainResult(losses=losses, seconds=time.perf_counter() - t0, n_pairs=len(pairs), steps=len(losses))
+        save(peft_model, result)
+    finally:
+        peft_model.eval()
+        if prompt_learning:
+            generator.model = base
+        else:
+            generator.model = peft_model.unload()  # the LoRA/IA3 layers out, the original modules back
+        generator.model.eval()
+    return result
+
+
+def data_hash(pairs: Sequence[TrainingPair], config: AdaptConfig, extra: str = "") -> str:
+    """What decides whether an existing adapter is up to date: the exact training texts, the recipe."""
+    return sha1_text(pairs_hash(pairs), json.dumps(asdict(config), sort_keys=True), extra)
+
+
+def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: str,
+                  items_by_user: dict[str, Sequence[ProfileItem]], config: AdaptConfig, store: AdapterStore,
+                  task_record: AdapterRecord | None = None, source: dict[str, Any] | None = None,
+                  centroid: list[float] | None = None, embedder: str | None = None, max_pairs: int | None = None,
+                  force: bool = False, step_callback: Callable[[int, int], None] | None = None
+                  ) -> tuple[AdapterRecord, bool]:
+    """Train (or skip, if up to date) one adapter; returns (record, trained?).
+
+    A user adapter gets `{user: items}`; a group or task adapter every member's items (pairs are
+    rendered per member, so retrieved demonstrations never cross users)."""
+    pairs: list[TrainingPair] = []
+    n_items = 0
+    for user, items in sorted(items_by_user.items()):
+        user_pairs = training_pairs(spec, generator, items, config, user_id=user)
+        pairs.extend(user_pairs)
+        n_items += len(user_pairs)
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = random.Random(config.seed).sample(pairs, max_pairs)
+    if not pairs:
+        raise InputError(f"{kind} adapter {owner!r}: no training items")
+    key = base_key(generator, task_record)
+    digest = data_hash(pairs, config, key)
+    if not force:
+        try:
+            existing = store.get(spec.name, kind, owner)
+        except ArtifactError as exc:  # a broken folder is retrained, not trusted
+            log.warning("retraining: %s", exc)
+            existing = None
+        if existing is not None and not existing.stale and existing.data_hash == digest and existing.base_key == key:
+            return existing, False
+    name = adapter_name(kind, owner)
+    records: list[AdapterRecord] = []
+
+    def save(peft_model: Any, result: TrainResult) -> None:
+        # Written while the adapter is still injected: peft saves it from the live model.
+        record = AdapterRecord(
+            kind=kind, task=spec.name, owner=owner, name=name, method=config.method, base_model=generator.model_id,
+            base_key=key, config=asdict(config), data_hash=digest, n_items=n_items, n_pairs=len(pairs),
+            train_seconds=round(result.seconds, 3), losses=result.losses,
+            members=sorted(items_by_user) if kind != "user" else [], centroid=centroid, embedder=embedder,
+            source=source or {})
+        records.append(store.write(record, lambda tmp: peft_model.save_pretrained(
+            str(tmp), selected_adapters=[TRAIN_NAME])))
+
+    train_pairs(generator, pairs, config, save=save, step_callback=step_callback)
+    return records[0], True

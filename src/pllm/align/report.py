@@ -1,0 +1,323 @@
+"""The committed alignment report on the embedded model (SmolLM2-135M-Instruct), DSP domains.
+
+For each DSP domain: the share of generated answers (to held-out queries) that the style judge puts in
+that domain, for the base model, the RiC model conditioned on the domain's one-hot vector, the soup at
+that vector, and the domain's DPO adapter; preference accuracy on held-out pairs; and a Pareto plot of
+two domains as the soup weight moves from 0 to 1. Everything is measured in the run that writes it.
+
+Work files (store, adapters, judge) go to `work_dir` (default `pllm_home()/align/report-work`), so an
+interrupted run resumes: stored adapters with the same config are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pllm.align.adapters import AdapterStore, host_for
+from pllm.align.dpo import DPOSettings, LoraSettings, train_dpo, truncate_pairs
+from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
+from pllm.align.importers import DSP_DOMAINS, import_dsp, read_dsp
+from pllm.align.judge import dsp_answers, first_words, fit_dsp_judge
+from pllm.align.ric import RiCGenerator, RiCSettings, ric_examples, train_ric
+from pllm.align.soup import Soup, SoupSpec, SoupStore
+from pllm.align.store import PreferenceStore
+from pllm.errors import InputError
+from pllm.io import atomic_write_json, atomic_write_text
+from pllm.paths import pllm_home
+from pllm.users.store import SQLiteUserStore
+
+
+@dataclass
+class ReportConfig:
+    dsp: Path = field(metadata={"help": "DSP domain_specific_preference.test.json."})
+    domains: list[str] = field(default_factory=lambda: list(DSP_DOMAINS), metadata={"help": "Domains (users)."})
+    train_pairs_per_domain: int = field(default=128, metadata={"help": "DPO pairs per domain (first train pairs)."})
+    ric_rows_per_domain: int = field(default=128, metadata={"help": "RiC SFT rows per domain."})
+    test_prompts: int = field(default=24, metadata={"help": "Held-out queries answered by every model."})
+    test_pairs_per_domain: int = field(default=48, metadata={"help": "Held-out pairs for preference accuracy."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Greedy tokens per generated answer."})
+    judge_max_words: int = field(default=40, metadata={"help": "Judge fitted/applied on the first N words."})
+    pareto_pair: list[str] = field(default_factory=lambda: ["academy", "entertainment"],
+                                   metadata={"help": "Two domains for the soup Pareto plot."})
+    pareto_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+                                        metadata={"help": "Weight of the first Pareto domain."})
+    dpo: DPOSettings = field(default_factory=lambda: DPOSettings(
+        epochs=2, batch_size=4, learning_rate=1e-3, beta=0.1, max_prompt_tokens=64, max_answer_tokens=96,
+        lora=LoraSettings(r=8, alpha=16)), metadata={"help": "DPO settings (per domain)."})
+    ric: RiCSettings = field(default_factory=lambda: RiCSettings(
+        epochs=2, batch_size=4, learning_rate=1e-3, max_prompt_tokens=64, max_answer_tokens=96,
+        lora=LoraSettings(r=8, alpha=16)), metadata={"help": "RiC settings."})
+    test_fraction: float = field(default=0.2, metadata={"help": "Held-out share of queries."})
+    seed: int = field(default=0, metadata={"help": "Split seed."})
+    threads: int = field(default=1, metadata={"help": "torch threads."})
+    model: str | None = field(default=None, metadata={"help": "hf model (default: embedded SmolLM2-135M)."})
+    work_dir: Path | None = field(default=None, metadata={"help": "Work folder (default under PLLM_HOME)."})
+
+    def __post_init__(self) -> None:
+        self.dsp = Path(self.dsp)
+        if isinstance(self.dpo, dict):
+            self.dpo = DPOSettings(**self.dpo)
+        if isinstance(self.ric, dict):
+            self.ric = RiCSettings(**self.ric)
+        if len(self.pareto_pair) != 2 or not set(self.pareto_pair) <= set(self.domains):
+            raise InputError(f"pareto_pair must be two of {self.domains}", field="pareto_pair")
+        for name in ("train_pairs_per_domain", "ric_rows_per_domain", "test_prompts", "test_pairs_per_domain",
+                     "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1", field=name)
+
+    @classmethod
+    def quick(cls, dsp: Path) -> ReportConfig:
+        """Smoke-run sizes: minutes, numbers meaningless."""
+        small = dict(epochs=1, batch_size=2, learning_rate=1e-3, max_prompt_tokens=32, max_answer_tokens=32)
+        return cls(dsp=dsp, train_pairs_per_domain=4, ric_rows_per_domain=4, test_prompts=2,
+                   test_pairs_per_domain=4, max_new_tokens=8, pareto_weights=[0.0, 0.5, 1.0],
+                   dpo=DPOSettings(**small), ric=RiCSettings(**small))
+
+
+def _fmt(iv: dict[str, float]) -> str:
+    return f"{iv['value']:.2f} [{iv['low']:.2f}, {iv['high']:.2f}]"
+
+
+def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import torch
+
+    from pllm.models import load_generator
+
+    started = time.perf_counter()
+    out = Path(out)
+    work = Path(cfg.work_dir) if cfg.work_dir else pllm_home() / "align" / "report-work"
+    work.mkdir(parents=True, exist_ok=True)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    queries = read_dsp(cfg.dsp)
+    result: dict[str, Any] = {"config": json.loads(json.dumps(asdict(cfg), default=str)),
+                              "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform()},
+                              "timings": {}}
+
+    # 1. preferences in a private store
+    store = SQLiteUserStore(work / "store.sqlite3")
+    ps = PreferenceStore(store)
+    import_dsp(ps, cfg.dsp, domains=cfg.domains, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    users = {d: f"dsp-{d}" for d in cfg.domains}
+
+    # 2. style judge, checked on held-out real answers (cut to the judged length, and full)
+    log("fitting style judge")
+    judge, acc = fit_dsp_judge(queries, max_words=cfg.judge_max_words, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    full_texts, full_labels = dsp_answers(queries, "test", test_fraction=cfg.test_fraction, seed=cfg.seed)
+    judge_full = type(judge)(judge.labels, judge.centroids, judge.embedder_name, None)
+    acc_full = judge_full.accuracy(full_texts, full_labels)
+    result["judge"] = {"labels": judge.labels, "max_words": cfg.judge_max_words,
+                       "heldout_accuracy_truncated": acc.__dict__, "heldout_accuracy_full_answers": acc_full.__dict__}
+
+    # 3. models: base, one DPO adapter per domain, one RiC adapter, the soup over the DPO adapters
+    base = load_generator("hf", cfg.model)
+    adapters = AdapterStore(work / "adapters")
+    host = host_for(base)
+    train_info: dict[str, Any] = {}
+    for d in cfg.domains:
+        name = f"report-dpo-{d}"
+        pairs = ps.get_pairs(user_id=users[d], split="train", limit=cfg.train_pairs_per_domain)
+        if _reusable(adapters, name, cfg.dpo, base.model_id):
+            rec = adapters.get(name)
+            log(f"reusing {name}")
+        else:
+            log(f"DPO {d}: {len(pairs)} pairs")
+            rec = train_dpo(base, pairs, name=name, users=[users[d]], settings=cfg.dpo, store=adapters).record
+        train_info[name] = rec.metrics
+        host.load(rec)
+    ric_name = "report-ric"
+    if _reusable(adapters, ric_name, cfg.ric, base.model_id):
+        ric_rec = adapters.get(ric_name)
+        log("reusing RiC adapter")
+    else:
+        examples, dims = ric_examples(ps, [users[d] for d in cfg.domains], limit_per_user=cfg.ric_rows_per_domain)
+        log(f"RiC: {len(examples)} rows")
+        ric_rec = train_ric(base, examples, dims, name=ric_name, users=list(users.values()), settings=cfg.ric,
+                            store=adapters).record
+    train_info[ric_name] = ric_rec.metrics
+    result["training"] = train_info
+    dpo_secs = [train_info[f"report-dpo-{d}"]["train_seconds"] / train_info[f"report-dpo-{d}"]["train_pairs"]
+                for d in cfg.domains]
+    result["timings"]["dpo_seconds_per_100_pairs_per_epoch"] = 100 * sum(dpo_secs) / len(dpo_secs) / cfg.dpo.epochs
+    spec = SoupSpec(name="report-dsp", dimensions={d: f"report-dpo-{d}" for d in cfg.domains})
+    SoupStore(work / "soups").save(spec)
+    soup = Soup(host, spec, adapters)
+
+    # 4. held-out prompts (same queries for every model) and generation
+    test_queries = [q for q in queries if _is_test(q.id, cfg)][: cfg.test_prompts]
+    prompts = [base.truncate_to_tokens(q.query, cfg.dpo.max_prompt_tokens) for q in test_queries]
+    gens: dict[str, list[str]] = {}
+
+    def gen(key: str, g: Any) -> list[str]:
+        if key not in gens:
+            t0 = time.perf_counter()
+            gens[key] = generate_answers(g, prompts, max_new_tokens=cfg.max_new_tokens)
+            log(f"generated {key} ({time.perf_counter() - t0:.0f} s)")
+        return gens[key]
+
+    base_texts = gen("base", host.generator(None))
+    style: dict[str, Any] = {}
+    for d in cfg.domains:
+        onehot = {x: float(x == d) for x in cfg.domains}
+        rows = {"base": base_texts,
+                "ric": gen(f"ric-{d}", RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)),
+                "soup": gen(f"soup-{d}", soup.generator(onehot)),
+                "dpo": gen(f"dpo-{d}", host.generator(f"report-dpo-{d}"))}
+        style[d] = {m: {**style_share(judge.predict(t), d).__dict__, "n": len(t)} for m, t in rows.items()}
+        style[d]["soup_equals_dpo_outputs"] = rows["soup"] == rows["dpo"]
+    result["style_share"] = style
+
+    # 5. preference accuracy on held-out pairs (implicit reward, reference = adapters off)
+    pref: dict[str, Any] = {}
+    ref = host.generator(None)
+    for d in cfg.domains:
+        onehot = {x: float(x == d) for x in cfg.domains}
+        pairs = truncate_pairs(ps.get_pairs(user_id=users[d], split="test", limit=cfg.test_pairs_per_domain),
+                               base, cfg.dpo)
+        pols = {"dpo": host.generator(f"report-dpo-{d}"), "soup": soup.generator(onehot),
+                "ric": RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)}
+        pref[d] = {}
+        for m, pol in pols.items():  # RiC's policy reads the conditioned prompt, its reference the plain one
+            r = implicit_rewards(pol, ref, pairs, beta=cfg.dpo.beta)
+            pref[d][m] = {"accuracy": r.accuracy.__dict__, "mean_margin": mean_interval(r.margins).__dict__,
+                          "n": len(pairs)}
+        log(f"preference accuracy {d}: " + ", ".join(f"{m}={v['accuracy']['value']:.2f}" for m, v in pref[d].items()))
+    result["preference_accuracy"] = pref
+
+    # 6. soup Pareto front between two domains, and the time to build a soup for a new vector
+    a, b = cfg.pareto_pair
+    front = []
+    build_times = []
+    for w in cfg.pareto_weights:
+        vec = {a: w, b: 1.0 - w}
+        t0 = time.perf_counter()
+        name = soup.adapter_for(vec)
+        if 0 < w < 1:
+            build_times.append(time.perf_counter() - t0)
+        texts = gen(f"pareto-{w}", host.generator(name))
+        sims = judge.similarities(texts)  # (N, L)
+        ia, ib = judge.labels.index(a), judge.labels.index(b)
+        preds = judge.predict(texts)
+        front.append({"weight_" + a: w, f"mean_similarity_{a}": float(sims[:, ia].mean()),
+                      f"mean_similarity_{b}": float(sims[:, ib].mean()),
+                      f"share_{a}": style_share(preds, a).__dict__, f"share_{b}": style_share(preds, b).__dict__})
+    result["pareto"] = {"pair": [a, b], "points": front}
+    result["timings"]["soup_build_seconds_new_vector"] = (sum(build_times) / len(build_times)) if build_times else None
+    result["examples"] = {k: [first_words(t, 30) for t in v[:2]] for k, v in gens.items() if not k.startswith("pareto")}
+    result["total_seconds"] = time.perf_counter() - started
+    store.close()
+
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(front, a, b, out / "pareto.png")
+    atomic_write_json(out / "report.json", result)
+    atomic_write_text(out / "report.md", render_markdown(result, cfg))
+    return result
+
+
+def _is_test(query_id: str, cfg: ReportConfig) -> bool:
+    from pllm.align.store import query_split
+
+    return query_split(query_id, test_fraction=cfg.test_fraction, seed=cfg.seed) == "test"
+
+
+def _reusable(adapters: AdapterStore, name: str, settings: Any, model_id: str) -> bool:
+    if not adapters.exists(name):
+        return False
+    try:
+        rec = adapters.get(name)
+        saved = json.loads((rec.path / "config.json").read_text())  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - anything unreadable is simply retrained
+        return False
+    return rec.base_model_id == model_id and saved == json.loads(json.dumps(asdict(settings), default=str))
+
+
+def _plot(front: list[dict[str, Any]], a: str, b: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p[f"mean_similarity_{a}"] for p in front]
+    ys = [p[f"mean_similarity_{b}"] for p in front]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(xs, ys, "o-")
+    for p, x, y in zip(front, xs, ys, strict=True):
+        ax.annotate(f"w={p['weight_' + a]:.2f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"mean similarity to the {a} centroid")
+    ax.set_ylabel(f"mean similarity to the {b} centroid")
+    ax.set_title(f"soup {a}=w, {b}=1-w (SmolLM2-135M, DPO adapters)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
+    j = r["judge"]
+    lines = [
+        "# Alignment report: DSP domains on the embedded model",
+        "",
+        "Generated by `python benchmarks/align_report.py --dsp ../shared/data/dsp/domain_specific_preference.test.json`"
+        f" in {r['total_seconds'] / 60:.1f} min on {r['machine']['cpu_threads']} torch thread(s) of a shared CPU "
+        "machine. All numbers are as measured in that run; intervals are 95% percentile bootstrap.",
+        "",
+        "## Sizes",
+        "",
+        f"- model: {cfg.model or 'SmolLM2-135M-Instruct (embedded)'}; greedy answers of {cfg.max_new_tokens} "
+        "new tokens",
+        f"- split by query, test fraction {cfg.test_fraction}, seed {cfg.seed}; "
+        f"{cfg.test_prompts} held-out queries answered by every model",
+        f"- DPO (trl, LoRA r={cfg.dpo.lora.r} alpha={cfg.dpo.lora.alpha} on {','.join(cfg.dpo.lora.target_modules)}): "
+        f"{cfg.train_pairs_per_domain} train pairs per domain (domain answer over one other style), "
+        f"{cfg.dpo.epochs:g} epochs, batch {cfg.dpo.batch_size}, lr {cfg.dpo.learning_rate:g}, beta {cfg.dpo.beta:g}, "
+        f"prompts <= {cfg.dpo.max_prompt_tokens} and answers <= {cfg.dpo.max_answer_tokens} tokens",
+        f"- RiC: one LoRA SFT adapter on {cfg.ric_rows_per_domain} rows per domain (the chosen answer, prompt "
+        f"prefixed with the user's one-hot vector), {cfg.ric.epochs:g} epochs, lr {cfg.ric.learning_rate:g}",
+        "- soup: the four DPO adapters combined by the vector (peft `add_weighted_adapter`, `cat`); a one-hot "
+        "vector is that domain's adapter itself, so the soup and DPO rows must agree exactly",
+        f"- held-out preference pairs: {cfg.test_pairs_per_domain} per domain, same truncation as training",
+        "",
+        "## Style judge",
+        "",
+        f"Nearest centroid over all-MiniLM-L6-v2 embeddings, classes {', '.join(j['labels'])}, fitted on train-query "
+        f"answers cut to their first {j['max_words']} words. Held-out accuracy: "
+        f"**{j['heldout_accuracy_truncated']['accuracy']:.3f}** on {j['heldout_accuracy_truncated']['n']} answers cut "
+        f"the same way; {j['heldout_accuracy_full_answers']['accuracy']:.3f} on the full answers. Per style (cut): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in j["heldout_accuracy_truncated"]["per_label"].items()) + ".",
+        "",
+        "## Share of generated answers judged in the user's domain",
+        "",
+        "| domain | base | RiC (one-hot) | soup (one-hot) | DPO adapter | soup == DPO outputs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d, row in r["style_share"].items():
+        lines.append(f"| {d} | {_fmt(row['base'])} | {_fmt(row['ric'])} | {_fmt(row['soup'])} | {_fmt(row['dpo'])} | "
+                     f"{row['soup_equals_dpo_outputs']} |")
+    lines += ["", "## Held-out preference accuracy (implicit reward ranks chosen above rejected)", "",
+              "Reward = beta * (log pi - log pi_ref), reference = the base model (adapters off); the base model "
+              "itself has reward 0 for every answer, so it has no accuracy here.", "",
+              "| domain | pairs | DPO adapter | soup (one-hot) | RiC (one-hot) |", "|---|---|---|---|---|"]
+    for d, row in r["preference_accuracy"].items():
+        lines.append(f"| {d} | {row['dpo']['n']} | {_fmt(row['dpo']['accuracy'])} | {_fmt(row['soup']['accuracy'])} | "
+                     f"{_fmt(row['ric']['accuracy'])} |")
+    a, b = r["pareto"]["pair"]
+    lines += ["", f"## Soup Pareto front: {a} vs {b}", "", "![pareto](pareto.png)", "",
+              f"| weight of {a} | mean sim. {a} | mean sim. {b} | share judged {a} | share judged {b} |",
+              "|---|---|---|---|---|"]
+    for p in r["pareto"]["points"]:
+        lines.append(f"| {p['weight_' + a]:.2f} | {p[f'mean_similarity_{a}']:.3f} | {p[f'mean_similarity_{b}']:.3f} | "
+                     f"{_fmt(p[f'share_{a}'])} | {_fmt(p[f'share_{b}'])} |")
+    t = r["timings"]
+    lines += ["", "## Timings (this run, shared machine)", "",
+              f"- DPO training: {t['dpo_seconds_per_100_pairs_per_epoch']:.1f} s per 100 pairs per epoch",
+              f"- building a soup for a new vector: {t['soup_build_seconds_new_vector']:.3f} s"
+              if t["soup_build_seconds_new_vector"] is not None else "- soup build: not measured",
+              "", "Training metrics per adapter are in `report.json` (`training`).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""`pllm bench`: run (or resume) a benchmark grid and write its report, or compare two reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pllm.cli.common import console, progress_bar, tracker
+from pllm.errors import InputError
+
+
+def _task_entries(tasks: list[str], limit: int | None, split: str) -> list[dict]:
+    out = []
+    for t in tasks:
+        name, sep, folder = t.partition("=")
+        entry = {"data": folder if sep else name, "split": split, "limit": limit}
+        if sep:
+            entry["name"] = name
+        out.append(entry)
+    return out
+
+
+def print_compare(rows: list[dict]) -> None:
+    table = Table(title="bench: A -> B")
+    for col in ("task", "cell", "metric", "A", "B", "Δ", "change"):
+        table.add_column(col)
+    for r in rows:
+        if "metric" not in r:
+            table.add_row(r["task"], r["cell"], "", "", "", "", r["change"])
+            continue
+        table.add_row(r["task"], r["cell"], r["metric"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['delta']:+.4f}",
+                      r["change"] + (" (outside A's 95% CI)" if r["outside_a_ci"] else ""))
+    console.print(table)
+    changed = [r for r in rows if r["change"] not in ("same",)]
+    console.print(f"{len(changed)} of {len(rows)} entries changed beyond A's 95% interval or exist on one side only.")
+
+
+def print_summary(report: dict) -> None:
+    for name, t in report["tasks"].items():
+        metric = t["primary_metric"]
+        table = Table(title=f"{name} ({t['n_questions']} questions)")
+        for col in ("cell", f"{metric} [95% CI]", "Δ vs none [95% CI]", "unparseable", "truncated", "wall s"):
+            table.add_column(col)
+        for r in t["rows"]:
+            iv, d = r["metrics"][metric], r["vs_none"].get(metric)
+            table.add_row(r["cell"] + (" (baseline)" if r["kind"] == "baseline" else ""),
+                          f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]",
+                          f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "—",
+                          str(r["unparseable"]), str(r["truncated"]), f"{r['seconds']:.1f}")
+        console.print(table)
+        if t["incomplete"]:
+            console.print(f"[yellow]{len(t['incomplete'])} cell(s) of {name} not finished[/yellow]")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(
+        config: Path | None = typer.Option(None, "--config", "-c", help="Grid YAML (see benchmarks/grids/)."),
+        task: list[str] = typer.Option([], "--task", help="Task folder, or NAME=FOLDER (repeatable; no --config)."),
+        method: list[str] = typer.Option([], "--method", help="Method (repeatable): none, a retriever, profile, "
+                                                              "profile+<retriever>."),
+        k: list[int] = typer.Option([], "--k", help="Items retrieved (repeatable)."),
+        style: list[str] = typer.Option([], "--style", help="Prompt style (repeatable): demonstrations|instruction."),
+        model: list[str] = typer.Option([], "--model", help="Generator 'backend' or 'backend:model' (repeatable)."),
+        baseline: list[str] = typer.Option([], "--baseline", help="Baseline names (repeatable; default: all)."),
+        limit: int | None = typer.Option(None, "--limit", help="Score only the first N questions per task."),
+        split: str = typer.Option("test", "--split", help="Split scored (with --task)."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Questions per model call."),
+        out: Path = typer.Option(Path("pllm-bench"), "--out", help="Run folder (resumed if it exists)."),
+        report_only: bool = typer.Option(False, "--report-only", help="Only rewrite the report from the cells."),
+        compare: tuple[Path, Path] | None = typer.Option(None, "--compare", help="Compare two report.json files."),
+    ) -> None:
+        """Run a grid of tasks x methods x k x styles x models next to the non-LLM baselines; resumable.
+
+        Predictions go to OUT/cells/ (one fsynced JSONL per cell); a killed run restarted with the same
+        arguments scores only what is missing. Writes OUT/report.json, OUT/report.md and OUT/plots/*.png.
+        """
+        from pllm.eval.bench import BenchRunner, bench_config_from_dict, load_bench_config
+        from pllm.eval.report import compare_reports
+
+        if compare:
+            reports = []
+            for p in compare:
+                try:
+                    reports.append(json.loads(Path(p).read_text(encoding="utf-8")))
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise InputError(f"cannot read bench report: {exc}", source=str(p)) from None
+            print_compare(compare_reports(*reports))
+            return
+        if config is not None:
+            cfg = load_bench_config(config)
+            overrides = {"methods": method, "k": k, "styles": style, "models": model, "baselines": baseline}
+            for name, value in overrides.items():
+                if value:
+                    setattr(cfg, name, list(value))
+            if limit is not None:
+                for t in cfg.tasks:
+                    t.limit = limit
+            if batch_size is not None:
+                cfg.batch_size = batch_size
+            cfg.__post_init__()
+        else:
+            if not task:
+                raise InputError("give --config GRID.yaml or at least one --task FOLDER")
+            data: dict = {"tasks": _task_entries(task, limit, split)}
+            for name, value in {"methods": method, "k": k, "styles": style, "models": model,
+                                "baselines": baseline}.items():
+                if value:
+                    data[name] = list(value)
+            if batch_size is not None:
+                data["batch_size"] = batch_size
+            cfg = bench_config_from_dict(data, source="command line")
+        with progress_bar("bench") as bar:
+            runner = BenchRunner(cfg, out, progress=tracker(bar))
+            report = runner.run(only_report=report_only)
+        print_summary(report)
+        console.print(f"report: {out / 'report.md'} (JSON: {out / 'report.json'}, plots: {out / 'plots'})")

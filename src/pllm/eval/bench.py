@@ -1,0 +1,521 @@
+"""`pllm bench`: a resumable grid of tasks x methods x k x prompt style x model, next to the non-LLM
+baselines, reported with bootstrap intervals and paired differences against no personalization.
+
+Every cell (one task, one method setting) appends its per-question predictions to its own JSONL file
+(`cells/<task>/<cell>.jsonl`), one line per question, flushed and fsynced after every batch. A killed
+run restarted on the same folder reads those files and scores only the question ids not yet there:
+no question is scored twice, and batches are fixed by position in the question list, so a resumed run
+puts the same questions in the same batches as an uninterrupted one (identical predictions, identical
+final metrics). A cell's `cell.json` records its settings; a changed setting in the same folder is an
+error, never a silent mix of two configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pllm.errors import InputError
+from pllm.io import atomic_write_json, save_config, sha1_text, to_jsonable
+from pllm.pipeline import MethodConfig, Personalizer, PredictionRecord
+from pllm.tasks.lamp import read_questions
+from pllm.tasks.spec import TaskSpec, get_task
+from pllm.types import Question
+
+ALL_METHODS = ["none", "random", "recency", "bm25", "dense", "hybrid", "profile", "profile+bm25"]
+ALL_BASELINES = "all"
+Progress = Callable[[str, int, int], None]  # (cell label, done, total)
+
+
+# -- configuration ------------------------------------------------------------------------------
+@dataclass
+class BuildSpec:
+    """How to build a task folder when it is missing (so one command reproduces the whole report)."""
+
+    builder: str = field(metadata={"help": "Dataset builder name (see `pllm data list`)."})
+    source: str = field(metadata={"help": "Raw data folder or file."})
+    split: str = field(default="user", metadata={"help": "user | time."})
+    seed: int = field(default=0, metadata={"help": "Build seed."})
+    max_users: int | None = field(default=None, metadata={"help": "Sample at most this many users."})
+    questions_per_user: int = field(default=1, metadata={"help": "Latest items per user as questions."})
+
+
+@dataclass
+class TaskEntry:
+    """One task of the grid: a built LaMP-format folder, and which split of it is scored."""
+
+    data: str | None = field(default=None, metadata={"help": "Task folder (built if missing and `build` given)."})
+    name: str | None = field(default=None, metadata={"help": "Label in reports (default: the spec's name)."})
+    split: str = field(default="test", metadata={"help": "Split scored: train | dev | test."})
+    train_split: str | None = field(default="train", metadata={"help": "Split the baselines are fitted on."})
+    limit: int | None = field(default=None, metadata={"help": "Score only the first N questions."})
+    build: BuildSpec | None = field(default=None, metadata={"help": "Build settings used when data is missing."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.build, dict):
+            try:
+                self.build = BuildSpec(**self.build)
+            except TypeError as exc:
+                raise InputError(f"bad build section: {exc}", field="build") from None
+        if self.data is None and self.build is None:
+            raise InputError("a task needs `data` (a task folder) or a `build` section", field="data")
+        if self.split not in ("train", "dev", "test"):
+            raise InputError(f"split must be train, dev or test, got {self.split!r}", field="split")
+        if self.limit is not None and self.limit < 1:
+            raise InputError("limit must be >= 1", field="limit")
+
+
+@dataclass
+class BenchConfig:
+    """The grid. Methods: `none`, a retriever name, `profile`, or `profile+<retriever>`."""
+
+    tasks: list[TaskEntry] = field(metadata={"help": "Tasks (task folders) scored."})
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS), metadata={
+        "help": "none | random | recency | bm25 | dense | hybrid | profile | profile+<retriever>."})
+    k: list[int] = field(default_factory=lambda: [4], metadata={"help": "Items retrieved (one cell per value)."})
+    styles: list[str | None] = field(default_factory=lambda: [None], metadata={
+        "help": "Prompt styles (null = the task's default: demonstrations where the task defines them)."})
+    models: list[str] = field(default_factory=lambda: ["hf"], metadata={
+        "help": "Generators as 'backend' or 'backend:model' (hf = the embedded SmolLM2-135M-Instruct)."})
+    baselines: list[str] | str = field(default=ALL_BASELINES, metadata={
+        "help": "Non-LLM baselines: 'all' (every one that applies to the task) or a list of names."})
+    knn_k: int = field(default=5, metadata={"help": "Neighbours the knn baseline votes or averages over."})
+    batch_size: int = field(default=8, metadata={"help": "Questions per model call (and per fsynced write)."})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "Prompt budget in generator tokens."})
+    predict: str = field(default="auto", metadata={"help": "auto | score | generate."})
+    readout: str = field(default="argmax", metadata={"help": "argmax | expected (numeric labels)."})
+    embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid/knn."})
+    seed: int = field(default=0, metadata={"help": "Seed for the random retriever and the bootstrap."})
+    n_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every interval."})
+    profile_bins: int = field(default=4, metadata={"help": "Profile-size bins (quantiles) in the size plot."})
+
+    def __post_init__(self) -> None:
+        self.tasks = [TaskEntry(**t) if isinstance(t, dict) else t for t in self.tasks]
+        if not self.tasks:
+            raise InputError("the grid has no tasks", field="tasks")
+        if isinstance(self.k, int):
+            self.k = [self.k]
+        if isinstance(self.methods, str):
+            self.methods = [self.methods]
+        if isinstance(self.styles, str) or self.styles is None:
+            self.styles = [self.styles]
+        if isinstance(self.models, str):
+            self.models = [self.models]
+        for name in ("methods", "k", "styles", "models"):
+            if not getattr(self, name):
+                raise InputError(f"{name} must not be empty", field=name)
+        if any(not isinstance(k, int) or k < 1 for k in self.k):
+            raise InputError(f"k values must be integers >= 1, got {self.k}", field="k")
+        for m in self.methods:
+            parse_method(m, 1)  # fail early on a bad method name
+        from pllm.prompting.styles import PROMPT_STYLES
+
+        for s in self.styles:
+            if s is not None:
+                PROMPT_STYLES.get(s)
+        if self.baselines != ALL_BASELINES:
+            from pllm.eval.baselines import BASELINES
+
+            if isinstance(self.baselines, str):
+                self.baselines = [self.baselines]
+            for b in self.baselines:
+                BASELINES.get(b)
+        if self.batch_size < 1 or self.n_resamples < 10 or self.profile_bins < 1:
+            raise InputError("batch_size >= 1, n_resamples >= 10 and profile_bins >= 1 are required")
+        MethodConfig(predict=self.predict, readout=self.readout, max_prompt_tokens=self.max_prompt_tokens)
+
+
+def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
+    """`none`, `<retriever>`, `profile` or `profile+<retriever>` -> a MethodConfig at this k."""
+    from pllm.retrieval.base import RETRIEVERS
+
+    profile = name == "profile" or name.startswith("profile+")
+    retriever = "none" if name in ("none", "profile") else name.split("+", 1)[1] if profile else name
+    if retriever not in RETRIEVERS:
+        raise InputError(f"unknown method {name!r}; use none, profile, one of {', '.join(RETRIEVERS.names())}, "
+                         "or profile+<retriever>", field="methods")
+    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, **common)
+
+
+def load_bench_config(path: str | Path) -> BenchConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("grid file not found", source=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"cannot parse grid YAML: {exc}", source=str(path)) from None
+    return bench_config_from_dict(data, source=str(path))
+
+
+def bench_config_from_dict(data: Any, *, source: str = "grid") -> BenchConfig:
+    if not isinstance(data, dict):
+        raise InputError("a grid must be a mapping", source=source)
+    known = {f.name for f in dataclasses.fields(BenchConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown grid fields {unknown}; known: {sorted(known)}", source=source)
+    try:
+        return BenchConfig(**data)
+    except InputError as exc:
+        raise InputError(str(exc), source=source) from None
+    except TypeError as exc:
+        raise InputError(f"bad grid: {exc}", source=source) from None
+
+
+# -- cells --------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """One grid point on one task: an LLM method setting or a baseline."""
+
+    task: str
+    label: str  # shown in reports, unique within the task
+    kind: str  # llm | baseline
+    method: str  # grid method name or baseline name
+    k: int = 0
+    style: str | None = None
+    model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("_")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def split_model(model: str) -> tuple[str, str | None]:
+    backend, _, name = model.partition(":")
+    return backend, (name or None)
+
+
+@dataclass
+class LoadedTask:
+    entry: TaskEntry
+    name: str
+    spec: TaskSpec
+    folder: Path
+    questions: list[Question]
+    train: list[Question]
+
+
+class CellLog:
+    """The append-only, fsynced per-question record of one cell."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            self._read()
+
+    def _read(self) -> None:
+        raw = self.path.read_bytes()
+        good = 0  # bytes up to the last complete, parseable line
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # a torn last write: dropped (the question is scored again)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            self.records.setdefault(str(rec["id"]), rec)
+            good += len(line)
+        if good < len(raw):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        fresh = [r for r in records if r["id"] not in self.records]
+        if not fresh:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
+            fh.flush()
+            os.fsync(fh.fileno())
+        for r in fresh:
+            self.records[r["id"]] = r
+
+
+def record_line(record: PredictionRecord, question: Question, wall: float, timings: dict[str, float]
+                ) -> dict[str, Any]:
+    """One JSONL line: the prediction record, the question's profile size and its share of the batch time."""
+    line = to_jsonable(record)
+    if line.get("label_scores"):
+        line["label_scores"] = {k: round(v, 4) for k, v in line["label_scores"].items()}
+    line["profile_size"] = len(question.profile)
+    line["wall"] = wall
+    line["timings"] = timings
+    return line
+
+
+def line_record(line: dict[str, Any]) -> PredictionRecord:
+    names = {f.name for f in dataclasses.fields(PredictionRecord)}
+    return PredictionRecord(**{k: v for k, v in line.items() if k in names})
+
+
+# -- the runner ---------------------------------------------------------------------------------
+class BenchRunner:
+    """Runs (or resumes) every cell of a grid into `out`, then writes the reports and plots."""
+
+    def __init__(self, config: BenchConfig, out: str | Path, *, progress: Progress | None = None,
+                 generator_factory: Callable[[str, str | None], Any] | None = None) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.progress = progress
+        self._factory = generator_factory
+        self._generators: dict[str, Any] = {}
+        self._store: Any = None
+        self.tasks: list[LoadedTask] = []
+        self.skipped: dict[str, list[str]] = {}
+
+    # tasks ------------------------------------------------------------------------------------
+    def _task_folder(self, entry: TaskEntry) -> Path:
+        if entry.build is None:
+            folder = Path(entry.data or "")
+            if not (folder / f"{entry.split}_questions.json").is_file():
+                raise InputError(f"no {entry.split}_questions.json in the task folder (build it with "
+                                 "`pllm data build`, or give the task a `build` section)", source=str(folder))
+            return folder
+        from pllm.data import BuildConfig, build_dataset
+        from pllm.data.base import config_record
+        from pllm.paths import pllm_home
+
+        b = entry.build
+        folder = Path(entry.data) if entry.data else pllm_home() / "bench-tasks" / _slug(
+            f"{b.builder}-{b.split}-s{b.seed}-u{b.max_users}-q{b.questions_per_user}")
+        build = BuildConfig(source=b.source, out=str(folder), split=b.split, seed=b.seed, max_users=b.max_users,
+                            questions_per_user=b.questions_per_user)
+        saved = folder / "build_config.json"
+        if not saved.is_file() or json.loads(saved.read_text(encoding="utf-8")) != config_record(build):
+            build_dataset(b.builder, build)
+        return folder
+
+    def load_tasks(self) -> list[LoadedTask]:
+        if self.tasks:
+            return self.tasks
+        seen: set[str] = set()
+        for entry in self.config.tasks:
+            folder = self._task_folder(entry)
+            spec = get_task(folder)
+            name = entry.name or spec.name
+            if name in seen:
+                raise InputError(f"two grid tasks are named {name!r}; give one a `name`", field="tasks")
+            seen.add(name)
+            qs = read_questions(folder / f"{entry.split}_questions.json", spec=spec,
+                                outputs=folder / f"{entry.split}_outputs.json")
+            if entry.limit is not None:
+                qs = qs[: entry.limit]
+            if not qs:
+                raise InputError(f"no questions in the {entry.split} split", source=str(folder))
+            train: list[Question] = []
+            if entry.train_split and (folder / f"{entry.train_split}_questions.json").is_file() and \
+                    entry.train_split != entry.split:
+                train = read_questions(folder / f"{entry.train_split}_questions.json", spec=spec,
+                                       outputs=folder / f"{entry.train_split}_outputs.json")
+            self.tasks.append(LoadedTask(entry, name, spec, folder, qs, train))
+        return self.tasks
+
+    # cells ------------------------------------------------------------------------------------
+    def cells(self, task: LoadedTask) -> list[Cell]:
+        """Every cell of one task, in run order: per model, per style, the methods (k only where it
+        matters), then the baselines."""
+        from pllm.eval.baselines import baselines_for
+        from pllm.prompting.styles import default_style, get_style
+
+        c = self.config
+        out: list[Cell] = []
+        skipped = self.skipped.setdefault(task.name, [])
+        multi_model = len(c.models) > 1
+        for model in c.models:
+            styles = []
+            for s in c.styles:
+                style = s or default_style(task.spec)
+                try:
+                    get_style(style).check(task.spec)
+                except InputError as exc:
+                    skipped.append(f"style {style}: {exc}")
+                    continue
+                if style not in styles:
+                    styles.append(style)
+            for style in styles:
+                for m in c.methods:
+                    for k in (c.k if parse_method(m, 1).retriever != "none" else [0]):
+                        mc = parse_method(m, k, style=style, predict=c.predict, readout=c.readout,
+                                          max_prompt_tokens=c.max_prompt_tokens, embedder=c.embedder, seed=c.seed)
+                        label = mc.label
+                        if len(styles) > 1 or len(c.styles) > 1:
+                            label += f" [{style}]"
+                        if multi_model:
+                            label += f" <{model}>"
+                        if any(x.label == label for x in out):
+                            continue
+                        out.append(Cell(task.name, label, "llm", m, k, style, model,
+                                        {**dataclasses.asdict(mc), "model": model}))
+        names = baselines_for(task.spec) if c.baselines == ALL_BASELINES else \
+            [b for b in c.baselines if b in baselines_for(task.spec)]
+        if c.baselines != ALL_BASELINES:
+            skipped.extend(f"baseline {b}: does not apply to {task.spec.name}" for b in c.baselines
+                           if b not in names)
+        for b in names:
+            opts = {"k": c.knn_k, "embedder": c.embedder} if b == "knn" else {}
+            out.append(Cell(task.name, b, "baseline", b, config={"baseline": b, **opts}))
+        return out
+
+    def cell_path(self, cell: Cell) -> Path:
+        return self.out / "cells" / _slug(cell.task) / f"{cell.slug}.jsonl"
+
+    def _check_cell(self, cell: Cell, task: LoadedTask) -> None:
+        """The folder may only be resumed with the same settings and questions for this cell."""
+        meta = {"task": cell.task, "label": cell.label, "kind": cell.kind, "config": cell.config,
+                "questions": sha1_text(*[q.id for q in task.questions])}
+        path = self.cell_path(cell).with_suffix(".json")
+        if path.is_file():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old != to_jsonable(meta):
+                raise InputError(f"{self.out} already holds cell {cell.label!r} of task {cell.task!r} with other "
+                                 "settings or questions; use a new --out folder (or delete that cell's files)",
+                                 source=str(path))
+        else:
+            atomic_write_json(path, meta)
+
+    def _generator(self, model: str) -> Any:
+        if model not in self._generators:
+            backend, name = split_model(model)
+            if self._factory is not None:
+                self._generators[model] = self._factory(backend, name)
+            else:
+                from pllm.models import load_generator
+
+                self._generators[model] = load_generator(backend, name)
+        return self._generators[model]
+
+    def _store_handle(self) -> Any:
+        if self._store is None:
+            from pllm.users.store import SQLiteUserStore
+
+            self._store = SQLiteUserStore(self.out / "store.sqlite3")
+        return self._store
+
+    def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:
+        """Score the questions of `cell` not yet in its log, batch by batch (fixed positions)."""
+        self._check_cell(cell, task)
+        log = CellLog(self.cell_path(cell))
+        qs = task.questions
+        total = len(qs)
+        if self.progress:
+            self.progress(f"{cell.task}: {cell.label}", sum(q.id in log.records for q in qs), total)
+        if all(q.id in log.records for q in qs):
+            return log
+        bs = self.config.batch_size
+        if cell.kind == "llm":
+            mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
+            pers = Personalizer(task.spec, self._generator(cell.model or "hf"), mc,
+                                store=self._store_handle(), embedder=None)
+        else:
+            from pllm.eval.baselines import make_baseline
+
+            opts = {k: v for k, v in cell.config.items() if k != "baseline"}
+            base = make_baseline(cell.method, task.spec, store=self._store_handle(), **opts) if cell.method == "knn" \
+                else make_baseline(cell.method, task.spec)
+            # Without training questions, fit on the scored questions' histories only, never their targets.
+            base.fit(task.train or [dataclasses.replace(q, target=None) for q in qs])
+        for start in range(0, total, bs):
+            todo = [q for q in qs[start:start + bs] if q.id not in log.records]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            if cell.kind == "llm":
+                before = pers.timings.as_dict()
+                records = pers.predict(todo, batch_size=bs)
+                after = pers.timings.as_dict()
+                timings = {k: (after[k] - before[k]) / len(todo) for k in after}
+            else:
+                records = base.predict(todo)
+                timings = {}
+            wall = (time.perf_counter() - t0) / len(todo)
+            log.append([record_line(r, q, wall, timings) for r, q in zip(records, todo)])
+            if self.progress:
+                self.progress(f"{cell.task}: {cell.label}", sum(q.id in log.records for q in qs), total)
+        return log
+
+    def run(self, *, only_report: bool = False) -> dict[str, Any]:
+        """Run every cell still missing questions (unless `only_report`), then write the reports."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.out, "bench_config.json")
+        try:
+            for task in self.load_tasks():
+                for cell in self.cells(task):
+                    if not only_report:
+                        self.run_cell(cell, task)
+            return self.write_reports()
+        finally:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    # reports ----------------------------------------------------------------------------------
+    def task_results(self, task: LoadedTask) -> tuple[list[tuple[Cell, Any]], list[dict[str, Any]]]:
+        """(cell, MethodResult) for every complete cell; progress of the incomplete ones."""
+        from pllm.eval.report import MethodResult
+
+        done, incomplete = [], []
+        for cell in self.cells(task):
+            log = CellLog(self.cell_path(cell))
+            have = [log.records.get(q.id) for q in task.questions]
+            if any(h is None for h in have):
+                incomplete.append({"cell": cell.label, "done": sum(h is not None for h in have),
+                                   "total": len(have)})
+                continue
+            timings: dict[str, float] = {}
+            for h in have:
+                for k, v in (h.get("timings") or {}).items():
+                    timings[k] = timings.get(k, 0.0) + v
+            res = MethodResult(method=cell.label, records=[line_record(h) for h in have],
+                               seconds=sum(h.get("wall", 0.0) for h in have), kind=cell.kind,
+                               config=cell.config, timings={k: round(v, 3) for k, v in timings.items()})
+            done.append((cell, res))
+        return done, incomplete
+
+    def write_reports(self) -> dict[str, Any]:
+        from pllm.eval.report import bench_markdown, bench_task_report
+
+        reports = {}
+        for task in self.load_tasks():
+            done, incomplete = self.task_results(task)
+            reports[task.name] = bench_task_report(
+                task.spec, done, task.questions, incomplete=incomplete, skipped=self.skipped.get(task.name, []),
+                n_resamples=self.config.n_resamples, seed=self.config.seed, profile_bins=self.config.profile_bins,
+                data=str(task.folder), split=task.entry.split)
+        report = {"kind": "pllm-bench", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "machine": machine_info(), "config": to_jsonable(self.config), "tasks": reports}
+        atomic_write_json(self.out / "report.json", report)
+        from pllm.eval.plots import plot_report
+
+        plots = plot_report(report, self.out / "plots")
+        from pllm.io import atomic_write_text
+
+        atomic_write_text(self.out / "report.md", bench_markdown(report, plots, base=self.out))
+        return report
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}

@@ -1,0 +1,72 @@
+"""Training user adapters with peft: what changes, what must not, and resumability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_items
+from safetensors.torch import load_file
+
+from pllm.adapt import AdaptConfig, train_adapter
+from pllm.adapt.data import training_pairs
+from pllm.adapt.train import TRAIN_NAME
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt-tuning"])
+def test_every_adapter_parameter_changes_and_base_weights_do_not(method, tiny, spec, store):
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    config = AdaptConfig(method=method, epochs=2, batch_size=4, lr=5e-2, max_items=8, min_items=1)
+    base_before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    record, trained = train_adapter(tiny, spec, kind="user", owner="alice",
+                                    items_by_user={"alice": make_items("alice", 8)}, config=config, store=store)
+    assert trained and record.n_pairs == 8 and len(record.losses) == 4
+    # The base model is back to its plain self, bit for bit.
+    assert not hasattr(tiny.model, "peft_config")
+    after = tiny.model.state_dict()
+    assert set(after) == set(base_before)
+    assert all(torch.equal(base_before[k], after[k]) for k in base_before)
+    # Re-create the adapter's initial values (same seed) and compare each saved tensor with them.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        fresh = get_peft_model(tiny.model, config.peft_config(), adapter_name=TRAIN_NAME)
+    init = {k: v.detach().clone() for k, v in get_peft_model_state_dict(fresh, adapter_name=TRAIN_NAME).items()}
+    tiny.model = fresh.unload() if method != "prompt-tuning" else fresh.get_base_model()
+    saved = load_file(str(record.path / "adapter_model.safetensors"))
+    assert set(saved) == set(init) and saved
+    unchanged = [k for k in saved if torch.allclose(saved[k], init[k])]
+    assert unchanged == []
+
+
+def test_training_pairs_use_the_inference_rendering(tiny, spec):
+    from pllm.pipeline import MethodConfig, Personalizer
+
+    items = make_items("bob", 5, rating=4)
+    pairs = training_pairs(spec, tiny, items, AdaptConfig(min_items=1), user_id="bob")
+    assert [p.target for p in pairs] == [" 4\n"] * 5
+    # Same text the pipeline renders for a question about that movie, with no demonstrations.
+    from pllm.adapt.data import item_question
+
+    q = item_question(spec, items[2], [], "bob")
+    built = Personalizer(spec, tiny, MethodConfig()).build_prompts([q])[0]
+    assert pairs[2].prompt.text == built.prompt.text and pairs[2].prompt.chat is built.prompt.chat
+    assert "Movie: Fargo (1995; Comedy)" in pairs[2].prompt.text and pairs[2].prompt.text.endswith("Rating:")
+    # With k > 0, demonstrations come only from strictly earlier items of the same user.
+    demo = training_pairs(spec, tiny, items, AdaptConfig(min_items=1, retriever="recency", k=2), user_id="bob")
+    assert demo[0].prompt.text == pairs[0].prompt.text  # the first item has no earlier ones
+    assert demo[3].prompt.text.count("Rating: 4") == 2
+
+
+def test_resume_skips_up_to_date_adapters_and_retrains_changed_ones(tiny, spec, store, fast_config):
+    items = make_items("carol", 6)
+    first, trained = train_adapter(tiny, spec, kind="user", owner="carol", items_by_user={"carol": items},
+                                   config=fast_config, store=store)
+    again, trained_again = train_adapter(tiny, spec, kind="user", owner="carol", items_by_user={"carol": items},
+                                         config=fast_config, store=store)
+    assert trained and not trained_again and again.data_hash == first.data_hash
+    more, trained_more = train_adapter(tiny, spec, kind="user", owner="carol",
+                                       items_by_user={"carol": make_items("carol", 7)}, config=fast_config,
+                                       store=store)
+    assert trained_more and more.data_hash != first.data_hash
+    rows = store.db.execute("SELECT owner, n_items, stale FROM adapters WHERE kind='user'")
+    assert rows == [("carol", 7, 0)]

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pllm.data import BuildConfig, build_dataset
+from pllm.errors import InputError, UnknownNameError
+from pllm.eval.bench import BenchConfig, BenchRunner, CellLog, bench_config_from_dict, load_bench_config, parse_method
+from pllm.eval.report import compare_reports, fast_bootstrap
+from pllm.eval.stats import bootstrap_metric, paired_difference
+
+GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
+
+
+def write_raw_movielens(folder: Path, n_users: int = 10, n_movies: int = 24, per_user: int = 14) -> Path:
+    """A small MovieLens-100k in RecBole's atomic format; each user prefers two genres (rates them 5)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    for m in range(1, n_movies + 1):
+        items.append(f"{m}\tMovie {m}\t{1980 + m % 20}\t{GENRES[m % 5]} {GENRES[(m * 3 + 1) % 5]}")
+    (folder / "ml-100k.item").write_text("\n".join(items) + "\n")
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(1, n_users + 1):
+        liked = {GENRES[u % 5], GENRES[(u + 2) % 5]}
+        for j in range(per_user):
+            m = (u * 5 + j * 3) % n_movies + 1
+            rating = 5 if GENRES[m % 5] in liked else 2
+            inter.append(f"{u}\t{m}\t{rating}\t{880000000 + u * 1000 + j * 10}")
+    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n")
+    return folder
+
+
+@pytest.fixture
+def rating_task(tmp_path: Path) -> Path:
+    src = write_raw_movielens(tmp_path / "raw")
+    out = tmp_path / "task"
+    build_dataset("movielens-rating", BuildConfig(source=str(src), out=str(out), split="time", seed=0))
+    return out
+
+
+def grid(task: Path, **kw) -> BenchConfig:
+    data = {"tasks": [{"data": str(task)}], "models": ["test-echo"], "embedder": "test-bow",
+            "methods": ["none", "random", "recency", "bm25", "dense", "hybrid", "profile", "profile+bm25"],
+            "k": [1, 3], "styles": ["demonstrations", "instruction"], "batch_size": 4, "n_resamples": 200, **kw}
+    return bench_config_from_dict(data)
+
+
+def _metrics(report: dict) -> dict:
+    return {(t, r["cell"]): (r["metrics"], r["vs_none"]) for t, tr in report["tasks"].items() for r in tr["rows"]}
+
+
+def test_grid_cells_cover_methods_k_styles_and_baselines(rating_task, echo_backend, bow_embedder, tmp_path):
+    runner = BenchRunner(grid(rating_task), tmp_path / "run")
+    (task,) = runner.load_tasks()
+    cells = runner.cells(task)
+    labels = [c.label for c in cells]
+    assert len(labels) == len(set(labels))
+    llm = [c for c in cells if c.kind == "llm"]
+    # none and profile do not depend on k: 2 per style; six retrieval methods x 2 k: 12 per style
+    assert len(llm) == 2 * (2 + 12)
+    assert "bm25@3 [demonstrations]" in labels and "profile+bm25@1 [instruction]" in labels
+    assert {c.label for c in cells if c.kind == "baseline"} == {"global-mean", "user-mean", "knn", "most-frequent",
+                                                                  "user-most-frequent"}
+    with pytest.raises(InputError, match="unknown method 'bm42'"):
+        grid(rating_task, methods=["bm42"])
+    with pytest.raises(InputError, match="unknown grid fields"):
+        bench_config_from_dict({"tasks": [{"data": "x"}], "method": ["none"]})
+    with pytest.raises(UnknownNameError, match="prompt style"):
+        grid(rating_task, styles=["fancy"])
+    assert parse_method("profile+dense", 2).retriever == "dense" and parse_method("profile", 2).k == 0
+
+
+def test_run_report_and_per_question_predictions(rating_task, echo_backend, bow_embedder, tmp_path):
+    out = tmp_path / "run"
+    report = BenchRunner(grid(rating_task, k=[2]), out).run()
+    t = report["tasks"]["movielens-rating"]
+    n = t["n_questions"]
+    assert n == 10 and not t["incomplete"]
+    rows = {r["cell"]: r for r in t["rows"]}
+    none = rows["none [demonstrations]"]
+    assert none["vs_none"] == {} and rows["bm25@2 [demonstrations]"]["reference"] == "none [demonstrations]"
+    assert rows["bm25@2 [instruction]"]["reference"] == "none [instruction]"
+    for r in t["rows"]:
+        for m in ("mae", "rmse"):
+            iv = r["metrics"][m]
+            assert iv.low <= iv.value <= iv.high
+        assert r["n"] == n
+    # the echo backend scores a label by how often it appears in the prompt: retrieval changes predictions
+    assert rows["bm25@2 [demonstrations]"]["mean_prompt_tokens"] > none["mean_prompt_tokens"]
+    lines = (out / "cells" / "movielens-rating" / "bm25_2_demonstrations.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert len(recs) == n and len({r["id"] for r in recs}) == n
+    assert all(r["profile_size"] > 0 and r["label_scores"] and len(r["retrieved"]) <= 2 for r in recs)
+    md = (out / "report.md").read_text()
+    assert "Δmae vs none" in md and "(baseline)" in md and "plots/movielens-rating_by_method.png" in md
+    assert (out / "plots" / "movielens-rating_by_method.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "movielens-rating_vs_profile_size.png").is_file()
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["tasks"]["movielens-rating"]["rows"][0]["metrics"]["mae"]["value"] == pytest.approx(
+        t["rows"][0]["metrics"]["mae"].value)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_metrics(rating_task, echo_backend, bow_embedder, tmp_path):
+    cfg = grid(rating_task, k=[2], methods=["none", "bm25", "recency", "profile"], styles=[None])
+    full = BenchRunner(cfg, tmp_path / "full").run()
+    calls = {"n": 0}
+
+    def stop_after_a_few(label: str, done: int, total: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid-way through the grid, after some batches were written
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        BenchRunner(cfg, tmp_path / "resumed", progress=stop_after_a_few).run()
+    cells = tmp_path / "resumed" / "cells" / "movielens-rating"
+    partial = {p.name: len(p.read_text().splitlines()) for p in cells.glob("*.jsonl")}
+    assert partial and any(v < 10 for v in partial.values())  # really stopped part-way
+    # a torn last line (a crash mid-write) is dropped and that question scored again
+    last = sorted(cells.glob("*.jsonl"))[-1]
+    with last.open("a") as fh:
+        fh.write('{"id": "torn')
+    scored: list[int] = []
+    resumed = BenchRunner(cfg, tmp_path / "resumed", progress=lambda lab, d, t: scored.append(d)).run()
+    assert _metrics(resumed) == _metrics(full)
+    for p in cells.glob("*.jsonl"):
+        ids = [json.loads(x)["id"] for x in p.read_text().splitlines()]
+        assert len(ids) == len(set(ids)) == 10  # every question exactly once
+    # a third run has nothing left to score
+    again: list[tuple[str, int]] = []
+    BenchRunner(cfg, tmp_path / "resumed", progress=lambda lab, d, t: again.append((lab, d))).run()
+    assert all(d == 10 for _, d in again)
+
+
+def test_changed_settings_in_same_folder_are_refused(rating_task, echo_backend, bow_embedder, tmp_path):
+    BenchRunner(grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None]), tmp_path / "r").run()
+    cfg = grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None], max_prompt_tokens=64)
+    with pytest.raises(InputError, match="other settings or questions"):
+        BenchRunner(cfg, tmp_path / "r").run()
+
+
+def test_cell_log_truncates_torn_tail(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"id": "a", "x": 1}\n{"id": "b", "x": 2}\n{"id": "c", "x"')
+    log = CellLog(p)
+    assert set(log.records) == {"a", "b"}
+    log.append([{"id": "b", "x": 9}, {"id": "c", "x": 3}])
+    assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b", "c"]
+    assert CellLog(p).records["b"]["x"] == 2
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "mae", "rmse", "rouge-1", "f1"])
+def test_fast_bootstrap_equals_generic_resampling(metric):
+    rng = np.random.default_rng(1)
+    if metric in ("accuracy", "f1"):
+        labels = ["a", "b", "c"]
+        golds = [str(x) for x in rng.choice(labels, 40)]
+        p1 = [str(x) for x in rng.choice(labels, 40)]
+        p2 = [None if i % 7 == 0 else g for i, g in enumerate(golds)]
+    elif metric in ("mae", "rmse"):
+        labels = ["1", "2", "3", "4", "5"]
+        golds = [str(x) for x in rng.integers(1, 6, 40)]
+        p1 = [str(x) for x in rng.integers(1, 6, 40)]
+        p2 = [None if i % 9 == 0 else f"{float(g) + 0.5:.1f}" for i, g in enumerate(golds)]
+    else:
+        labels = None
+        words = "the cat sat on a mat with my dog today".split()
+        golds = [" ".join(rng.choice(words, 6)) for _ in range(30)]
+        p1 = [" ".join(rng.choice(words, 5)) for _ in range(30)]
+        p2 = [None if i % 5 == 0 else g for i, g in enumerate(golds)]
+    slow = bootstrap_metric(metric, p1, golds, labels, n_resamples=100, seed=3)
+    fast = fast_bootstrap(metric, p1, golds, labels, n_resamples=100, seed=3)
+    assert (fast.value, fast.low, fast.high) == pytest.approx((slow.value, slow.low, slow.high), abs=1e-9)
+    slow_d = paired_difference(metric, p2, p1, golds, labels, n_resamples=100, seed=3)
+    fast_d = fast_bootstrap(metric, p2, golds, labels, n_resamples=100, seed=3, ref_preds=p1)
+    assert (fast_d.value, fast_d.low, fast_d.high) == pytest.approx((slow_d.value, slow_d.low, slow_d.high), abs=1e-9)
+
+
+def test_yaml_grid_and_compare(rating_task, echo_backend, bow_embedder, tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"tasks:\n  - data: {rating_task}\n    limit: 6\nmodels: [test-echo]\nembedder: test-bow\n"
+                    "methods: [none, bm25]\nk: [2]\nbaselines: [user-mean]\nn_resamples: 100\n")
+    cfg = load_bench_config(path)
+    runner = BenchRunner(cfg, tmp_path / "a")
+    a = runner.run()
+    assert runner.skipped["movielens-rating"] == []
+    assert [r["cell"] for r in a["tasks"]["movielens-rating"]["rows"]] == ["none", "bm25@2", "user-mean"]
+    b = json.loads(json.dumps(a, default=lambda o: o.__dict__))
+    a_json = json.loads((tmp_path / "a" / "report.json").read_text())
+    b["tasks"]["movielens-rating"]["rows"][1]["metrics"]["mae"]["value"] += 10.0
+    del b["tasks"]["movielens-rating"]["rows"][2]
+    changes = compare_reports(a_json, b)
+    by = {(c["cell"], c.get("metric")): c for c in changes}
+    assert by[("bm25@2", "mae")]["change"] == "worse" and by[("none", "mae")]["change"] == "same"
+    assert by[("user-mean", None)]["change"] == "only in A"
+    with pytest.raises(InputError, match="grid file not found"):
+        load_bench_config(tmp_path / "missing.yaml")

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SHARED_DATA
+from pllm.eval.main_job import MainJobConfig, main_methods, run_main_job
+
+
+def test_main_methods_cover_the_comparison():
+    names = [name for name, _ in main_methods(MainJobConfig())]
+    assert names[:4] == ["none", "bm25@4", "dense@4", "profile"]
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end_on_real_data(tmp_path):
+    """The real pipeline: MovieLens build, embedded SmolLM2, minilm, every method and baseline (8 questions)."""
+    if not (SHARED_DATA / "movielens-100k" / "ml-100k.inter").is_file():
+        pytest.skip(f"real MovieLens-100k not present at {SHARED_DATA} (../shared/data is optional)")
+    config = MainJobConfig(data=str(SHARED_DATA / "movielens-100k"), out=str(tmp_path / "run"), limit=8, styles=False)
+    rows, out = run_main_job(config)
+    by_name = {r.method: r for r in rows}
+    assert set(by_name) == {"none", "bm25@4", "dense@4", "profile", "global-mean", "user-mean", "knn"}
+    for row in rows:
+        assert row.n == 8 and 0.0 <= row.metrics["mae"].value <= 4.0
+        assert row.metrics["mae"].low <= row.metrics["mae"].value <= row.metrics["mae"].high
+    assert by_name["bm25@4"].mean_prompt_tokens > by_name["none"].mean_prompt_tokens
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "movielens-rating" and len(report["methods"]) == 7
+    assert "| bm25@4 |" in (out / "report.md").read_text()

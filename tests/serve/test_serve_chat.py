@@ -1,0 +1,217 @@
+"""Chat completions in-process: memories in the system message, multi-turn conversations through the chat
+template, SSE streaming, stop strings, the personalizer hook, cached profile summaries, back-pressure
+(429 + Retry-After) and timeouts (504)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pllm_serve_testutil import auth
+
+from pllm.models.base import GENERATORS, Prompt
+from pllm.serve import ServeConfig, create_app, store_user_id
+
+MEMORIES = [{"id": "dog", "text": "my dog is called Rex"}, {"id": "diet", "text": "I am vegetarian"},
+            {"id": "job", "text": "I work night shifts as a nurse"}]
+
+
+def chat(client: TestClient, key: str, content: str = "what is my dog called", **extra: object) -> httpx.Response:
+    body = {"model": "serve-echo", "messages": [{"role": "user", "content": content}], **extra}
+    return client.post("/v1/chat/completions", json=body, headers=auth(key))
+
+
+def sse(response: httpx.Response) -> list[dict]:
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.fixture
+def alice(client: TestClient, keys: dict[str, str]) -> str:
+    r = client.post("/v1/users/alice/items", json={"items": MEMORIES}, headers=auth(keys["acme"]))
+    assert r.status_code == 201
+    return keys["acme"]
+
+
+def test_memories_go_into_the_system_message(client: TestClient, alice: str) -> None:
+    r = chat(client, alice, user="alice", k=2)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["pllm"]["memories"][0] == "dog" and len(body["pllm"]["memories"]) == 2
+    assert body["choices"][0]["message"] == {"role": "assistant",
+                                             "content": "you said what is my dog called ; memories 2 ; turns 2"}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    prompt: Prompt = client.app.state.pllm.generator().prompts[-1]
+    assert "- my dog is called Rex" in prompt.system
+    assert prompt.question.user_id == store_user_id("acme", "alice")
+    assert [p.id for p in prompt.question.profile] == body["pllm"]["memories"]
+    # No user (or k=0): no memories at all.
+    assert chat(client, alice).json()["pllm"]["memories"] == []
+    assert chat(client, alice, user="alice", k=0).json()["pllm"]["memories"] == []
+
+
+def test_multi_turn_conversation_is_passed_as_messages(client: TestClient, alice: str) -> None:
+    messages = [{"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello!"},
+                {"role": "user", "content": [{"type": "text", "text": "what is "}, {"type": "text", "text": "my job"}]}]
+    r = client.post("/v1/chat/completions", json={"model": "serve-echo", "messages": messages, "user": "alice"},
+                    headers=auth(alice))
+    assert r.status_code == 200 and "turns 4" in r.json()["choices"][0]["message"]["content"]
+    prompt: Prompt = client.app.state.pllm.generator().prompts[-1]
+    assert [m["role"] for m in prompt.messages] == ["system", "user", "assistant", "user"]
+    assert prompt.messages[0]["content"].endswith("Answer briefly.")  # the client's system merged after ours
+    assert "night shifts" in prompt.messages[0]["content"]
+    assert prompt.messages[-1]["content"] == "what is my job"
+    assert prompt.text == "user: hi\nassistant: hello!\nuser: what is my job"
+
+
+def test_hf_render_uses_the_chat_template_for_messages(tiny_generator) -> None:  # noqa: ANN001
+    prompt = Prompt(text="unused", system="S", messages=[{"role": "user", "content": "a"},
+                                                         {"role": "assistant", "content": "b"},
+                                                         {"role": "user", "content": "c"}])
+    assert tiny_generator.render(prompt) == ("<|system|> S </s> <|user|> a </s> <|assistant|> b </s> "
+                                             "<|user|> c </s> <|assistant|> ")
+    single = Prompt(text="hello", system="S")
+    assert tiny_generator.render(single) == "<|system|> S </s> <|user|> hello </s> <|assistant|> "
+
+
+def test_streaming_matches_non_streaming_on_a_real_model(make_client, tiny_generator) -> None:  # noqa: ANN001
+    GENERATORS.register("serve-tiny", lambda model=None: tiny_generator, replace=True)
+    try:
+        client = make_client(backend="serve-tiny")
+        key = client.app.state.pllm.keys.create(tenant="acme")[0]
+        client.post("/v1/users/bob/items", json={"text": "good movie"}, headers=auth(key))
+        body = {"model": tiny_generator.model_id, "user": "bob", "max_tokens": 8,
+                "messages": [{"role": "user", "content": "rate the movie"}]}
+        plain = client.post("/v1/chat/completions", json=body, headers=auth(key)).json()
+        streamed = client.post("/v1/chat/completions", json={**body, "stream": True,
+                                                             "stream_options": {"include_usage": True}},
+                               headers=auth(key))
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        chunks = sse(streamed)
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        assert text == plain["choices"][0]["message"]["content"] and text
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert chunks[-2]["choices"][0]["finish_reason"] == plain["choices"][0]["finish_reason"]
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    finally:
+        GENERATORS.unregister("serve-tiny")
+
+
+def test_stop_strings_cut_both_modes(client: TestClient, alice: str) -> None:
+    plain = chat(client, alice, user="alice", stop=[" ; mem"]).json()
+    assert plain["choices"][0]["message"]["content"] == "you said what is my dog called"
+    streamed = sse(chat(client, alice, user="alice", stop=" ; mem", stream=True))
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in streamed)
+    assert text == "you said what is my dog called" and streamed[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_personalizer_hook_and_forget(client: TestClient, alice: str) -> None:
+    r = chat(client, alice, user="alice", adapter="test-tag")
+    assert r.status_code == 200 and r.json()["pllm"]["adapter"] == "test-tag"
+    state = client.app.state.pllm
+    assert state.generator().prompts[-1].system.endswith("- tagged by test-tag")
+    tagger = state.personalizer("test-tag")
+    assert tagger.seen == [store_user_id("acme", "alice")]
+    forgot = client.delete("/v1/users/alice", headers=auth(alice)).json()
+    assert forgot["rows"]["personalizer:test-tag"] == 1 and tagger.forgotten == [store_user_id("acme", "alice")]
+    unknown = chat(client, alice, user="alice", adapter="no-such")
+    assert unknown.status_code == 400 and "test-tag" in unknown.json()["error"]["message"]
+
+
+def test_profile_summary_is_cached_and_forgotten(client: TestClient, alice: str) -> None:
+    state = client.app.state.pllm
+    gen = state.generator()
+    before = len(gen.prompts)
+    first = chat(client, alice, user="alice", profile=True)
+    assert first.status_code == 200
+    assert len(gen.prompts) == before + 2  # the summary, then the answer
+    assert "About the user: you said Here is part of a user's history" in gen.prompts[-1].system
+    chat(client, alice, user="alice", profile=True)
+    assert len(gen.prompts) == before + 3  # summary read from the cache
+    uid = store_user_id("acme", "alice")
+    assert state.store.execute("SELECT COUNT(*) FROM profile_summaries WHERE user_id=?", (uid,))[0][0] == 1
+    client.delete("/v1/users/alice", headers=auth(alice))
+    assert state.store.execute("SELECT COUNT(*) FROM profile_summaries WHERE user_id=?", (uid,))[0][0] == 0
+
+
+def test_chat_validation(client: TestClient, alice: str) -> None:
+    cases = [
+        ({"model": "serve-echo", "messages": []}, 422, "messages: List should have at least 1 item"),
+        ({"model": "serve-echo", "messages": [{"role": "system", "content": "x"}]}, 422, "at least one user"),
+        ({"model": "serve-echo", "messages": [{"role": "user", "content": "x"}], "n": 2}, 422, "n: Input should be"),
+        ({"model": "serve-echo", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000}, 422,
+         "max_tokens: 10000 exceeds"),
+        ({"model": "serve-echo", "messages": [{"role": "user", "content": "x"}], "k": 51}, 422, "k: 51 exceeds"),
+        ({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, 404, "not served here"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 422, "model: Field required"),
+        ({"model": "serve-echo", "messages": [{"role": "user", "content": "x"}], "retriever": "nope"}, 400,
+         "unknown retriever 'nope'"),
+    ]
+    for body, status, message in cases:
+        r = client.post("/v1/chat/completions", json=body, headers=auth(alice))
+        assert r.status_code == status, (body, r.text)
+        assert message in r.json()["error"]["message"], (body, r.json())
+    # Unknown OpenAI parameters are accepted (the client may send them) and ignored.
+    ok = chat(client, alice, presence_penalty=0.5, seed=3, top_p=0.9)
+    assert ok.status_code == 200
+
+
+async def _concurrent_chats(app, key: str, n: int) -> list[httpx.Response]:  # noqa: ANN001
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+        body = {"model": "serve-echo", "messages": [{"role": "user", "content": "hi"}]}
+        return list(await asyncio.gather(*[ac.post("/v1/chat/completions", json=body, headers=auth(key))
+                                           for _ in range(n)]))
+
+
+def test_queue_full_gets_429_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLLM_TEST_GEN_DELAY", "0.5")
+    app = create_app(ServeConfig(backend="serve-echo", embedder="serve-bow", gen_concurrency=1, gen_queue=1,
+                                 preload=False))
+    state = app.state.pllm
+    key = state.keys.create(tenant="acme")[0]
+    state.generator()
+    try:
+        responses = asyncio.run(_concurrent_chats(app, key, 4))
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [200, 200, 429, 429], codes
+        rejected = [r for r in responses if r.status_code == 429]
+        for r in rejected:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert r.json()["error"]["type"] == "rate_limit_error" and "queue limit 1" in r.json()["error"]["message"]
+        assert state.limiter.rejected == 2 and state.limiter.active == 0
+    finally:
+        state.close()
+
+
+def test_timeout_gives_504_and_the_slot_is_held_until_the_model_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLLM_TEST_GEN_DELAY", "1.0")
+    app = create_app(ServeConfig(backend="serve-echo", embedder="serve-bow", request_timeout_s=0.3, preload=False))
+    state = app.state.pllm
+    key = state.keys.create(tenant="acme")[0]
+    state.generator()
+
+    async def scenario() -> tuple[int, str, int, float]:
+        started = time.monotonic()
+        [r] = await _concurrent_chats(app, key, 1)
+        active_after_504 = state.limiter.active  # the model is still working on the abandoned request
+        while state.limiter.active:
+            await asyncio.sleep(0.02)
+        return r.status_code, r.json()["error"]["code"], active_after_504, time.monotonic() - started
+
+    try:
+        status, code, active_after_504, released_after = asyncio.run(scenario())
+        assert (status, code, active_after_504) == (504, "timeout", 1)
+        assert released_after >= 1.0  # the slot came back only when the generation really ended
+        assert len(state.generator().prompts) == 1
+    finally:
+        state.close()

@@ -1,0 +1,152 @@
+"""Against a real `pllm serve` process on loopback: the official openai client unchanged, SIGKILL in the
+middle of concurrent writes and deletes (every acknowledged one survives the restart), and SIGTERM
+(in-flight requests finish, the process exits cleanly)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from pllm_serve_testutil import auth
+
+from pllm.serve.auth import KeyStore
+from pllm.users.store import SQLiteUserStore
+
+
+def make_key(tenant: str = "acme") -> str:
+    with SQLiteUserStore() as store:
+        return KeyStore(store).create(tenant=tenant)[0]
+
+
+def all_item_ids(base: str, key: str, user: str) -> set[str]:
+    ids: set[str] = set()
+    offset = 0
+    while True:
+        r = httpx.get(f"{base}/v1/users/{user}/items", params={"limit": 1000, "offset": offset}, headers=auth(key))
+        if r.status_code == 404:
+            return ids
+        page = r.json()
+        ids.update(d["id"] for d in page["data"])
+        if not page["has_more"]:
+            return ids
+        offset += len(page["data"])
+
+
+def test_openai_client_against_a_real_server(server_factory) -> None:  # noqa: ANN001
+    key = make_key()
+    server = server_factory().start()
+    base = server.url
+    r = httpx.post(f"{base}/v1/users/alice/items", headers=auth(key),
+                   json={"items": [{"id": "dog", "text": "my dog is called Rex"}, {"text": "I live in Lyon"}]})
+    assert r.status_code == 201
+
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["serve-echo"]
+    resp = client.chat.completions.create(model="serve-echo", user="alice",
+                                          messages=[{"role": "user", "content": "what is my dog called?"}],
+                                          extra_body={"k": 1, "retriever": "bm25"})
+    assert resp.choices[0].message.content == "you said what is my dog called? ; memories 1 ; turns 2"
+    assert resp.choices[0].finish_reason == "stop" and resp.usage.total_tokens > 0
+    assert resp.model_extra["pllm"]["memories"] == ["dog"]
+
+    stream = client.chat.completions.create(model="serve-echo", user="alice", stream=True,
+                                            messages=[{"role": "user", "content": "where do I live?"}],
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "you said where do I live? ; memories 2 ; turns 2"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(text.split())
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.code == "model_not_found"
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="serve-echo", messages=[{"role": "robot", "content": "hi"}])
+
+
+def _writer(base: str, key: str, user: str, stop: threading.Event, acked: list[str], deleted: list[str]) -> None:
+    """Add items one request at a time; delete every third acknowledged one. Record only 2xx answers."""
+    with httpx.Client(base_url=base, headers=auth(key), timeout=10) as http:
+        n = 0
+        while not stop.is_set():
+            item_id = f"{user}-{n}"
+            try:
+                r = http.post(f"/v1/users/{user}/items", json={"id": item_id, "text": f"memory number {n} of {user}"})
+            except httpx.HTTPError:
+                return  # the server is gone: this write was never acknowledged
+            if r.status_code == 201:
+                acked.append(item_id)
+                if n % 3 == 2:
+                    try:
+                        d = http.delete(f"/v1/users/{user}/items/{user}-{n - 1}")
+                    except httpx.HTTPError:
+                        return
+                    if d.status_code == 200:
+                        deleted.append(f"{user}-{n - 1}")
+            n += 1
+
+
+def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  # noqa: ANN001
+    key = make_key()
+    server = server_factory().start()
+    stop = threading.Event()
+    users = [f"u{i}" for i in range(4)]
+    acked: dict[str, list[str]] = {u: [] for u in users}
+    deleted: dict[str, list[str]] = {u: [] for u in users}
+    with ThreadPoolExecutor(len(users)) as pool:
+        futures = [pool.submit(_writer, server.url, key, u, stop, acked[u], deleted[u]) for u in users]
+        deadline = time.monotonic() + 30
+        while sum(map(len, acked.values())) < 150 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(server.proc.pid, signal.SIGKILL)  # mid-stream: writers are still sending
+        server.proc.wait(timeout=10)
+        stop.set()
+        for f in futures:
+            f.result()
+    assert server.proc.returncode == -signal.SIGKILL
+    n_acked = sum(map(len, acked.values()))
+    assert n_acked >= 150 and sum(map(len, deleted.values())) > 20
+
+    restarted = server_factory(port=server.port).start()
+    for u in users:
+        present = all_item_ids(restarted.url, key, u)
+        missing = set(acked[u]) - set(deleted[u]) - present
+        resurrected = set(deleted[u]) & present
+        assert not missing, f"{len(missing)} acknowledged writes lost for {u}: {sorted(missing)[:5]}"
+        assert not resurrected, f"acknowledged deletes came back for {u}: {sorted(resurrected)[:5]}"
+    # Stored embeddings still serve search after the restart.
+    last = acked[users[0]][-1]
+    n = last.rsplit("-", 1)[1]
+    hits = httpx.get(f"{restarted.url}/v1/users/{users[0]}/search", params={"q": f"memory number {n}", "k": 1},
+                     headers=auth(key)).json()["data"]
+    assert hits[0]["item"]["id"] == last
+
+
+def test_sigterm_finishes_in_flight_requests(server_factory) -> None:  # noqa: ANN001
+    key = make_key()
+    server = server_factory(env={"PLLM_TEST_GEN_DELAY": "1.5"}).start()
+    results: dict[str, httpx.Response] = {}
+
+    def slow_chat() -> None:
+        results["chat"] = httpx.post(f"{server.url}/v1/chat/completions", headers=auth(key), timeout=30,
+                                     json={"model": "serve-echo", "messages": [{"role": "user", "content": "hi"}]})
+
+    thread = threading.Thread(target=slow_chat)
+    thread.start()
+    time.sleep(0.5)  # the generation is running
+    write = httpx.post(f"{server.url}/v1/users/alice/items", headers=auth(key), json={"id": "w", "text": "kept"})
+    assert write.status_code == 201
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(timeout=30)
+    assert results["chat"].status_code == 200
+    assert server.proc.wait(timeout=30) == 0
+    again = server_factory(port=server.port).start()
+    assert all_item_ids(again.url, key, "alice") == {"w"}
