@@ -40,6 +40,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retriever", default="bm25", help="History retriever of the LLM rankers.")
     p.add_argument("--k", type=int, default=4, help="History items per pointwise prompt.")
     p.add_argument("--listwise-k", type=int, default=8, help="History items in the listwise prompt.")
+    p.add_argument("--listwise-permutations", type=int, default=2, help="Candidate orders asked (1 or 2).")
+    p.add_argument("--assemble", action="store_true",
+                   help="Score no LLM question: read the LLM rankers' and judge's checkpoints and write the report.")
     p.add_argument("--judge-pairs", type=int, default=200, help="Known-truth pairs for the judge (0: skip).")
     p.add_argument("--shard", default=None, help="i/n: score only every n-th question starting at i (LLM rankers).")
     p.add_argument("--work", default="/tmp/pllm-rec-bench", help="Checkpoint folder (resume).")
@@ -108,10 +111,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      config=PointwiseConfig(retriever=args.retriever, k=args.k))
             else:
                 ranker = make_ranker(name, generator=generator,
-                                     config=ListwiseConfig(retriever=args.retriever, k=args.listwise_k))
+                                     config=ListwiseConfig(retriever=args.retriever, k=args.listwise_k,
+                                                           permutations=args.listwise_permutations))
             qs = questions[shard_i::shard_n]
             ckpt = work / (f"{name}.s{shard_i}.jsonl" if args.shard else f"{name}.jsonl")
-            res = run_ranker(ranker, qs, checkpoint=ckpt, progress=_progress)
+            res = run_ranker(ranker, qs, checkpoint=ckpt, progress=_progress, score_missing=not args.assemble)
         else:
             ranker = make_ranker(name)
             f0 = time.perf_counter()

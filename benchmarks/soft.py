@@ -30,6 +30,7 @@ from pllm.prompting.soft_train import SoftTrainConfig, train_soft_encoder
 from pllm.retrieval import MemoryEmbeddingCache, load_embedder
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
+from pllm.users.store import SQLiteUserStore
 
 
 def _time_scoring(spec: Any, gen: Any, method: MethodConfig, questions: list, batch_size: int) -> dict[str, float]:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-tokens", type=int, default=4, help="User soft tokens.")
     parser.add_argument("--data", default=None, help="MovieLens-100k folder (default: found nearby).")
     parser.add_argument("--model", default=None, help="Generator (default: embedded SmolLM2-135M-Instruct).")
+    parser.add_argument("--db", default=None,
+                        help="User store to cache history embeddings in (default: in memory, so they are computed).")
     parser.add_argument("--out", default=None, help="Write the JSON result here.")
     args = parser.parse_args(argv)
     users, n_questions = (32, 32) if args.quick else (args.users, args.questions)
@@ -66,10 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
     test = (test * (n_questions // max(len(test), 1) + 1))[:n_questions]
     base = load_generator("hf", args.model)
     embedder = load_embedder("minilm")
-    cache = MemoryEmbeddingCache()
+    cache = SQLiteUserStore(args.db) if args.db else MemoryEmbeddingCache()
     config = SoftTrainConfig(n_tokens=args.n_tokens, epochs=1, batch_size=args.batch_size, max_users=users)
     t0 = time.perf_counter()
-    embed_steps: list[float] = []
+    embed_steps: list[float] = []  # build training prompts + embed every history once
 
     def progress(label: str, done: int, total: int) -> None:
         if label == "embed histories" and done == total:
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": "shared CPU machine (noisy; ratios measured in the same run)",
         "torch_threads": torch.get_num_threads(), "model": base.model_id, "quick": args.quick,
         "train": {"users_requested": users, "users": res.n_users, "examples": res.n_examples,
-                  "embed_histories_seconds": round(embed_steps[0], 2) if embed_steps else None,
+                  "prepare_seconds": round(embed_steps[0], 2) if embed_steps else None,
                   "epoch_seconds": round(epoch, 2), "seconds_per_user": round(epoch / res.n_users, 3),
                   "loss": round(res.epoch_losses[0], 4), "n_tokens": args.n_tokens,
                   "batch_size": args.batch_size},

@@ -50,3 +50,14 @@ def store(tmp_path) -> AdapterStore:
     db = SQLiteUserStore(tmp_path / "store.sqlite3")
     yield AdapterStore(db=db)
     db.close()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models are dominated by per-op threading overhead on a busy machine: 1 thread is ~10x faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

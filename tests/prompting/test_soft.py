@@ -247,5 +247,15 @@ def test_cli_train_info_and_eval_with_soft(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert [m["method"] for m in report["methods"]] == ["soft+bm25@2"]
+    cmp = tmp_path / "cmp"
+    common = ["soft", "compare", "--task", "movielens-rating", "--data", str(data), "--encoder", str(enc), "--k", "2",
+              "--model", str(model_dir), "--out", str(cmp), "--db", str(tmp_path / "s.db")]
+    res = runner.invoke(app, [*common, "--methods", "none,soft"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*common, "--methods", "retrieval,soft+retrieval"])  # cached results are reused
+    assert res.exit_code == 0, res.output
+    rows = json.loads((cmp / "report.json").read_text())["methods"]
+    assert [r["method"] for r in rows] == ["none", "bm25@2", "soft", "soft+bm25@2"]
+    assert rows[2]["mean_prompt_tokens"] == rows[0]["mean_prompt_tokens"] + 3  # 2 soft tokens + instruction
     res = runner.invoke(app, ["soft", "info", str(tmp_path)])
     assert res.exit_code == 2 and "is not a soft-prompt encoder" in res.output

@@ -47,8 +47,9 @@ def keys(client: TestClient) -> dict[str, str]:
 def server_factory(pllm_home: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def make(*extra: str, env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
-        proc = ServerProcess(pllm_home, *extra, env=env, port=port)
+    def make(*extra: str, env: dict[str, str] | None = None, port: int | None = None, cli: bool = False,
+             config: dict | None = None) -> ServerProcess:
+        proc = ServerProcess(pllm_home, *extra, env=env, port=port, cli=cli, config=config)
         started.append(proc)
         return proc
 

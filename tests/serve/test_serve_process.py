@@ -15,7 +15,7 @@ import openai
 import pytest
 from pllm_serve_testutil import auth
 
-from pllm.serve.auth import KeyStore
+from pllm.serve.auth import KeyStore, store_user_id
 from pllm.users.store import SQLiteUserStore
 
 
@@ -40,7 +40,7 @@ def all_item_ids(base: str, key: str, user: str) -> set[str]:
 
 def test_openai_client_against_a_real_server(server_factory) -> None:  # noqa: ANN001
     key = make_key()
-    server = server_factory().start()
+    server = server_factory(cli=True).start()  # through `pllm serve`
     base = server.url
     r = httpx.post(f"{base}/v1/users/alice/items", headers=auth(key),
                    json={"items": [{"id": "dog", "text": "my dog is called Rex"}, {"text": "I live in Lyon"}]})
@@ -72,8 +72,10 @@ def test_openai_client_against_a_real_server(server_factory) -> None:  # noqa: A
         client.chat.completions.create(model="serve-echo", messages=[{"role": "robot", "content": "hi"}])
 
 
-def _writer(base: str, key: str, user: str, stop: threading.Event, acked: list[str], deleted: list[str]) -> None:
-    """Add items one request at a time; delete every third acknowledged one. Record only 2xx answers."""
+def _writer(base: str, key: str, user: str, stop: threading.Event, acked: list[str], deleted: list[str],
+            attempted: list[str]) -> None:
+    """Add items one request at a time; delete every third one. `acked`/`deleted`: 2xx answers only;
+    `attempted`: deletes sent (one cut off by the kill may or may not have landed)."""
     with httpx.Client(base_url=base, headers=auth(key), timeout=10) as http:
         n = 0
         while not stop.is_set():
@@ -85,6 +87,7 @@ def _writer(base: str, key: str, user: str, stop: threading.Event, acked: list[s
             if r.status_code == 201:
                 acked.append(item_id)
                 if n % 3 == 2:
+                    attempted.append(f"{user}-{n - 1}")
                     try:
                         d = http.delete(f"/v1/users/{user}/items/{user}-{n - 1}")
                     except httpx.HTTPError:
@@ -101,8 +104,9 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
     users = [f"u{i}" for i in range(4)]
     acked: dict[str, list[str]] = {u: [] for u in users}
     deleted: dict[str, list[str]] = {u: [] for u in users}
+    attempted: dict[str, list[str]] = {u: [] for u in users}
     with ThreadPoolExecutor(len(users)) as pool:
-        futures = [pool.submit(_writer, server.url, key, u, stop, acked[u], deleted[u]) for u in users]
+        futures = [pool.submit(_writer, server.url, key, u, stop, acked[u], deleted[u], attempted[u]) for u in users]
         deadline = time.monotonic() + 30
         while sum(map(len, acked.values())) < 150 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -118,7 +122,7 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
     restarted = server_factory(port=server.port).start()
     for u in users:
         present = all_item_ids(restarted.url, key, u)
-        missing = set(acked[u]) - set(deleted[u]) - present
+        missing = set(acked[u]) - set(attempted[u]) - present
         resurrected = set(deleted[u]) & present
         assert not missing, f"{len(missing)} acknowledged writes lost for {u}: {sorted(missing)[:5]}"
         assert not resurrected, f"acknowledged deletes came back for {u}: {sorted(resurrected)[:5]}"
@@ -147,6 +151,7 @@ def test_sigterm_finishes_in_flight_requests(server_factory) -> None:  # noqa: A
     server.proc.send_signal(signal.SIGTERM)
     thread.join(timeout=30)
     assert results["chat"].status_code == 200
+    assert results["chat"].json()["choices"][0]["message"]["content"].startswith("you said hi")
     assert server.proc.wait(timeout=30) == 0
-    again = server_factory(port=server.port).start()
-    assert all_item_ids(again.url, key, "alice") == {"w"}
+    with SQLiteUserStore() as store:
+        assert [it.id for it in store.get_items(user_id=store_user_id("acme", "alice"))] == ["w"]

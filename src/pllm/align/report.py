@@ -23,12 +23,12 @@ from pllm.align.adapters import AdapterStore, host_for
 from pllm.align.dpo import DPOSettings, LoraSettings, train_dpo, truncate_pairs
 from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
 from pllm.align.importers import DSP_DOMAINS, import_dsp, read_dsp
-from pllm.align.judge import dsp_answers, first_words, fit_dsp_judge
+from pllm.align.judge import StyleJudge, dsp_answers, first_words, fit_dsp_judge
 from pllm.align.ric import RiCGenerator, RiCSettings, ric_examples, train_ric
 from pllm.align.soup import Soup, SoupSpec, SoupStore
 from pllm.align.store import PreferenceStore
 from pllm.errors import InputError
-from pllm.io import atomic_write_json, atomic_write_text
+from pllm.io import atomic_write_json, atomic_write_text, sha1_text
 from pllm.paths import pllm_home
 from pllm.users.store import SQLiteUserStore
 
@@ -37,21 +37,21 @@ from pllm.users.store import SQLiteUserStore
 class ReportConfig:
     dsp: Path = field(metadata={"help": "DSP domain_specific_preference.test.json."})
     domains: list[str] = field(default_factory=lambda: list(DSP_DOMAINS), metadata={"help": "Domains (users)."})
-    train_pairs_per_domain: int = field(default=128, metadata={"help": "DPO pairs per domain (first train pairs)."})
-    ric_rows_per_domain: int = field(default=128, metadata={"help": "RiC SFT rows per domain."})
-    test_prompts: int = field(default=24, metadata={"help": "Held-out queries answered by every model."})
-    test_pairs_per_domain: int = field(default=48, metadata={"help": "Held-out pairs for preference accuracy."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Greedy tokens per generated answer."})
-    judge_max_words: int = field(default=40, metadata={"help": "Judge fitted/applied on the first N words."})
+    train_pairs_per_domain: int = field(default=64, metadata={"help": "DPO pairs per domain (first train pairs)."})
+    ric_rows_per_domain: int = field(default=64, metadata={"help": "RiC SFT rows per domain."})
+    test_prompts: int = field(default=16, metadata={"help": "Held-out queries answered by every model."})
+    test_pairs_per_domain: int = field(default=32, metadata={"help": "Held-out pairs for preference accuracy."})
+    max_new_tokens: int = field(default=40, metadata={"help": "Greedy tokens per generated answer."})
+    judge_max_words: int = field(default=32, metadata={"help": "Judge fitted/applied on the first N words."})
     pareto_pair: list[str] = field(default_factory=lambda: ["academy", "entertainment"],
                                    metadata={"help": "Two domains for the soup Pareto plot."})
     pareto_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
                                         metadata={"help": "Weight of the first Pareto domain."})
     dpo: DPOSettings = field(default_factory=lambda: DPOSettings(
-        epochs=2, batch_size=4, learning_rate=1e-3, beta=0.1, max_prompt_tokens=64, max_answer_tokens=96,
+        epochs=2, batch_size=4, learning_rate=1e-3, beta=0.1, max_prompt_tokens=48, max_answer_tokens=64,
         lora=LoraSettings(r=8, alpha=16)), metadata={"help": "DPO settings (per domain)."})
     ric: RiCSettings = field(default_factory=lambda: RiCSettings(
-        epochs=2, batch_size=4, learning_rate=1e-3, max_prompt_tokens=64, max_answer_tokens=96,
+        epochs=2, batch_size=4, learning_rate=1e-3, max_prompt_tokens=48, max_answer_tokens=64,
         lora=LoraSettings(r=8, alpha=16)), metadata={"help": "RiC settings."})
     test_fraction: float = field(default=0.2, metadata={"help": "Held-out share of queries."})
     seed: int = field(default=0, metadata={"help": "Split seed."})
@@ -108,13 +108,24 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     users = {d: f"dsp-{d}" for d in cfg.domains}
 
     # 2. style judge, checked on held-out real answers (cut to the judged length, and full)
-    log("fitting style judge")
-    judge, acc = fit_dsp_judge(queries, max_words=cfg.judge_max_words, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    full_texts, full_labels = dsp_answers(queries, "test", test_fraction=cfg.test_fraction, seed=cfg.seed)
-    judge_full = type(judge)(judge.labels, judge.centroids, judge.embedder_name, None)
-    acc_full = judge_full.accuracy(full_texts, full_labels)
-    result["judge"] = {"labels": judge.labels, "max_words": cfg.judge_max_words,
-                       "heldout_accuracy_truncated": acc.__dict__, "heldout_accuracy_full_answers": acc_full.__dict__}
+    judge_key = sha1_text(str(cfg.judge_max_words), str(cfg.test_fraction), str(cfg.seed), cfg.dsp.name)[:12]
+    judge_dir = work / f"judge-{judge_key}"
+    if (judge_dir / "heldout.json").is_file():
+        judge = StyleJudge.load(judge_dir)
+        result["judge"] = json.loads((judge_dir / "heldout.json").read_text())
+        log("reusing style judge")
+    else:
+        log("fitting style judge")
+        judge, acc = fit_dsp_judge(queries, max_words=cfg.judge_max_words, test_fraction=cfg.test_fraction,
+                                   seed=cfg.seed)
+        full_texts, full_labels = dsp_answers(queries, "test", test_fraction=cfg.test_fraction, seed=cfg.seed)
+        acc_full = StyleJudge(judge.labels, judge.centroids, judge.embedder_name, None).accuracy(full_texts,
+                                                                                                 full_labels)
+        result["judge"] = {"labels": judge.labels, "max_words": cfg.judge_max_words,
+                           "heldout_accuracy_truncated": acc.__dict__,
+                           "heldout_accuracy_full_answers": acc_full.__dict__}
+        judge.save(judge_dir)
+        atomic_write_json(judge_dir / "heldout.json", result["judge"])
 
     # 3. models: base, one DPO adapter per domain, one RiC adapter, the soup over the DPO adapters
     base = load_generator("hf", cfg.model)
@@ -154,12 +165,23 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     test_queries = [q for q in queries if _is_test(q.id, cfg)][: cfg.test_prompts]
     prompts = [base.truncate_to_tokens(q.query, cfg.dpo.max_prompt_tokens) for q in test_queries]
     gens: dict[str, list[str]] = {}
+    gen_file = work / "generations.json"
+    saved = json.loads(gen_file.read_text()) if gen_file.is_file() else {}
+    gen_key = sha1_text(base.model_id, str(cfg.max_new_tokens), json.dumps(prompts),
+                        json.dumps(asdict(cfg.dpo), default=str), json.dumps(asdict(cfg.ric), default=str),
+                        str(cfg.train_pairs_per_domain), str(cfg.ric_rows_per_domain))
 
     def gen(key: str, g: Any) -> list[str]:
         if key not in gens:
-            t0 = time.perf_counter()
-            gens[key] = generate_answers(g, prompts, max_new_tokens=cfg.max_new_tokens)
-            log(f"generated {key} ({time.perf_counter() - t0:.0f} s)")
+            stored = saved.get(f"{gen_key}|{key}")
+            if stored is not None:
+                gens[key] = stored
+            else:
+                t0 = time.perf_counter()
+                gens[key] = generate_answers(g, prompts, max_new_tokens=cfg.max_new_tokens)
+                saved[f"{gen_key}|{key}"] = gens[key]
+                atomic_write_json(gen_file, saved)  # resume point
+                log(f"generated {key} ({time.perf_counter() - t0:.0f} s)")
         return gens[key]
 
     base_texts = gen("base", host.generator(None))
@@ -201,7 +223,8 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         name = soup.adapter_for(vec)
         if 0 < w < 1:
             build_times.append(time.perf_counter() - t0)
-        texts = gen(f"pareto-{w}", host.generator(name))
+        key = f"soup-{b}" if w == 0 else f"soup-{a}" if w == 1 else f"pareto-{w}"  # one-hot ends: already made
+        texts = gen(key, host.generator(name))
         sims = judge.similarities(texts)  # (N, L)
         ia, ib = judge.labels.index(a), judge.labels.index(b)
         preds = judge.predict(texts)

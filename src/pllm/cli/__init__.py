@@ -38,6 +38,9 @@ _SUBAPPS: list[tuple[str, str | None]] = [
     ("pllm.cli.serve", None),
     ("pllm.cli.serve", "keys"),
     ("pllm.cli.align", "align"),
+    ("pllm.cli.rec", "rec"),
+    ("pllm.cli.judge", "judge"),
+    ("pllm.cli.adapt", "adapt"),
 ]
 
 for _module, _name in _SUBAPPS:

@@ -54,6 +54,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", help="Questions per model call."),
         baselines: bool = typer.Option(False, "--baselines", help="Also score the non-LLM baselines."),
         soft: Path | None = typer.Option(None, "--soft", help="Soft-prompt user encoder (pllm soft train) to add."),
+        adapter: str = typer.Option("none", "--adapter", help="Per-user peft adapters: user (own, else group, "
+                                    "else base) | group | none (see `pllm adapt train`)."),
+        adapters_dir: Path | None = typer.Option(None, "--adapters-dir", help="Adapter folder (default: beside "
+                                                 "the store)."),
         out: Path = typer.Option(Path("pllm-eval"), "--out", help="Output folder for predictions and metrics."),
         db: Path | None = DbOption,
     ) -> None:
@@ -66,6 +70,11 @@ def register(app: typer.Typer) -> None:
             qs = qs[:limit]
         generator = load_generator(backend, model)
         with open_db(db) as store, progress_bar() as bar:
+            if adapter != "none":  # each question's user is routed to their adapter, many users per batch
+                from pllm.adapt import AdapterGenerator, AdapterStore
+
+                generator = AdapterGenerator(generator, spec.name, store=AdapterStore(adapters_dir, db=store),
+                                             mode=adapter)
             if soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
                 from pllm.prompting.soft import load_soft_generator
 
@@ -78,6 +87,8 @@ def register(app: typer.Typer) -> None:
             from pllm.prompting.soft import soft_label
 
             results[0].method = soft_label(results[0].method)
+        if adapter != "none":
+            results[0].method = f"{adapter} adapter+{results[0].method}"
         for res in results:
             write_predictions(out, spec, res.method, res.records)
         save_config(method, out, "method_config.json")

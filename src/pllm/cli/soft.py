@@ -3,6 +3,7 @@ text prompting on a task folder's test split."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -89,12 +90,36 @@ def _train_summary(log_path: Path) -> dict | None:
     return {k: data[k] for k in ("train_config", "n_users", "n_examples", "epoch_losses", "epoch_seconds")}
 
 
+METHOD_KINDS = ("none", "retrieval", "soft", "soft+retrieval")
+
+
+def _result_file(out: Path, name: str) -> Path:
+    return out / f"result_{name.replace('@', '-').replace('+', '_')}.json"
+
+
+def _load_result(path: Path, ids: list[str]):  # -> MethodResult | None
+    """A method result cached by an earlier `compare` run, if it was scored on exactly these questions."""
+    from pllm.eval.report import MethodResult
+    from pllm.pipeline import PredictionRecord
+
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    records = [PredictionRecord(**r) for r in data["records"]]
+    if [r.id for r in records] != ids:
+        return None
+    return MethodResult(method=data["method"], records=records, seconds=data["seconds"], kind=data["kind"],
+                        config=data["config"], timings=data["timings"])
+
+
 @app.command("compare")
 def compare(
     task: str = typer.Option(..., "--task", help="Task name or spec file."),
     data: Path = typer.Option(..., "--data", help="Task folder with test_questions.json and test_outputs.json."),
-    encoder: Path = typer.Option(..., "--encoder", help="Encoder folder (pllm soft train)."),
-    out: Path = typer.Option(..., "--out", help="Report folder."),
+    encoder: Path | None = typer.Option(None, "--encoder", help="Encoder folder (needed for the soft methods)."),
+    out: Path = typer.Option(..., "--out", help="Report folder (method results are cached there)."),
+    methods: str = typer.Option(",".join(METHOD_KINDS), "--methods",
+                                help="Comma list of none, retrieval, soft, soft+retrieval to score in this run."),
     split: str = typer.Option("test", "--split", help="Split to score."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N questions."),
     retriever: str = typer.Option("bm25", "--retriever", help="Retriever for the text and combined methods."),
@@ -105,46 +130,58 @@ def compare(
 ) -> None:
     """Score none, retrieval, soft and soft + retrieval on the same questions; write a bench report.
 
-    'prompt tok' counts every input position: the soft rows include their soft vectors.
+    Each method's result is cached in --out, so methods can run in separate (parallel) invocations; the
+    report covers every cached method scored on the same questions. 'prompt tok' counts every input
+    position: the soft rows include their soft vectors.
     """
     from pllm.cli.evaluate import print_rows
     from pllm.eval.report import summarize, write_predictions, write_report
     from pllm.eval.runner import run_method
-    from pllm.io import save_config
+    from pllm.io import atomic_write_json
     from pllm.models import load_generator
     from pllm.pipeline import MethodConfig
     from pllm.prompting.soft import load_soft_generator, soft_label
     from pllm.tasks.lamp import read_questions
     from pllm.tasks.spec import get_task
 
+    wanted = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = sorted(set(wanted) - set(METHOD_KINDS))
+    if bad:
+        raise InputError(f"unknown methods {bad}; choose from {', '.join(METHOD_KINDS)}", field="methods")
+    if any(m.startswith("soft") for m in wanted) and encoder is None:
+        raise InputError("the soft methods need --encoder", field="encoder")
     spec = get_task(task)
     qs = read_questions(_split_file(data, split, "questions"), spec=spec, outputs=_split_file(data, split, "outputs"))
     if limit is not None:
         qs = qs[:limit]
-    base = load_generator("hf", model)
-    methods = [MethodConfig(), MethodConfig(retriever=retriever, k=k)]
+    text_methods = {"none": MethodConfig(), "retrieval": MethodConfig(retriever=retriever, k=k)}
+    names = {"none": "none", "retrieval": text_methods["retrieval"].label, "soft": "soft",
+             "soft+retrieval": soft_label(text_methods["retrieval"].label)}
     t0 = time.perf_counter()
-    results = []
-    with open_db(db) as store, progress_bar() as bar:
-        soft = load_soft_generator(encoder, base, store=store)
-        for gen in (base, soft):
-            for method in methods:
-                name = method.label if gen is base else soft_label(method.label)
+    if wanted:
+        base = load_generator("hf", model)
+        with open_db(db) as store, progress_bar() as bar:
+            soft = load_soft_generator(encoder, base, store=store) if encoder is not None else None
+            for kind in wanted:
+                is_soft = kind.startswith("soft")
+                gen = soft if is_soft else base
+                method = text_methods["none" if kind in ("none", "soft") else "retrieval"]
                 res = run_method(spec, qs, gen, method, store=store, batch_size=batch_size,
-                                 progress=tracker(bar), name=name)
-                if gen is soft:  # the soft vectors occupy input positions like tokens
+                                 progress=tracker(bar), name=names[kind])
+                if is_soft:  # the soft vectors occupy input positions like tokens
                     for r in res.records:
                         r.prompt_tokens += soft.config.n_soft
-                res.config["soft_encoder"] = str(encoder) if gen is soft else None
-                results.append(res)
-                write_predictions(out, spec, name, res.records)
+                    res.config["soft_encoder"] = str(encoder)
+                    res.config["soft"] = dataclasses.asdict(soft.config)
+                write_predictions(out, spec, res.method, res.records)
+                atomic_write_json(_result_file(out, res.method), res)
+    ids = [q.id for q in qs]
+    results = [r for kind in METHOD_KINDS if (r := _load_result(_result_file(out, names[kind]), ids)) is not None]
     rows = summarize(spec, results)
-    save_config(soft.config, out, "soft_config.json")
-    log_path = encoder / "train_log.json"
-    meta = {"model": base.model_id, "questions": len(qs), "split": split, "task_dir": str(data),
-            "encoder": str(encoder), "seconds": round(time.perf_counter() - t0, 1),
+    meta = {"questions": len(qs), "split": split, "task_dir": str(data), "encoder": str(encoder) if encoder else None,
+            "seconds_this_run": round(time.perf_counter() - t0, 1),
             "command": "pllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "train_log": _train_summary(log_path)}
+            "train_log": _train_summary(encoder / "train_log.json") if encoder else None}
     write_report(out, spec, rows, title=f"soft-fused prompting: {spec.name}", meta=meta)
     print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)")
     console.print(f"report: {out / 'report.md'}")

@@ -74,7 +74,7 @@ def genre_question(user_id: str, history: list[Rating], tags: list[str | None], 
 
 def eligible(history: list[Rating], tags: list[str | None], want: int, min_profile: int) -> list[int]:
     """Indexes of up to `want` of the latest taggable ratings with >= `min_profile` strictly earlier
-    taggable ratings, in time order."""
+    taggable ratings, at distinct timestamps, in time order."""
     earlier_tagged = []
     count, i = 0, 0
     for j, r in enumerate(history):  # taggable ratings strictly before history[j]
@@ -82,8 +82,16 @@ def eligible(history: list[Rating], tags: list[str | None], want: int, min_profi
             count += tags[i] is not None
             i += 1
         earlier_tagged.append(count)
-    out = [j for j in range(len(history) - 1, -1, -1) if tags[j] is not None and earlier_tagged[j] >= min_profile]
-    return sorted(out[:want])
+    out: list[int] = []
+    for j in range(len(history) - 1, -1, -1):
+        if tags[j] is None or earlier_tagged[j] < min_profile:
+            continue
+        if out and history[out[-1]].timestamp == history[j].timestamp:
+            continue  # one question per second: held-out items are strictly later than earlier ones
+        out.append(j)
+        if len(out) == want:
+            break
+    return sorted(out)
 
 
 @BUILDERS.register("movielens-genre")

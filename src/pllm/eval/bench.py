@@ -501,8 +501,8 @@ class BenchRunner:
                 task.spec, done, task.questions, incomplete=incomplete, skipped=self.skipped.get(task.name, []),
                 n_resamples=self.config.n_resamples, seed=self.config.seed, profile_bins=self.config.profile_bins,
                 data=str(task.folder), split=task.entry.split)
-        report = {"kind": "pllm-bench", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "machine": machine_info(), "config": to_jsonable(self.config), "tasks": reports}
+        report = to_jsonable({"kind": "pllm-bench", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "machine": machine_info(), "config": self.config, "tasks": reports})
         atomic_write_json(self.out / "report.json", report)
         from pllm.eval.plots import plot_report
 

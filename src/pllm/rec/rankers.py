@@ -236,7 +236,10 @@ class ALSRanker(_FactorRanker):
         model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
                                         iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
                                         num_threads=1, calculate_training_loss=False)
-        model.fit(train.matrix.tocsr(), show_progress=False)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit's own threads; a BLAS pool on top only contends
+            model.fit(train.matrix.tocsr(), show_progress=False)
         self.user_factors = np.asarray(model.user_factors)
         self.item_factors = np.asarray(model.item_factors)
 

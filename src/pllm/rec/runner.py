@@ -57,8 +57,9 @@ def _load_checkpoint(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def run_ranker(ranker: Ranker, questions: Sequence[Question], *, label: str | None = None,
                checkpoint: str | Path | None = None, progress: Progress | None = None,
-               fit_seconds: float = 0.0) -> RankerResult:
-    """Score every question (one `ranker.score` call per user question), resuming from `checkpoint`."""
+               fit_seconds: float = 0.0, score_missing: bool = True) -> RankerResult:
+    """Score every question (one `ranker.score` call per user question), resuming from `checkpoint`;
+    with score_missing=False only what the checkpoint holds is read back (assembling a report)."""
     name = label or ranker.name
     ckpt = Path(checkpoint) if checkpoint else None
     done = _load_checkpoint(ckpt)
@@ -71,6 +72,8 @@ def run_ranker(ranker: Ranker, questions: Sequence[Question], *, label: str | No
         for i, q in enumerate(questions):
             if q.id in done:
                 ranks[q.id], secs[q.id] = int(done[q.id]["rank"]), float(done[q.id]["seconds"])
+            elif not score_missing:
+                continue
             else:
                 t0 = time.perf_counter()
                 scores = ranker.score(q)
@@ -106,23 +109,19 @@ class RankerRow:
 
 def summarize(results: Sequence[RankerResult], *, metrics: Sequence[str] = DEFAULT_METRICS,
               reference: str = "popularity", n_resamples: int = 1000, seed: int = 0) -> list[RankerRow]:
-    """One row per ranker on the questions every ranker finished (paired comparisons need the same users)."""
-    if not results:
-        return []
-    common = set(results[0].ranks)
-    for r in results[1:]:
-        common &= set(r.ranks)
-    ids = sorted(common)
+    """One row per ranker over the questions it finished (`n`); the difference against `reference` is
+    paired on the questions both finished, so a partial LLM run is still compared like with like."""
     ref = next((r for r in results if r.ranker == reference), None)
     rows = []
     for res in results:
+        ids = sorted(res.ranks)
         ranks = [res.ranks[i] for i in ids]
         secs = np.array([res.seconds[i] for i in ids]) if ids else np.zeros(1)
         vs = {}
-        if ref is not None and res is not ref and ids:
-            ref_ranks = [ref.ranks[i] for i in ids]
-            vs = {m: paired_ranking_difference(m, ranks, ref_ranks, n_resamples=n_resamples, seed=seed)
-                  for m in metrics}
+        shared = [i for i in ids if ref is not None and i in ref.ranks]
+        if ref is not None and res is not ref and shared:
+            mine, theirs = [res.ranks[i] for i in shared], [ref.ranks[i] for i in shared]
+            vs = {m: paired_ranking_difference(m, mine, theirs, n_resamples=n_resamples, seed=seed) for m in metrics}
         rows.append(RankerRow(
             ranker=res.ranker, kind=res.kind, n=len(ids),
             metrics={m: bootstrap_ranking(m, ranks, n_resamples=n_resamples, seed=seed) for m in metrics} if ids else {},
@@ -133,12 +132,14 @@ def summarize(results: Sequence[RankerResult], *, metrics: Sequence[str] = DEFAU
 
 def markdown_table(rows: Sequence[RankerRow], *, metrics: Sequence[str] = DEFAULT_METRICS,
                    reference: str = "popularity") -> str:
-    head = ["ranker"] + [f"{m} [95% CI]" for m in metrics] + \
+    head = ["ranker", "users"] + [f"{m} [95% CI]" for m in metrics] + \
         [f"ΔNDCG@5 vs {reference} [95% CI]", "s/user (mean)", "s/user (p90)", "fit s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r.vs_reference.get("ndcg@5")
-        cells = [r.ranker] + [r.metrics[m].fmt() for m in metrics] + [
+        if not r.metrics:
+            continue
+        cells = [r.ranker, str(r.n)] + [r.metrics[m].fmt() for m in metrics] + [
             d.fmt() if d else "—", f"{r.seconds_per_user:.4f}", f"{r.seconds_per_user_p90:.4f}", f"{r.fit_seconds:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -462,9 +462,9 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
             items = state.memory.items(uid)
             if items:
                 from pllm.prompting import ProfileSummarizer
-                from pllm.serve.chat import MEMORY_SPEC
+                from pllm.serve.chat import memory_spec
 
-                summary = ProfileSummarizer(gen, MEMORY_SPEC, state.store).summaries([(uid, items)])[0]
+                summary = ProfileSummarizer(gen, memory_spec(), state.store).summaries([(uid, items)])[0]
         system, used = memory_system_message(memories, summary, gen, budget=config.memory_token_budget,
                                              item_tokens=config.memory_item_tokens)
         prompt = build_prompt(messages, system, request_id=request_id, store_user_id=uid,
@@ -584,3 +584,29 @@ class _Stream:
             yield "data: [DONE]\n\n"
         finally:
             self.abandoned.set()
+
+
+CONFIG_ENV = "PLLM_SERVE_CONFIG"
+PLUGINS_ENV = "PLLM_SERVE_PLUGINS"
+
+
+def app_from_env() -> FastAPI:
+    """App factory for `python -m uvicorn --factory pllm.serve.app:app_from_env`: ServeConfig fields as JSON
+    in $PLLM_SERVE_CONFIG, and comma-separated modules to import first (plugins) in $PLLM_SERVE_PLUGINS."""
+    import importlib
+    import os
+    from dataclasses import fields
+
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)
+    raw = os.environ.get(CONFIG_ENV, "").strip()
+    try:
+        values = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"${CONFIG_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"${CONFIG_ENV} must be a JSON object of ServeConfig fields")
+    unknown = sorted(set(values) - {f.name for f in fields(ServeConfig)})
+    if unknown:
+        raise InputError(f"${CONFIG_ENV}: unknown fields {unknown}")
+    return create_app(ServeConfig(**values))

@@ -12,6 +12,7 @@ active, reading `prompt.question.user_id`) or edit the prompt. Artifacts it keep
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,14 @@ from pllm.users.store import SQLiteUserStore
 BASE_INSTRUCTION = ("You are a helpful assistant. When it is relevant, use what you know about the user to "
                     "personalize your answer.")
 
-# What the profile summarizer reads: a memory is its `text` field (see `pllm.prompting.ProfileSummarizer`).
-MEMORY_SPEC = TaskSpec(name="serve-memory", kind="generation", description="A user's free-text memories.",
-                       item_text="{text}", item_template="{text}", parser="text", metrics=["rouge-1"])
+
+
+@functools.lru_cache(maxsize=1)
+def memory_spec() -> TaskSpec:
+    """What the profile summarizer reads: a memory is its `text` field (see `pllm.prompting.ProfileSummarizer`).
+    Built on first use: validating a spec imports the metrics (rouge, nltk), which the server rarely needs."""
+    return TaskSpec(name="serve-memory", kind="generation", description="A user's free-text memories.",
+                    item_text="{text}", item_template="{text}", parser="text", metrics=["rouge-1"])
 
 
 @dataclass

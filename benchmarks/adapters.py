@@ -1,0 +1,235 @@
+"""Per-user adapters on the embedded model (SmolLM2-135M-Instruct), measured on this machine.
+
+1. train: seconds to train one user's LoRA adapter from 100 of their MovieLens items, and its bytes.
+2. throughput: label scoring of a batch with 8 different users' adapters in one forward pass (peft's
+   per-row `adapter_names`) vs the same 8 rows one user at a time (switching the active adapter),
+   both with all adapters already loaded; the ratio is what matters on a shared machine.
+3. --movielens: on the `movielens-rating` test users (20+ items each): no personalization, RAG alone
+   (bm25@k), user adapter alone, adapter + RAG; and for the same users cut to their latest few items
+   (cold start): none, RAG, and the group adapter they are routed to. Metrics with 95% bootstrap CIs,
+   written to --results (report.md / report.json).
+
+    python benchmarks/adapters.py --quick
+    python benchmarks/adapters.py --movielens --users 50 --results docs/results/adapters --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _task_questions(seed: int) -> tuple[Any, list, list]:
+    from pllm.data import BuildConfig, build_dataset
+    from pllm.data.base import config_record
+    from pllm.data.movielens import find_movielens
+    from pllm.paths import pllm_home
+    from pllm.tasks.lamp import read_questions
+    from pllm.tasks.spec import get_task
+
+    spec = get_task("movielens-rating")
+    task_dir = pllm_home() / "tasks" / f"movielens-rating-user-s{seed}"
+    build = BuildConfig(source=str(find_movielens(None)), out=str(task_dir), split="user", seed=seed)
+    saved = task_dir / "build_config.json"
+    if not saved.is_file() or json.loads(saved.read_text()) != config_record(build):
+        build_dataset("movielens-rating", build)
+    test = read_questions(task_dir / "test_questions.json", spec=spec, outputs=task_dir / "test_outputs.json")
+    train = read_questions(task_dir / "train_questions.json", spec=spec, outputs=task_dir / "train_outputs.json")
+    return spec, test, train
+
+
+def _timeit(fn: Any, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from pllm.adapt import AdaptConfig, AdapterGenerator, AdapterStore, train_adapter
+    from pllm.adapt.data import user_items
+    from pllm.models import load_generator
+    from pllm.pipeline import MethodConfig, Personalizer
+
+    spec, test, _ = _task_questions(args.seed)
+    gen = load_generator("hf")
+    store = AdapterStore(root)
+    items = user_items(test)
+    rich = sorted((u for u in items if len(items[u]) >= args.items), key=lambda u: (-len(items[u]), u))
+    user = rich[0]
+    config = AdaptConfig(max_items=args.items, epochs=args.epochs, min_items=1)
+    record, _ = train_adapter(gen, spec, kind="user", owner=user, items_by_user={user: items[user]},
+                              config=config, store=store, force=True)
+    out: dict[str, Any] = {
+        "train": {"user": user, "items": record.n_pairs, "epochs": config.epochs, "steps": len(record.losses),
+                  "seconds": record.train_seconds, "adapter_bytes": record.bytes,
+                  "loss_first": record.losses[0], "loss_last": record.losses[-1], "method": config.method,
+                  "r": config.r, "target_modules": config.peft_config().target_modules and
+                  sorted(config.peft_config().target_modules)}}
+    # 8 users' adapters for the throughput test: short training (the weights' values do not change speed).
+    eight = sorted(items, key=lambda u: (-len(items[u]), u))[:8]
+    quick = replace(config, max_steps=2)
+    for u in eight:
+        train_adapter(gen, spec, kind="user", owner=u, items_by_user={u: items[u]}, config=quick, store=store)
+    agen = AdapterGenerator(gen, spec.name, store=store, cold_start_items=1)
+    qs = [next(q for q in test if q.user_id == u) for u in eight]
+    built = Personalizer(spec, agen, MethodConfig(retriever="recency", k=args.k)).build_prompts(qs)
+    prompts = [b.prompt for b in built]
+    labels = [" " + lab for lab in spec.labels]
+    agen.score(prompts, labels)  # loads all 8 adapters
+    peft_model = gen.model
+    names = [agen.route(q).name for q in qs]
+
+    def mixed() -> None:
+        gen.score(prompts, labels, batch_size=8, adapter_names=names)
+
+    def switching() -> None:
+        for p, name in zip(prompts, names):
+            peft_model.set_adapter(name)
+            gen.score([p], labels, batch_size=1)
+
+    def base_batch() -> None:
+        with peft_model.disable_adapter():
+            gen.score(prompts, labels, batch_size=8)
+
+    t_mixed, t_switch, t_base = (_timeit(f, args.repeats) for f in (mixed, switching, base_batch))
+    out["throughput"] = {"users": len(eight), "prompt_tokens_mean": float(np.mean([b.prompt_tokens for b in built])),
+                         "mixed_batch_s": round(t_mixed, 4), "one_user_at_a_time_s": round(t_switch, 4),
+                         "base_batch_no_adapters_s": round(t_base, 4),
+                         "mixed_rows_per_s": round(len(eight) / t_mixed, 2),
+                         "switching_rows_per_s": round(len(eight) / t_switch, 2),
+                         "speedup_mixed_vs_switching": round(t_switch / t_mixed, 2),
+                         "mixed_overhead_vs_base": round(t_mixed / t_base, 2), "repeats": args.repeats}
+    return out
+
+
+def bench_movielens(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from pllm.adapt import AdaptConfig, AdapterGenerator, AdapterStore
+    from pllm.adapt.data import user_items
+    from pllm.adapt.jobs import source_for, train_groups, train_users
+    from pllm.eval.report import summarize, write_predictions, write_report
+    from pllm.eval.runner import run_method
+    from pllm.models import load_generator
+    from pllm.paths import pllm_home
+    from pllm.pipeline import MethodConfig
+
+    spec, test, train = _task_questions(args.seed)
+    test = [q for q in test if len(q.profile) >= 20][: args.users]
+    if len(test) < args.users:
+        print(f"note: only {len(test)} test users with 20+ items", file=sys.stderr)
+    config = AdaptConfig(max_items=args.ml_items, epochs=args.epochs, min_items=10)
+    store = AdapterStore(root)
+    gen = load_generator("hf")
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    rag = MethodConfig(retriever="bm25", k=args.k)
+    results = [run_method(spec, test, gen, MethodConfig(), name="none", batch_size=8),
+               run_method(spec, test, gen, rag, name=f"RAG bm25@{args.k}", batch_size=8)]
+    # Cold start: the same questions, each user cut to their latest `cold_items` items.
+    cold = [replace(q, profile=q.profile[-args.cold_items:]) for q in test]
+    cold_results = [run_method(spec, cold, gen, MethodConfig(), name="none", batch_size=8),
+                    run_method(spec, cold, gen, rag, name=f"RAG bm25@{args.k}", batch_size=8)]
+    timings["base_methods_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    report = train_users(gen, spec, user_items(test), config, store,
+                         progress=lambda label, d, n: print(f"\r{label} {d}/{n}", end="", file=sys.stderr))
+    timings["user_adapters_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    train_users_items = user_items(train)
+    groups = train_groups(gen, spec, train_users_items, replace(config, max_items=args.group_items), store,
+                          n_groups=args.groups, embedder=args.embedder,
+                          source=source_for(pllm_home() / "tasks" / f"movielens-rating-user-s{args.seed}", "train"),
+                          max_pairs=args.group_pairs)
+    timings["group_adapters_s"] = time.perf_counter() - t2
+    agen = AdapterGenerator(gen, spec.name, store=store, cold_start_items=10)
+    results += [run_method(spec, test, agen, MethodConfig(), name="user adapter", batch_size=8),
+                run_method(spec, test, agen, rag, name=f"user adapter + RAG bm25@{args.k}", batch_size=8)]
+    agroup = agen  # cold users have < 10 items: the router sends them to their group's adapter
+    cold_results += [run_method(spec, cold, agroup, MethodConfig(), name="group adapter", batch_size=8),
+                     run_method(spec, cold, agroup, rag, name=f"group adapter + RAG bm25@{args.k}", batch_size=8)]
+    routes = {q.user_id: agen.route(q).kind for q in cold}
+    out_dir = Path(args.results)
+    rows = summarize(spec, results)
+    cold_rows = summarize(spec, cold_results)
+    meta = {"model": gen.model_id, "users": len(test), "adapter_config": config.__dict__,
+            "trained_user_adapters": len(report.trained) + len(report.skipped),
+            "mean_user_adapter_train_s": float(np.mean([r.train_seconds for r in report.records.values()])),
+            "groups": {g.owner: len(g.members) for g in groups}, "group_embedder": args.embedder,
+            "group_pairs": args.group_pairs, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "machine": "shared 2-core CPU (other jobs running), fp32"}
+    write_report(out_dir / "warm", spec, rows, title="Per-user adapters on movielens-rating (20+ items)", meta=meta)
+    write_report(out_dir / "cold", spec, cold_rows, title=f"Cold start: the same users cut to their latest "
+                 f"{args.cold_items} items", meta={**meta, "routes": dict(sorted(
+                     {k: sum(1 for v in routes.values() if v == k) for k in set(routes.values())}.items()))})
+    for res in results:
+        write_predictions(out_dir / "warm", spec, res.method, res.records)
+    for res in cold_results:
+        write_predictions(out_dir / "cold", spec, res.method, res.records)
+
+    def table(rs: list) -> list[dict[str, Any]]:
+        return [{"method": r.method, **{m: r.metrics[m].fmt() for m in spec.metrics},
+                 "vs_none": r.vs_none[spec.primary_metric].fmt() if r.vs_none else "—"} for r in rs]
+
+    return {"warm": table(rows), "cold": table(cold_rows), "meta": meta}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Fewer repeats and a shorter adapter training.")
+    parser.add_argument("--items", type=int, default=100, help="Items the timed user adapter is trained on.")
+    parser.add_argument("--epochs", type=int, default=2, help="Epochs of adapter training.")
+    parser.add_argument("--k", type=int, default=4, help="Retrieved demonstrations (RAG and throughput prompts).")
+    parser.add_argument("--repeats", type=int, default=5, help="Timing repeats (median).")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
+    parser.add_argument("--seed", type=int, default=0, help="Dataset split seed.")
+    parser.add_argument("--skip-speed", action="store_true", help="Skip parts 1-2 (train time, throughput).")
+    parser.add_argument("--movielens", action="store_true", help="Also run the movielens-rating comparison.")
+    parser.add_argument("--users", type=int, default=50, help="movielens: test users (20+ items each).")
+    parser.add_argument("--ml-items", type=int, default=40, help="movielens: latest items per user adapter.")
+    parser.add_argument("--cold-items", type=int, default=8, help="movielens: items kept for cold-start users.")
+    parser.add_argument("--groups", type=int, default=4, help="movielens: k-means groups.")
+    parser.add_argument("--group-items", type=int, default=20, help="movielens: latest items per group member.")
+    parser.add_argument("--group-pairs", type=int, default=240, help="movielens: training pairs per group.")
+    parser.add_argument("--embedder", default="minilm", help="Embedder for grouping users.")
+    parser.add_argument("--results", default="docs/results/adapters", help="movielens report folder.")
+    parser.add_argument("--out", default=None, help="Write the JSON result here.")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.items = 2, min(args.items, 40)
+        args.users, args.ml_items, args.group_pairs = min(args.users, 8), min(args.ml_items, 16), 48
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {"threads": args.threads, "machine": "shared 2-core CPU, other jobs running"}
+    with tempfile.TemporaryDirectory(prefix="pllm-bench-adapters-") as tmp:
+        if not args.skip_speed:
+            result.update(bench_train_and_throughput(args, Path(tmp) / "speed"))
+        if args.movielens:
+            result["movielens"] = bench_movielens(args, Path(tmp) / "movielens")
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if "train" in result:
+        t, th = result["train"], result["throughput"]
+        print(f"\n| measure | value |\n|---|---|\n| train 1 user ({t['items']} items, {t['steps']} steps) | "
+              f"{t['seconds']:.1f} s |\n| adapter bytes | {t['adapter_bytes']:,} |\n| mixed batch of 8 users | "
+              f"{th['mixed_batch_s']:.3f} s |\n| one user at a time | {th['one_user_at_a_time_s']:.3f} s |\n"
+              f"| speed-up | {th['speedup_mixed_vs_switching']}x |")
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""`pllm adapt`: train task, user and group adapters, list them, and rebuild stale shared ones."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
+
+app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
+
+AdaptersDirOption = typer.Option(None, "--adapters-dir", help="Adapter folder (default: adapters/ beside the store).")
+
+
+def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, min_items: int, k: int,
+            retriever: str, seed: int, max_steps: int | None):  # noqa: ANN202
+    from pllm.adapt.config import AdaptConfig
+
+    return AdaptConfig(method=method, r=r, epochs=epochs, lr=lr, max_items=max_items, min_items=min_items, k=k,
+                       retriever=retriever, seed=seed, max_steps=max_steps)
+
+
+@app.command("train")
+def train(
+    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    data: Path | None = typer.Option(None, "--data", help="Task folder ({split}_questions.json) or questions file; "
+                                     "omit to read users' items from the store."),
+    split: str = typer.Option("test", "--split", help="Split whose users get private adapters."),
+    users: str | None = typer.Option(None, "--users", help="Comma-separated user ids (default: all)."),
+    method: str = typer.Option("lora", "--method", help="lora | ia3 | prompt-tuning."),
+    r: int = typer.Option(8, "--r", help="LoRA rank."),
+    epochs: int = typer.Option(2, "--epochs", help="Epochs over each user's items."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    max_items: int | None = typer.Option(100, "--max-items", help="Latest N items per user."),
+    min_items: int = typer.Option(10, "--min-items", help="Users with fewer items get no private adapter."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Cap optimizer steps per adapter."),
+    k: int = typer.Option(0, "--k", help="Retrieved demonstrations inside training texts."),
+    retriever: str = typer.Option("none", "--retriever", help="Retriever for those demonstrations."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+    task_adapter: bool = typer.Option(False, "--task-adapter/--no-task-adapter",
+                                      help="First train the shared task adapter on the train split (merged "
+                                           "into the base before user adapters)."),
+    task_pairs: int = typer.Option(800, "--task-pairs", help="Training pairs sampled for the task adapter."),
+    groups: int = typer.Option(0, "--groups", help="Also train this many k-means group adapters (train split)."),
+    group_pairs: int = typer.Option(400, "--group-pairs", help="Training pairs sampled per group adapter."),
+    embedder: str = typer.Option("minilm", "--embedder", help="Embedder for grouping users."),
+    force: bool = typer.Option(False, "--force", help="Retrain even up-to-date adapters."),
+    ray: bool = typer.Option(False, "--ray", help="Train user adapters as Ray tasks."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="CPUs for a local Ray (default: all)."),
+    backend: str = typer.Option("hf", "--backend", help="Generator backend (hf)."),
+    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    adapters_dir: Path | None = AdaptersDirOption,
+    db: Path | None = DbOption,
+) -> None:
+    """Train private adapters for users (resumable), optionally after a shared task adapter and with groups."""
+    from pllm.adapt.jobs import load_items, prepare_base, source_for, train_groups, train_task, train_users
+    from pllm.adapt.store import AdapterStore
+    from pllm.errors import InputError
+    from pllm.models import load_generator
+    from pllm.tasks.spec import get_task
+
+    spec = get_task(task)
+    config = _config(method, r, epochs, lr, max_items, min_items, k, retriever, seed, max_steps)
+    wanted = [u.strip() for u in users.split(",") if u.strip()] if users else None
+    generator = load_generator(backend, model)
+    if not hasattr(generator, "tokenizer"):
+        raise InputError(f"adapters need a local transformers model; backend {backend!r} has none", field="backend")
+    with open_db(db) as store, progress_bar() as bar:
+        adapters = AdapterStore(adapters_dir, db=store)
+        progress = tracker(bar)
+        source = source_for(data, split) if data is not None else {"db": str(store.path)}
+        if task_adapter or groups:
+            if data is None:
+                raise InputError("--task-adapter and --groups read the train split: pass --data", field="data")
+            train_source = source_for(data, "train")
+            train_items = load_items(spec, train_source)
+        if task_adapter:
+            record, trained = train_task(generator, spec, train_items, config, adapters, source=train_source,
+                                         max_pairs=task_pairs, force=force, progress=progress)
+            console.print(f"task adapter: {'trained' if trained else 'up to date'} ({record.n_pairs} pairs)")
+        task_record = prepare_base(generator, spec, adapters)
+        if groups:
+            recs = train_groups(generator, spec, train_items, config, adapters, n_groups=groups, embedder=embedder,
+                                source=train_source, task_record=task_record, max_pairs=group_pairs, force=force,
+                                progress=progress)
+            console.print(f"group adapters: {', '.join(f'{g.owner} ({len(g.members)} users)' for g in recs)}")
+        items = load_items(spec, source, wanted, store=store)
+        if ray:
+            from pllm.adapt.distributed import train_users_ray
+
+            factory = functools.partial(_load_hf, backend, model)
+            report = train_users_ray(factory, spec, items, config, adapters, task_record=task_record,
+                                     address=ray_address, num_cpus=ray_cpus, force=force, progress=progress)
+        else:
+            report = train_users(generator, spec, items, config, adapters, task_record=task_record, force=force,
+                                 progress=progress)
+    console.print(f"user adapters: {len(report.trained)} trained, {len(report.skipped)} up to date, "
+                  f"{len(report.cold)} cold-start users (< {min_items} items: served by their group) -> "
+                  f"{adapters.root}")
+
+
+def _load_hf(backend: str, model: str | None):  # noqa: ANN202 - a picklable factory for Ray workers
+    from pllm.models import load_generator
+
+    return load_generator(backend, model)
+
+
+@app.command("list")
+def list_(
+    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    adapters_dir: Path | None = AdaptersDirOption,
+    db: Path | None = DbOption,
+) -> None:
+    """List a task's adapters with their size, items, training time, last loss and staleness."""
+    from pllm.adapt.store import KINDS, AdapterStore
+    from pllm.tasks.spec import get_task
+
+    spec = get_task(task)
+    with open_db(db) as store:
+        adapters = AdapterStore(adapters_dir, db=store)
+        table = Table(title=f"adapters for {spec.name} ({adapters.root})")
+        for col in ("kind", "owner", "method", "items", "members", "KiB", "train s", "last loss", "stale"):
+            table.add_column(col)
+        for kind in KINDS:
+            for r in adapters.records(spec.name, kind):
+                table.add_row(kind, r.owner, r.method, str(r.n_items), str(len(r.members)) if r.members else "—",
+                              f"{r.bytes / 1024:.0f}", f"{r.train_seconds:.1f}",
+                              f"{r.losses[-1]:.3f}" if r.losses else "—", "yes" if r.stale else "no")
+    console.print(table)
+
+
+@app.command("retrain-stale")
+def retrain_stale(
+    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    backend: str = typer.Option("hf", "--backend", help="Generator backend (hf)."),
+    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    adapters_dir: Path | None = AdaptersDirOption,
+    db: Path | None = DbOption,
+) -> None:
+    """Rebuild task/group adapters marked stale by `pllm users forget`, without the forgotten users."""
+    from pllm.adapt.jobs import retrain_stale as run
+    from pllm.adapt.store import AdapterStore
+    from pllm.models import load_generator
+    from pllm.tasks.spec import get_task
+
+    spec = get_task(task)
+    with open_db(db) as store, progress_bar() as bar:
+        adapters = AdapterStore(adapters_dir, db=store)
+        if not adapters.stale(spec.name):
+            console.print("no stale adapters")
+            return
+        rebuilt = run(load_generator(backend, model), spec, adapters, db=store, progress=tracker(bar))
+    console.print(f"rebuilt: {', '.join(f'{r.kind} {r.owner} ({len(r.members)} users)' for r in rebuilt) or 'none'}")

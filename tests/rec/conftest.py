@@ -1,0 +1,55 @@
+"""A small synthetic MovieLens (atomic files) written per test: 6 users, 40 movies, known ratings."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pllm.models.base import GENERATORS, Generation, Generator
+
+GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+
+
+def write_movielens(folder: Path, n_users: int = 6, n_movies: int = 40, per_user: int = 15, seed: int = 1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    for m in range(1, n_movies + 1):
+        items.append(f"{m}\tFilm {m}\t{1980 + m % 20}\t{GENRES[m % len(GENRES)]}")
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(1, n_users + 1):
+        movies = rng.sample(range(1, n_movies + 1), per_user)
+        for t, m in enumerate(movies):
+            inter.append(f"{u}\t{m}\t{rng.choice([2, 3, 4, 5])}\t{1000 + 10 * t + u}")
+    (folder / "ml-100k.item").write_text("\n".join(items) + "\n", encoding="utf-8")
+    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def ml_dir(tmp_path: Path) -> Path:
+    return write_movielens(tmp_path / "ml")
+
+
+class LetterGenerator(Generator):
+    """A generate-only fake (no scoring): answers with a fixed text and records its prompts."""
+
+    name = "test-letter"
+    supports_scoring = False
+
+    def __init__(self, model: str | None = None, answer: str = "B") -> None:
+        self.model_id, self.answer, self.prompts = model or "letter", answer, []
+
+    def generate(self, prompts, *, max_new_tokens=64, temperature=0.0, stop=None, batch_size=8):
+        self.prompts.extend(prompts)
+        return [Generation(text=self.answer, prompt_tokens=1, completion_tokens=1) for _ in prompts]
+
+
+@pytest.fixture
+def letter_backend() -> Iterator[str]:
+    GENERATORS.register("test-letter", LetterGenerator, replace=True)
+    yield "test-letter"
+    GENERATORS.unregister("test-letter")
