@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if importlib.util.find_spec("pllm.adapt") is None:
                 notes[name] = "not done: pllm.adapt (per-user LoRA adapters) is not in this build"
                 continue
-            notes[name] = "not done: pllm.adapt exists but this benchmark has no adapter training step yet"
+            notes[name] = ("not done: pllm.adapt appeared while this was written; training one adapter per "
+                           "test user was out of this machine's compute budget, so no adapter ranker is reported")
             continue
         if name.startswith("llm-"):
             if generator is None:
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = summarize(results, n_resamples=1000, seed=args.seed)
     judge = run_judge(args, generator) if args.judge_pairs > 0 and not args.shard else None
     meta = {
-        "command": "python benchmarks/rec.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/rec.py " + " ".join(
+            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--assemble"),
+        "assembled_from_checkpoints": bool(args.assemble),
         "users": len(questions), "candidates_per_user": args.negatives + 1, "build": build,
         "train_interactions": int(train.matrix.nnz), "train_users": len(train.users),
         "not_done": notes, "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     if args.out_dir and not args.shard:
-        write_report(args.out_dir, rows, meta={**meta, "judge": judge}, extra_md=_extra_md(meta, judge))
+        write_report(args.out_dir, rows, meta={**meta, "judge": judge}, extra_md=_extra_md(meta, judge, rows))
     _ = np  # numpy imported early so torch threads apply before BLAS loads
     return payload
 
@@ -166,10 +169,15 @@ def run_judge(args: argparse.Namespace, generator: Any) -> dict[str, Any] | None
 
         generator = load_generator(args.backend, args.model)
     return known_truth_agreement(generator, source=args.persona_data, n_pairs=args.judge_pairs, seed=args.seed,
-                                 checkpoint=Path(args.work) / "judge.jsonl", progress=_progress)
+                                 checkpoint=Path(args.work) / "judge.jsonl", progress=_progress,
+                                 score_missing=not args.assemble)
 
 
-def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None) -> str:
+def _opt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any]) -> str:
     lines = ["", f"Users: {meta['users']} test users of MovieLens-100k, one question each; "
              f"{meta['candidates_per_user']} candidates per user (the held-out latest liked movie, rating >= 4, "
              "plus unrated movies sampled with a seed, shuffled). History = ratings strictly before the target.",
@@ -180,17 +188,27 @@ def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None) -> str:
              f"Seconds per user are wall time of one `score` call (all candidates of one user in one batch) on: "
              f"{meta['machine']['platform']}, {meta['machine']['cpus']} CPUs, shared with other jobs, so noisy.",
              f"Reproduce: `{meta['command']}`."]
+    partial = [(r.ranker, r.n) for r in rows if r.n < meta["users"]]
+    if partial:
+        lines.append("Partial runs (the LLM rankers are scored per user with checkpoints; these rows cover only "
+                     "the users finished when the report was assembled: the first ones by user id of the same "
+                     "seeded sample; their Δ is paired on those users): "
+                     + ", ".join(f"`{n}` {k} users" for n, k in partial) + ".")
     for name, why in meta.get("not_done", {}).items():
         lines.append(f"- `{name}`: {why}.")
-    if judge:
+    if judge and judge.get("n"):
         lines += ["", "## Personalized LLM-as-judge: agreement with known truth", "",
                   f"Pairs: {judge['n']} `{judge['task']}` test questions; A = the user's real reply, B = another "
                   "user's reply at a turn of another conversation, shown with the same dialogue context; judge = "
                   f"`{judge['judge_model']}` ({judge['readout']}), both orders asked.", "",
-                  "| agreement (real wins) [95% CI] | ties | other wins | position-consistent | "
-                  "first-position preference | s/pair |", "|---|---|---|---|---|---|",
+                  "| agreement (real wins both orders) [95% CI] | ties | other wins | position-consistent | "
+                  "votes for the first-shown output | summed-margin agreement | s/pair |",
+                  "|---|---|---|---|---|---|---|",
                   f"| {judge['agreement']['fmt']} | {judge['tie_rate']:.3f} | {judge['loss_rate']:.3f} | "
-                  f"{1 - judge['tie_rate']:.3f} | {judge['first_position_rate']:.3f} | {judge['seconds_per_pair']:.3f} |"]
+                  f"{1 - judge['tie_rate']:.3f} | {judge['first_position_rate']:.3f} | "
+                  f"{_opt(judge.get('debiased_margin_agreement'))} | {judge['seconds_per_pair']:.3f} |", "",
+                  "Summed-margin agreement: share of pairs where log p(real) - log p(other), summed over both "
+                  "orders, favours the real reply (a constant position bias cancels in the sum)."]
     return "\n".join(lines) + "\n"
 
 

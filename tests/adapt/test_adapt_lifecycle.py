@@ -9,19 +9,19 @@ import time
 
 import pytest
 import torch
-from conftest import WORDS, make_items, make_question
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pllm.adapt import AdaptConfig, AdapterGenerator, AdapterStore
+from conftest import WORDS, make_items, make_question
+from pllm.adapt import AdapterGenerator, AdapterStore
 from pllm.adapt.jobs import retrain_stale, train_groups, train_users
 from pllm.models.testing import make_tiny_generator
 from pllm.users.store import SQLiteUserStore
 
 
 def _populate(db: SQLiteUserStore) -> dict:
-    items = {"ann": make_items("ann", 6, rating=1, genre="Comedy"), "bea": make_items("bea", 6, rating=2, genre="Comedy"),
-             "cal": make_items("cal", 6, rating=5, genre="Horror"), "dan": make_items("dan", 6, rating=4, genre="Horror")}
+    habits = {"ann": (1, "Comedy"), "bea": (2, "Comedy"), "cal": (5, "Horror"), "dan": (4, "Horror")}
+    items = {u: make_items(u, 6, rating=r, genre=g) for u, (r, g) in habits.items()}
     for user, its in items.items():
         db.add_items(its, user_id=user)
     return items
@@ -88,11 +88,11 @@ def test_cli_train_list_eval_with_adapters(tmp_path, spec):
     runner = CliRunner()
     common = ["--task", spec.name, "--model", str(model_dir), "--db", str(db)]
     res = runner.invoke(app, ["adapt", "train", *common, "--data", str(task_dir), "--min-items", "4",
-                              "--epochs", "3", "--lr", "0.05"])
+                              "--epochs", "8", "--lr", "0.05"])
     assert res.exit_code == 0, res.output
     assert "2 trained, 0 up to date, 1 cold-start" in res.output
     again = runner.invoke(app, ["adapt", "train", *common, "--data", str(task_dir), "--min-items", "4",
-                                "--epochs", "3", "--lr", "0.05"])
+                                "--epochs", "8", "--lr", "0.05"])
     assert "0 trained, 2 up to date" in again.output
     listing = runner.invoke(app, ["adapt", "list", "--task", spec.name, "--db", str(db)])
     assert listing.exit_code == 0 and "ann" in listing.output and "cal" in listing.output
@@ -106,6 +106,11 @@ def test_cli_train_list_eval_with_adapters(tmp_path, spec):
     bad = runner.invoke(app, ["eval", *common, "--questions", str(task_dir / "test_questions.json"),
                               "--adapter", "everyone"])
     assert bad.exit_code == 2 and "adapter mode must be one of" in bad.output
+    # `pllm users forget` reaches the adapter through the registered hook.
+    folder = AdapterStore(db=SQLiteUserStore(db)).folder(spec.name, "user", "ann")
+    assert folder.is_dir()
+    gone = runner.invoke(app, ["users", "forget", "ann", "--db", str(db)])
+    assert gone.exit_code == 0 and "adapter_files=" in gone.output and not folder.exists()
 
 
 @pytest.mark.slow
@@ -123,7 +128,8 @@ def test_ray_trains_the_same_adapters_as_the_local_path(tmp_path, spec, fast_con
         t0 = time.perf_counter()
         seen: list[tuple[int, int]] = []
         factory = functools.partial(make_tiny_generator, seed=0, vocab_words=WORDS)
-        report = train_users_ray(factory, spec, items, fast_config, remote, progress=lambda _, d, n: seen.append((d, n)))
+        report = train_users_ray(factory, spec, items, fast_config, remote,
+                                 progress=lambda _, d, n: seen.append((d, n)))
         assert report.trained == ["u1", "u2", "u3", "u4"] and seen[-1] == (4, 4)
         again = train_users_ray(factory, spec, items, fast_config, remote)  # resumable: nothing left to do
         assert again.trained == [] and again.skipped == ["u1", "u2", "u3", "u4"]
@@ -134,6 +140,7 @@ def test_ray_trains_the_same_adapters_as_the_local_path(tmp_path, spec, fast_con
     for user in items:
         a, b = local.get(spec.name, "user", user), remote.get(spec.name, "user", user)
         assert a.data_hash == b.data_hash and a.n_pairs == b.n_pairs
-        wa, wb = load_file(str(a.path / "adapter_model.safetensors")), load_file(str(b.path / "adapter_model.safetensors"))
+        wa = load_file(str(a.path / "adapter_model.safetensors"))
+        wb = load_file(str(b.path / "adapter_model.safetensors"))
         assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     db.close()

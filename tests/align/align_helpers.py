@@ -1,11 +1,17 @@
-"""Helpers shared by the alignment tests: preference pairs over words the tiny tokenizer knows, and
-stored random LoRA adapters (fast, distinct per seed, stored exactly like trained ones)."""
+"""Helpers and fixtures shared by the alignment tests (no conftest.py here: the suite imports the top-level
+`conftest` by name, which a second conftest module would shadow). Test modules import the fixtures they use.
+
+`one_thread` (autouse where imported): one torch thread, since multi-threaded tiny-model training on a shared
+machine spends its time spin-waiting. `dsp_file`: a small DSP-format file over words the tiny tokenizer knows."""
 
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 from pllm.align.adapters import AdapterRecord, AdapterStore, new_record
@@ -51,3 +57,23 @@ def save_random_adapter(base, store: AdapterStore, name: str, seed: int, *, kind
         model.save_pretrained(str(tmp / "adapter"))
         store.write_meta(tmp, record)
     return store.get(name)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(name="dsp_file")
+def dsp_file_fixture(tmp_path: Path) -> Path:
+    """Ten queries, each answered in the five DSP styles (words the tiny tokenizer knows)."""
+    rows = [{"query": f"question {i} : what is the best {w} ?",
+             "responses": {s: f"{t} {i}" for s, t in STYLES.items()}}
+            for i, w in enumerate(["movie", "book", "paper", "product", "tweet", "news", "review", "title",
+                                   "article", "headline"])]
+    path = tmp_path / "dsp.json"
+    path.write_text(json.dumps(rows))
+    return path

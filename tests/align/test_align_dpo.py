@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 import torch
-from align_helpers import movie_pairs
+from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
 from pllm.align.adapters import AdapterStore, host_for
 from pllm.align.dpo import DPOSettings, LoraSettings, build_dpo_trainer, train_dpo, truncate_pairs
@@ -52,7 +52,8 @@ def test_dpo_raises_the_implicit_reward_margin_and_is_stored(tiny_generator) -> 
     assert margins[-1] > margins[0]
     # the base generator and the host's adapters-off view give identical scores
     prompt = [Prompt(text=pairs[0].prompt)]
-    assert np.array_equal(reference.score(prompt, [[pairs[0].chosen]]), tiny_generator.score(prompt, [[pairs[0].chosen]]))
+    cands = [[pairs[0].chosen]]
+    assert np.array_equal(reference.score(prompt, cands), tiny_generator.score(prompt, cands))
 
 
 def test_truncation_drops_pairs_that_become_equal(tiny_generator) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from align_helpers import DSP_PATH, STYLES
+from align_helpers import DSP_PATH, STYLES, dsp_file_fixture, one_thread  # noqa: F401  (fixtures)
 
 from pllm.align.importers import read_dsp
 from pllm.align.judge import StyleJudge, dsp_answers, first_words, fit_dsp_judge

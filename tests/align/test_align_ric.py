@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from align_helpers import movie_pairs
+from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
 from pllm.align.adapters import AdapterStore, host_for
 from pllm.align.dpo import LoraSettings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from align_helpers import save_random_adapter
+from align_helpers import one_thread, save_random_adapter  # noqa: F401  (fixtures)
 
 from pllm.align.adapters import AdapterGenerator, AdapterStore, host_for
 from pllm.align.ric import RiCGenerator

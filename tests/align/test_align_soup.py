@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from align_helpers import save_random_adapter
+from align_helpers import one_thread, save_random_adapter  # noqa: F401  (fixtures)
 
 from pllm.align.adapters import AdapterHost, AdapterStore
 from pllm.align.soup import Soup, SoupSpec, SoupStore, normalize_vector

@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from align_helpers import DSP_PATH, STYLES, movie_pairs, save_random_adapter
+from align_helpers import (  # noqa: F401  (fixtures)
+    DSP_PATH,
+    STYLES,
+    dsp_file_fixture,
+    movie_pairs,
+    one_thread,
+    save_random_adapter,
+)
 
 import pllm.align  # noqa: F401  (registers the forget hook)
 from pllm.align.adapters import AdapterStore

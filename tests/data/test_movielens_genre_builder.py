@@ -17,7 +17,7 @@ from pllm.tasks.spec import get_task
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
 
 
-def write_raw(folder: Path, n_users: int = 12, n_movies: int = 30, per_user: int = 16) -> Path:
+def write_raw(folder: Path, n_users: int = 12, n_movies: int = 30, per_user: int = 14) -> Path:
     """MovieLens in RecBole's atomic format; user u likes (rates 5) two genres, dislikes the rest."""
     folder.mkdir(parents=True, exist_ok=True)
     items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]

@@ -171,7 +171,9 @@ def test_batched_scoring_matches_one_by_one_and_multi_token_path(trained):
 def test_generation_batched_matches_single_and_counts_soft_positions(trained):
     base, qs, res, _ = trained
     gen = load_soft_generator(res.path, base)
-    prompts = [b.prompt for b in built_prompts(gen, qs, MethodConfig(style="instruction"))]
+    prompts = [b.prompt for b in built_prompts(gen, qs[:3], MethodConfig(style="instruction"))
+               + built_prompts(gen, qs[3:], MethodConfig("bm25", k=2, style="instruction"))]
+    assert len({len(base.encode_prompt(p)) for p in prompts}) > 1  # left padding in batches
     batched = gen.generate(prompts, max_new_tokens=5, batch_size=4)
     single = [gen.generate([p], max_new_tokens=5)[0] for p in prompts]
     assert [g.text for g in batched] == [g.text for g in single]

@@ -1,12 +1,27 @@
 """Model-level personalization: a shared task adapter, one private peft adapter per user, group
 (persona) adapters for cold-start users, serving many users' adapters in one batch, forgetting, and
-Ray scale-out. See docs/adapters.md."""
+Ray scale-out. See docs/adapters.md.
 
-from pllm.adapt.config import METHODS, AdaptConfig
-from pllm.adapt.data import TrainingPair, training_pairs, user_items
-from pllm.adapt.generator import AdapterGenerator, Route
-from pllm.adapt.store import AdapterRecord, AdapterStore, forget_user_adapters
-from pllm.adapt.train import TrainResult, train_adapter
+Names are imported lazily, so `import pllm.adapt.store` (which registers the forget hook and is all
+the CLI needs at startup) does not pull in torch and peft."""
 
-__all__ = ["METHODS", "AdaptConfig", "AdapterGenerator", "AdapterRecord", "AdapterStore", "Route", "TrainResult",
-           "TrainingPair", "forget_user_adapters", "train_adapter", "training_pairs", "user_items"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "METHODS": "pllm.adapt.config", "AdaptConfig": "pllm.adapt.config",
+    "TrainingPair": "pllm.adapt.data", "training_pairs": "pllm.adapt.data", "user_items": "pllm.adapt.data",
+    "AdapterGenerator": "pllm.adapt.generator", "Route": "pllm.adapt.generator",
+    "AdapterRecord": "pllm.adapt.store", "AdapterStore": "pllm.adapt.store",
+    "forget_user_adapters": "pllm.adapt.store",
+    "TrainResult": "pllm.adapt.train", "train_adapter": "pllm.adapt.train",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pllm.adapt' has no attribute {name!r}")

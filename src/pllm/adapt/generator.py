@@ -3,7 +3,7 @@ adapter (or their group's, or none) and runs a mixed batch in one forward pass.
 
 Routing reads the structured record on `Prompt.question` (user id and profile), never the text:
 - the user's own adapter when it exists, is not stale, was trained on these base weights and the
-  user has at least `cold_start_items` items;
+  user has at least `cold_start_items` items (default: the `min_items` the adapter was trained with);
 - otherwise the group adapter whose centroid is nearest the user's history embedding;
 - otherwise the base model (peft's "__base__" row).
 
@@ -51,7 +51,7 @@ class AdapterGenerator(Generator):
     supports_scoring = True
 
     def __init__(self, base: HFGenerator, task: str, *, store: AdapterStore | None = None, mode: str = "user",
-                 cold_start_items: int = 10, memory_budget_mb: float = 256.0, merge_task: bool = True) -> None:
+                 cold_start_items: int | None = None, memory_budget_mb: float = 256.0, merge_task: bool = True) -> None:
         if mode not in ROUTE_MODES:
             raise InputError(f"adapter mode must be one of {ROUTE_MODES}, got {mode!r}", field="adapter")
         if memory_budget_mb <= 0:
@@ -129,9 +129,12 @@ class AdapterGenerator(Generator):
         """Which adapter serves this question (see the module docstring for the order)."""
         if question is None or self.mode == "none":
             return Route("base", BASE)
-        if self.mode == "user" and len(question.profile) >= self.cold_start_items:
+        if self.mode == "user":
             record = self._user_record(question.user_id)
-            if record is not None:
+            threshold = self.cold_start_items
+            if record is not None and threshold is None:  # the threshold the adapter was trained with
+                threshold = int(record.config.get("min_items", 0))
+            if record is not None and len(question.profile) >= (threshold or 0):
                 return Route("user", record.name, record)
         return self._group_route(question)
 

@@ -37,22 +37,24 @@ from pllm.users.store import SQLiteUserStore
 class ReportConfig:
     dsp: Path = field(metadata={"help": "DSP domain_specific_preference.test.json."})
     domains: list[str] = field(default_factory=lambda: list(DSP_DOMAINS), metadata={"help": "Domains (users)."})
-    train_pairs_per_domain: int = field(default=64, metadata={"help": "DPO pairs per domain (first train pairs)."})
-    ric_rows_per_domain: int = field(default=64, metadata={"help": "RiC SFT rows per domain."})
-    test_prompts: int = field(default=16, metadata={"help": "Held-out queries answered by every model."})
-    test_pairs_per_domain: int = field(default=32, metadata={"help": "Held-out pairs for preference accuracy."})
-    max_new_tokens: int = field(default=40, metadata={"help": "Greedy tokens per generated answer."})
-    judge_max_words: int = field(default=32, metadata={"help": "Judge fitted/applied on the first N words."})
+    train_pairs_per_domain: int = field(default=32, metadata={"help": "DPO pairs per domain (first train pairs)."})
+    ric_rows_per_domain: int = field(default=24, metadata={"help": "RiC SFT rows per domain."})
+    test_prompts: int = field(default=12, metadata={"help": "Held-out queries answered by every model."})
+    test_pairs_per_domain: int = field(default=24, metadata={"help": "Held-out pairs for preference accuracy."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens per generated answer."})
+    judge_max_words: int = field(default=24, metadata={"help": "Judge fitted/applied on the first N words."})
     pareto_pair: list[str] = field(default_factory=lambda: ["academy", "entertainment"],
                                    metadata={"help": "Two domains for the soup Pareto plot."})
     pareto_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
                                         metadata={"help": "Weight of the first Pareto domain."})
     dpo: DPOSettings = field(default_factory=lambda: DPOSettings(
-        epochs=2, batch_size=4, learning_rate=1e-3, beta=0.1, max_prompt_tokens=48, max_answer_tokens=64,
+        epochs=2, batch_size=4, learning_rate=1e-3, beta=0.1, max_prompt_tokens=32, max_answer_tokens=48,
         lora=LoraSettings(r=8, alpha=16)), metadata={"help": "DPO settings (per domain)."})
     ric: RiCSettings = field(default_factory=lambda: RiCSettings(
-        epochs=2, batch_size=4, learning_rate=1e-3, max_prompt_tokens=48, max_answer_tokens=64,
+        epochs=2, batch_size=4, learning_rate=1e-3, max_prompt_tokens=32, max_answer_tokens=48,
         lora=LoraSettings(r=8, alpha=16)), metadata={"help": "RiC settings."})
+    judge_full_answers: bool = field(default=False, metadata={"help": "Also report the judge's accuracy on "
+                                                                     "full-length held-out answers (slow on CPU)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Held-out share of queries."})
     seed: int = field(default=0, metadata={"help": "Split seed."})
     threads: int = field(default=1, metadata={"help": "torch threads."})
@@ -108,7 +110,8 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     users = {d: f"dsp-{d}" for d in cfg.domains}
 
     # 2. style judge, checked on held-out real answers (cut to the judged length, and full)
-    judge_key = sha1_text(str(cfg.judge_max_words), str(cfg.test_fraction), str(cfg.seed), cfg.dsp.name)[:12]
+    judge_key = sha1_text(str(cfg.judge_max_words), str(cfg.test_fraction), str(cfg.seed), cfg.dsp.name,
+                          str(cfg.judge_full_answers))[:12]
     judge_dir = work / f"judge-{judge_key}"
     if (judge_dir / "heldout.json").is_file():
         judge = StyleJudge.load(judge_dir)
@@ -118,12 +121,12 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         log("fitting style judge")
         judge, acc = fit_dsp_judge(queries, max_words=cfg.judge_max_words, test_fraction=cfg.test_fraction,
                                    seed=cfg.seed)
-        full_texts, full_labels = dsp_answers(queries, "test", test_fraction=cfg.test_fraction, seed=cfg.seed)
-        acc_full = StyleJudge(judge.labels, judge.centroids, judge.embedder_name, None).accuracy(full_texts,
-                                                                                                 full_labels)
         result["judge"] = {"labels": judge.labels, "max_words": cfg.judge_max_words,
-                           "heldout_accuracy_truncated": acc.__dict__,
-                           "heldout_accuracy_full_answers": acc_full.__dict__}
+                           "heldout_accuracy_truncated": acc.__dict__, "heldout_accuracy_full_answers": None}
+        if cfg.judge_full_answers:
+            full_texts, full_labels = dsp_answers(queries, "test", test_fraction=cfg.test_fraction, seed=cfg.seed)
+            full = StyleJudge(judge.labels, judge.centroids, judge.embedder_name, None)
+            result["judge"]["heldout_accuracy_full_answers"] = full.accuracy(full_texts, full_labels).__dict__
         judge.save(judge_dir)
         atomic_write_json(judge_dir / "heldout.json", result["judge"])
 
@@ -312,7 +315,9 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
         f"Nearest centroid over all-MiniLM-L6-v2 embeddings, classes {', '.join(j['labels'])}, fitted on train-query "
         f"answers cut to their first {j['max_words']} words. Held-out accuracy: "
         f"**{j['heldout_accuracy_truncated']['accuracy']:.3f}** on {j['heldout_accuracy_truncated']['n']} answers cut "
-        f"the same way; {j['heldout_accuracy_full_answers']['accuracy']:.3f} on the full answers. Per style (cut): "
+        "the same way"
+        + (f"; {j['heldout_accuracy_full_answers']['accuracy']:.3f} on the full answers"
+           if j["heldout_accuracy_full_answers"] else "") + ". Per style (cut): "
         + ", ".join(f"{k} {v:.2f}" for k, v in j["heldout_accuracy_truncated"]["per_label"].items()) + ".",
         "",
         "## Share of generated answers judged in the user's domain",

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+import pllm.adapt.store  # noqa: F401  (registers the forget hook, so `pllm users forget` reaches adapters)
 from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")

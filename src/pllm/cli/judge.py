@@ -41,7 +41,8 @@ def compare(
     console.print(f"verdict: {verdict.winner}")
     for v in verdict.votes:
         margin = "" if v.margin is None else f" (log p(A) - log p(B) = {v.margin:+.3f})"
-        console.print(f"  A shown {'first' if v.shown_first == 'A' else 'second'}: prefers {v.preferred or 'neither'}{margin}")
+        slot = "first" if v.shown_first == "A" else "second"
+        console.print(f"  A shown {slot}: prefers {v.preferred or 'neither'}{margin}")
 
 
 @app.command("agreement")

@@ -39,7 +39,8 @@ def build(
 def eval_(
     task_dir: Path = typer.Argument(..., help="A folder built by `pllm rec build`."),
     rankers: str = typer.Option("popularity,itemknn,mf-als", "--rankers",
-                                help="Comma-separated: random, popularity, itemknn, mf-als, mf-svd, llm-pointwise, llm-listwise."),
+                                help="Comma-separated: random, popularity, itemknn, mf-als, mf-svd, "
+                                     "llm-pointwise, llm-listwise."),
     split: str = typer.Option("test", "--split", help="Which split's questions to rank."),
     limit: int | None = typer.Option(None, "--limit", help="Rank only the first N questions."),
     backend: str = typer.Option("hf", "--backend", help="Generator backend for the LLM rankers."),
@@ -60,7 +61,8 @@ def eval_(
     if not qfile.is_file():
         raise InputError("no questions file; build the task with `pllm rec build`", source=str(qfile))
     questions = read_questions(qfile, outputs=ofile if ofile.is_file() else None)[:limit]
-    build_cfg = json.loads((task_dir / "build_config.json").read_text()) if (task_dir / "build_config.json").is_file() else {}
+    cfg_file = task_dir / "build_config.json"
+    build_cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
     ml = load_movielens(build_cfg.get("source"))
     train = training_interactions(ml.ratings, questions, items=sorted(ml.movies, key=lambda m: int(m)))
     generator = None
@@ -75,7 +77,8 @@ def eval_(
                     generator = load_generator(backend, model)
                 cfg = PointwiseConfig(retriever=retriever, k=k) if name == "llm-pointwise" else \
                     ListwiseConfig(retriever=retriever, k=k)
-                results.append(run_ranker(make_ranker(name, generator=generator, config=cfg), questions, progress=update))
+                ranker = make_ranker(name, generator=generator, config=cfg)
+                results.append(run_ranker(ranker, questions, progress=update))
             else:
                 ranker = make_ranker(name)
                 t0 = time.perf_counter()

@@ -98,6 +98,12 @@ class BenchConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the random retriever and the bootstrap."})
     n_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for every interval."})
     profile_bins: int = field(default=4, metadata={"help": "Profile-size bins (quantiles) in the size plot."})
+    extra_cells: list[str] = field(default_factory=list, metadata={
+        "help": "Cells added on top of the product, as 'method[@k]:style' (e.g. 'bm25@4:instruction'), so a "
+                "second prompt style can be compared on a few methods without doubling the grid."})
+    summary_items: int = field(default=20, metadata={"help": "Most recent items a profile summary reads."})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (1 is fastest on a crowded machine); default: torch's choice."})
 
     def __post_init__(self) -> None:
         self.tasks = [TaskEntry(**t) if isinstance(t, dict) else t for t in self.tasks]
@@ -133,6 +139,29 @@ class BenchConfig:
         if self.batch_size < 1 or self.n_resamples < 10 or self.profile_bins < 1:
             raise InputError("batch_size >= 1, n_resamples >= 10 and profile_bins >= 1 are required")
         MethodConfig(predict=self.predict, readout=self.readout, max_prompt_tokens=self.max_prompt_tokens)
+        for extra in self.extra_cells:
+            parse_extra(extra)
+        if self.summary_items < 1 or (self.threads is not None and self.threads < 1):
+            raise InputError("summary_items and threads must be >= 1")
+
+
+def parse_extra(text: str) -> tuple[str, int, str]:
+    """'method[@k]:style' -> (method, k, style)."""
+    head, sep, style = text.partition(":")
+    method, _, k = head.partition("@")
+    if not sep or not style:
+        raise InputError(f"extra cell {text!r} must look like 'method[@k]:style'", field="extra_cells")
+    try:
+        kk = int(k) if k else 0
+    except ValueError:
+        raise InputError(f"extra cell {text!r}: k must be an integer", field="extra_cells") from None
+    from pllm.prompting.styles import PROMPT_STYLES
+
+    PROMPT_STYLES.get(style)
+    mc = parse_method(method, kk)
+    if mc.retriever != "none" and kk < 1:
+        raise InputError(f"extra cell {text!r}: a retrieval method needs @k", field="extra_cells")
+    return method, kk, style
 
 
 def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
@@ -358,7 +387,7 @@ class BenchRunner:
                         mc = parse_method(m, k, style=style, predict=c.predict, readout=c.readout,
                                           max_prompt_tokens=c.max_prompt_tokens, embedder=c.embedder, seed=c.seed)
                         label = mc.label
-                        if len(styles) > 1 or len(c.styles) > 1:
+                        if len(styles) > 1 or len(c.styles) > 1 or c.extra_cells:
                             label += f" [{style}]"
                         if multi_model:
                             label += f" <{model}>"
@@ -366,6 +395,20 @@ class BenchRunner:
                             continue
                         out.append(Cell(task.name, label, "llm", m, k, style, model,
                                         {**dataclasses.asdict(mc), "model": model}))
+        for extra in c.extra_cells:
+            m, k, style = parse_extra(extra)
+            try:
+                get_style(style).check(task.spec)
+            except InputError as exc:
+                skipped.append(f"{extra}: {exc}")
+                continue
+            for model in c.models:
+                mc = parse_method(m, k, style=style, predict=c.predict, readout=c.readout,
+                                  max_prompt_tokens=c.max_prompt_tokens, embedder=c.embedder, seed=c.seed)
+                label = f"{mc.label} [{style}]" + (f" <{model}>" if multi_model else "")
+                if not any(x.label == label for x in out):
+                    out.append(Cell(task.name, label, "llm", m, mc.k, style, model,
+                                    {**dataclasses.asdict(mc), "model": model}))
         names = baselines_for(task.spec) if c.baselines == ALL_BASELINES else \
             [b for b in c.baselines if b in baselines_for(task.spec)]
         if c.baselines != ALL_BASELINES:
@@ -408,7 +451,12 @@ class BenchRunner:
         if self._store is None:
             from pllm.users.store import SQLiteUserStore
 
-            self._store = SQLiteUserStore(self.out / "store.sqlite3")
+            from pllm.paths import pllm_home
+
+            # Item embeddings and profile summaries (caches a resumed run reuses) live outside the run
+            # folder, so a committed report folder holds only results.
+            key = sha1_text(str(self.out.resolve()))[:12]
+            self._store = SQLiteUserStore(pllm_home() / "bench-stores" / f"{_slug(self.out.name)}-{key}.sqlite3")
         return self._store
 
     def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:
@@ -424,8 +472,11 @@ class BenchRunner:
         bs = self.config.batch_size
         if cell.kind == "llm":
             mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
-            pers = Personalizer(task.spec, self._generator(cell.model or "hf"), mc,
-                                store=self._store_handle(), embedder=None)
+            from pllm.prompting.profile import SummaryConfig
+
+            pers = Personalizer(task.spec, self._generator(cell.model or "hf"), mc, store=self._store_handle(),
+                                summary_config=SummaryConfig(max_items=self.config.summary_items,
+                                                             batch_size=self.config.batch_size))
         else:
             from pllm.eval.baselines import make_baseline
 
@@ -457,16 +508,29 @@ class BenchRunner:
         """Run every cell still missing questions (unless `only_report`), then write the reports."""
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out, "bench_config.json")
+        if self.config.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
         try:
-            for task in self.load_tasks():
-                for cell in self.cells(task):
-                    if not only_report:
-                        self.run_cell(cell, task)
+            if not only_report:
+                for cell, task in self.schedule():
+                    self.run_cell(cell, task)
             return self.write_reports()
         finally:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+    def schedule(self) -> list[tuple[Cell, LoadedTask]]:
+        """Run order: every task's baselines (cheap) first, then the LLM cells round-robin across tasks
+        in grid order, so a run stopped early has comparable cells on every task."""
+        per_task = [(t, self.cells(t)) for t in self.load_tasks()]
+        order = [(c, t) for t, cells in per_task for c in cells if c.kind == "baseline"]
+        llm = [[c for c in cells if c.kind == "llm"] for _, cells in per_task]
+        for i in range(max((len(x) for x in llm), default=0)):
+            order += [(cells[i], t) for (t, _), cells in zip(per_task, llm) if i < len(cells)]
+        return order
 
     # reports ----------------------------------------------------------------------------------
     def task_results(self, task: LoadedTask) -> tuple[list[tuple[Cell, Any]], list[dict[str, Any]]]:

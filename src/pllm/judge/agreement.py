@@ -105,8 +105,14 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
     samples = [wins[rng.integers(0, len(wins), len(wins))].mean() for _ in range(1000)]
     lo, hi = np.quantile(samples, [0.025, 0.975])
     agreement = Interval(float(wins.mean()), float(lo), float(hi))
+    # With likelihood margins, summing both orders' log-odds for the real reply cancels a constant
+    # position bias: the share of pairs where that sum favours the real reply.
+    margins = [sum(v.margin for v in verdict.votes) for verdict in verdicts
+               if all(v.margin is not None for v in verdict.votes)]
+    debiased = float(np.mean([m > 0 for m in margins])) if margins else None
     return {"task": TASK, "n": summary.n, "judge_model": generator.model_id, "readout": judge.mode,
             "config": judge.describe(), "agreement": {"value": agreement.value, "low": agreement.low,
                                                       "high": agreement.high, "fmt": agreement.fmt()},
             **{k: v for k, v in summary.as_dict().items() if k != "n"},
+            "debiased_margin_agreement": debiased, "debiased_pairs": len(margins),
             "seconds_per_pair": float(np.mean([v.seconds for v in verdicts]))}

@@ -29,7 +29,7 @@ VERDICTS = ("A", "B", "tie")
 
 @dataclass
 class JudgeConfig:
-    retriever: str = field(default="bm25", metadata={"help": "How profile items are picked: none|recency|bm25|dense|..."})
+    retriever: str = field(default="bm25", metadata={"help": "How profile items are picked: none|recency|bm25|dense."})
     k: int = field(default=4, metadata={"help": "Profile items shown to the judge."})
     readout: str = field(default="auto", metadata={
         "help": "auto (score ' A' vs ' B' when the backend can), score, or generate (parse a letter)."})
@@ -223,7 +223,8 @@ class JudgeSummary:
 
 def summarize_verdicts(verdicts: Sequence[Verdict]) -> JudgeSummary:
     """Counts with output A as the candidate being judged (wins = A won both orders)."""
-    first = sum(1 for v in verdicts for vote in v.votes if vote.preferred is not None and vote.preferred == vote.shown_first)
+    first = sum(1 for v in verdicts for vote in v.votes
+                if vote.preferred is not None and vote.preferred == vote.shown_first)
     return JudgeSummary(n=len(verdicts), wins=sum(v.winner == "A" for v in verdicts),
                         losses=sum(v.winner == "B" for v in verdicts), ties=sum(v.winner == "tie" for v in verdicts),
                         unparseable=sum(v.unparseable for v in verdicts), first_position=first,

@@ -34,7 +34,8 @@ class JudgeMetric:
                 references: Sequence[str], *, batch_size: int = 8) -> float:
         """Judge score of predictions against references (ties half); details in `self.last`."""
         if not (len(questions) == len(predictions) == len(references)):
-            raise InputError(f"{len(questions)} questions, {len(predictions)} predictions, {len(references)} references")
+            raise InputError(f"{len(questions)} questions, {len(predictions)} predictions, "
+                             f"{len(references)} references")
         if not questions:
             raise InputError("no examples to judge")
         triples = [(q, p or "", str(r)) for q, p, r in zip(questions, predictions, references)]

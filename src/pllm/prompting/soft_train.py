@@ -56,6 +56,9 @@ class SoftTrainConfig:
     attn_dim: int = field(default=128, metadata={"help": "Attention projection size."})
     mlp_hidden: int = field(default=512, metadata={"help": "Projector MLP hidden width."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    init_text: str | None = field(default=None, metadata={
+        "help": "Soft vectors start as this text's token embeddings, the user signal is learned on top "
+                "(default: the task's demonstration header or description)."})
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -128,15 +131,29 @@ def example_loss(gen: SoftPromptGenerator, batch: Sequence[_Example]) -> torch.T
 
 
 def new_encoder(base: HFGenerator, config: SoftTrainConfig, spec: TaskSpec, embedder: Embedder) -> UserEncoder:
-    table = base.model.get_input_embeddings().weight
+    """A fresh encoder whose soft vectors start as real token embeddings (of `init_text`), so the frozen
+    LLM first reads them as a few ordinary words instead of noise; the user-dependent part starts small."""
+    table = base.model.get_input_embeddings().weight.detach()  # (V, H)
     soft = SoftConfig(generator_model_id=base.model_id, generator_hidden_size=generator_hidden_size(base),
                       task=spec.name, embedder=config.embedder, embed_dim=embedder.dim, n_tokens=config.n_tokens,
                       pooling=config.pooling, instruction=config.instruction, attn_dim=config.attn_dim,
                       mlp_hidden=config.mlp_hidden, max_items=config.max_items,
-                      init_std=float(table.detach().float().std()))
+                      init_std=float(table.float().std()))
+    text = config.init_text or spec.demo_header or spec.description or spec.name
+    ids = list(base.tokenizer(text, add_special_tokens=False)["input_ids"]) or [base.tokenizer.pad_token_id]
+    ids = [ids[i % len(ids)] for i in range(soft.n_soft)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return UserEncoder(soft)
+        encoder = UserEncoder(soft)
+    start = table[ids].to(torch.float32)  # (n_soft, H)
+    with torch.no_grad():
+        if encoder.instruction is not None:
+            encoder.instruction.copy_(start[:1])
+            start = start[1:]
+        last = encoder.mlp[2]
+        last.bias.copy_(start.reshape(-1))
+        last.weight.mul_(0.1)
+    return encoder
 
 
 def train_soft_encoder(spec: TaskSpec, base: HFGenerator, questions: Sequence[Question], config: SoftTrainConfig,

@@ -232,13 +232,13 @@ class ALSRanker(_FactorRanker):
         except ImportError:
             raise PllmError("the mf-als ranker needs the `implicit` package (pip install implicit); "
                             "or use mf-svd (scikit-learn)") from None
-        self.train = train
-        model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
-                                        iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
-                                        num_threads=1, calculate_training_loss=False)
         from threadpoolctl import threadpool_limits
 
+        self.train = train
         with threadpool_limits(1, "blas"):  # implicit's own threads; a BLAS pool on top only contends
+            model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                            iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
+                                            num_threads=1, calculate_training_loss=False)
             model.fit(train.matrix.tocsr(), show_progress=False)
         self.user_factors = np.asarray(model.user_factors)
         self.item_factors = np.asarray(model.item_factors)

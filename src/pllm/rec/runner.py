@@ -124,7 +124,8 @@ def summarize(results: Sequence[RankerResult], *, metrics: Sequence[str] = DEFAU
             vs = {m: paired_ranking_difference(m, mine, theirs, n_resamples=n_resamples, seed=seed) for m in metrics}
         rows.append(RankerRow(
             ranker=res.ranker, kind=res.kind, n=len(ids),
-            metrics={m: bootstrap_ranking(m, ranks, n_resamples=n_resamples, seed=seed) for m in metrics} if ids else {},
+            metrics={m: bootstrap_ranking(m, ranks, n_resamples=n_resamples, seed=seed) for m in metrics}
+            if ids else {},
             vs_reference=vs, seconds_per_user=float(secs.mean()), seconds_per_user_p90=float(np.quantile(secs, 0.9)),
             fit_seconds=round(res.fit_seconds, 3), config=res.config, extra=res.extra))
     return rows

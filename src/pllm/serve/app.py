@@ -315,7 +315,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             uid = store_user_id(tenant, user)
             if not state.memory.exists(uid):
                 raise missing_user(user)
-            hits = state.memory.search(uid, q, k_, retriever=name)
+            hits = state.memory.search(uid, q, k_, retriever=name, scope=tenant)
             return SearchOut(user=user, query=q, retriever=name,
                              data=[SearchHitOut(item=ItemOut.of(h.item), score=h.score) for h in hits])
 
@@ -446,7 +446,7 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
         uid = store_user_id(tenant, user) if user is not None else None
         memories = []
         if uid is not None and k > 0 and query.strip():
-            memories = [h.item for h in state.memory.search(uid, query, k, retriever=retriever)]
+            memories = [h.item for h in state.memory.search(uid, query, k, retriever=retriever, scope=tenant)]
         return tenant, uid, memories
 
     tenant, uid, memories = await state.run_io(retrieve)

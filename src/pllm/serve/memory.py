@@ -23,7 +23,8 @@ import numpy as np
 
 from pllm.errors import InputError
 from pllm.io import sha1_text
-from pllm.retrieval import RETRIEVERS, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
+from pllm.retrieval import RETRIEVERS, DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
+from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
 
@@ -95,7 +96,8 @@ class MemoryService:
     """Memory operations on store user ids (already tenant-namespaced by the caller)."""
 
     def __init__(self, store: SQLiteUserStore, *, embedder: Callable[[], Embedder] | None,
-                 default_retriever: str = "dense", cache_users: int = 2048, busy_retries: int = 5) -> None:
+                 default_retriever: str = "dense", cache_users: int = 2048, busy_retries: int = 5,
+                 query_cache_size: int = 4096) -> None:
         self.store = store
         self._embedder_factory = embedder
         self.default_retriever = default_retriever
@@ -103,6 +105,8 @@ class MemoryService:
         self.busy_retries = busy_retries
         self._cache: OrderedDict[str, _UserIndex] = OrderedDict()
         self._versions: dict[str, int] = {}
+        self._queries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.query_cache_size = query_cache_size
         self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -220,7 +224,9 @@ class MemoryService:
     def items(self, user_id: str) -> list[ProfileItem]:
         return list(self._user_index(user_id).items)
 
-    def search(self, user_id: str, query: str, k: int, *, retriever: str | None = None) -> list[SearchHit]:
+    def search(self, user_id: str, query: str, k: int, *, retriever: str | None = None,
+               scope: str | None = None) -> list[SearchHit]:
+        """Top-k of the user's items; `scope` (the tenant) shares cached query vectors between its users."""
         name = retriever or self.default_retriever
         RETRIEVERS.get(name)  # unknown names fail with the list of known ones
         entry = self._user_index(user_id)
@@ -231,8 +237,29 @@ class MemoryService:
             if index is None:
                 index = self._build(user_id, name, entry.items)
                 entry.indexes[name] = index
-        hits = index.search(query, k, query_timestamp=time.time(), seed_key=query)
+        if isinstance(index, DenseIndex) and self.embedder is not None:
+            # Query vectors are cached per scope (the tenant): users of one tenant share repeated queries,
+            # and no tenant can learn from timing what another asked.
+            hits = index.search_vector(self._query_vector(scope or user_id, query), k)
+        else:
+            hits = index.search(query, k, query_timestamp=time.time(), seed_key=query)
         return [SearchHit(entry.items[h.index], float(h.score)) for h in hits]
+
+    def _query_vector(self, scope: str, query: str) -> np.ndarray:
+        key = (scope, query)
+        with self._lock:
+            vec = self._queries.get(key)
+            if vec is not None:
+                self._queries.move_to_end(key)
+                return vec
+        emb = self.embedder
+        assert emb is not None
+        vec = l2_normalize(emb.encode([query]))[0]
+        with self._lock:
+            self._queries[key] = vec
+            while len(self._queries) > self.query_cache_size:
+                self._queries.popitem(last=False)
+        return vec
 
     def _build(self, user_id: str, name: str, items: list[ProfileItem]) -> RetrieverIndex:
         """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
