@@ -4,12 +4,12 @@ import math
 
 import pytest
 
-from conftest import EchoGenerator
 from pllm.errors import InputError, UnknownNameError
 from pllm.pipeline import MethodConfig, Personalizer
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
 from pllm.users.store import SQLiteUserStore
+from pllm_testkit import EchoGenerator
 
 
 def test_score_mode_uses_retrieved_demonstrations(lamp3_files):

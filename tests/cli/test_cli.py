@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import lamp3_records
 from pllm.cli import app
 from pllm.users.store import SQLiteUserStore
+from pllm_testkit import lamp3_records
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
 from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError, PllmError
 from pllm.tasks.lamp import read_outputs, read_questions
 from pllm.tasks.spec import get_task
+from pllm_testkit import SHARED_DATA
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
 

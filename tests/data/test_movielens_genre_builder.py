@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from pllm_testkit import SHARED_DATA
 
 from pllm.data import BuildConfig, build_dataset
 from pllm.data.movielens import Rating, load_movielens

@@ -5,7 +5,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from pllm_testkit import SHARED_DATA
 
 from pllm.data import BuildConfig, build_dataset
 from pllm.data.persona_chat import PERSONA_CONTEXT, load_conversations, parse_turns, persona_user_id

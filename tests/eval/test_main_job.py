@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATA
 from pllm.eval.main_job import MainJobConfig, main_methods, run_main_job
+from pllm_testkit import SHARED_DATA
 
 
 def test_main_methods_cover_the_comparison():

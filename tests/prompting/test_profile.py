@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from conftest import EchoGenerator
 from pllm.prompting.profile import ProfileSummarizer
 from pllm.tasks.spec import get_task
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
+from pllm_testkit import EchoGenerator
 
 
 def test_summary_cached_by_items_hash(tmp_path):

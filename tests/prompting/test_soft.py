@@ -65,7 +65,7 @@ def train_config(**kw) -> SoftTrainConfig:
 @pytest.fixture(scope="module", autouse=True)
 def soft_bow() -> Iterator[str]:
     """The suite's hashed bag-of-words embedder under a module-scoped name, so one encoder is trained per module."""
-    from conftest import BowEmbedder
+    from pllm_testkit import BowEmbedder
 
     EMBEDDERS.register(EMB, BowEmbedder, replace=True)
     yield EMB

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import lamp3_records
 from pllm.errors import InputError, NotFoundError
 from pllm.tasks.lamp import read_questions, write_questions
 from pllm.types import ProfileItem
 from pllm.users.migrations import MIGRATIONS
 from pllm.users.store import SQLiteUserStore
+from pllm_testkit import lamp3_records
 
 
 def _import(store: SQLiteUserStore, path: Path) -> None:
