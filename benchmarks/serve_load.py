@@ -154,6 +154,7 @@ async def run_phase(n_requests: int, concurrency: int, time_limit: float, make_r
 
     await asyncio.gather(*[worker() for _ in range(concurrency)])
     wall = time.perf_counter() - start
+    print(f"  {sum(codes.values())} requests in {wall:.1f} s: {codes}", file=sys.stderr, flush=True)
     ok = len(latencies)
     return {"requests": sum(codes.values()), "ok": ok, "errors": sum(codes.values()) - ok, "status_counts": codes,
             "wall_s": round(wall, 3), "throughput_rps": round(ok / wall, 1) if wall else None,
@@ -318,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--chat-concurrency", type=int, default=2)
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per phase (chat: 4x)")
     p.add_argument("--synchronous", default="FULL")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch threads in the server and the baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -334,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with SQLiteUserStore(db) as store:
             key = KeyStore(store).create(tenant="bench")[0]
         server = Server(db, {"embedder": embedder, "retriever": "dense", "synchronous": args.synchronous,
-                             "gen_queue": 8, "max_k": 50})
+                             "gen_queue": 8, "max_k": 50, "torch_threads": args.torch_threads})
         try:
             startup = server.wait_ready(600)
             out = asyncio.run(load(args, server, key, rng))
@@ -342,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             exit_code = server.stop()
         items, queries = out.pop("_items"), out.pop("_queries")
         check = verify(db, "bench", out.pop("_acked_writes"), out.pop("_acked_deletes"))
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     baseline = {r: inprocess_baseline(items, queries, embedder, r, min(args.searches, 2000), args.seed)
                 for r in args.retrievers}
     for r in args.retrievers:
@@ -354,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    "at the end)",
         "config": {"users": args.users, "items_per_user": args.items_per_user, "embedder": embedder,
                    "search_concurrency": args.search_concurrency, "query_pool": args.query_pool,
-                   "chat_tokens": args.chat_tokens, "synchronous": args.synchronous},
+                   "chat_tokens": args.chat_tokens, "synchronous": args.synchronous,
+                   "torch_threads": args.torch_threads},
         "server_startup_s": round(startup, 1),
         "server_exit_code": exit_code,
         **out,

@@ -6,13 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pllm_testkit import SHARED_DATA
 
 from pllm.data import BuildConfig, build_dataset
 from pllm.data.movielens import Rating, load_movielens
 from pllm.data.movielens_genre import GENRE_LABELS, genre_tag, user_tags
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
+from pllm_testkit import SHARED_DATA
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
 
@@ -84,7 +84,8 @@ def test_build_user_and_time_splits(tmp_path):
             assert "genres" not in q.input.split("?")[0] and movie.title in q.input
             assert len(q.profile) >= 5 and all(p.timestamp < q.timestamp for p in q.profile)
             # the label follows the rule on the profile alone (the user's strictly earlier movies)
-            liked = Counter(g for p in q.profile for g in p.fields["genres"].split(", ") if int(p.fields["rating"]) >= 4)
+            liked = Counter(g for p in q.profile for g in p.fields["genres"].split(", ")
+                            if int(p.fields["rating"]) >= 4)
             seen = Counter(g for p in q.profile for g in p.fields["genres"].split(", "))
             assert q.target == genre_tag(movie.genres, liked, seen)
     assert res.counts["test"] == len(users["test"]) > 0

@@ -5,13 +5,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from pllm_testkit import SHARED_DATA
 
 from pllm.data import BuildConfig, build_dataset
 from pllm.data.persona_chat import PERSONA_CONTEXT, load_conversations, parse_turns, persona_user_id
 from pllm.errors import InputError
 from pllm.tasks.lamp import read_outputs, read_questions
 from pllm.tasks.spec import get_task
+from pllm_testkit import SHARED_DATA
 
 HOBBIES = ["hiking in the mountains", "baking bread at home", "playing jazz guitar", "painting old barns",
            "reading mystery novels", "fixing vintage cars"]

@@ -23,8 +23,8 @@ def _cli(*args: str) -> list[str]:
 
 
 def _rows(report: dict) -> dict:
-    return {r["cell"]: (r["metrics"], r["vs_none"], r["unparseable"], r["truncated"])
-            for r in report["tasks"]["rating"]["rows"]}
+    return json.loads(json.dumps({r["cell"]: [r["metrics"], r["vs_none"], r["unparseable"], r["truncated"]]
+                                  for r in report["tasks"]["rating"]["rows"]}))
 
 
 def test_sigkill_then_restart_matches_uninterrupted(tmp_path, tiny_generator):
@@ -36,7 +36,7 @@ def test_sigkill_then_restart_matches_uninterrupted(tmp_path, tiny_generator):
                                                   out=str(task), split="time"))
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"tasks: [{{data: {task}, name: rating}}]\nmodels: ['hf:{model_dir}']\n"
-                    "methods: [none, recency, bm25, random]\nk: [1, 3]\npredict: generate\nbatch_size: 2\n"
+                    "methods: [none, recency, bm25]\nk: [1, 3]\npredict: generate\nbatch_size: 2\n"
                     "baselines: [global-mean, user-mean, most-frequent]\nn_resamples: 200\nthreads: 1\n")
     full = BenchRunner(load_bench_config(grid), tmp_path / "full").run()
 
@@ -60,13 +60,13 @@ def test_sigkill_then_restart_matches_uninterrupted(tmp_path, tiny_generator):
             proc.kill()
     assert not (out / "report.json").exists()
     partial = {p.stem: len(p.read_text().splitlines()) for p in cells.glob("*.jsonl")}
-    assert sum(partial.values()) < 24 * 12  # really stopped part-way
+    assert sum(partial.values()) < 24 * 8  # really stopped part-way (8 cells of 24 questions)
 
     res = subprocess.run(_cli("bench", "--config", str(grid), "--out", str(out)), capture_output=True, text=True,
                          env=os.environ.copy(), timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     resumed = json.loads((out / "report.json").read_text())
-    assert _rows(resumed) == json.loads(json.dumps(_rows(full)))
+    assert _rows(resumed) == _rows(full)
     for p in cells.glob("*.jsonl"):
         ids = [json.loads(x)["id"] for x in p.read_text().splitlines()]
         assert len(ids) == len(set(ids)) == 24, p.name  # every question scored exactly once

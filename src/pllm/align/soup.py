@@ -19,7 +19,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pllm.align.adapters import AdapterGenerator, AdapterHost, AdapterStore, align_root, check_name
+from pllm.align.adapters import AdapterGenerator, AdapterHost
+from pllm.align.records import AdapterStore, align_root, check_name
 from pllm.align.store import check_vector
 from pllm.errors import ArtifactError, InputError, NotFoundError
 from pllm.io import atomic_write_json, sha1_text

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+import pllm.align  # noqa: F401  (light; registers the forget hook, so `pllm users forget` reaches adapters)
 from pllm.cli.common import DbOption, console, err_console, open_db, progress_bar
 from pllm.errors import InputError
 
@@ -30,7 +31,6 @@ def _load(model: str | None, threads: int):  # noqa: ANN202 - HFGenerator, impor
 
 
 def _pstore(store):  # noqa: ANN001, ANN202
-    import pllm.align  # noqa: F401  (registers the forget hook)
     from pllm.align.store import PreferenceStore
 
     return PreferenceStore(store)

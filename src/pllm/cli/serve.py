@@ -87,6 +87,8 @@ def serve(
     max_body_bytes: int = typer.Option(2_000_000, "--max-body-bytes", help="Largest request body (413 past it)."),
     synchronous: str = typer.Option("FULL", "--synchronous", help="SQLite synchronous mode: FULL or NORMAL."),
     no_preload: bool = typer.Option(False, "--no-preload", help="Load models on first use, not at startup."),
+    torch_threads: int | None = typer.Option(None, "--torch-threads", help="torch intra-op threads (default: "
+                                                                           "torch's; 1 suits small shared CPUs)."),
     plugin: list[str] = typer.Option([], "--plugin", help="Module to import first (registers personalizers, "
                                                            "generators, embedders); repeatable."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
@@ -102,7 +104,8 @@ def serve(
     config = ServeConfig(db=str(db) if db else None, backend=backend, model=model, model_name=model_name,
                          embedder=None if embedder == "none" else embedder, retriever=retriever, k=k,
                          gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
-                         max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload)
+                         max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
+                         torch_threads=torch_threads)
     err_console.print(f"pllm serve: http://{host}:{port}/v1 (store {config.db or '$PLLM_HOME/pllm.sqlite3'}, "
                       f"backend {config.backend}, retriever {config.retriever})")
     run(config, host=host, port=port, log_level=log_level)

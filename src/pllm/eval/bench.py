@@ -243,13 +243,15 @@ class LoadedTask:
 class CellLog:
     """The append-only, fsynced per-question record of one cell."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, repair: bool = True) -> None:
+        """`repair=False` only reads (a report written while another process still appends must not
+        cut the line being written); the runner repairs a torn tail before appending."""
         self.path = path
         self.records: dict[str, dict[str, Any]] = {}
         if path.is_file():
-            self._read()
+            self._read(repair)
 
-    def _read(self) -> None:
+    def _read(self, repair: bool) -> None:
         raw = self.path.read_bytes()
         good = 0  # bytes up to the last complete, parseable line
         for line in raw.splitlines(keepends=True):
@@ -261,7 +263,7 @@ class CellLog:
                 break
             self.records.setdefault(str(rec["id"]), rec)
             good += len(line)
-        if good < len(raw):
+        if repair and good < len(raw):
             with open(self.path, "r+b") as fh:
                 fh.truncate(good)
                 fh.flush()
@@ -449,9 +451,8 @@ class BenchRunner:
 
     def _store_handle(self) -> Any:
         if self._store is None:
-            from pllm.users.store import SQLiteUserStore
-
             from pllm.paths import pllm_home
+            from pllm.users.store import SQLiteUserStore
 
             # Item embeddings and profile summaries (caches a resumed run reuses) live outside the run
             # folder, so a committed report folder holds only results.
@@ -539,7 +540,7 @@ class BenchRunner:
 
         done, incomplete = [], []
         for cell in self.cells(task):
-            log = CellLog(self.cell_path(cell))
+            log = CellLog(self.cell_path(cell), repair=False)
             have = [log.records.get(q.id) for q in task.questions]
             if any(h is None for h in have):
                 incomplete.append({"cell": cell.label, "done": sum(h is not None for h in have),

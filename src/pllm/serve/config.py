@@ -52,6 +52,8 @@ class ServeConfig:
                              "acknowledged write survive power loss, NORMAL only a process crash.", "FULL")
     busy_retries: int = _help("Retries of a write that finds the database busy (another process).", 5)
     preload: bool = _help("Load the generator and embedder at startup rather than on first use.", True)
+    torch_threads: int | None = _help("torch intra-op threads (None: torch's default). On a small shared CPU "
+                                      "box 1 avoids thread oversubscription between concurrent requests.", None)
 
     def __post_init__(self) -> None:
         positive = ("k", "max_k", "max_body_bytes", "max_items_per_request", "max_item_chars", "max_fields_bytes",
@@ -63,6 +65,8 @@ class ServeConfig:
                 raise InputError(f"must be >= 1, got {getattr(self, name)!r}", field=name)
         if self.gen_queue < 0:
             raise InputError(f"must be >= 0, got {self.gen_queue!r}", field="gen_queue")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise InputError(f"must be >= 1, got {self.torch_threads!r}", field="torch_threads")
         if self.busy_retries < 0:
             raise InputError(f"must be >= 0, got {self.busy_retries!r}", field="busy_retries")
         if self.k > self.max_k:

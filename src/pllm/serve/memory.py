@@ -179,13 +179,10 @@ class MemoryService:
 
     def _drop_unused_embeddings(self, user_id: str, hashes: set[str]) -> int:
         """Delete this user's embeddings of `hashes` unless a remaining item still has that text."""
-        in_use = {sha1_text(item_text(it)) for it in self.store.get_items(user_id=user_id)}
-        gone = sorted(hashes - in_use)
-        if not gone:
-            return 0
-        with self.store.transaction() as conn:
+        with self.store.transaction() as conn:  # check and delete in one transaction: no write slips between
+            in_use = {sha1_text(item_text(it)) for it in self.store.get_items(user_id=user_id)}
             return sum(conn.execute("DELETE FROM embeddings WHERE user_id=? AND text_hash=?", (user_id, h)).rowcount
-                       for h in gone)
+                       for h in sorted(hashes - in_use))
 
     def delete(self, user_id: str, item_id: str) -> bool:
         """Delete one item and, when no other item of the user has the same text, its embedding."""
