@@ -131,8 +131,24 @@ class Server:
         return int(self.proc.returncode)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+SERVER_PID: int | None = None
+
+
 async def run_phase(n_requests: int, concurrency: int, time_limit: float, make_request) -> dict[str, Any]:  # noqa: ANN001
-    """`concurrency` workers issue up to `n_requests` requests in total, stopping at `time_limit` seconds."""
+    """`concurrency` workers issue up to `n_requests` requests in total, stopping at `time_limit` seconds.
+    CPU per request (server process, and this client process) says what the load costs whatever the
+    machine's other load; wall-clock numbers depend on it."""
+    server_cpu0 = cpu_seconds(SERVER_PID) if SERVER_PID else None
+    client_cpu0 = time.process_time()
     latencies: list[float] = []
     codes: dict[str, int] = {}
     counter = iter(range(n_requests))
@@ -156,9 +172,14 @@ async def run_phase(n_requests: int, concurrency: int, time_limit: float, make_r
     wall = time.perf_counter() - start
     print(f"  {sum(codes.values())} requests in {wall:.1f} s: {codes}", file=sys.stderr, flush=True)
     ok = len(latencies)
+    n = max(1, sum(codes.values()))
+    server_cpu1 = cpu_seconds(SERVER_PID) if SERVER_PID else None
+    server_cpu = (server_cpu1 - server_cpu0) if server_cpu0 is not None and server_cpu1 is not None else None
     return {"requests": sum(codes.values()), "ok": ok, "errors": sum(codes.values()) - ok, "status_counts": codes,
             "wall_s": round(wall, 3), "throughput_rps": round(ok / wall, 1) if wall else None,
-            "p50_ms": _ms(pct(latencies, 50)), "p99_ms": _ms(pct(latencies, 99))}
+            "p50_ms": _ms(pct(latencies, 50)), "p99_ms": _ms(pct(latencies, 99)),
+            "server_cpu_ms_per_request": None if server_cpu is None else round(server_cpu / n * 1000, 2),
+            "client_cpu_ms_per_request": round((time.process_time() - client_cpu0) / n * 1000, 2)}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -219,7 +240,7 @@ async def load(args: argparse.Namespace, server: Server, key: str, rng: random.R
                     acked_writes[(user, d["id"])] = d["text"]
             return r.status_code
 
-        out["populate"] = await run_phase(len(batches), args.write_concurrency, args.time_limit, add_batch)
+        out["populate"] = await run_phase(len(batches), args.write_concurrency, args.populate_time_limit, add_batch)
         out["populate"]["items"] = len(acked_writes)
         out["populate"]["items_per_s"] = round(len(acked_writes) / out["populate"]["wall_s"], 1)
 
@@ -318,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--search-concurrency", type=int, default=16)
     p.add_argument("--chat-concurrency", type=int, default=2)
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per phase (chat: 4x)")
+    p.add_argument("--populate-time-limit", type=float, default=1800.0, help="seconds to fill the store")
     p.add_argument("--synchronous", default="FULL")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads in the server and the baseline")
     p.add_argument("--seed", type=int, default=0)
@@ -339,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "gen_queue": 8, "max_k": 50, "torch_threads": args.torch_threads})
         try:
             startup = server.wait_ready(600)
+            global SERVER_PID
+            SERVER_PID = server.proc.pid
             out = asyncio.run(load(args, server, key, rng))
         finally:
             exit_code = server.stop()
@@ -378,12 +402,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _table(result: dict[str, Any], retrievers: list[str]) -> str:
-    rows = [("phase", "ok", "errors", "req/s", "p50 ms", "p99 ms")]
+    rows = [("phase", "ok", "errors", "req/s", "p50 ms", "p99 ms", "server CPU ms/req")]
     for name in ["populate", *[f"search_{r}" for r in retrievers], "mixed", "chat"]:
         if name in result:
             r = result[name]
             rows.append((name, str(r["ok"]), str(r["errors"]), str(r["throughput_rps"]), str(r["p50_ms"]),
-                         str(r["p99_ms"])))
+                         str(r["p99_ms"]), str(r["server_cpu_ms_per_request"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     v = result["verification"]

@@ -112,7 +112,7 @@ def plot_vs_profile_size(task: dict[str, Any], path: Path, *, max_lines: int = 8
             continue
         style = "--" if any(r["cell"] == cell and r["kind"] == "baseline" for r in rows) else "-"
         ax.plot(xs, values, style, marker="o", label=cell)
-    ax.set_xticks(xs, [f"{b['low']}–{b['high']}{']' if b['closed'] else ')'}\nn={b['n']}" for b in bins],
+    ax.set_xticks(xs, [f"[{b['low']}, {b['high']}{']' if b['closed'] else ')'}\nn={b['n']}" for b in bins],
                   fontsize=8)
     ax.set_xlabel("profile size (items in the user's history), quantile bins")
     ax.set_ylabel(metric)
