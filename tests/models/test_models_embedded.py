@@ -13,6 +13,7 @@ from pllm.models.embedded import embedded_model_path
 
 def test_missing_package_gives_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("PLLM_HOME", str(tmp_path))
+    monkeypatch.setenv("PLLM_MODELS_DIR", str(tmp_path / "models"))  # no converted copy to fall back on
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == embedded.EMBEDDED_PACKAGE else real(name, *a))

@@ -334,6 +334,8 @@ def eval_(
             policy = host.generator(host.load(AdapterStore().get(adapter)))
         else:
             policy = generator_for_user(store, base, user_id=user_id)
+            if policy is base:
+                raise InputError(f"user {user_id!r} has no aligned model (adapter, soup or RiC); give --adapter")
         vec = ps.get_vector(user_id=user_id)
     budget = TrainSettings(max_prompt_tokens=max_tokens, max_answer_tokens=max_tokens)
     pairs = truncate_pairs(pairs, base, budget)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -181,6 +182,7 @@ class SoftPromptGenerator(Generator):
         self._items_lru: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._query_lru: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lru_size = lru_size
+        self._lock = threading.Lock()  # the server may call from several threads
 
     # -------------------------------------------------------------------------------- tokens, text
     def count_tokens(self, text: str) -> int:
@@ -198,17 +200,24 @@ class SoftPromptGenerator(Generator):
 
     # ------------------------------------------------------------------------------- user features
     def _remember(self, lru: OrderedDict, key: Any, value: np.ndarray) -> None:
-        lru[key] = value
-        while len(lru) > self._lru_size:
-            lru.popitem(last=False)
+        with self._lock:
+            lru[key] = value
+            while len(lru) > self._lru_size:
+                lru.popitem(last=False)
+
+    def _recall(self, lru: OrderedDict, key: Any) -> np.ndarray | None:
+        with self._lock:
+            hit = lru.get(key)
+            if hit is not None:
+                lru.move_to_end(key)
+            return hit
 
     def _item_matrix(self, question: Question) -> np.ndarray:
         """(L, E) embeddings of the question's most recent `max_items` history items (cached)."""
         items = question.profile[-self.config.max_items:]
         key = (question.user_id, tuple(p.id for p in items))
-        hit = self._items_lru.get(key)
+        hit = self._recall(self._items_lru, key)
         if hit is not None:
-            self._items_lru.move_to_end(key)
             return hit
         texts = [soft_item_text(self.spec, p) for p in items]
         matrix = embed_with_cache(self.embedder, texts, self.cache, user_id=question.user_id)
@@ -218,12 +227,13 @@ class SoftPromptGenerator(Generator):
     def _query_vectors(self, questions: Sequence[Question]) -> np.ndarray:
         """(B, E) embeddings of each question's retrieval query, new ones encoded in one batch."""
         texts = [self.spec.retrieval_query(q) for q in questions]
-        missing = list(dict.fromkeys(t for t in texts if t not in self._query_lru))
+        found = {t: v for t in dict.fromkeys(texts) if (v := self._recall(self._query_lru, t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for t, vec in zip(missing, l2_normalize(self.embedder.encode(missing)), strict=True):
                 self._remember(self._query_lru, t, vec)
-        return np.stack([self._query_lru[t] for t in texts]) if texts else \
-            np.zeros((0, self.config.embed_dim), dtype=np.float32)
+                found[t] = vec
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.config.embed_dim), dtype=np.float32)
 
     def features(self, questions: Sequence[Question]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder inputs: items (B, L, E) zero-padded, mask (B, L) bool, query (B, E), on the model's device."""
