@@ -39,7 +39,7 @@ from pllm.serve.chat import (
     Personalizer,
     StopScanner,
     build_prompt,
-    memory_system_message,
+    memory_lines,
 )
 from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
@@ -469,10 +469,10 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
                 from pllm.serve.chat import memory_spec
 
                 summary = ProfileSummarizer(gen, memory_spec(), state.store).summaries([(uid, items)])[0]
-        system, used = memory_system_message(memories, summary, gen, budget=config.memory_token_budget,
-                                             item_tokens=config.memory_item_tokens)
-        prompt = build_prompt(messages, system, request_id=request_id, store_user_id=uid,
-                              memories=[m for m in memories if m.id in set(used)])
+        lines, used = memory_lines(memories, gen, budget=config.memory_token_budget,
+                                   item_tokens=config.memory_item_tokens)
+        prompt = build_prompt(messages, lines, summary, memory_in=config.memory_in, request_id=request_id,
+                              store_user_id=uid, memories=[m for m in memories if m.id in set(used)])
         ctx = ChatContext(tenant=tenant, user=user, store_user_id=uid, messages=messages, memories=memories,
                           prompt=prompt, generator=gen, options={"max_tokens": max_tokens})
         if body.adapter is not None:

@@ -69,15 +69,15 @@ class Personalizer(ABC):
 PERSONALIZERS: Registry[Callable[[SQLiteUserStore], Personalizer]] = Registry("personalizer")
 
 
-def memory_system_message(memories: Sequence[ProfileItem], summary: str | None, generator: Generator, *,
-                          budget: int, item_tokens: int) -> tuple[str, list[str]]:
-    """The system text carrying the user's memories, best first, within `budget` tokens of the generator's
-    tokenizer (each memory cut to `item_tokens`); returns it and the ids of the memories it holds."""
+MEMORY_PLACES = ("user", "system")
+
+
+def memory_lines(memories: Sequence[ProfileItem], generator: Generator, *, budget: int,
+                 item_tokens: int) -> tuple[list[str], list[str]]:
+    """The user's memories as "- text" lines, best first, within `budget` tokens of the generator's
+    tokenizer (each cut to `item_tokens`); returns the lines and the ids of the memories they hold."""
     from pllm.serve.memory import item_text
 
-    parts = [BASE_INSTRUCTION]
-    if summary:
-        parts.append(f"About the user: {summary}")
     used: list[str] = []
     lines: list[str] = []
     spent = 0
@@ -89,21 +89,35 @@ def memory_system_message(memories: Sequence[ProfileItem], summary: str | None, 
         lines.append(line)
         used.append(item.id)
         spent += cost
-    if lines:
-        parts.append("What you know about the user:\n" + "\n".join(lines))
-    return "\n\n".join(parts), used
+    return lines, used
 
 
-def build_prompt(messages: Sequence[dict[str, str]], system: str, *, request_id: str, store_user_id: str | None,
+def build_prompt(messages: Sequence[dict[str, str]], lines: Sequence[str], summary: str | None, *,
+                 memory_in: str, request_id: str, store_user_id: str | None,
                  memories: Sequence[ProfileItem]) -> Prompt:
-    """A chat `Prompt` for the whole conversation: the memory system text merged with the client's own
-    system message(s) into one leading system turn (chat templates accept one, first), `messages` for
-    chat-template backends and a plain transcript in `text` for the others."""
+    """A chat `Prompt` for the whole conversation.
+
+    One leading system turn (chat templates accept one, first) holds the personalization instruction, the
+    profile summary and the client's own system message(s). The memory lines go into that system turn
+    (memory_in="system") or in front of the last user message (memory_in="user", "Things I told you
+    before: ..."); small models such as the embedded SmolLM2-135M read context in the user turn and ignore
+    it in the system turn. `messages` is for chat-template backends, `text` a plain transcript for others.
+    """
+    if memory_in not in MEMORY_PLACES:
+        raise ValueError(f"memory_in must be one of {MEMORY_PLACES}, got {memory_in!r}")
+    parts = [BASE_INSTRUCTION] if lines or summary else []
+    if summary:
+        parts.append(f"About the user: {summary}")
+    if lines and memory_in == "system":
+        parts.append("What you know about the user:\n" + "\n".join(lines))
     client_system = [m["content"] for m in messages if m["role"] == "system"]
-    turns = [m for m in messages if m["role"] != "system"]
-    merged = "\n\n".join([system, *client_system]) if system else "\n\n".join(client_system)
-    full = ([{"role": "system", "content": merged}] if merged else []) + [dict(m) for m in turns]
-    last_user = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+    merged = "\n\n".join([*parts, *client_system])
+    turns = [dict(m) for m in messages if m["role"] != "system"]
+    last_index = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "user"), None)
+    last_user = turns[last_index]["content"] if last_index is not None else ""
+    if lines and memory_in == "user" and last_index is not None:
+        turns[last_index]["content"] = "Things I told you before:\n" + "\n".join(lines) + "\n\n" + last_user
+    full = ([{"role": "system", "content": merged}] if merged else []) + turns
     if len(turns) == 1 and turns[0]["role"] == "user":
         text = turns[0]["content"]
     else:

@@ -41,6 +41,8 @@ class ServeConfig:
     default_max_tokens: int = _help("Answer length when a chat request gives no max_tokens.", 128)
     max_new_tokens: int = _help("Largest max_tokens a chat request may ask for.", 512)
     memory_token_budget: int = _help("Tokens of retrieved memories in the system message.", 384)
+    memory_in: str = _help("Where retrieved memories go: 'user' (in front of the last user message; the "
+                           "embedded SmolLM2-135M ignores context in the system turn) or 'system'.", "user")
     memory_item_tokens: int = _help("Each memory is cut to this many tokens in the system message.", 96)
     gen_concurrency: int = _help("Generations run at once (one model on CPU: 1).", 1)
     gen_queue: int = _help("Chat requests that may wait for a generation slot; more get 429.", 8)
@@ -76,6 +78,8 @@ class ServeConfig:
                              f"{self.max_new_tokens}", field="default_max_tokens")
         if not self.request_timeout_s > 0:
             raise InputError(f"must be > 0, got {self.request_timeout_s!r}", field="request_timeout_s")
+        if self.memory_in not in ("user", "system"):
+            raise InputError(f"must be 'user' or 'system', got {self.memory_in!r}", field="memory_in")
         self.synchronous = str(self.synchronous).upper()
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InputError(f"must be FULL, NORMAL or EXTRA, got {self.synchronous!r}", field="synchronous")
