@@ -49,8 +49,8 @@ class ServeEcho(Generator):
 
     def answer(self, prompt: Prompt, max_new_tokens: int) -> str:
         msgs = prompt.messages or [{"role": "user", "content": prompt.text}]
-        last = next(m["content"] for m in reversed(msgs) if m["role"] == "user")
-        n_mem = sum(1 for line in (prompt.system or "").splitlines() if line.startswith("- "))
+        last = prompt.question.input if prompt.question else msgs[-1]["content"]
+        n_mem = sum(1 for m in msgs for line in m["content"].splitlines() if line.startswith("- "))
         words = f"you said {last} ; memories {n_mem} ; turns {len(msgs)}".split()
         return " ".join(words[:max_new_tokens])
 

@@ -49,7 +49,10 @@ def test_memories_go_into_the_system_message(client: TestClient, alice: str) -> 
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     prompt: Prompt = client.app.state.pllm.generator().prompts[-1]
-    assert "- my dog is called Rex" in prompt.system
+    # Memories go in front of the last user message by default (memory_in="user").
+    assert prompt.messages[-1]["content"].startswith("Things I told you before:\n- my dog is called Rex\n")
+    assert prompt.messages[-1]["content"].endswith("\n\nwhat is my dog called")
+    assert prompt.question.input == "what is my dog called"
     assert prompt.question.user_id == store_user_id("acme", "alice")
     assert [p.id for p in prompt.question.profile] == body["pllm"]["memories"]
     # No user (or k=0): no memories at all.
@@ -68,9 +71,23 @@ def test_multi_turn_conversation_is_passed_as_messages(client: TestClient, alice
     prompt: Prompt = client.app.state.pllm.generator().prompts[-1]
     assert [m["role"] for m in prompt.messages] == ["system", "user", "assistant", "user"]
     assert prompt.messages[0]["content"].endswith("Answer briefly.")  # the client's system merged after ours
-    assert "night shifts" in prompt.messages[0]["content"]
-    assert prompt.messages[-1]["content"] == "what is my job"
-    assert prompt.text == "user: hi\nassistant: hello!\nuser: what is my job"
+    assert prompt.messages[1]["content"] == "hi"  # earlier turns untouched
+    assert "night shifts" in prompt.messages[-1]["content"] and prompt.messages[-1]["content"].endswith("my job")
+    assert prompt.text.startswith("user: hi\nassistant: hello!\nuser: Things I told you before:")
+
+
+def test_memories_in_the_system_message(make_client) -> None:  # noqa: ANN001
+    client = make_client(memory_in="system")
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    client.post("/v1/users/alice/items", json={"items": MEMORIES}, headers=auth(key))
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "night shifts?"}]
+    r = client.post("/v1/chat/completions", json={"model": "serve-echo", "messages": messages, "user": "alice",
+                                                  "k": 1}, headers=auth(key))
+    assert r.status_code == 200 and r.json()["pllm"]["memories"] == ["job"]
+    prompt: Prompt = client.app.state.pllm.generator().prompts[-1]
+    assert prompt.messages[0]["role"] == "system"
+    assert "What you know about the user:\n- I work night shifts as a nurse\n\nAnswer briefly." in prompt.system
+    assert prompt.messages[-1] == {"role": "user", "content": "night shifts?"}
 
 
 def test_hf_render_uses_the_chat_template_for_messages(tiny_generator) -> None:  # noqa: ANN001
@@ -119,6 +136,7 @@ def test_personalizer_hook_and_forget(client: TestClient, alice: str) -> None:
     assert r.status_code == 200 and r.json()["pllm"]["adapter"] == "test-tag"
     state = client.app.state.pllm
     assert state.generator().prompts[-1].system.endswith("- tagged by test-tag")
+    assert "memories 4" in r.json()["choices"][0]["message"]["content"]  # 3 memories + the personalizer's line
     tagger = state.personalizer("test-tag")
     assert tagger.seen == [store_user_id("acme", "alice")]
     forgot = client.delete("/v1/users/alice", headers=auth(alice)).json()

@@ -104,7 +104,8 @@ def serve(
         except ImportError as exc:
             raise InputError(f"cannot import plugin {module!r}: {exc}", field="--plugin") from None
     config = ServeConfig(db=str(db) if db else None, backend=backend, model=model, model_name=model_name,
-                         embedder=None if embedder == "none" else embedder, retriever=retriever, k=k, memory_in=memory_in,
+                         embedder=None if embedder == "none" else embedder, retriever=retriever, k=k,
+                         memory_in=memory_in,
                          gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
                          torch_threads=torch_threads)
