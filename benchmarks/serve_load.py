@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--chats", type=int, default=8)
     p.add_argument("--chat-tokens", type=int, default=32)
     p.add_argument("--write-concurrency", type=int, default=4)
-    p.add_argument("--search-concurrency", type=int, default=16)
+    p.add_argument("--search-concurrency", type=int, default=4)
     p.add_argument("--chat-concurrency", type=int, default=2)
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per phase (chat: 4x)")
     p.add_argument("--populate-time-limit", type=float, default=1800.0, help="seconds to fill the store")

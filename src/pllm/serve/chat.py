@@ -1,6 +1,6 @@
 """Personalized chat: the conversation goes to the model through its chat template, with the user's
-retrieved memories (and optionally a cached summary of them) in a system message, and an optional named
-personalizer applied last.
+retrieved memories in front of the last user message (or in the system message, `memory_in="system"`),
+an optional cached summary of them in the system message, and an optional named personalizer applied last.
 
 Personalizers are the hook for model-level personalization (per-user adapters from `pllm.adapt`,
 preference vectors from `pllm.align`): a module registers a factory in `PERSONALIZERS`, and a chat request
