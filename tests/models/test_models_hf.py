@@ -8,7 +8,7 @@ import torch
 
 from pllm.errors import InputError, PllmError, UnknownNameError
 from pllm.models import GENERATORS, Generation, Generator, Prompt, load_generator
-from pllm.models.hf import HFGenerator, pick_device
+from pllm.models.hf import HFGenerator, _last_token_apart, pick_device
 from pllm.models.testing import make_tiny_generator
 
 LABELS = ["1", "2", "3", "4", "5"]
@@ -118,6 +118,16 @@ def test_score_shape_and_fast_path_matches_general(gen: HFGenerator, prompts: li
     np.testing.assert_allclose(fast, general, atol=1e-4)
     # batch size does not change results
     np.testing.assert_allclose(gen.score(prompts, LABELS, batch_size=2), fast, atol=1e-5)
+
+
+def test_candidates_one_token_apart_share_one_forward(gen: HFGenerator, prompts: list[Prompt]) -> None:
+    # " rating 1" .. " rating 5": the shared "rating" is scored once in the same batched forward
+    conts = [" rating " + lab for lab in LABELS]
+    _, parts = gen._split_continuations(prompts[2], conts)
+    assert len(parts[0][1]) - parts[0][0] == 2 and _last_token_apart(parts)
+    fast = gen.score(prompts, conts, batch_size=3)
+    np.testing.assert_allclose(fast, gen.score(prompts, conts, _fast_path=False), atol=1e-4)
+    np.testing.assert_allclose(gen.score(prompts, conts, normalize=True), fast / 2, atol=1e-5)
 
 
 def test_fast_path_equals_next_token_logprobs(gen: HFGenerator, prompts: list[Prompt]) -> None:

@@ -126,13 +126,17 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
         resurrected = set(deleted[u]) & present
         assert not missing, f"{len(missing)} acknowledged writes lost for {u}: {sorted(missing)[:5]}"
         assert not resurrected, f"acknowledged deletes came back for {u}: {sorted(resurrected)[:5]}"
-    # Stored embeddings still serve dense search after the restart: an item's own text finds it first.
+    # Stored embeddings still serve dense search after the restart: an item's own text finds it first. serve-bow
+    # hashes words into 64 buckets, so an older item whose number shares the bucket has the very same vector and
+    # is listed first (e.g. "47" ties with "3"; which number is kept depends on how many writes got in before the
+    # kill): the item must be among the hits tied at the top score.
     user = users[0]
     kept = next(i for i in reversed(acked[user]) if i not in attempted[user])
     n = kept.rsplit("-", 1)[1]
-    hits = httpx.get(f"{restarted.url}/v1/users/{user}/search", params={"q": f"memory number {n} of {user}", "k": 1},
+    hits = httpx.get(f"{restarted.url}/v1/users/{user}/search", params={"q": f"memory number {n} of {user}", "k": 10},
                      headers=auth(key)).json()["data"]
-    assert hits[0]["item"]["id"] == kept and hits[0]["score"] > 0.99
+    top = hits[0]["score"]
+    assert top > 0.99 and kept in [h["item"]["id"] for h in hits if h["score"] == top]
 
 
 def test_sigterm_finishes_in_flight_requests(server_factory) -> None:  # noqa: ANN001

@@ -170,6 +170,8 @@ class AdapterGenerator(Generator):
                                                             adapter_name=record.name, is_trainable=False)
             else:
                 self.base.model.load_adapter(str(record.path), adapter_name=record.name, is_trainable=False)
+                if self.base.model.active_adapter not in self.base.model.peft_config:  # all earlier ones unloaded
+                    self.base.model.set_adapter(record.name)
         self.base.model.eval()
         self.method = record.method
         self._loaded[record.name] = record.bytes

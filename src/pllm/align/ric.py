@@ -150,5 +150,12 @@ class RiCGenerator(AdapterGenerator):
         condition_tag(self.vector, self.dimensions, precision)  # validate now, not at the first request
 
     def rewrite(self, prompt: Prompt) -> Prompt:
+        """The tag before the text, and before the last user turn of a conversation (`Prompt.messages`, what
+        chat templates render), where training put it."""
+        messages = [dict(m) for m in prompt.messages or []]
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if users:
+            last = messages[users[-1]]
+            last["content"] = conditioned(last["content"], self.vector, self.dimensions, self.precision)
         return Prompt(text=conditioned(prompt.text, self.vector, self.dimensions, self.precision), chat=prompt.chat,
-                      system=prompt.system, question=prompt.question)
+                      system=prompt.system, question=prompt.question, messages=messages or None)

@@ -91,6 +91,12 @@ def serve(
     no_preload: bool = typer.Option(False, "--no-preload", help="Load models on first use, not at startup."),
     torch_threads: int | None = typer.Option(None, "--torch-threads", help="torch intra-op threads (default: "
                                                                            "torch's; 1 suits small shared CPUs)."),
+    personalizer: str = typer.Option("auto", "--personalizer", help="Personalizer when a chat request names none: "
+                                     "auto, none, user-adapter, preference, soft, or a plugin's."),
+    adapt_task: str | None = typer.Option(None, "--adapt-task", help="Task whose per-user adapters (pllm adapt) "
+                                                                     "serve chat (default: the user's only one)."),
+    soft: Path | None = typer.Option(None, "--soft", help="Soft-prompt user encoder (pllm soft train) for the "
+                                                           "'soft' personalizer."),
     plugin: list[str] = typer.Option([], "--plugin", help="Module to import first (registers personalizers, "
                                                            "generators, embedders); repeatable."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
@@ -108,7 +114,8 @@ def serve(
                          memory_in=memory_in,
                          gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
-                         torch_threads=torch_threads)
+                         torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,
+                         soft=str(soft) if soft else None)
     err_console.print(f"pllm serve: http://{host}:{port}/v1 (store {config.db or '$PLLM_HOME/pllm.sqlite3'}, "
                       f"backend {config.backend}, retriever {config.retriever})")
     run(config, host=host, port=port, log_level=log_level)

@@ -52,6 +52,14 @@ def _adapter_kwargs(adapter_names: Sequence[str] | None, rows: Sequence[int]) ->
     return {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in rows]}
 
 
+def _last_token_apart(parts: Sequence[tuple[int, list[int]]]) -> bool:
+    """True when every candidate is the same tokens up to its last one (e.g. " " + digit in tokenizers that
+    split the space off): one forward over that shared context then scores all of them at once."""
+    k, first = parts[0]
+    return len(first) > k >= 1 and all(kk == k and len(f) == len(first) and f[:-1] == first[:-1]
+                                         for kk, f in parts)
+
+
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -338,26 +346,32 @@ class HFGenerator(Generator):
         n_cands = len(cand_lists[0])
         scores = np.zeros((len(prompts), n_cands), dtype=np.float64)
         counts = np.zeros((len(prompts), n_cands), dtype=np.float64)
-        fast: list[tuple[int, list[int], list[int]]] = []  # (prompt index, prompt ids, candidate ids)
+        # fast: (prompt index, context ids, scored ids shared by all candidates, each candidate's last id)
+        fast: list[tuple[int, list[int], list[int], list[int]]] = []
         slow: list[tuple[int, list[tuple[int, list[int]]]]] = []
         for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
             p_ids, parts = self._split_continuations(prompt, cands)
-            single = all(k == len(p_ids) and len(full) - k == 1 for k, full in parts)
-            if _fast_path and single and not self.is_encoder_decoder:
-                fast.append((i, p_ids, [full[-1] for _, full in parts]))
+            if _fast_path and not self.is_encoder_decoder and _last_token_apart(parts):
+                k, full = parts[0]
+                fast.append((i, full[:-1], full[k:-1], [f[-1] for _, f in parts]))
             else:
                 slow.append((i, parts))
         extra, cache_arg = self._forward_params()
+        fast.sort(key=lambda f: len(f[1]))  # similar lengths share a batch: less padding to compute
         for start in range(0, len(fast), batch_size):
             chunk = fast[start:start + batch_size]
-            ids, mask = self._left_pad([p for _, p, _ in chunk])
+            ids, mask = self._left_pad([ctx for _, ctx, _, _ in chunk])
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                                **extra, **_adapter_kwargs(adapter_names, [i for i, _, _ in chunk])).logits[:, -1, :]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for row, (i, _, cand_ids) in enumerate(chunk):
-                scores[i] = logprobs[row, cand_ids].double().cpu().numpy()
-                counts[i] = 1
+            keep = max(len(shared) for _, _, shared, _ in chunk) + 1  # rows end aligned (left padding)
+            kw = {**extra, "logits_to_keep": keep} if "logits_to_keep" in extra else extra
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **kw,
+                                **_adapter_kwargs(adapter_names, [i for i, _, _, _ in chunk])).logits[:, -keep:, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V); position keep-1 predicts the last
+            for row, (i, _, shared, cand_ids) in enumerate(chunk):
+                s = len(shared)
+                common = sum(float(logprobs[row, keep - 1 - s + j, tok]) for j, tok in enumerate(shared))
+                scores[i] = logprobs[row, -1, cand_ids].double().cpu().numpy() + common
+                counts[i] = s + 1
         for i, parts in slow:
             if self.is_encoder_decoder:
                 s, c = self._score_seq2seq(prompts[i], cand_lists[i], batch_size)

@@ -212,6 +212,16 @@ class SoftPromptGenerator(Generator):
                 lru.move_to_end(key)
             return hit
 
+    def forget_user(self, user_id: str) -> int:
+        """Drop what the LRUs hold from a user (the server calls this when the user is forgotten): their item
+        matrices, and every cached query vector, since queries are not keyed by user."""
+        with self._lock:
+            keys = [k for k in self._items_lru if k[0] == user_id]
+            for k in keys:
+                del self._items_lru[k]
+            self._query_lru.clear()
+        return len(keys)
+
     def _item_matrix(self, question: Question) -> np.ndarray:
         """(L, E) embeddings of the question's most recent `max_items` history items (cached)."""
         items = question.profile[-self.config.max_items:]

@@ -34,6 +34,8 @@ from pllm.models.base import Generation, Generator, load_generator
 from pllm.retrieval import RETRIEVERS, Embedder, load_embedder
 from pllm.serve.auth import KeyStore, Principal, store_user_id
 from pllm.serve.chat import (
+    AUTO,
+    NONE,
     PERSONALIZERS,
     ChatContext,
     Personalizer,
@@ -45,6 +47,7 @@ from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
 from pllm.serve.limits import BodyLimitMiddleware, GenerationLimiter
 from pllm.serve.memory import MemoryService
+from pllm.serve.personalizers import AUTO_ORDER
 from pllm.serve.schemas import (
     ChatRequest,
     Deleted,
@@ -215,6 +218,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(config: ServeConfig | None = None) -> FastAPI:
     """The server for `config` (defaults: the store under $PLLM_HOME, the embedded model, MiniLM)."""
     config = config or ServeConfig()
+    if config.personalizer not in (AUTO, NONE):
+        PERSONALIZERS.get(config.personalizer)
     state = ServerState(config)
 
     @asynccontextmanager
@@ -434,8 +439,11 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
     messages, max_tokens, k = _chat_checks(config, body)
     retriever = body.retriever or config.retriever
     RETRIEVERS.get(retriever)
-    if body.adapter is not None:
-        PERSONALIZERS.get(body.adapter)
+    wanted = body.adapter or config.personalizer
+    candidates = ([n for n in AUTO_ORDER if n in PERSONALIZERS] if wanted == AUTO
+                  else [] if wanted == NONE else [wanted])
+    for name in candidates:
+        PERSONALIZERS.get(name)
     user = _check_user(body.user) if body.user is not None else None
     key = _bearer(request)
     query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -458,8 +466,9 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
     created = int(time.time())
     temperature = body.temperature or 0.0
 
-    def prepare() -> tuple[ChatContext, list[str]]:
-        """In the generation thread: the profile summary (a generation itself), the prompt, the personalizer."""
+    def prepare() -> tuple[ChatContext, list[str], str | None]:
+        """In the generation thread: the profile summary (a generation itself), the prompt, and the first of the
+        candidate personalizers that has something for this request (its name, None if none)."""
         gen = state.generator()
         summary = None
         if body.profile and uid is not None:
@@ -474,16 +483,19 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
         prompt = build_prompt(messages, lines, summary, memory_in=config.memory_in, request_id=request_id,
                               store_user_id=uid, memories=[m for m in memories if m.id in set(used)])
         ctx = ChatContext(tenant=tenant, user=user, store_user_id=uid, messages=messages, memories=memories,
-                          prompt=prompt, generator=gen, options={"max_tokens": max_tokens})
-        if body.adapter is not None:
-            ctx = state.personalizer(body.adapter).personalize(ctx)
-        return ctx, used
+                          prompt=prompt, generator=gen, options={"max_tokens": max_tokens}, config=config,
+                          embedder=state.embedder if config.embedder else None)
+        for name in candidates:
+            personalized = state.personalizer(name).personalize(ctx)
+            if personalized is not None:
+                return personalized, used, name
+        return ctx, used, None
 
-    extras = {"retriever": retriever, "memories": [], "adapter": body.adapter, "profile": body.profile}
+    extras = {"retriever": retriever, "memories": [], "adapter": None, "profile": body.profile}
     deadline = time.monotonic() + config.request_timeout_s
     slot = await state.limiter.hold(config.request_timeout_s)
     try:
-        ctx, used = await slot.run(prepare, deadline - time.monotonic())
+        ctx, used, extras["adapter"] = await slot.run(prepare, deadline - time.monotonic())
         extras["memories"] = used
         model = body.model
         if not body.stream:

@@ -3,11 +3,14 @@ retrieved memories in front of the last user message (or in the system message, 
 an optional cached summary of them in the system message, and an optional named personalizer applied last.
 
 Personalizers are the hook for model-level personalization (per-user adapters from `pllm.adapt`,
-preference vectors from `pllm.align`): a module registers a factory in `PERSONALIZERS`, and a chat request
-names it in its `adapter` field. The personalizer gets the whole `ChatContext` (tenant, the store's user
-id, memories, the prompt, the base generator) and may swap the generator (e.g. one with the user's adapter
-active, reading `prompt.question.user_id`) or edit the prompt. Artifacts it keeps per user are removed by
-`DELETE /v1/users/{id}` through the store's `FORGET_HOOKS` and its own `forget`.
+preference vectors from `pllm.align`, a soft-prompt encoder; the built-in ones are in
+`pllm.serve.personalizers`): a module registers a factory in `PERSONALIZERS`, and a chat request names it in
+its `adapter` field, or leaves "auto" (the first that has something for the user) or "none". The
+personalizer gets the whole `ChatContext` (tenant, the store's user id, memories, the prompt, the base
+generator, the server config) and may swap the generator (e.g. one with the user's adapter active, reading
+`prompt.question.user_id`) or edit the prompt, or answer None when it has nothing for this request.
+Artifacts it keeps per user are removed by `DELETE /v1/users/{id}` through the store's `FORGET_HOOKS` and
+its own `forget`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from typing import Any, ClassVar
 
 from pllm.models.base import Generator, Prompt
 from pllm.registry import Registry
+from pllm.retrieval.embedders import Embedder
+from pllm.serve.config import ServeConfig
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem, Question
 from pllm.users.store import SQLiteUserStore
 
 BASE_INSTRUCTION = ("You are a helpful assistant. When it is relevant, use what you know about the user to "
                     "personalize your answer.")
-
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,6 +53,8 @@ class ChatContext:
     prompt: Prompt
     generator: Generator
     options: dict[str, Any] = field(default_factory=dict)
+    config: ServeConfig | None = None
+    embedder: Callable[[], Embedder] | None = None  # the server's embedder (loaded on first call)
 
 
 class Personalizer(ABC):
@@ -57,8 +63,10 @@ class Personalizer(ABC):
     name: ClassVar[str] = "personalizer"
 
     @abstractmethod
-    def personalize(self, ctx: ChatContext) -> ChatContext:
-        """Return the context to generate with (a different `generator`, an edited `prompt`...)."""
+    def personalize(self, ctx: ChatContext) -> ChatContext | None:
+        """Return the context to generate with (a different `generator`, an edited `prompt`...), or None
+        when there is nothing for this request (no user, nothing stored for them): "auto" then tries the
+        next personalizer, and the request is answered from memory alone."""
 
     def forget(self, store_user_id: str) -> int:
         """Remove what this personalizer keeps for a user; returns how many artifacts went."""
@@ -67,6 +75,7 @@ class Personalizer(ABC):
 
 # A factory gets the server's store (to find per-user artifacts) and returns a Personalizer.
 PERSONALIZERS: Registry[Callable[[SQLiteUserStore], Personalizer]] = Registry("personalizer")
+AUTO, NONE = "auto", "none"  # request values besides the registered names
 
 
 MEMORY_PLACES = ("user", "system")

@@ -53,6 +53,13 @@ class ServeConfig:
     synchronous: str = _help("SQLite synchronous mode for this server's connection: FULL makes every "
                              "acknowledged write survive power loss, NORMAL only a process crash.", "FULL")
     busy_retries: int = _help("Retries of a write that finds the database busy (another process).", 5)
+    personalizer: str = _help("Personalizer for chat requests that name none: 'auto' (the user's own adapter, "
+                              "else their alignment preference, else the soft encoder, whichever has something "
+                              "for the user), 'none' (memory only), or a name in PERSONALIZERS.", "auto")
+    adapt_task: str | None = _help("Task whose per-user adapters (pllm adapt) the 'user-adapter' personalizer "
+                                   "serves (None: the only task the user has an adapter for).", None)
+    soft: str | None = _help("Soft-prompt user encoder folder (pllm soft train) for the 'soft' personalizer "
+                             "(None: no soft prompting).", None)
     preload: bool = _help("Load the generator and embedder at startup rather than on first use.", True)
     torch_threads: int | None = _help("torch intra-op threads (None: torch's default). On a small shared CPU "
                                       "box 1 avoids thread oversubscription between concurrent requests.", None)
@@ -83,6 +90,8 @@ class ServeConfig:
         self.synchronous = str(self.synchronous).upper()
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InputError(f"must be FULL, NORMAL or EXTRA, got {self.synchronous!r}", field="synchronous")
+        if self.soft is not None and not Path(self.soft).is_dir():
+            raise InputError(f"no soft-prompt encoder folder at {self.soft}", field="soft")
         if self.retriever in ("dense", "hybrid") and self.embedder is None:
             raise InputError(f"retriever {self.retriever!r} needs an embedder", field="retriever")
 

@@ -172,7 +172,10 @@ class ChatRequest(BaseModel):
     retriever: str | None = Field(default=None, description="Retriever over the user's memories.")
     k: int | None = Field(default=None, ge=0, description="Memories to retrieve (0: none).")
     profile: bool = Field(default=False, description="Add a cached summary of the user's memories.")
-    adapter: str | None = Field(default=None, description="A personalizer registered in PERSONALIZERS.")
+    adapter: str | None = Field(default=None, description="Personalizer: 'auto' (the first with something for "
+                                                          "the user), 'none' (memory only), or a name in "
+                                                          "PERSONALIZERS (user-adapter, preference, soft...); "
+                                                          "default: the server's --personalizer.")
 
     @field_validator("stop")
     @classmethod

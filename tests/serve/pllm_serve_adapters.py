@@ -1,0 +1,68 @@
+"""Per-user artifacts written the way `pllm adapt`, `pllm align` and `pllm soft` write them (their public store
+functions), with random weights instead of training: fast, and distinct from the base model."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
+from pllm.adapt.train import base_key
+from pllm.align.adapters import AdapterStore as AlignAdapterStore
+from pllm.align.adapters import new_record
+from pllm.io import atomic_dir
+from pllm.models.hf import HFGenerator
+from pllm.prompting.soft import SoftConfig, UserEncoder, save_soft_encoder
+from pllm.tasks.spec import get_task
+
+TASK = "persona-chat-reply"
+
+
+def random_lora(base: HFGenerator, seed: int) -> Any:
+    """A peft LoRA model over a copy of `base` with random, non-zero A and B ("default" adapter)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    model = get_peft_model(copy.deepcopy(base.model), cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model
+
+
+def save_adapt_adapter(base: HFGenerator, adapters: AdapterStore, owner: str, seed: int, *, kind: str = "user",
+                       members: tuple[str, ...] = ()) -> AdapterRecord:
+    """A `pllm adapt` adapter (folder + record + store rows) for `owner`, on `base`'s weights."""
+    model = random_lora(base, seed)
+    record = AdapterRecord(kind=kind, task=TASK, owner=owner, name=adapter_name(kind, owner), method="lora",
+                           base_model=base.model_id, base_key=base_key(base), config={"min_items": 0},
+                           data_hash=f"random-{seed}", n_items=0, n_pairs=0, train_seconds=0.0, losses=[],
+                           members=list(members))
+    return adapters.write(record, lambda tmp: model.save_pretrained(str(tmp)))
+
+
+def save_align_adapter(base: HFGenerator, name: str, seed: int, *, users: list[str], kind: str = "dpo",
+                       dimensions: list[str] | None = None) -> Path:
+    """A `pllm align` adapter folder (peft files under adapter/, meta.json) trained for `users`."""
+    store = AlignAdapterStore()
+    model = random_lora(base, seed)
+    with atomic_dir(store.path(name)) as tmp:
+        model.save_pretrained(str(tmp / "adapter"))
+        store.write_meta(tmp, new_record(name, kind, base, users=users, dimensions=dimensions or []))
+    return store.path(name)
+
+
+def save_soft(base: HFGenerator, path: Path, *, embedder: str, embed_dim: int) -> SoftConfig:
+    """An untrained `pllm soft` encoder for `base` (random init; the server only needs its shapes)."""
+    config = SoftConfig(generator_model_id=base.model_id, generator_hidden_size=base.model.config.hidden_size,
+                        task=TASK, embedder=embedder, embed_dim=embed_dim, n_tokens=2, attn_dim=8, mlp_hidden=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = UserEncoder(config)
+    save_soft_encoder(encoder, get_task(TASK), path)
+    return config
