@@ -102,7 +102,8 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         data: Path | None = typer.Option(None, "--data", help="MovieLens-100k folder (default: found nearby)."),
-        limit: int = typer.Option(240, "--limit", help="Test questions to score."),
+        limit: int = typer.Option(200, "--limit", help="Test questions to score."),
+        styles: bool = typer.Option(False, "--styles", help="Also run bm25@k in the instruction prompt style."),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: $PLLM_HOME/runs/main)."),
         model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
     ) -> None:
@@ -110,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from pllm.eval.main_job import MainJobConfig, run_main_job
 
         config = MainJobConfig(data=str(data) if data else None, limit=limit, out=str(out) if out else None,
-                               model=model)
+                               model=model, styles=styles)
         with progress_bar() as bar:
             rows, folder = run_main_job(config, progress=tracker(bar))
         print_rows(get_task("movielens-rating"), rows, f"movielens-rating ({rows[0].n} test users)")

@@ -101,7 +101,7 @@ class BenchConfig:
     extra_cells: list[str] = field(default_factory=list, metadata={
         "help": "Cells added on top of the product, as 'method[@k]:style' (e.g. 'bm25@4:instruction'), so a "
                 "second prompt style can be compared on a few methods without doubling the grid."})
-    summary_items: int = field(default=20, metadata={"help": "Most recent items a profile summary reads."})
+    summary_items: int = field(default=10, metadata={"help": "Most recent items a profile summary reads."})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (1 is fastest on a crowded machine); default: torch's choice."})
 

@@ -27,13 +27,13 @@ from pllm.users.store import SQLiteUserStore
 class MainJobConfig:
     data: str | None = field(default=None, metadata={"help": "MovieLens-100k folder (default: found nearby)."})
     out: str | None = field(default=None, metadata={"help": "Run folder (default: $PLLM_HOME/runs/main)."})
-    limit: int = field(default=240, metadata={"help": "Test questions scored (the test split has ~236)."})
+    limit: int = field(default=200, metadata={"help": "Test questions scored (the test split has ~236)."})
     k: int = field(default=4, metadata={"help": "Items retrieved per question."})
     seed: int = field(default=0, metadata={"help": "Split seed."})
     backend: str = field(default="hf", metadata={"help": "Generator backend."})
     model: str | None = field(default=None, metadata={"help": "Model id or path (default: embedded SmolLM2)."})
     batch_size: int = field(default=8, metadata={"help": "Questions per model call."})
-    styles: bool = field(default=True, metadata={"help": "Also run bm25 in the instruction style, to compare."})
+    styles: bool = field(default=False, metadata={"help": "Also run bm25 in the instruction style, to compare."})
 
 
 def main_methods(config: MainJobConfig) -> list[tuple[str, MethodConfig]]:

@@ -52,6 +52,33 @@ def _adapter_kwargs(adapter_names: Sequence[str] | None, rows: Sequence[int]) ->
     return {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in rows]}
 
 
+SMALL_BATCH_ROWS = 32
+
+
+def _small_batch_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`F.linear`, but few-row inputs without grad computed as (W @ x.T).T.
+
+    On CPU, BLAS runs x @ W.T for a handful of rows (decoding a batch token by token) 2-4x slower than
+    W @ x.T (measured with torch 2.13/MKL on 2 cores: LM head 49152x576 at 8 rows, 52 ms vs 14 ms).
+    """
+    rows = x.numel() // x.shape[-1] if x.dim() else 0
+    grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+    if 1 < rows <= SMALL_BATCH_ROWS and not grad:
+        y = (self.weight @ x.reshape(rows, x.shape[-1]).t()).t().reshape(*x.shape[:-1], self.weight.shape[0])
+        return y + self.bias if self.bias is not None else y
+    return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def use_row_major_small_batch_linears(model: torch.nn.Module) -> None:
+    """Route every plain `nn.Linear` of an inference model through `_small_batch_linear` (idempotent;
+    peft's LoRA layers call their wrapped base layer, so adapters keep working)."""
+    import types
+
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and getattr(module.forward, "__func__", None) is not _small_batch_linear:
+            module.forward = types.MethodType(_small_batch_linear, module)
+
+
 def _last_token_apart(parts: Sequence[tuple[int, list[int]]]) -> bool:
     """True when every candidate is the same tokens up to its last one (e.g. " " + digit in tokenizers that
     split the space off): one forward over that shared context then scores all of them at once."""
@@ -130,6 +157,8 @@ class HFGenerator(Generator):
                 raise ArtifactError(f"tokenizer of {model_id!r} has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
         model.eval()
+        if next(model.parameters()).device.type == "cpu":
+            use_row_major_small_batch_linears(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id

@@ -18,10 +18,10 @@ SUMMARY_PROMPT_VERSION = "v1"
 
 @dataclass
 class SummaryConfig:
-    max_items: int = field(default=20, metadata={"help": "Most recent items the summary reads."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Summary length in generator tokens."})
+    max_items: int = field(default=10, metadata={"help": "Most recent items the summary reads."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Summary length in generator tokens."})
     max_item_tokens: int = field(default=48, metadata={"help": "Each item is cut to this many tokens."})
-    batch_size: int = field(default=8, metadata={"help": "Users summarized per generate() call."})
+    batch_size: int = field(default=16, metadata={"help": "Users summarized per generate() call."})
 
 
 class ProfileSummarizer:
