@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pllm.models.base import Generation, Generator, Prompt
 from pllm.retrieval.embedders import Embedder
+from pllm.types import Question
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -85,3 +87,52 @@ def lamp3_records() -> list[dict]:
 def lamp3_outputs() -> dict:
     return {"task": "LaMP-3", "golds": [{"id": "q1", "output": "5"}, {"id": "q2", "output": "3"},
                                          {"id": "q3", "output": "1"}]}
+
+
+def write_recbole_movielens(folder: Path, genres: Sequence[str], ratings: Iterable[tuple[int, int, int, int]], *,
+                            title: str = "Movie") -> Path:
+    """A small MovieLens-100k in RecBole's atomic format (the layout of ../shared/data): movie m (from 1) is
+    "{title} m" from 1980 + m % 20 with `genres[m - 1]` (space-separated); `ratings` are (user, movie, rating,
+    timestamp) rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    items += [f"{m}\t{title} {m}\t{1980 + m % 20}\t{g}" for m, g in enumerate(genres, start=1)]
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    inter += [f"{u}\t{m}\t{r}\t{ts}" for u, m, r, ts in ratings]
+    (folder / "ml-100k.item").write_text("\n".join(items) + "\n", encoding="utf-8")
+    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n", encoding="utf-8")
+    return folder
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over a folder's file names and bytes: equal builds give equal digests."""
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def read_split(folder: Path, split: str, spec: Any = None) -> list[Question]:
+    """One split of a built task folder: its questions with their gold outputs as targets."""
+    from pllm.tasks.lamp import read_questions  # lazily: the server plugin imports this module
+
+    return read_questions(folder / f"{split}_questions.json", spec=spec, outputs=folder / f"{split}_outputs.json")
+
+
+def random_lora(base: Any, seed: int, *, r: int = 4, alpha: float = 8) -> Any:
+    """A peft LoRA model (q_proj, v_proj; "default" adapter) over a copy of `base.model` with random, non-zero
+    A and B: saved like a trained adapter, fast and distinct per seed."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                     task_type="CAUSAL_LM")
+    model = get_peft_model(copy.deepcopy(base.model), cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model

@@ -6,7 +6,6 @@ machine spends its time spin-waiting. `dsp_file`: a small DSP-format file over w
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from pllm.align.adapters import AdapterRecord, AdapterStore, new_record
 from pllm.align.store import PreferencePair
 from pllm.io import atomic_dir
+from pllm_testkit import random_lora
 
 # tests/conftest.py's SHARED_DATA: ../shared/data relative to the repo
 DSP_PATH = Path(__file__).resolve().parents[3] / "shared" / "data" / "dsp" / "domain_specific_preference.test.json"
@@ -42,16 +42,7 @@ def save_random_adapter(base, store: AdapterStore, name: str, seed: int, *, kind
                         users: list[str] | None = None, dimensions: list[str] | None = None,
                         r: int = 4, alpha: float = 8.0) -> AdapterRecord:
     """A LoRA adapter with random (non-zero) A and B, stored like a trained one: fast and distinct per seed."""
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                     task_type="CAUSAL_LM")
-    model = get_peft_model(copy.deepcopy(base.model), cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if "lora_" in pname:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    model = random_lora(base, seed, r=r, alpha=alpha)
     record = new_record(name, kind, base, users=users or [], dimensions=dimensions or [])
     with atomic_dir(store.path(name)) as tmp:
         model.save_pretrained(str(tmp / "adapter"))

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,36 +9,22 @@ from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError, PllmError
 from pllm.tasks.lamp import read_outputs, read_questions
 from pllm.tasks.spec import get_task
-from pllm_testkit import SHARED_DATA
+from pllm_testkit import SHARED_DATA, folder_digest, read_split, write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
 
 
 def write_movielens(folder: Path, n_users: int = 12, n_movies: int = 30, per_user: int = 15) -> Path:
     """A small MovieLens-100k in RecBole's atomic format (the layout of ../shared/data)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
-    for m in range(1, n_movies + 1):
-        items.append(f"{m}\tMovie {m}\t{1980 + m % 20}\t{GENRES[m % 5]} {GENRES[(m * 3) % 5]}")
-    (folder / "ml-100k.item").write_text("\n".join(items) + "\n")
-    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    genres = [f"{GENRES[m % 5]} {GENRES[(m * 3) % 5]}" for m in range(1, n_movies + 1)]
+    ratings = []
     for u in range(1, n_users + 1):
         for j in range(per_user):
-            m = (u * 7 + j) % n_movies + 1
             ts = 880000000 + u * 1000 + j * 10 - (5 if j == 3 else 0)
             if j == 4:
                 ts = 880000000 + u * 1000 + 3 * 10 - 5  # same second as item 3: never "strictly earlier"
-            inter.append(f"{u}\t{m}\t{1 + (u + j) % 5}\t{ts}")
-    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n")
-    return folder
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+            ratings.append((u, (u * 7 + j) % n_movies + 1, 1 + (u + j) % 5, ts))
+    return write_recbole_movielens(folder, genres, ratings)
 
 
 def test_user_split_disjoint_deterministic_and_valid(tmp_path):
@@ -47,15 +32,14 @@ def test_user_split_disjoint_deterministic_and_valid(tmp_path):
     cfg = dict(source=str(src), split="user", seed=3, test_fraction=0.25, dev_fraction=0.25)
     res = build_dataset("movielens-rating", BuildConfig(out=str(tmp_path / "a"), **cfg))
     build_dataset("movielens-rating", BuildConfig(out=str(tmp_path / "b"), **cfg))
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")  # same seed, same bytes
+    assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b")  # same seed, same bytes
     other = build_dataset("movielens-rating", BuildConfig(out=str(tmp_path / "c"), **{**cfg, "seed": 4}))
-    assert other.counts == res.counts and _digest(tmp_path / "c") != _digest(tmp_path / "a")
+    assert other.counts == res.counts and folder_digest(tmp_path / "c") != folder_digest(tmp_path / "a")
     spec = get_task(str(tmp_path / "a"))  # the folder's task.yaml
     assert spec.name == "movielens-rating"
     users = {}
     for split in ("train", "dev", "test"):
-        qs = read_questions(tmp_path / "a" / f"{split}_questions.json", spec=spec,
-                            outputs=tmp_path / "a" / f"{split}_outputs.json")
+        qs = read_split(tmp_path / "a", split, spec)
         users[split] = {q.user_id for q in qs}
         for q in qs:
             assert q.target in spec.labels

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -12,35 +11,23 @@ from pllm.data.movielens import Rating, load_movielens
 from pllm.data.movielens_genre import GENRE_LABELS, genre_tag, user_tags
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
-from pllm_testkit import SHARED_DATA
+from pllm_testkit import SHARED_DATA, folder_digest, read_split, write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
 
 
 def write_raw(folder: Path, n_users: int = 12, n_movies: int = 30, per_user: int = 14) -> Path:
     """MovieLens in RecBole's atomic format; user u likes (rates 5) two genres, dislikes the rest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
-    for m in range(1, n_movies + 1):
-        genres = "unknown" if m == n_movies else f"{GENRES[m % 5]} {GENRES[(m * 3 + 1) % 5]}"
-        items.append(f"{m}\tMovie {m}\t{1980 + m % 20}\t{genres}")
-    (folder / "ml-100k.item").write_text("\n".join(items) + "\n")
-    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    genres = ["unknown" if m == n_movies else f"{GENRES[m % 5]} {GENRES[(m * 3 + 1) % 5]}"
+              for m in range(1, n_movies + 1)]
+    ratings = []
     for u in range(1, n_users + 1):
         liked = {GENRES[u % 5], GENRES[(u + 2) % 5]}
         for j in range(per_user):
             m = (u * 7 + j * 2) % n_movies + 1
             ts = 880000000 + u * 1000 + (j // 2) * 10  # pairs share a second
-            inter.append(f"{u}\t{m}\t{5 if GENRES[m % 5] in liked else 2}\t{ts}")
-    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n")
-    return folder
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
+            ratings.append((u, m, 5 if GENRES[m % 5] in liked else 2, ts))
+    return write_recbole_movielens(folder, genres, ratings)
 
 
 def test_tag_rule_prefers_liked_then_seen_then_genre_order():
@@ -68,14 +55,13 @@ def test_build_user_and_time_splits(tmp_path):
     cfg = dict(source=str(src), split="user", seed=1, dev_fraction=0.25, test_fraction=0.25)
     res = build_dataset("movielens-genre", BuildConfig(out=str(tmp_path / "a"), **cfg))
     build_dataset("movielens-genre", BuildConfig(out=str(tmp_path / "b"), **cfg))
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b")
     spec = get_task(tmp_path / "a")
     assert spec.name == "movielens-genre" and spec.kind == "classification" and spec.labels == GENRE_LABELS
     ml = load_movielens(src)
     users: dict[str, set[str]] = {}
     for split in ("train", "dev", "test"):
-        qs = read_questions(tmp_path / "a" / f"{split}_questions.json", spec=spec,
-                            outputs=tmp_path / "a" / f"{split}_outputs.json")
+        qs = read_split(tmp_path / "a", split, spec)
         users[split] = {q.user_id for q in qs}
         for q in qs:
             movie = ml.movies[q.id.split("-")[1]]
@@ -91,8 +77,7 @@ def test_build_user_and_time_splits(tmp_path):
     assert res.counts["test"] == len(users["test"]) > 0
     assert not users["train"] & users["test"] and not users["dev"] & users["test"]
     # most users like a genre of their own: the personal label differs from a per-movie constant
-    assert len({q.target for q in read_questions(tmp_path / "a" / "train_questions.json", spec=spec,
-                                                  outputs=tmp_path / "a" / "train_outputs.json")}) > 1
+    assert len({q.target for q in read_split(tmp_path / "a", "train", spec)}) > 1
 
     build_dataset("movielens-genre", BuildConfig(source=str(src), out=str(tmp_path / "t"), split="time"))
     qs = {s: read_questions(tmp_path / "t" / f"{s}_questions.json") for s in ("train", "dev", "test")}

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from pllm.data.persona_chat import PERSONA_CONTEXT, load_conversations, parse_tu
 from pllm.errors import InputError
 from pllm.tasks.lamp import read_outputs, read_questions
 from pllm.tasks.spec import get_task
-from pllm_testkit import SHARED_DATA
+from pllm_testkit import SHARED_DATA, folder_digest, read_split
 
 HOBBIES = ["hiking in the mountains", "baking bread at home", "playing jazz guitar", "painting old barns",
            "reading mystery novels", "fixing vintage cars"]
@@ -40,13 +39,6 @@ def write_csv(path: Path, n: int = 16, repeat_persona: bool = True) -> Path:
     return path
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
-
-
 def test_parse_turns_and_users(tmp_path):
     assert parse_turns("User 1: hi\nmore text\n\nUser 2:  yo ") == [(1, "hi more text"), (2, "yo")]
     convs = load_conversations(write_csv(tmp_path / "raw" / "valid.csv", n=4))
@@ -60,14 +52,13 @@ def test_build_user_split_profile_is_persona_plus_earlier_turns(tmp_path):
     cfg = dict(source=str(tmp_path / "raw"), split="user", seed=2, dev_fraction=0.2, test_fraction=0.3)
     res = build_dataset("persona-chat-reply", BuildConfig(out=str(tmp_path / "a"), **cfg))
     build_dataset("persona-chat-reply", BuildConfig(out=str(tmp_path / "b"), **cfg))
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b")
     spec = get_task(tmp_path / "a")
     assert spec.name == "persona-chat-reply" and spec.kind == "generation"
     assert spec.metrics == ["rouge-1", "rouge-L"]
     split_users = {}
     for split in ("train", "dev", "test"):
-        qs = read_questions(tmp_path / "a" / f"{split}_questions.json", spec=spec,
-                            outputs=tmp_path / "a" / f"{split}_outputs.json")
+        qs = read_split(tmp_path / "a", split, spec)
         split_users[split] = {q.user_id for q in qs}
         for q in qs:
             kinds = [p.fields["kind"] for p in q.profile]

@@ -11,26 +11,21 @@ from pllm.errors import InputError, UnknownNameError
 from pllm.eval.bench import BenchConfig, BenchRunner, CellLog, bench_config_from_dict, load_bench_config, parse_method
 from pllm.eval.report import compare_reports, fast_bootstrap
 from pllm.eval.stats import bootstrap_metric, paired_difference
+from pllm_testkit import write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
 
 
 def write_raw_movielens(folder: Path, n_users: int = 10, n_movies: int = 24, per_user: int = 14) -> Path:
     """A small MovieLens-100k in RecBole's atomic format; each user prefers two genres (rates them 5)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
-    for m in range(1, n_movies + 1):
-        items.append(f"{m}\tMovie {m}\t{1980 + m % 20}\t{GENRES[m % 5]} {GENRES[(m * 3 + 1) % 5]}")
-    (folder / "ml-100k.item").write_text("\n".join(items) + "\n")
-    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    genres = [f"{GENRES[m % 5]} {GENRES[(m * 3 + 1) % 5]}" for m in range(1, n_movies + 1)]
+    ratings = []
     for u in range(1, n_users + 1):
         liked = {GENRES[u % 5], GENRES[(u + 2) % 5]}
         for j in range(per_user):
             m = (u * 5 + j * 3) % n_movies + 1
-            rating = 5 if GENRES[m % 5] in liked else 2
-            inter.append(f"{u}\t{m}\t{rating}\t{880000000 + u * 1000 + j * 10}")
-    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n")
-    return folder
+            ratings.append((u, m, 5 if GENRES[m % 5] in liked else 2, 880000000 + u * 1000 + j * 10))
+    return write_recbole_movielens(folder, genres, ratings)
 
 
 @pytest.fixture

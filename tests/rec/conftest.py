@@ -9,24 +9,20 @@ from pathlib import Path
 import pytest
 
 from pllm.models.base import GENERATORS, Generation, Generator
+from pllm_testkit import write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 
 
 def write_movielens(folder: Path, n_users: int = 6, n_movies: int = 40, per_user: int = 15, seed: int = 1) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
-    for m in range(1, n_movies + 1):
-        items.append(f"{m}\tFilm {m}\t{1980 + m % 20}\t{GENRES[m % len(GENRES)]}")
-    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    ratings = []
     for u in range(1, n_users + 1):
         movies = rng.sample(range(1, n_movies + 1), per_user)
         for t, m in enumerate(movies):
-            inter.append(f"{u}\t{m}\t{rng.choice([2, 3, 4, 5])}\t{1000 + 10 * t + u}")
-    (folder / "ml-100k.item").write_text("\n".join(items) + "\n", encoding="utf-8")
-    (folder / "ml-100k.inter").write_text("\n".join(inter) + "\n", encoding="utf-8")
-    return folder
+            ratings.append((u, m, rng.choice([2, 3, 4, 5]), 1000 + 10 * t + u))
+    genres = [GENRES[m % len(GENRES)] for m in range(1, n_movies + 1)]
+    return write_recbole_movielens(folder, genres, ratings, title="Film")
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ functions), with random weights instead of training: fast, and distinct from the
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -17,22 +15,9 @@ from pllm.io import atomic_dir
 from pllm.models.hf import HFGenerator
 from pllm.prompting.soft import SoftConfig, UserEncoder, save_soft_encoder
 from pllm.tasks.spec import get_task
+from pllm_testkit import random_lora
 
 TASK = "persona-chat-reply"
-
-
-def random_lora(base: HFGenerator, seed: int) -> Any:
-    """A peft LoRA model over a copy of `base` with random, non-zero A and B ("default" adapter)."""
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    model = get_peft_model(copy.deepcopy(base.model), cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return model
 
 
 def save_adapt_adapter(base: HFGenerator, adapters: AdapterStore, owner: str, seed: int, *, kind: str = "user",

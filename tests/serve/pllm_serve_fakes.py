@@ -1,5 +1,5 @@
 """Fakes for the server tests, registered through the real registries. Imported in-process by the tests'
-conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYTHONPATH=tests/serve).
+conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYTHONPATH=tests/serve:tests).
 
 - `serve-bow`: hashed bag-of-words embedder (deterministic, offline).
 - `serve-echo`: a generator whose answer shows what it was given: the last user message and how many
@@ -10,33 +10,22 @@ conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYT
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import time
-from collections.abc import Iterator, Sequence
-
-import numpy as np
+from collections.abc import Iterator
 
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt
-from pllm.retrieval.embedders import EMBEDDERS, Embedder
+from pllm.retrieval.embedders import EMBEDDERS
 from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
+from pllm_testkit import BowEmbedder
 
 
-class ServeBow(Embedder):
+class ServeBow(BowEmbedder):
+    """The shared test bag of words (`pllm_testkit.BowEmbedder`) under the server tests' name."""
+
     def __init__(self, dim: int = 64) -> None:
-        self.name, self.dim = f"serve-bow-{dim}", dim
-        self.encoded: list[str] = []
-
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        self.encoded.extend(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for tok in re.findall(r"\w+", t.lower()):
-                out[i, int(hashlib.sha1(tok.encode()).hexdigest(), 16) % self.dim] += 1.0
-        n = np.linalg.norm(out, axis=1, keepdims=True)
-        n[n == 0] = 1
-        return out / n
+        super().__init__(dim)
+        self.name = f"serve-bow-{dim}"
 
 
 class ServeEcho(Generator):

@@ -36,7 +36,8 @@ class ServerProcess:
         self.home, self.extra, self.port, self.cli = home, extra, port or free_port(), cli
         cfg = {"backend": "serve-echo", "embedder": "serve-bow", **(config or {})}
         self.env = {**os.environ, "PLLM_HOME": str(home),
-                    "PYTHONPATH": os.pathsep.join([str(HERE), str(SRC), os.environ.get("PYTHONPATH", "")]),
+                    "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), str(SRC),
+                                                  os.environ.get("PYTHONPATH", "")]),
                     "PLLM_SERVE_PLUGINS": "pllm_serve_fakes", "PLLM_SERVE_CONFIG": json.dumps(cfg), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"

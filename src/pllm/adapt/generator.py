@@ -28,7 +28,7 @@ import numpy as np
 from pllm.adapt.store import AdapterRecord, AdapterStore
 from pllm.adapt.train import base_key, merge_task_adapter
 from pllm.errors import ArtifactError, InputError
-from pllm.models.base import Generation, Generator, Prompt
+from pllm.models.base import DelegatingGenerator, Generation, Prompt
 from pllm.models.hf import HFGenerator
 from pllm.types import Question
 
@@ -44,9 +44,10 @@ class Route:
     record: AdapterRecord | None = None
 
 
-class AdapterGenerator(Generator):
+class AdapterGenerator(DelegatingGenerator):
     """An `HFGenerator` whose `.model` becomes a peft model holding many named adapters."""
 
+    base: HFGenerator
     name = "adapters"
     supports_scoring = True
 
@@ -79,19 +80,6 @@ class AdapterGenerator(Generator):
         self._group_of: dict[tuple[str, tuple[str, ...]], Route] = {}
         self._user_routes: dict[str, AdapterRecord | None] = {}
         self.stats: Counter[str] = Counter()
-
-    # -- delegation: tokens and rendering are the base generator's -----------------------------------
-    def count_tokens(self, text: str) -> int:
-        return self.base.count_tokens(text)
-
-    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
-        return self.base.truncate_to_tokens(text, max_tokens)
-
-    def render(self, prompt: Prompt) -> str:
-        return self.base.render(prompt)
-
-    def count_prompt_tokens(self, prompt: Prompt) -> int:
-        return self.base.count_prompt_tokens(prompt)
 
     # -- routing ----------------------------------------------------------------------------------
     def _fresh(self, record: AdapterRecord | None) -> bool:

@@ -42,9 +42,8 @@ class ImportSummary:
     skipped: int = 0
 
 
-def read_dsp(path: str | Path) -> list[DSPQuery]:
-    """Read `domain_specific_preference.test.json`: [{"query": str, "responses": {style: answer}}]."""
-    path = Path(path)
+def _read_json_list(path: Path, rows: str) -> list[Any]:
+    """A JSON file holding a list (of `rows`, named in the error), with errors that name the file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -52,7 +51,14 @@ def read_dsp(path: str | Path) -> list[DSPQuery]:
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc}", source=str(path)) from None
     if not isinstance(data, list):
-        raise InputError("expected a JSON list of {query, responses}", source=str(path))
+        raise InputError(f"expected a JSON list of {rows}", source=str(path))
+    return data
+
+
+def read_dsp(path: str | Path) -> list[DSPQuery]:
+    """Read `domain_specific_preference.test.json`: [{"query": str, "responses": {style: answer}}]."""
+    path = Path(path)
+    data = _read_json_list(path, "{query, responses}")
     out = []
     for i, row in enumerate(data):
         if not isinstance(row, dict) or not isinstance(row.get("query"), str):
@@ -122,14 +128,7 @@ def hh_pairs(path: str | Path, dimension: str, *, limit: int | None = None, test
              seed: int = 0) -> tuple[list[PreferencePair], int]:
     """Pairs from one HH file (`{"text": [a, b], "score": [sa, sb]}`, higher preferred); returns (pairs, skipped)."""
     path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("file not found", source=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", source=str(path)) from None
-    if not isinstance(rows, list):
-        raise InputError("expected a JSON list of {text: [a, b], score: [sa, sb]}", source=str(path))
+    rows = _read_json_list(path, "{text: [a, b], score: [sa, sb]}")
     pairs: list[PreferencePair] = []
     skipped = 0
     for i, row in enumerate(rows):

@@ -14,6 +14,8 @@ from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
 
 AdaptersDirOption = typer.Option(None, "--adapters-dir", help="Adapter folder (default: adapters/ beside the store).")
+BackendOption = typer.Option("hf", "--backend", help="Generator backend (hf).")
+ModelOption = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2).")
 
 
 def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, min_items: int, k: int,
@@ -52,8 +54,8 @@ def train(
     ray: bool = typer.Option(False, "--ray", help="Train user adapters as Ray tasks."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
     ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="CPUs for a local Ray (default: all)."),
-    backend: str = typer.Option("hf", "--backend", help="Generator backend (hf)."),
-    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    backend: str = BackendOption,
+    model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
     db: Path | None = DbOption,
 ) -> None:
@@ -137,8 +139,8 @@ def list_(
 @app.command("retrain-stale")
 def retrain_stale(
     task: str = typer.Option(..., "--task", help="Task name or spec file."),
-    backend: str = typer.Option("hf", "--backend", help="Generator backend (hf)."),
-    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    backend: str = BackendOption,
+    model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
     db: Path | None = DbOption,
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -83,6 +83,18 @@ def split_users(user_ids: Sequence[str], config: BuildConfig) -> dict[str, str]:
     for i, u in enumerate(users):
         out[u] = "test" if i < n_test else "dev" if i < n_test + n_dev else "train"
     return out
+
+
+def split_plan(user_id: str, assignment: dict[str, str], config: BuildConfig,
+               pick: Callable[[int], list[int]]) -> list[tuple[str, list[int]]]:
+    """(split, item indexes) for one user. `pick(want)` gives up to `want` of the user's latest eligible
+    items in time order. User split: `questions_per_user` of them go to the user's split (`assignment`,
+    from `split_users`); time split: the latest go to test, the ones before to dev, earlier ones to train."""
+    n = config.questions_per_user
+    if config.split == "user":
+        return [(assignment[user_id], pick(n))]
+    picked = pick(3 * n)
+    return [("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])]
 
 
 def sample_users(user_ids: Sequence[str], config: BuildConfig) -> list[str]:

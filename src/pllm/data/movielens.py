@@ -14,9 +14,10 @@ import urllib.request
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_users
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
 from pllm.errors import InputError, PllmError
 from pllm.paths import cache_dir
 from pllm.types import ProfileItem, Question
@@ -203,18 +204,11 @@ class MovieLensRatingBuilder(DatasetBuilder):
         by_user = ml.by_user()
         users = sample_users(list(by_user), config)
         splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        if config.split == "user":
-            assignment = split_users(users, config)
-            for u in users:
-                rs = by_user[u]
-                for idx in latest_questions(rs, config.questions_per_user, 0, config.min_profile):
-                    splits[assignment[u]].append(rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile))
-        else:  # time: per user, the latest questions go to test, the ones before to dev, then train
-            n = config.questions_per_user
-            for u in users:
-                rs = by_user[u]
-                picked = latest_questions(rs, 3 * n, 0, config.min_profile)
-                for split, idxs in (("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])):
-                    for idx in idxs:
-                        splits[split].append(rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile))
+        assignment = split_users(users, config) if config.split == "user" else {}
+        for u in users:
+            rs = by_user[u]
+            pick = partial(latest_questions, rs, skip=0, min_profile=config.min_profile)
+            for split, idxs in split_plan(u, assignment, config, pick):
+                splits[split].extend(rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile)
+                                     for idx in idxs)
         return splits

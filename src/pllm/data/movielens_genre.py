@@ -17,8 +17,9 @@ genres, rating and their own tag, computed by the same rule at that item's time.
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_users
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
 from pllm.data.movielens import ML_GENRES, MovieLens, Rating, load_movielens, movie_fields
 from pllm.types import ProfileItem, Question
 
@@ -104,17 +105,12 @@ class MovieLensGenreBuilder(DatasetBuilder):
         by_user = {u: [r for r in rs if r.movie_id in ml.movies] for u, rs in ml.by_user().items()}
         users = sample_users(list(by_user), config)
         splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        n = config.questions_per_user
         assignment = split_users(users, config) if config.split == "user" else {}
         for u in users:
             rs = by_user[u]
             tags = user_tags(rs, ml)
-            if config.split == "user":
-                plan = [(assignment[u], eligible(rs, tags, n, config.min_profile))]
-            else:  # time: the latest questions go to test, the ones before to dev, earlier ones to train
-                picked = eligible(rs, tags, 3 * n, config.min_profile)
-                plan = [("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])]
-            for split, idxs in plan:
+            pick = partial(eligible, rs, tags, min_profile=config.min_profile)
+            for split, idxs in split_plan(u, assignment, config, pick):
                 splits[split].extend(genre_question(u, rs, tags, idx, ml, max_profile=config.max_profile)
                                      for idx in idxs)
         return splits

@@ -23,9 +23,10 @@ import csv
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_users
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
 from pllm.errors import InputError
 from pllm.types import ProfileItem, Question
 
@@ -184,15 +185,10 @@ class PersonaChatReplyBuilder(DatasetBuilder):
         logs = user_logs(load_conversations(config.source))
         users = sample_users(list(logs), config)
         splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        n = config.questions_per_user
         assignment = split_users(users, config) if config.split == "user" else {}
         for u in users:
             log = logs[u]
-            if config.split == "user":
-                plan = [(assignment[u], _eligible(log, n, config.min_profile))]
-            else:  # time: the latest replies go to test, the ones before to dev, earlier ones to train
-                picked = _eligible(log, 3 * n, config.min_profile)
-                plan = [("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])]
-            for split, idxs in plan:
+            pick = partial(_eligible, log, min_profile=config.min_profile)
+            for split, idxs in split_plan(u, assignment, config, pick):
                 splits[split].extend(_finish(log, j, config.max_profile) for j in idxs)
         return splits

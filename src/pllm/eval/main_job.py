@@ -18,6 +18,7 @@ from pllm.io import save_config
 from pllm.models import load_generator
 from pllm.paths import pllm_home
 from pllm.pipeline import MethodConfig
+from pllm.prompting.profile import SummaryConfig
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
 from pllm.users.store import SQLiteUserStore
@@ -33,6 +34,8 @@ class MainJobConfig:
     backend: str = field(default="hf", metadata={"help": "Generator backend."})
     model: str | None = field(default=None, metadata={"help": "Model id or path (default: embedded SmolLM2)."})
     batch_size: int = field(default=8, metadata={"help": "Questions per model call."})
+    summary_items: int = field(default=6, metadata={
+        "help": "Latest items each profile summary reads (summaries dominate the job's time on CPU)."})
     styles: bool = field(default=False, metadata={"help": "Also run bm25 in the instruction style, to compare."})
 
 
@@ -63,7 +66,8 @@ def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> tup
     with SQLiteUserStore(out / "store.sqlite3") as store:
         for name, method in main_methods(config):
             res = run_method(spec, test, generator, method, store=store, batch_size=config.batch_size,
-                             progress=progress, name=name)
+                             progress=progress, name=name,
+                             summary_config=SummaryConfig(max_items=config.summary_items))
             results.append(res)
             write_predictions(out, spec, name, res.records)
         for name in ("global-mean", "user-mean", "knn"):

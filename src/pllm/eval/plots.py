@@ -27,6 +27,15 @@ def _iv(row: dict[str, Any], metric: str) -> tuple[float, float, float]:
     return iv["value"], iv["low"], iv["high"]
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Write the finished figure to `path` (folders created) and free it: reports draw many plots."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_by_method(task: dict[str, Any], path: Path) -> Path:
     """Horizontal bars: the primary metric of every cell with its 95% bootstrap interval."""
     plt = _pyplot()
@@ -46,11 +55,7 @@ def plot_by_method(task: dict[str, Any], path: Path) -> Path:
     if ref is not None:
         ax.axvline(_iv(ref, metric)[0], color="tab:red", linestyle="--", linewidth=1, label="none")
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_vs_k(task: dict[str, Any], path: Path) -> Path | None:
@@ -83,11 +88,7 @@ def plot_vs_k(task: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel(metric)
     ax.set_title(f"{task['task']}: {metric} against k (95% CI)", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_vs_profile_size(task: dict[str, Any], path: Path, *, max_lines: int = 8) -> Path | None:
@@ -118,11 +119,7 @@ def plot_vs_profile_size(task: dict[str, Any], path: Path, *, max_lines: int = 8
     ax.set_ylabel(metric)
     ax.set_title(f"{task['task']}: {metric} against profile size", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_report(report: dict[str, Any], folder: str | Path) -> dict[str, dict[str, str]]:

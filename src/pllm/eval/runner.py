@@ -11,6 +11,7 @@ from pllm.eval.baselines import make_baseline
 from pllm.eval.report import MethodResult
 from pllm.models.base import Generator
 from pllm.pipeline import MethodConfig, Personalizer
+from pllm.prompting.profile import SummaryConfig
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
@@ -19,8 +20,8 @@ Progress = Callable[[str, int, int], None]  # (method, done, total)
 
 def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generator, method: MethodConfig, *,
                store: Any = None, batch_size: int = 8, progress: Progress | None = None,
-               name: str | None = None) -> MethodResult:
-    pers = Personalizer(spec, generator, method, store=store)
+               name: str | None = None, summary_config: SummaryConfig | None = None) -> MethodResult:
+    pers = Personalizer(spec, generator, method, store=store, summary_config=summary_config)
     label = name or method.label
     records = []
     t0 = time.perf_counter()

@@ -155,6 +155,25 @@ class Generator(ABC):
         return f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r})"
 
 
+class DelegatingGenerator(Generator):
+    """A generator that runs another one's model (`base`: with adapters, soft tokens, or behind a lock):
+    token counts, truncation and rendering are the base's, so prompts are built and budgeted as for it."""
+
+    base: Generator
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
+        return self.base.truncate_to_tokens(text, max_tokens)
+
+    def render(self, prompt: Prompt) -> str:
+        return self.base.render(prompt)
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        return self.base.count_prompt_tokens(prompt)
+
+
 GENERATORS: Registry[Callable[..., Generator]] = Registry("generator")
 
 

@@ -87,6 +87,72 @@ def _last_token_apart(parts: Sequence[tuple[int, list[int]]]) -> bool:
                                          for kk, f in parts)
 
 
+def one_forward_plan(parts: Sequence[tuple[int, list[int]]]) -> tuple[list[int], list[int], list[int]] | None:
+    """(context ids, scored ids shared by every candidate, each candidate's last id) when the candidates are
+    one token apart (`_last_token_apart`), else None: score those with one batched forward over the context."""
+    if not _last_token_apart(parts):
+        return None
+    k, full = parts[0]
+    return full[:-1], full[k:-1], [f[-1] for _, f in parts]
+
+
+def read_one_forward(logprobs: torch.Tensor, shared: Sequence[int], cand_ids: Sequence[int]) -> np.ndarray:
+    """Candidate scores from the log-probs (keep, V) of a context's last positions: the shared tokens'
+    log-probs (one position each, ending one before the last) plus each candidate's last-position log-prob."""
+    keep, s = logprobs.shape[0], len(shared)
+    common = sum(float(logprobs[keep - 1 - s + j, tok]) for j, tok in enumerate(shared))
+    return logprobs[-1, list(cand_ids)].double().cpu().numpy() + common
+
+
+def score_on_prefix_cache(model: Any, out: Any, parts: Sequence[tuple[int, list[int]]], ctx: int, batch_size: int,
+                          *, pad_id: int, cache_arg: str, device: torch.device, adapter: str | None = None
+                          ) -> np.ndarray:
+    """Summed log-probs of one prompt's candidates (parts as in `HFGenerator.score`) continuing the KV cache
+    of `out`, the model's forward over the `ctx` positions that end with the prefix all candidates share.
+
+    The cache is copied across right-padded batches of candidate suffixes. Shared by `HFGenerator` (ctx = the
+    shared prefix) and the soft-prompt generator (ctx = soft tokens + the shared prefix).
+    """
+    fulls = [full for _, full in parts]
+    shared = min(k for k, _ in parts)
+    scores = np.zeros(len(parts))
+    first_logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,) predicts position `shared`
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    for start in range(0, len(parts), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(parts))))
+        suffixes = [fulls[j][shared:] for j in chunk]
+        width = max(len(s) for s in suffixes)
+        if width == 0:
+            continue
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.ones((len(chunk), ctx + width), dtype=torch.long)
+        for r, s in enumerate(suffixes):
+            ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[r, ctx + len(s):] = 0
+        chunk_cache = copy.deepcopy(cache)
+        chunk_cache.batch_repeat_interleave(len(chunk))
+        pos = torch.arange(ctx, ctx + width, device=device).unsqueeze(0).expand(len(chunk), -1)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos,
+                       use_cache=True, **{cache_arg: chunk_cache},
+                       **_adapter_kwargs([adapter] * len(chunk) if adapter else None, range(len(chunk)))).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (C, width, V)
+        for r, j in enumerate(chunk):
+            k, full = parts[j]
+            total = 0.0
+            for t in range(k, len(full)):  # token t (>= shared) is predicted at suffix index t - shared - 1
+                total += float(first_logprobs[full[t]] if t == shared else logprobs[r, t - shared - 1, full[t]])
+            scores[j] = total
+    return scores
+
+
+def through_eos(toks: list[int], eos_ids: set[int]) -> list[int]:
+    """A generated row up to and including its first eos token (what `generate` adds after it is padding)."""
+    for j, t in enumerate(toks):
+        if t in eos_ids:
+            return toks[:j + 1]
+    return toks
+
+
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -281,13 +347,7 @@ class HFGenerator(Generator):
                                       **_adapter_kwargs(adapter_names, idx))
             new = out[:, 1:] if self.is_encoder_decoder else out[:, ids.shape[1]:]
             for row, i in enumerate(idx):
-                toks = new[row].tolist()
-                n = len(toks)
-                for j, t in enumerate(toks):
-                    if t in eos_ids:
-                        n = j + 1
-                        break
-                toks = toks[:n]
+                toks = through_eos(new[row].tolist(), eos_ids)
                 pad = self.tokenizer.pad_token_id
                 while stop_list and toks and toks[-1] == pad and pad not in eos_ids:  # stopped by a stop string
                     toks.pop()
@@ -375,14 +435,13 @@ class HFGenerator(Generator):
         n_cands = len(cand_lists[0])
         scores = np.zeros((len(prompts), n_cands), dtype=np.float64)
         counts = np.zeros((len(prompts), n_cands), dtype=np.float64)
-        # fast: (prompt index, context ids, scored ids shared by all candidates, each candidate's last id)
-        fast: list[tuple[int, list[int], list[int], list[int]]] = []
+        fast: list[tuple[int, list[int], list[int], list[int]]] = []  # (prompt index, *one_forward_plan)
         slow: list[tuple[int, list[tuple[int, list[int]]]]] = []
         for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
-            p_ids, parts = self._split_continuations(prompt, cands)
-            if _fast_path and not self.is_encoder_decoder and _last_token_apart(parts):
-                k, full = parts[0]
-                fast.append((i, full[:-1], full[k:-1], [f[-1] for _, f in parts]))
+            _, parts = self._split_continuations(prompt, cands)
+            plan = one_forward_plan(parts) if _fast_path and not self.is_encoder_decoder else None
+            if plan is not None:
+                fast.append((i, *plan))
             else:
                 slow.append((i, parts))
         extra, cache_arg = self._forward_params()
@@ -395,12 +454,9 @@ class HFGenerator(Generator):
             kw = {**extra, "logits_to_keep": keep} if "logits_to_keep" in extra else extra
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **kw,
                                 **_adapter_kwargs(adapter_names, [i for i, _, _, _ in chunk])).logits[:, -keep:, :]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V); position keep-1 predicts the last
+            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V)
             for row, (i, _, shared, cand_ids) in enumerate(chunk):
-                s = len(shared)
-                common = sum(float(logprobs[row, keep - 1 - s + j, tok]) for j, tok in enumerate(shared))
-                scores[i] = logprobs[row, -1, cand_ids].double().cpu().numpy() + common
-                counts[i] = s + 1
+                scores[i], counts[i] = read_one_forward(logprobs[row], shared, cand_ids), len(shared) + 1
         for i, parts in slow:
             if self.is_encoder_decoder:
                 s, c = self._score_seq2seq(prompts[i], cand_lists[i], batch_size)
@@ -416,52 +472,15 @@ class HFGenerator(Generator):
                                  extra: dict[str, Any], cache_arg: str, adapter: str | None = None
                                  ) -> tuple[np.ndarray, np.ndarray]:
         """Score candidates of one prompt: the prefix shared by all of them runs once, its KV cache is
-        copied across a right-padded batch of candidate suffixes."""
-        fulls = [full for _, full in parts]
+        copied across a right-padded batch of candidate suffixes (`score_on_prefix_cache`)."""
         shared = min(k for k, _ in parts)
-        prefix = fulls[0][:shared]
-        scores = np.zeros(len(parts))
         counts = np.array([len(full) - k for k, full in parts], dtype=np.float64)
         if shared == 0:  # empty prompt and empty candidates: nothing to score
-            return scores, counts
-        dev = self.device
-        out = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, **extra,
+            return np.zeros(len(parts)), counts
+        out = self.model(input_ids=torch.tensor([parts[0][1][:shared]], device=self.device), use_cache=True, **extra,
                          **_adapter_kwargs([adapter] if adapter else None, [0]))
-        first_logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(parts), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(parts))))
-            suffixes = [fulls[j][shared:] for j in chunk]
-            width = max(len(s) for s in suffixes)
-            if width == 0:
-                continue
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.ones((len(chunk), shared + width), dtype=torch.long)
-            for r, s in enumerate(suffixes):
-                ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[r, shared + len(s):] = 0
-            chunk_cache = copy.deepcopy(cache)
-            chunk_cache.batch_repeat_interleave(len(chunk))
-            pos = torch.arange(shared, shared + width, device=dev).unsqueeze(0).expand(len(chunk), -1)
-            logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos,
-                                use_cache=True, **{cache_arg: chunk_cache},
-                                **_adapter_kwargs([adapter] * len(chunk) if adapter else None,
-                                                  range(len(chunk)))).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for r, j in enumerate(chunk):
-                k = parts[j][0]
-                s = suffixes[r]
-                total = 0.0
-                # Token at absolute position t (t >= shared) is predicted from position t - 1.
-                for t in range(k, shared + len(s)):
-                    tok = fulls[j][t]
-                    if t == shared:
-                        total += float(first_logprobs[tok])
-                    else:
-                        total += float(logprobs[r, t - shared - 1, tok])
-                scores[j] = total
-        return scores, counts
+        return score_on_prefix_cache(self.model, out, parts, shared, batch_size, pad_id=self.tokenizer.pad_token_id,
+                                     cache_arg=cache_arg, device=self.device, adapter=adapter), counts
 
     def _score_seq2seq(self, prompt: Prompt, cands: Sequence[str], batch_size: int
                        ) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ Training lives in `pllm.prompting.soft_train`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -34,8 +33,15 @@ from torch import nn
 
 from pllm.errors import ArtifactError, InputError
 from pllm.io import atomic_dir, atomic_write_json, save_config
-from pllm.models.base import Generation, Generator, Prompt, normalize_continuations, trim_at_stop
-from pllm.models.hf import HFGenerator
+from pllm.models.base import (
+    DelegatingGenerator,
+    Generation,
+    Generator,
+    Prompt,
+    normalize_continuations,
+    trim_at_stop,
+)
+from pllm.models.hf import HFGenerator, one_forward_plan, read_one_forward, score_on_prefix_cache, through_eos
 from pllm.retrieval.embedders import Embedder, EmbeddingCache, embed_with_cache, l2_normalize, load_embedder
 from pllm.tasks.spec import TaskSpec, spec_from_dict
 from pllm.types import ProfileItem, Question
@@ -149,13 +155,14 @@ def soft_label(method_label: str) -> str:
     return "soft" if method_label == "none" else f"soft+{method_label}"
 
 
-class SoftPromptGenerator(Generator):
+class SoftPromptGenerator(DelegatingGenerator):
     """A frozen `HFGenerator` reading `n_soft` user vectors before each prompt (label scoring and generation).
 
     `cache` persists item embeddings (pass the user store); recent users' item matrices and query
     vectors are also kept in small in-process LRUs, so a user's history is looked up once per burst.
     """
 
+    base: HFGenerator
     name = "soft"
     supports_scoring = True
 
@@ -185,15 +192,6 @@ class SoftPromptGenerator(Generator):
         self._lock = threading.Lock()  # the server may call from several threads
 
     # -------------------------------------------------------------------------------- tokens, text
-    def count_tokens(self, text: str) -> int:
-        return self.base.count_tokens(text)
-
-    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
-        return self.base.truncate_to_tokens(text, max_tokens)
-
-    def render(self, prompt: Prompt) -> str:
-        return self.base.render(prompt)
-
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         """Input positions the model reads: the soft vectors plus the rendered prompt's tokens."""
         return self.base.count_prompt_tokens(prompt) + self.config.n_soft
@@ -321,21 +319,22 @@ class SoftPromptGenerator(Generator):
         n_cands = len(cand_lists[0]) if cand_lists else 0
         scores = np.zeros((len(prompts), n_cands), dtype=np.float64)
         counts = np.zeros((len(prompts), n_cands), dtype=np.float64)
-        fast: list[tuple[int, list[int], list[int]]] = []  # (prompt index, prompt ids, candidate ids)
+        fast: list[tuple[int, list[int], list[int], list[int]]] = []  # (prompt index, *one_forward_plan)
         slow: list[tuple[int, list[tuple[int, list[int]]]]] = []  # (prompt index, [(context len, ids)])
         for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
-            p_ids, parts = self.base._split_continuations(prompt, cands)
-            if all(k == len(p_ids) and len(full) - k == 1 for k, full in parts):
-                fast.append((i, p_ids, [full[-1] for _, full in parts]))
+            _, parts = self.base._split_continuations(prompt, cands)
+            plan = one_forward_plan(parts)
+            if plan is not None:
+                fast.append((i, *plan))
             else:
                 slow.append((i, parts))
         for start in range(0, len(fast), batch_size):
             chunk = fast[start:start + batch_size]
-            soft = self.soft_tokens([questions[i] for i, _, _ in chunk])
-            logprobs = torch.log_softmax(self.forward_logits(soft, [p for _, p, _ in chunk], 1)[:, -1].float(), -1)
-            for r, (i, _, cand_ids) in enumerate(chunk):
-                scores[i] = logprobs[r, cand_ids].double().cpu().numpy()
-                counts[i] = 1
+            soft = self.soft_tokens([questions[i] for i, _, _, _ in chunk])
+            keep = max(len(shared) for _, _, shared, _ in chunk) + 1
+            logprobs = torch.log_softmax(self.forward_logits(soft, [c for _, c, _, _ in chunk], keep).float(), -1)
+            for r, (i, _, shared, cand_ids) in enumerate(chunk):
+                scores[i], counts[i] = read_one_forward(logprobs[r], shared, cand_ids), len(shared) + 1
         for i, parts in slow:
             scores[i], counts[i] = self._score_with_prefix_cache(self.soft_tokens([questions[i]]), parts, batch_size)
         if normalize:
@@ -345,42 +344,16 @@ class SoftPromptGenerator(Generator):
     def _score_with_prefix_cache(self, soft: torch.Tensor, parts: list[tuple[int, list[int]]], batch_size: int
                                  ) -> tuple[np.ndarray, np.ndarray]:
         """One prompt's candidates: [soft | shared prefix] runs once; its KV cache is copied across a
-        right-padded batch of candidate suffixes. soft (1, S, H); parts as in HFGenerator.score."""
-        fulls = [full for _, full in parts]
+        right-padded batch of candidate suffixes (`score_on_prefix_cache`). soft (1, S, H); parts as in
+        HFGenerator.score."""
         shared = min(k for k, _ in parts)
-        scores = np.zeros(len(parts))
         counts = np.array([len(full) - k for k, full in parts], dtype=np.float64)
         extra, cache_arg = self.base._forward_params()
-        embeds, mask, pos = self.build_inputs(soft, [fulls[0][:shared]])  # (1, S + shared, H), no padding
+        embeds, mask, pos = self.build_inputs(soft, [parts[0][1][:shared]])  # (1, S + shared, H), no padding
         out = self.base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
-        first_logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts position `shared`
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        ctx = embeds.shape[1]  # S + shared
-        dev, pad = embeds.device, self.base.tokenizer.pad_token_id
-        for start in range(0, len(parts), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(parts))))
-            suffixes = [fulls[j][shared:] for j in chunk]
-            width = max(len(x) for x in suffixes)
-            if width == 0:
-                continue
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            amask = torch.ones((len(chunk), ctx + width), dtype=torch.long)
-            for r, suf in enumerate(suffixes):
-                ids[r, :len(suf)] = torch.tensor(suf, dtype=torch.long)
-                amask[r, ctx + len(suf):] = 0
-            chunk_cache = copy.deepcopy(cache)
-            chunk_cache.batch_repeat_interleave(len(chunk))
-            spos = torch.arange(ctx, ctx + width, device=dev).unsqueeze(0).expand(len(chunk), -1)
-            logits = self.base.model(input_ids=ids.to(dev), attention_mask=amask.to(dev), position_ids=spos,
-                                     use_cache=True, **{cache_arg: chunk_cache}).logits  # (C, width, V)
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for r, j in enumerate(chunk):
-                k, full = parts[j]
-                total = 0.0
-                for t in range(k, len(full)):  # token t (>= shared) is predicted at suffix index t - shared - 1
-                    total += float(first_logprobs[full[t]] if t == shared else logprobs[r, t - shared - 1, full[t]])
-                scores[j] = total
-        return scores, counts
+        return score_on_prefix_cache(self.base.model, out, parts, embeds.shape[1], batch_size,
+                                     pad_id=self.base.tokenizer.pad_token_id, cache_arg=cache_arg,
+                                     device=embeds.device), counts
 
     # -------------------------------------------------------------------------------- generation
     @torch.inference_mode()
@@ -413,16 +386,11 @@ class SoftPromptGenerator(Generator):
                 kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(tok, stop_list, 0)])
             new = self.base.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
             for row, i in enumerate(idx):
-                toks = new[row].tolist()
-                n = len(toks)
-                for j, t in enumerate(toks):
-                    if t in eos_ids:
-                        n = j + 1
-                        break
-                text = tok.decode([t for t in toks[:n] if t not in eos_ids], skip_special_tokens=True)
+                toks = through_eos(new[row].tolist(), eos_ids)
+                text = tok.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
                 text, _ = trim_at_stop(text, stop_list)
                 results[i] = Generation(text=text, prompt_tokens=len(encoded[i]) + self.config.n_soft,
-                                        completion_tokens=n)
+                                        completion_tokens=len(toks))
         return [r for r in results if r is not None]
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_users
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
 from pllm.data.movielens import MovieLens, Rating, load_movielens, movie_fields
 from pllm.errors import InputError
 from pllm.tasks.spec import TaskSpec, get_task, register_task, task_names
@@ -167,16 +168,11 @@ class MovieLensRecBuilder(DatasetBuilder):
         all_movies = sorted(ml.movies, key=lambda m: (int(m) if m.isdigit() else 0, m))
         users = sample_users(list(by_user), config)
         splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        n = config.questions_per_user
         assignment = split_users(users, config) if config.split == "user" else {}
         for u in users:
             rs = by_user[u]
-            if config.split == "user":
-                plan = [(assignment[u], liked_targets(rs, n, config.min_profile, config.like_threshold))]
-            else:  # time: each user's latest liked movies are test, the ones before dev, then train
-                picked = liked_targets(rs, 3 * n, config.min_profile, config.like_threshold)
-                plan = [("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])]
-            for split, idxs in plan:
+            pick = partial(liked_targets, rs, min_profile=config.min_profile, like_threshold=config.like_threshold)
+            for split, idxs in split_plan(u, assignment, config, pick):
                 for idx in idxs:
                     q = rec_question(u, rs, idx, ml, all_movies, config)
                     check_rec_question(q, where=f"{split} split")

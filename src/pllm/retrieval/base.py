@@ -4,6 +4,7 @@ broken by the document's position in the profile, so runs are reproducible acros
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ RETRIEVERS: Registry[Callable[..., Retriever]] = Registry("retriever")
 def make_retriever(name: str, **options: Any) -> Retriever:
     """Instantiate a registered retriever; an unknown name raises UnknownNameError listing known ones."""
     return RETRIEVERS.get(name)(**options)
+
+
+def accepts_option(factory: Any, option: str) -> bool:
+    """Whether a retriever factory takes keyword `option` (by name or **kwargs), so callers forward shared
+    resources (an embedder, an embedding cache) only to the retrievers that use them."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def rank_scores(scores: np.ndarray, k: int) -> list[Hit]:

@@ -6,24 +6,24 @@ RRF needs only ranks, so members with incomparable score scales (BM25 vs cosine)
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, make_retriever, rank_scores
+from pllm.retrieval.base import (
+    RETRIEVERS,
+    Doc,
+    Hit,
+    Retriever,
+    RetrieverIndex,
+    accepts_option,
+    make_retriever,
+    rank_scores,
+)
 
 # Options the hybrid forwards to every named member whose factory accepts them (e.g. dense's cache).
 _FORWARDED = ("embedder", "cache", "user_id", "seed", "embedder_options")
-
-
-def _accepts(factory: Any, option: str) -> bool:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class HybridIndex(RetrieverIndex):
@@ -90,7 +90,7 @@ class HybridRetriever(Retriever):
             opts = {**dict((member_options or {}).get(name, {})), **opts}
             factory = RETRIEVERS.get(name)
             for key, value in forwarded.items():
-                if key not in opts and _accepts(factory, key):
+                if key not in opts and accepts_option(factory, key):
                     opts[key] = value
             self.members.append(make_retriever(name, **opts))
         self.weights = [float(w) for w in weights]

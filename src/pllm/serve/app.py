@@ -253,8 +253,12 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
         return await state.run_io(work)
 
-    def missing_user(user: str) -> APIError:
-        return not_found(f"user {user!r} not found", param="user")
+    def existing_user(tenant: str, user: str) -> str:
+        """The store id of the tenant's `user`; 404 when that user holds no data."""
+        uid = store_user_id(tenant, user)
+        if not state.memory.exists(uid):
+            raise not_found(f"user {user!r} not found", param="user")
+        return uid
 
     # -- misc ---------------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -300,9 +304,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         _check_user(user)
 
         def work(tenant: str) -> ItemsPage:
-            uid = store_user_id(tenant, user)
-            if not state.memory.exists(uid):
-                raise missing_user(user)
+            uid = existing_user(tenant, user)
             items = state.memory.page(uid, limit=limit, offset=offset)
             total = state.memory.count_items(uid)
             return ItemsPage(user=user, data=[ItemOut.of(it) for it in items], total=total, limit=limit,
@@ -321,9 +323,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         RETRIEVERS.get(name)
 
         def work(tenant: str) -> SearchOut:
-            uid = store_user_id(tenant, user)
-            if not state.memory.exists(uid):
-                raise missing_user(user)
+            uid = existing_user(tenant, user)
             hits = state.memory.search(uid, q, k_, retriever=name, scope=tenant)
             return SearchOut(user=user, query=q, retriever=name,
                              data=[SearchHitOut(item=ItemOut.of(h.item), score=h.score) for h in hits])
@@ -335,9 +335,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         _check_user(user)
 
         def work(tenant: str) -> Deleted:
-            uid = store_user_id(tenant, user)
-            if not state.memory.exists(uid):
-                raise missing_user(user)
+            uid = existing_user(tenant, user)
             if not state.memory.delete(uid, item):
                 raise not_found(f"item {item!r} not found for user {user!r}", param="item")
             return Deleted(id=item, object="item")
@@ -349,9 +347,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         _check_user(user)
 
         def work(tenant: str) -> UserForgotten:
-            uid = store_user_id(tenant, user)
-            if not state.memory.exists(uid):
-                raise missing_user(user)
+            uid = existing_user(tenant, user)
             rows = state.memory.forget(uid)
             for p in state.loaded_personalizers():
                 rows[f"personalizer:{p.name}"] = p.forget(uid)
@@ -364,9 +360,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         _check_user(user)
 
         def work(tenant: str) -> UserExport:
-            uid = store_user_id(tenant, user)
-            if not state.memory.exists(uid):
-                raise missing_user(user)
+            uid = existing_user(tenant, user)
             data = state.memory.export(uid)
             return UserExport(user=user, exported_at=time.time(), items=[ItemOut.of(it) for it in data["items"]],
                               n_embeddings=data["n_embeddings"], profile_summaries=data["profile_summaries"])

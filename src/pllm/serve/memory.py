@@ -8,7 +8,6 @@ or any registered retriever built over the user's items), cached and invalidated
 
 from __future__ import annotations
 
-import inspect
 import json
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.retrieval import RETRIEVERS, DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
+from pllm.retrieval.base import accepts_option
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
@@ -264,23 +264,15 @@ class MemoryService:
         docs = [Doc(text=item_text(it), timestamp=it.timestamp) for it in items]
         factory = RETRIEVERS.get(name)
         options: dict[str, Any] = {}
-        if _accepts(factory, "embedder"):
+        if accepts_option(factory, "embedder"):
             emb = self.embedder
             if emb is None:
                 raise InputError(f"retriever {name!r} needs an embedder, and this server has none",
                                  field="retriever")
             options["embedder"] = emb
-            if _accepts(factory, "cache"):
+            if accepts_option(factory, "cache"):
                 options["cache"] = UserEmbeddingCache(self.store, user_id)
-            if _accepts(factory, "user_id"):
+            if accepts_option(factory, "user_id"):
                 options["user_id"] = user_id
         retriever = make_retriever(name, **options)
         return retry_busy(lambda: retriever.build(docs), self.busy_retries)
-
-
-def _accepts(factory: Any, option: str) -> bool:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

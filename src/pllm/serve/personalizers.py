@@ -30,7 +30,7 @@ import pllm.align  # noqa: F401  (registers the forget hook of alignment adapter
 from pllm.adapt.store import AdapterStore, adapter_name  # registers the forget hook of per-user adapters
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
-from pllm.models.base import Generation, Generator, Prompt
+from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
 from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
@@ -45,29 +45,17 @@ def _is_hf(generator: Generator) -> bool:
     return hf is not None and isinstance(generator, hf.HFGenerator)
 
 
-class _Serialized(Generator):
+class _Serialized(DelegatingGenerator):
     """A generator used by one request at a time: per-user adapters load into one shared model copy."""
 
     def __init__(self, inner: Generator, lock: threading.RLock) -> None:
-        self.inner, self.lock = inner, lock
+        self.base, self.lock = inner, lock
         self.name, self.model_id, self.supports_scoring = inner.name, inner.model_id, inner.supports_scoring
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def truncate_to_tokens(self, text: str, max_tokens: int) -> str:
-        return self.inner.truncate_to_tokens(text, max_tokens)
-
-    def render(self, prompt: Prompt) -> str:
-        return self.inner.render(prompt)
-
-    def count_prompt_tokens(self, prompt: Prompt) -> int:
-        return self.inner.count_prompt_tokens(prompt)
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, temperature: float = 0.0,
                  stop: Sequence[str] | None = None, batch_size: int = 8) -> list[Generation]:
         with self.lock:
-            return self.inner.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+            return self.base.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
                                        batch_size=batch_size)
 
 
