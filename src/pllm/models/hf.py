@@ -145,11 +145,14 @@ def score_on_prefix_cache(model: Any, out: Any, parts: Sequence[tuple[int, list[
     return scores
 
 
-def through_eos(toks: list[int], eos_ids: set[int]) -> list[int]:
-    """A generated row up to and including its first eos token (what `generate` adds after it is padding)."""
+def through_eos(toks: list[int], eos_ids: set[int], pad: int | None = None) -> list[int]:
+    """A generated row up to and including its first eos token (what `generate` adds after it is padding);
+    a row a stop string ended early has no eos, only trailing `pad` tokens, which are dropped too."""
     for j, t in enumerate(toks):
         if t in eos_ids:
             return toks[:j + 1]
+    while pad is not None and pad not in eos_ids and toks and toks[-1] == pad:
+        toks = toks[:-1]
     return toks
 
 
@@ -347,10 +350,7 @@ class HFGenerator(Generator):
                                       **_adapter_kwargs(adapter_names, idx))
             new = out[:, 1:] if self.is_encoder_decoder else out[:, ids.shape[1]:]
             for row, i in enumerate(idx):
-                toks = through_eos(new[row].tolist(), eos_ids)
-                pad = self.tokenizer.pad_token_id
-                while stop_list and toks and toks[-1] == pad and pad not in eos_ids:  # stopped by a stop string
-                    toks.pop()
+                toks = through_eos(new[row].tolist(), eos_ids, self.tokenizer.pad_token_id if stop_list else None)
                 n = len(toks)
                 text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
                 text, _ = trim_at_stop(text, stop_list)

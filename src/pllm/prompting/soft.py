@@ -386,7 +386,7 @@ class SoftPromptGenerator(DelegatingGenerator):
                 kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(tok, stop_list, 0)])
             new = self.base.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
             for row, i in enumerate(idx):
-                toks = through_eos(new[row].tolist(), eos_ids)
+                toks = through_eos(new[row].tolist(), eos_ids, tok.pad_token_id if stop_list else None)
                 text = tok.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
                 text, _ = trim_at_stop(text, stop_list)
                 results[i] = Generation(text=text, prompt_tokens=len(encoded[i]) + self.config.n_soft,
