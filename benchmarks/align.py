@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -91,7 +92,8 @@ def run(*, n_pairs: int, epochs: float, prompt_tokens: int, answer_tokens: int, 
     builds.sort()
     build_s = builds[len(builds) // 2]
     return {
-        "machine": f"shared CPU, torch threads={threads} (other jobs were running: absolute seconds are noisy)",
+        "machine": f"CPU, {os.cpu_count()} cores, torch threads={threads}, load average {os.getloadavg()[0]:.2f} "
+                   "at the end (other jobs on the machine show up in absolute seconds)",
         "pairs_source": source, "pairs": result.n_rows, "epochs": epochs,
         "tokens": {"prompt_max": prompt_tokens, "answer_max": answer_tokens},
         "dpo_train_seconds": round(result.seconds, 2),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ALL_RANKERS = ["random", "popularity", "itemknn", "mf-als", "mf-svd", "llm-pointwise", "llm-listwise",
-               "llm-adapter"]
+               "llm-pointwise-adapter"]
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +41,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=4, help="History items per pointwise prompt.")
     p.add_argument("--listwise-k", type=int, default=8, help="History items in the listwise prompt.")
     p.add_argument("--listwise-permutations", type=int, default=2, help="Candidate orders asked (1 or 2).")
+    p.add_argument("--adapters", default=None,
+                   help="Adapter folder written by `pllm adapt train --task movielens-rec` (llm-pointwise-adapter; "
+                        "without it that ranker is skipped and noted).")
+    p.add_argument("--adapter-task", default="movielens-rec", help="Task the adapters were trained under.")
+    p.add_argument("--cold-start-items", type=int, default=None,
+                   help="History items a user needs to use their own adapter (default: the adapter's min_items).")
     p.add_argument("--assemble", action="store_true",
                    help="Score no LLM question: read the LLM rankers' and judge's checkpoints and write the report.")
     p.add_argument("--judge-pairs", type=int, default=200, help="Known-truth pairs for the judge (0: skip).")
@@ -93,21 +99,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     generator = None
     results, notes = [], {}
     for name in names:
-        if name == "llm-adapter":
-            import importlib.util
-
-            if importlib.util.find_spec("pllm.adapt") is None:
-                notes[name] = "not done: pllm.adapt (per-user LoRA adapters) is not in this build"
-                continue
-            notes[name] = ("not done: pllm.adapt appeared while this was written; training one adapter per "
-                           "test user was out of this machine's compute budget, so no adapter ranker is reported")
+        if name == "llm-pointwise-adapter" and not args.adapters:
+            notes[name] = ("not done: no --adapters folder given (train one adapter per test user with "
+                           "`pllm adapt train --task movielens-rec`, see docs/recommendation.md)")
             continue
         if name.startswith("llm-"):
-            if generator is None:
+            if generator is None and name != "llm-pointwise-adapter":
                 from pllm.models import load_generator
 
                 generator = load_generator(args.backend, args.model)
-            if name == "llm-pointwise":
+            if name == "llm-pointwise-adapter":
+                from pllm.models import load_generator
+
+                # its own copy of the model: adapters wrap it and a task adapter is merged into its weights
+                ranker = make_ranker(name, generator=load_generator(args.backend, args.model),
+                                     config=PointwiseConfig(retriever=args.retriever, k=args.k),
+                                     adapters=args.adapters, task=args.adapter_task,
+                                     cold_start_items=args.cold_start_items)
+            elif name == "llm-pointwise":
                 ranker = make_ranker(name, generator=generator,
                                      config=PointwiseConfig(retriever=args.retriever, k=args.k))
             else:

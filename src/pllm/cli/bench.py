@@ -23,6 +23,11 @@ def _task_entries(tasks: list[str], limit: int | None, split: str) -> list[dict]
     return out
 
 
+def _judge_section(judge: str, against: str, max_questions: int | None) -> dict:
+    backend, _, model = judge.partition(":")
+    return {"backend": backend, "model": model or None, "against": against, "max_questions": max_questions}
+
+
 def print_compare(rows: list[dict]) -> None:
     table = Table(title="bench: A -> B")
     for col in ("task", "cell", "metric", "A", "B", "Δ", "change"):
@@ -72,6 +77,12 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("pllm-bench"), "--out", help="Run folder (resumed if it exists)."),
         report_only: bool = typer.Option(False, "--report-only", help="Only rewrite the report from the cells."),
         compare: tuple[Path, Path] | None = typer.Option(None, "--compare", help="Compare two report.json files."),
+        judge: str | None = typer.Option(None, "--judge", help="Judge generation cells with this generator "
+                                         "('backend' or 'backend:model'), both orders asked."),
+        judge_against: str = typer.Option("none", "--judge-against",
+                                          help="Reference cell label for --judge (none: the none cell)."),
+        judge_max_questions: int | None = typer.Option(None, "--judge-max-questions",
+                                                       help="Judge only the first N questions."),
     ) -> None:
         """Run a grid of tasks x methods x k x styles x models next to the non-LLM baselines; resumable.
 
@@ -101,6 +112,8 @@ def register(app: typer.Typer) -> None:
                     t.limit = limit
             if batch_size is not None:
                 cfg.batch_size = batch_size
+            if judge is not None:
+                cfg.judge = _judge_section(judge, judge_against, judge_max_questions)  # type: ignore[assignment]
             cfg.__post_init__()
         else:
             if not task:
@@ -112,6 +125,8 @@ def register(app: typer.Typer) -> None:
                     data[name] = list(value)
             if batch_size is not None:
                 data["batch_size"] = batch_size
+            if judge is not None:
+                data["judge"] = _judge_section(judge, judge_against, judge_max_questions)
             cfg = bench_config_from_dict(data, source="command line")
         with progress_bar("bench") as bar:
             runner = BenchRunner(cfg, out, progress=tracker(bar))

@@ -40,13 +40,15 @@ def eval_(
     task_dir: Path = typer.Argument(..., help="A folder built by `pllm rec build`."),
     rankers: str = typer.Option("popularity,itemknn,mf-als", "--rankers",
                                 help="Comma-separated: random, popularity, itemknn, mf-als, mf-svd, "
-                                     "llm-pointwise, llm-listwise."),
+                                     "llm-pointwise, llm-listwise, llm-pointwise-adapter."),
     split: str = typer.Option("test", "--split", help="Which split's questions to rank."),
     limit: int | None = typer.Option(None, "--limit", help="Rank only the first N questions."),
     backend: str = typer.Option("hf", "--backend", help="Generator backend for the LLM rankers."),
     model: str | None = typer.Option(None, "--model", help="Model for the LLM rankers (default: embedded)."),
     retriever: str = typer.Option("bm25", "--retriever", help="History retriever of the LLM rankers."),
     k: int = typer.Option(4, "--k", help="History items per LLM prompt."),
+    adapters: Path | None = typer.Option(None, "--adapters", help="llm-pointwise-adapter: the folder `pllm adapt "
+                                         "train --task movielens-rec` wrote (default: adapters/ in PLLM_HOME)."),
     out: Path | None = typer.Option(None, "--out", help="Write report.json and report.md to this folder."),
 ) -> None:
     """Rank each question's candidates and report Recall@1/5, NDCG@5, MRR with 95% bootstrap intervals."""
@@ -71,13 +73,16 @@ def eval_(
         update = tracker(bar)
         for name in [n.strip() for n in rankers.split(",") if n.strip()]:
             if name.startswith("llm-"):
-                if generator is None:
-                    from pllm.models import load_generator
+                from pllm.models import load_generator
 
-                    generator = load_generator(backend, model)
-                cfg = PointwiseConfig(retriever=retriever, k=k) if name == "llm-pointwise" else \
-                    ListwiseConfig(retriever=retriever, k=k)
-                ranker = make_ranker(name, generator=generator, config=cfg)
+                if name == "llm-pointwise-adapter":  # its own model copy: adapters wrap it
+                    ranker = make_ranker(name, generator=load_generator(backend, model),
+                                         config=PointwiseConfig(retriever=retriever, k=k), adapters=adapters)
+                else:
+                    generator = generator or load_generator(backend, model)
+                    cfg = PointwiseConfig(retriever=retriever, k=k) if name == "llm-pointwise" else \
+                        ListwiseConfig(retriever=retriever, k=k)
+                    ranker = make_ranker(name, generator=generator, config=cfg)
                 results.append(run_ranker(ranker, questions, progress=update))
             else:
                 ranker = make_ranker(name)

@@ -8,6 +8,11 @@ no question is scored twice, and batches are fixed by position in the question l
 puts the same questions in the same batches as an uninterrupted one (identical predictions, identical
 final metrics). A cell's `cell.json` records its settings; a changed setting in the same folder is an
 error, never a silent mix of two configurations.
+
+With a `judge` section, every cell of a generation task is also judged against a reference cell (by
+default the `none` cell of its prompt style and model) by the personalized pairwise judge, both orders
+asked; verdicts go to `judge/<task>/<cell>__vs__<reference>.jsonl`, one line per (question, pair of
+predictions), fsynced per batch, so a resumed run never asks the judge twice.
 """
 
 from __future__ import annotations
@@ -76,6 +81,42 @@ class TaskEntry:
 
 
 @dataclass
+class BenchJudge:
+    """The personalized LLM-as-judge as a metric of generation cells (see `pllm.judge`)."""
+
+    backend: str = field(default="hf", metadata={"help": "Judge generator backend (hf = the embedded model)."})
+    model: str | None = field(default=None, metadata={"help": "Judge model id (default: the backend's)."})
+    against: str = field(default="none", metadata={
+        "help": "Reference cell: 'none' (the none cell of the same style and model) or a cell label."})
+    max_questions: int | None = field(default=None, metadata={"help": "Judge only the first N questions."})
+    retriever: str = field(default="bm25", metadata={"help": "How the judge picks profile items to show."})
+    k: int = field(default=4, metadata={"help": "Profile items shown to the judge."})
+    readout: str = field(default="auto", metadata={"help": "auto | score (' A' vs ' B') | generate."})
+    input_field: str | None = field(default=None, metadata={
+        "help": "Question.query field shown as the input (default: the question's input)."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per judge call (each asked in both orders)."})
+
+    def __post_init__(self) -> None:
+        if self.max_questions is not None and self.max_questions < 1:
+            raise InputError("judge.max_questions must be >= 1", field="judge")
+        if self.batch_size < 1:
+            raise InputError("judge.batch_size must be >= 1", field="judge")
+        if not self.against:
+            raise InputError("judge.against must name a cell (or 'none')", field="judge")
+        self.judge_config()
+
+    @property
+    def generator_key(self) -> str:
+        return f"{self.backend}:{self.model}" if self.model else self.backend
+
+    def judge_config(self, embedder: str = "minilm") -> Any:
+        from pllm.judge.judge import JudgeConfig
+
+        return JudgeConfig(retriever=self.retriever, k=self.k, readout=self.readout, input_field=self.input_field,
+                           embedder=embedder)
+
+
+@dataclass
 class BenchConfig:
     """The grid. Methods: `none`, a retriever name, `profile`, or `profile+<retriever>`."""
 
@@ -104,8 +145,15 @@ class BenchConfig:
     summary_items: int = field(default=10, metadata={"help": "Most recent items a profile summary reads."})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (1 is fastest on a crowded machine); default: torch's choice."})
+    judge: BenchJudge | None = field(default=None, metadata={
+        "help": "Judge generation cells against a reference cell: {backend, model, against, max_questions, ...}."})
 
     def __post_init__(self) -> None:
+        if isinstance(self.judge, dict):
+            try:
+                self.judge = BenchJudge(**self.judge)
+            except TypeError as exc:
+                raise InputError(f"bad judge section: {exc}", field="judge") from None
         self.tasks = [TaskEntry(**t) if isinstance(t, dict) else t for t in self.tasks]
         if not self.tasks:
             raise InputError("the grid has no tasks", field="tasks")
@@ -294,6 +342,16 @@ def record_line(record: PredictionRecord, question: Question, wall: float, timin
     return line
 
 
+def judge_key(question_id: str, prediction: str, reference: str) -> str:
+    """A judge log line's id: the question and the two texts judged (a changed prediction is judged anew)."""
+    return f"{question_id}|{sha1_text(prediction, reference)[:12]}"
+
+
+def verdict_line(key: str, question_id: str, verdict: Any) -> dict[str, Any]:
+    return {"id": key, "question": question_id, "winner": verdict.winner, "unparseable": verdict.unparseable,
+            "seconds": verdict.seconds, "votes": [dataclasses.asdict(v) for v in verdict.votes]}
+
+
 def line_record(line: dict[str, Any]) -> PredictionRecord:
     names = {f.name for f in dataclasses.fields(PredictionRecord)}
     return PredictionRecord(**{k: v for k, v in line.items() if k in names})
@@ -370,7 +428,7 @@ class BenchRunner:
 
         c = self.config
         out: list[Cell] = []
-        skipped = self.skipped.setdefault(task.name, [])
+        skipped = self.skipped[task.name] = []  # recomputed on every call (cells() is called per phase)
         multi_model = len(c.models) > 1
         for model in c.models:
             styles = []
@@ -505,8 +563,114 @@ class BenchRunner:
                 self.progress(f"{cell.task}: {cell.label}", sum(q.id in log.records for q in qs), total)
         return log
 
+    # judge ------------------------------------------------------------------------------------
+    def judge_pairs(self, task: LoadedTask) -> list[tuple[Cell, Cell]]:
+        """(cell, reference cell) for every judged cell of a generation task; [] without a judge section."""
+        j = self.config.judge
+        if j is None or task.spec.kind != "generation":
+            return []
+        cells = self.cells(task)
+        if j.against != "none":
+            ref = next((c for c in cells if c.label == j.against), None)
+            if ref is None:
+                raise InputError(f"judge.against {j.against!r} is not a cell of task {task.name!r}; cells: "
+                                 f"{', '.join(c.label for c in cells)}", field="judge")
+            return [(c, ref) for c in cells if c is not ref]
+        nones = [c for c in cells if c.kind == "llm" and c.method == "none"]
+        pairs = []
+        for c in cells:
+            if c in nones:
+                continue
+            # as for Δ vs none: the none cell of the same style and model; baselines: the first none cell
+            ref = next((n for n in nones if n.style == c.style and n.model == c.model), None) \
+                if c.kind == "llm" else (nones[0] if nones else None)
+            if ref is not None:
+                pairs.append((c, ref))
+        return pairs
+
+    def judge_path(self, cell: Cell, ref: Cell) -> Path:
+        return self.out / "judge" / _slug(cell.task) / f"{cell.slug}__vs__{ref.slug}.jsonl"
+
+    def _judged_questions(self, task: LoadedTask) -> list[Question]:
+        j = self.config.judge
+        return task.questions[: j.max_questions] if j is not None else []
+
+    def _predictions(self, cell: Cell, questions: Sequence[Question]) -> list[str] | None:
+        """The cell's predictions for these questions, or None while any is missing."""
+        log = CellLog(self.cell_path(cell), repair=False)
+        have = [log.records.get(q.id) for q in questions]
+        if any(h is None for h in have):
+            return None
+        return [h.get("prediction") or "" for h in have]  # type: ignore[union-attr]
+
+    def _check_judge(self, cell: Cell, ref: Cell) -> None:
+        """Verdicts in a folder may only be reused by the same judge (backend, model and settings)."""
+        j = self.config.judge
+        assert j is not None
+        meta = {"task": cell.task, "cell": cell.label, "against": ref.label, "backend": j.backend, "model": j.model,
+                "judge": dataclasses.asdict(j.judge_config(self.config.embedder))}
+        path = self.judge_path(cell, ref).with_suffix(".json")
+        if path.is_file():
+            if json.loads(path.read_text(encoding="utf-8")) != to_jsonable(meta):
+                raise InputError(f"{self.out} already holds judge verdicts for {cell.label!r} vs {ref.label!r} of "
+                                 f"task {cell.task!r} from another judge or settings; use a new --out folder (or "
+                                 "delete the judge/ folder)", source=str(path))
+        else:
+            atomic_write_json(path, meta)
+
+    def judge_task(self, task: LoadedTask) -> None:
+        """Judge every finished cell against its reference on the judged questions, skipping verdicts
+        already in the logs; batches are fixed by question position (as for cells)."""
+        pairs = self.judge_pairs(task)
+        j = self.config.judge
+        if not pairs or j is None:
+            return
+        qs = self._judged_questions(task)
+        judge = None
+        for cell, ref in pairs:
+            preds, refs = self._predictions(cell, qs), self._predictions(ref, qs)
+            if preds is None or refs is None:
+                continue  # judged once both cells are finished
+            self._check_judge(cell, ref)
+            log = CellLog(self.judge_path(cell, ref))
+            keys = [judge_key(q.id, a, b) for q, a, b in zip(qs, preds, refs)]
+            label = f"{cell.task}: judge {cell.label} vs {ref.label}"
+            if self.progress:
+                self.progress(label, sum(k in log.records for k in keys), len(qs))
+            for start in range(0, len(qs), j.batch_size):
+                todo = [i for i in range(start, min(start + j.batch_size, len(qs))) if keys[i] not in log.records]
+                if not todo:
+                    continue
+                if judge is None:
+                    from pllm.judge.judge import Judge
+
+                    judge = Judge(self._generator(j.generator_key), j.judge_config(self.config.embedder),
+                                  spec=task.spec, store=self._store_handle())
+                verdicts = judge.compare_many([(qs[i], preds[i], refs[i]) for i in todo], batch_size=j.batch_size)
+                log.append([verdict_line(keys[i], qs[i].id, v) for i, v in zip(todo, verdicts)])
+                if self.progress:
+                    self.progress(label, sum(k in log.records for k in keys), len(qs))
+
+    def judge_results(self, task: LoadedTask) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """{cell label: {against, verdict lines}} for every fully judged cell; progress of the others."""
+        done: dict[str, dict[str, Any]] = {}
+        incomplete: list[dict[str, Any]] = []
+        qs = self._judged_questions(task)
+        for cell, ref in self.judge_pairs(task):
+            preds, refs = self._predictions(cell, qs), self._predictions(ref, qs)
+            log = CellLog(self.judge_path(cell, ref), repair=False)
+            have = [] if preds is None or refs is None else \
+                [log.records.get(judge_key(q.id, a, b)) for q, a, b in zip(qs, preds, refs)]
+            if not have or any(h is None for h in have):
+                incomplete.append({"cell": cell.label, "against": ref.label,
+                                   "done": sum(h is not None for h in have), "total": len(qs)})
+                continue
+            done[cell.label] = {"against": ref.label, "verdicts": have}
+        return done, incomplete
+
     def run(self, *, only_report: bool = False) -> dict[str, Any]:
-        """Run every cell still missing questions (unless `only_report`), then write the reports."""
+        """Run every cell still missing questions (unless `only_report`), judge generation cells when
+        the grid has a judge section, then write the reports."""
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out, "bench_config.json")
         if self.config.threads is not None:
@@ -515,8 +679,12 @@ class BenchRunner:
             torch.set_num_threads(self.config.threads)
         try:
             if not only_report:
+                for task in self.load_tasks():
+                    self.judge_pairs(task)  # a bad judge.against fails before any cell runs
                 for cell, task in self.schedule():
                     self.run_cell(cell, task)
+                for task in self.load_tasks():
+                    self.judge_task(task)
             return self.write_reports()
         finally:
             if self._store is not None:
@@ -562,10 +730,18 @@ class BenchRunner:
         reports = {}
         for task in self.load_tasks():
             done, incomplete = self.task_results(task)
+            judged, judge_meta = None, None
+            j = self.config.judge
+            if j is not None and task.spec.kind == "generation":
+                judged, judge_incomplete = self.judge_results(task)
+                judge_meta = {"backend": j.backend, "model": j.model, "against": j.against,
+                              "questions": len(self._judged_questions(task)),
+                              "config": dataclasses.asdict(j.judge_config(self.config.embedder)),
+                              "incomplete": judge_incomplete}
             reports[task.name] = bench_task_report(
                 task.spec, done, task.questions, incomplete=incomplete, skipped=self.skipped.get(task.name, []),
                 n_resamples=self.config.n_resamples, seed=self.config.seed, profile_bins=self.config.profile_bins,
-                data=str(task.folder), split=task.entry.split)
+                judged=judged, judge=judge_meta, data=str(task.folder), split=task.entry.split)
         report = to_jsonable({"kind": "pllm-bench", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "machine": machine_info(), "config": self.config, "tasks": reports})
         atomic_write_json(self.out / "report.json", report)

@@ -205,12 +205,40 @@ def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int
     return out
 
 
+def judge_summary(lines: Sequence[dict[str, Any]], *, n_resamples: int = 1000, seed: int = 0,
+                  alpha: float = 0.05) -> dict[str, Any]:
+    """Win, tie and loss rates of judged pairs (A = the cell, B = its reference; a win = A preferred in
+    both orders) and the score (wins + half the ties), each with a 95% bootstrap interval over questions."""
+    import numpy as np
+
+    from pllm.judge.judge import Verdict, Vote, summarize_verdicts
+
+    verdicts = [Verdict(x["winner"], [Vote(**v) for v in x["votes"]], x.get("unparseable", 0), x.get("seconds", 0.0))
+                for x in lines]
+    s = summarize_verdicts(verdicts)
+    outcome = {"win_rate": np.array([v.winner == "A" for v in verdicts], dtype=np.float64),
+               "tie_rate": np.array([v.winner == "tie" for v in verdicts], dtype=np.float64),
+               "loss_rate": np.array([v.winner == "B" for v in verdicts], dtype=np.float64)}
+    outcome["score"] = outcome["win_rate"] + 0.5 * outcome["tie_rate"]
+    idx = _draws(len(verdicts), n_resamples, seed)  # (R, n): the same draws as the metrics' intervals
+    out: dict[str, Any] = {"n": s.n}
+    for name, x in outcome.items():
+        lo, hi = np.quantile(x[idx].mean(axis=1), [alpha / 2, 1 - alpha / 2])
+        out[name] = Interval(float(x.mean()), float(lo), float(hi))
+    out.update(unparseable=s.unparseable, first_position_rate=s.as_dict()["first_position_rate"],
+               seconds_per_pair=float(np.mean([v.seconds for v in verdicts])) if verdicts else 0.0)
+    return out
+
+
 def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], questions: Sequence[Any], *,
                       incomplete: Sequence[dict[str, Any]] = (), skipped: Sequence[str] = (),
-                      n_resamples: int = 1000, seed: int = 0, profile_bins: int = 4, **meta: Any) -> dict[str, Any]:
+                      n_resamples: int = 1000, seed: int = 0, profile_bins: int = 4,
+                      judged: dict[str, dict[str, Any]] | None = None, judge: dict[str, Any] | None = None,
+                      **meta: Any) -> dict[str, Any]:
     """One task's part of a bench report: a row per complete cell, each metric with its 95% bootstrap
     interval, the paired difference against the `none` cell of the same prompt style and model, the
-    counts, timings and tokens/s, plus the primary metric by profile size."""
+    counts, timings and tokens/s, plus the primary metric by profile size. `judged` ({cell label:
+    {against, verdicts}}) adds each judged cell's win/tie/loss rates against its reference cell."""
     golds = [q.target for q in questions]
     rows = []
     by_cell = {cell.label: (cell, res) for cell, res in done}
@@ -246,6 +274,9 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
             else None,
             "timings": res.timings, "config": res.config,
         })
+        if judged and cell.label in judged:
+            rows[-1]["judge"] = {"against": judged[cell.label]["against"],
+                                 **judge_summary(judged[cell.label]["verdicts"], n_resamples=n_resamples, seed=seed)}
     sizes = [len(q.profile) for q in questions]
     return {
         "task": spec.name, "description": spec.description, "primary_metric": spec.primary_metric,
@@ -254,7 +285,7 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
                                                          "max": max(sizes)} if sizes else {},
         "rows": rows, "incomplete": list(incomplete), "skipped": list(skipped),
         "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins) if done else {},
-        "n_resamples": n_resamples, **meta,
+        "n_resamples": n_resamples, **({"judge": judge} if judge is not None else {}), **meta,
     }
 
 
@@ -289,18 +320,24 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
                   f"Questions: {t['n_questions']} ({t.get('split', 'test')} split of `{t.get('data', '?')}`); "
                   f"profile size min/median/max: {t['profile_size'].get('min')}/"
                   f"{t['profile_size'].get('median')}/{t['profile_size'].get('max')}.", ""]
+        judged = [r for r in t["rows"] if r.get("judge")]
         head = ["cell"] + [f"{m} {arrows[m]} [95% CI]" for m in metrics] + \
-            [f"Δ{t['primary_metric']} vs none [95% CI]", "unparseable", "truncated", "prompt tok", "wall s",
-             "q/s", "tok/s"]
+            [f"Δ{t['primary_metric']} vs none [95% CI]"] + (["judge win vs ref [95% CI]"] if judged else []) + \
+            ["unparseable", "truncated", "prompt tok", "wall s", "q/s", "tok/s"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in t["rows"]:
             cells = [f"{r['cell']}" + (" (baseline)" if r["kind"] == "baseline" else "")]
             cells += [_fmt_iv(r["metrics"][m]) for m in metrics]
-            cells += [_fmt_iv(r["vs_none"].get(t["primary_metric"])), str(r["unparseable"]), str(r["truncated"]),
+            cells += [_fmt_iv(r["vs_none"].get(t["primary_metric"]))]
+            if judged:
+                cells += [_fmt_iv(r["judge"]["win_rate"]) if r.get("judge") else "—"]
+            cells += [str(r["unparseable"]), str(r["truncated"]),
                       f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
                       f"{r['questions_per_second']:.2f}" if r["questions_per_second"] else "—",
                       f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—"]
             lines.append("| " + " | ".join(cells) + " |")
+        if t.get("judge"):
+            lines += _judge_markdown(t["judge"], judged)
         if t.get("incomplete"):
             lines += ["", "Not finished (not in the table): " + "; ".join(
                 f"{c['cell']} ({c['done']}/{c['total']})" for c in t["incomplete"]) + "."]
@@ -316,6 +353,31 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
             lines += ["", f"![{name}: {kind}]({rel})"]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _judge_markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The judge section of one task: who judged, how, and each judged cell against its reference."""
+    cfg = meta.get("config", {})
+    judge = meta["backend"] + (f":{meta['model']}" if meta.get("model") else "")
+    lines = ["", f"Personalized LLM-as-judge (`{judge}`, readout {cfg.get('readout')}, {cfg.get('k')} profile items "
+             f"by {cfg.get('retriever')}) on the first {meta['questions']} questions: each cell's prediction (A) "
+             f"against its reference cell's (B; `{meta['against']}`"
+             + (" = the none cell of the same style and model" if meta["against"] == "none" else "")
+             + "), asked in both orders. A win is A preferred in both orders, a loss B in both; a split or an "
+             "unparseable vote is a tie. Score = wins + half the ties (0.5: no preference).", ""]
+    if rows:
+        head = ["cell", "vs", "pairs", "win [95% CI]", "tie [95% CI]", "loss [95% CI]", "score [95% CI]",
+                "unparseable votes", "first-shown vote rate"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            j = r["judge"]
+            lines.append("| " + " | ".join([r["cell"], j["against"], str(j["n"]), _fmt_iv(j["win_rate"]),
+                                            _fmt_iv(j["tie_rate"]), _fmt_iv(j["loss_rate"]), _fmt_iv(j["score"]),
+                                            str(j["unparseable"]), f"{j['first_position_rate']:.3f}"]) + " |")
+    if meta.get("incomplete"):
+        lines += ["", "Not judged yet: " + "; ".join(f"{c['cell']} vs {c['against']} ({c['done']}/{c['total']})"
+                                                     for c in meta["incomplete"]) + "."]
+    return lines
 
 
 def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:

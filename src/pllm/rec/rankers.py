@@ -7,8 +7,10 @@ target or anything the user rated after it.
 
 LLM rankers reuse the library: `llm-pointwise` turns each candidate into a yes/no question and scores
 it through `Personalizer` (retrieval over the user's history with the candidate as the query, the
-demonstration prompt style, label log-likelihoods), one batch per user; `llm-listwise` shows the
-history and the lettered candidate list and scores each candidate's letter as the continuation.
+demonstration prompt style, label log-likelihoods), one batch per user; `llm-pointwise-adapter` is the
+same ranker scored through `pllm.adapt.AdapterGenerator`, so each user's own peft adapter (or their
+group's, or none) scores their candidates; `llm-listwise` shows the history and the lettered candidate
+list and scores each candidate's letter as the continuation.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pllm.errors import InputError, PllmError
 from pllm.models.base import Generator, Prompt
 from pllm.pipeline import MethodConfig, Personalizer
 from pllm.prompting.styles import get_style
-from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, candidates_of
+from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task
 from pllm.registry import Registry
 from pllm.retrieval.base import Doc, make_retriever
 from pllm.types import Question
@@ -325,6 +327,52 @@ class PointwiseRanker(Ranker):
     def describe(self) -> dict[str, Any]:
         return {"ranker": self.name, **dataclasses.asdict(self.config), "model": self.generator.model_id,
                 "backend": self.generator.name, "style": "demonstrations"}
+
+
+@RANKERS.register("llm-pointwise-adapter")
+class AdapterPointwiseRanker(PointwiseRanker):
+    """`llm-pointwise` scored through `AdapterGenerator`: every candidate row carries its user's record on
+    `Prompt.question`, so it is routed to that user's own adapter, else (no adapter, a stale one, or fewer
+    history items than `cold_start_items`) to the group adapter nearest their history, else to the base
+    model. One user's candidates are still one `score` call: one forward pass with peft's per-row
+    `adapter_names`.
+
+    The adapters are those `pllm adapt train --task movielens-rec` writes: that task's demonstration
+    prompts are exactly the pointwise prompts (same header, `Movie: ...` lines, `Liked:` Yes/No), so a
+    user's adapter is trained on the texts it scores here. A shared task adapter, when present, is merged
+    into the base weights (so pass a generator no other ranker uses).
+    """
+
+    name = "llm-pointwise-adapter"
+
+    def __init__(self, generator: Generator, config: PointwiseConfig | None = None, *, adapters: Any = None,
+                 task: str = TASK_NAME, mode: str = "user", cold_start_items: int | None = None,
+                 memory_budget_mb: float = 256.0, store: Any = None, embedder: Any = None) -> None:
+        """`generator`: a plain `HFGenerator` (wrapped here) or an `AdapterGenerator`; `adapters`: an
+        `AdapterStore` or its root folder (default: where `pllm adapt train` writes)."""
+        from pllm.adapt.generator import AdapterGenerator
+        from pllm.adapt.store import AdapterStore
+        from pllm.models.hf import HFGenerator
+
+        if isinstance(generator, AdapterGenerator):
+            routed = generator
+        elif isinstance(generator, HFGenerator):
+            if task == TASK_NAME:
+                ensure_task()  # group routing reads the task's spec by name
+            adapter_store = adapters if isinstance(adapters, AdapterStore) else AdapterStore(adapters)
+            routed = AdapterGenerator(generator, task, store=adapter_store, mode=mode,
+                                      cold_start_items=cold_start_items, memory_budget_mb=memory_budget_mb)
+        else:
+            raise InputError(f"llm-pointwise-adapter needs a local transformers model (backend 'hf'); the "
+                             f"{generator.name!r} backend has no peft adapters", field="backend")
+        super().__init__(routed, config, store=store, embedder=embedder)
+        self.routed = routed
+
+    def describe(self) -> dict[str, Any]:
+        routes = {k.removeprefix("rows_"): v for k, v in self.routed.stats.items() if k.startswith("rows_")}
+        return {**super().describe(), "adapter_task": self.routed.task, "adapter_mode": self.routed.mode,
+                "adapters": str(self.routed.store.root), "cold_start_items": self.routed.cold_start_items,
+                "task_adapter": self.routed.task_record is not None, "rows_by_route": routes}
 
 
 @dataclass
