@@ -1,36 +1,18 @@
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from pllm.cli import app
 from pllm.data import BuildConfig, build_dataset
+from pllm_testkit import write_persona_csv
 
 runner = CliRunner()
 
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def write_persona_csv(path: Path, n: int = 8) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["user 1 personas", "user 2 personas", "Best Generated Conversation"])
-        for c in range(n):
-            turns = [f"User 1: Hello there, what do you like doing on weekends {c}?",
-                     f"User 2: I really like playing chess in the park number {c}.",
-                     "User 1: I mostly go fishing with my old dad on the lake.",
-                     f"User 2: Fishing sounds calm, I should try it some weekend {c}.",
-                     "User 1: You should, it is the best way to relax for me.",
-                     "User 2: Thanks, I will think about it and tell you later."]
-            w.writerow([f"I fish.\nI have a dad.\nI am {c}.", f"I play chess.\nI live {c}.\nI like parks.",
-                        "\n".join(turns)])
-    return path
 
 
 def test_bench_help_and_bad_input(tmp_path):

@@ -4,7 +4,6 @@ the response reporting more words), so every verdict is known in advance."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError
 from pllm.eval.bench import BenchRunner, bench_config_from_dict
 from pllm.models.base import GENERATORS, Generation, Generator, normalize_continuations
+from pllm_testkit import write_persona_csv
 
 N_QUESTIONS = 6
 JUDGED = 4
@@ -79,23 +79,6 @@ def fakes() -> Iterator[None]:
     yield
     GENERATORS.unregister("test-wordcount")
     GENERATORS.unregister("test-count-judge")
-
-
-def write_persona_csv(path: Path, n: int = 8) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["user 1 personas", "user 2 personas", "Best Generated Conversation"])
-        for c in range(n):
-            turns = [f"User 1: Hello there, what do you like doing on weekends {c}?",
-                     f"User 2: I really like playing chess in the park number {c}.",
-                     "User 1: I mostly go fishing with my old dad on the lake.",
-                     f"User 2: Fishing sounds calm, I should try it some weekend {c}.",
-                     "User 1: You should, it is the best way to relax for me.",
-                     "User 2: Thanks, I will think about it and tell you later."]
-            w.writerow([f"I fish.\nI have a dad.\nI am {c}.", f"I play chess.\nI live {c}.\nI like parks.",
-                        "\n".join(turns)])
-    return path
 
 
 @pytest.fixture
