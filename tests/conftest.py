@@ -28,6 +28,18 @@ def pllm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test: tiny models are dominated by per-op threading overhead (about 10x
+    slower with 2 threads on a busy machine). Test folders that train tiny models make it autouse."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_generator():
     from pllm.models.testing import make_tiny_generator

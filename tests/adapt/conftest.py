@@ -53,11 +53,5 @@ def store(tmp_path) -> AdapterStore:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op threading overhead on a busy machine: 1 thread is ~10x faster."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)

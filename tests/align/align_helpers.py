@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from pllm.align.adapters import AdapterRecord, AdapterStore, new_record
 from pllm.align.store import PreferencePair
@@ -51,11 +50,8 @@ def save_random_adapter(base, store: AdapterStore, name: str, seed: int, *, kind
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread: None) -> Iterator[None]:
     yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(name="dsp_file")

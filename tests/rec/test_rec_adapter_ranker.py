@@ -19,15 +19,7 @@ from pllm.rec.data import REC_SPEC, TASK_NAME, RecBuildConfig, ensure_task
 from pllm.rec.rankers import PointwiseConfig, make_ranker
 from pllm_testkit import random_lora
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
