@@ -4,28 +4,12 @@ session-wide `tiny_generator` is never used here), movielens-shaped users, and f
 from __future__ import annotations
 
 import pytest
+from adapt_helpers import WORDS
 
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.store import AdapterStore
 from pllm.models.testing import make_tiny_generator
 from pllm.tasks.spec import get_task
-from pllm.types import ProfileItem, Question
-
-WORDS = ["Heat", "Casino", "Fargo", "Alien", "Clueless", "Babe", "Crime", "Comedy", "Drama", "Horror", "Sci-Fi"]
-
-
-def make_items(user: str, n: int, *, rating: int | None = None, genre: str = "Comedy") -> list[ProfileItem]:
-    """n items of one user; `rating` fixes every rating (users who always rate 1 vs always 5 differ)."""
-    titles = ["Heat", "Casino", "Fargo", "Alien", "Clueless", "Babe"]
-    return [ProfileItem(id=f"{user}-{i}", user_id=user, timestamp=float(i),
-                        fields={"title": titles[i % len(titles)], "year": "1995", "genres": genre,
-                                "rating": str(rating if rating is not None else 1 + i % 5)}) for i in range(n)]
-
-
-def make_question(user: str, items: list[ProfileItem], title: str = "Heat", genre: str = "Comedy") -> Question:
-    return Question(id=f"q-{user}", user_id=user, input=f"{title} {genre}",
-                    query={"title": title, "year": "1995", "genres": genre}, profile=items,
-                    timestamp=float(len(items) + 1000))
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import time
 
 import pytest
 import torch
+from adapt_helpers import WORDS, make_items, make_question
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import WORDS, make_items, make_question
 from pllm.adapt import AdapterGenerator, AdapterStore
 from pllm.adapt.jobs import retrain_stale, train_groups, train_users
 from pllm.models.testing import make_tiny_generator

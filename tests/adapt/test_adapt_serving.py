@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adapt_helpers import WORDS, make_items, make_question
 
-from conftest import WORDS, make_items, make_question
 from pllm.adapt import AdaptConfig, AdapterGenerator, train_adapter
 from pllm.errors import ArtifactError
 from pllm.models.testing import make_tiny_generator

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from adapt_helpers import make_items
 from safetensors.torch import load_file
 
-from conftest import make_items
 from pllm.adapt import AdaptConfig, train_adapter
 from pllm.adapt.data import training_pairs
 from pllm.adapt.train import TRAIN_NAME
