@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train_interactions": int(train.matrix.nnz), "train_users": len(train.users),
         "not_done": notes, "wall_seconds": round(time.perf_counter() - t0, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "note": "shared 2-core machine; per-user seconds are as measured there and noisy"},
+                    "note": "the machine that assembled this report; LLM rows record their own device"},
     }
     out: dict[str, Any] = {"meta": meta, "rankers": rows, "judge": judge}
     from pllm.io import to_jsonable
@@ -194,8 +194,10 @@ def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any
              "against popularity on the same users.",
              f"Classic rankers are fitted on {meta['train_interactions']:,} interactions: every rating except each "
              "test user's target and anything they rated after it.",
-             f"Seconds per user are wall time of one `score` call (all candidates of one user in one batch) on: "
-             f"{meta['machine']['platform']}, {meta['machine']['cpus']} CPUs, shared with other jobs, so noisy.",
+             "Seconds per user are wall time of one `score` call (all candidates of one user in one batch) on the "
+             "device in the `ran on` column (the LLM rankers' checkpoints record it per user; classic rankers run "
+             f"on the CPU of the machine that assembled the report: {meta['machine']['platform']}, "
+             f"{meta['machine']['cpus']} CPUs), so compare timings only within one device.",
              f"Reproduce: `{meta['command']}`."]
     partial = [(r.ranker, r.n) for r in rows if r.n < meta["users"]]
     if partial:
@@ -211,11 +213,12 @@ def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any
                   "user's reply at a turn of another conversation, shown with the same dialogue context; judge = "
                   f"`{judge['judge_model']}` ({judge['readout']}), both orders asked.", "",
                   "| agreement (real wins both orders) [95% CI] | ties | other wins | position-consistent | "
-                  "votes for the first-shown output | summed-margin agreement | s/pair |",
-                  "|---|---|---|---|---|---|---|",
+                  "votes for the first-shown output | summed-margin agreement | s/pair | ran on |",
+                  "|---|---|---|---|---|---|---|---|",
                   f"| {judge['agreement']['fmt']} | {judge['tie_rate']:.3f} | {judge['loss_rate']:.3f} | "
                   f"{1 - judge['tie_rate']:.3f} | {judge['first_position_rate']:.3f} | "
-                  f"{_opt(judge.get('debiased_margin_agreement'))} | {judge['seconds_per_pair']:.3f} |", "",
+                  f"{_opt(judge.get('debiased_margin_agreement'))} | {judge['seconds_per_pair']:.3f} | "
+                  f"{', '.join(judge.get('devices') or {}) or '—'} |", "",
                   "Summed-margin agreement: share of pairs where log p(real) - log p(other), summed over both "
                   "orders, favours the real reply (a constant position bias cancels in the sum)."]
     return "\n".join(lines) + "\n"

@@ -132,6 +132,31 @@ def test_interrupted_run_resumes_to_identical_metrics(rating_task, echo_backend,
     assert all(d == 10 for _, d in again)
 
 
+def test_each_question_records_its_device_and_mixed_cells_say_so(rating_task, echo_backend, bow_embedder, tmp_path,
+                                                                  monkeypatch):
+    """A grid finished on other hardware than it started on reports where each cell's questions ran."""
+    import pllm.eval.bench as bench
+
+    cfg = grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None])
+    monkeypatch.setattr(bench, "device_label", lambda generator: "gpu-a")
+
+    def stop(label: str, done: int, total: int) -> None:
+        if label.endswith(": none") and done == 4:  # after the `none` cell's first batch
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        BenchRunner(cfg, tmp_path / "run", progress=stop).run()
+    monkeypatch.setattr(bench, "device_label", lambda generator: "cpu")
+    report = BenchRunner(cfg, tmp_path / "run").run()
+    rows = {r["cell"]: r for r in report["tasks"]["movielens-rating"]["rows"]}
+    devices = [r["devices"] for r in rows.values() if r["kind"] == "llm"]
+    assert all(sum(d.values()) == 10 for d in devices)
+    assert {"gpu-a": 4, "cpu": 6} in devices
+    assert rows["global-mean"]["devices"] == {}  # no model, no device
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "| ran on |" in md and "cpu (6), gpu-a (4)" in md  # most questions first
+
+
 def test_changed_settings_in_same_folder_are_refused(rating_task, echo_backend, bow_embedder, tmp_path):
     BenchRunner(grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None]), tmp_path / "r").run()
     cfg = grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None], max_prompt_tokens=64)

@@ -86,3 +86,17 @@ def test_tiny_model_scores_letters(tiny_generator):
     judge = Judge(tiny_generator, JudgeConfig(retriever="bm25", k=1))
     v = judge.compare(_question(), "good", "bad")
     assert v.winner in ("A", "B", "tie") and len(v.votes) == 2 and all(x.margin is not None for x in v.votes)
+
+
+def test_known_truth_agreement_resumes_and_records_device(tiny_generator, tmp_path):
+    from pllm.judge.agreement import known_truth_agreement
+    from pllm_testkit import write_persona_csv
+
+    src = write_persona_csv(tmp_path / "persona" / "test.csv", n=12).parent
+    ckpt = tmp_path / "judge.jsonl"
+    first = known_truth_agreement(tiny_generator, source=src, n_pairs=4, checkpoint=ckpt)
+    lines = ckpt.read_text().splitlines()
+    assert first["n"] == len(lines) > 0 and all('"device": "cpu"' in x for x in lines)
+    again = known_truth_agreement(tiny_generator, source=src, n_pairs=4, checkpoint=ckpt, score_missing=False)
+    assert again["devices"] == first["devices"] == {"cpu": len(lines)}
+    assert again["agreement"] == first["agreement"] and len(ckpt.read_text().splitlines()) == len(lines)

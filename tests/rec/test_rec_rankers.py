@@ -13,7 +13,7 @@ from pllm.rec.rankers import (
     parse_letter,
     training_interactions,
 )
-from pllm.rec.runner import run_ranker, summarize
+from pllm.rec.runner import markdown_table, run_ranker, summarize
 
 
 @pytest.fixture
@@ -105,6 +105,10 @@ def test_pointwise_and_listwise_on_tiny_model(rec_data, tiny_generator, tmp_path
     res = run_ranker(lw, qs[:2], checkpoint=tmp_path / "lw.jsonl")
     again = run_ranker(lw, qs[:2], checkpoint=tmp_path / "lw.jsonl", score_missing=False)
     assert res.ranks == again.ranks and len((tmp_path / "lw.jsonl").read_text().splitlines()) == 2
+    # each checkpointed user records where the model scored it, and the report row says so
+    assert res.extra["devices"] == again.extra["devices"] == {"cpu": 2}
+    assert '"device": "cpu"' in (tmp_path / "lw.jsonl").read_text()
+    assert markdown_table(summarize([res], n_resamples=50)).splitlines()[-1].endswith("| cpu |")
     assert 1 <= res.ranks[q.id] <= len(q.query["candidates"]) and target_index(q) >= 0
 
 

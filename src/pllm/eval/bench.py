@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import yaml
 
 from pllm.errors import InputError
 from pllm.io import atomic_write_json, save_config, sha1_text, to_jsonable
+from pllm.models.base import device_label
 from pllm.pipeline import MethodConfig, Personalizer, PredictionRecord
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import TaskSpec, get_task
@@ -330,15 +332,18 @@ class CellLog:
             self.records[r["id"]] = r
 
 
-def record_line(record: PredictionRecord, question: Question, wall: float, timings: dict[str, float]
-                ) -> dict[str, Any]:
-    """One JSONL line: the prediction record, the question's profile size and its share of the batch time."""
+def record_line(record: PredictionRecord, question: Question, wall: float, timings: dict[str, float],
+                device: str | None = None) -> dict[str, Any]:
+    """One JSONL line: the prediction record, the question's profile size, its share of the batch time and
+    the device that computed it (a resumed grid may finish on other hardware; timings say where)."""
     line = to_jsonable(record)
     if line.get("label_scores"):
         line["label_scores"] = {k: round(v, 4) for k, v in line["label_scores"].items()}
     line["profile_size"] = len(question.profile)
     line["wall"] = wall
     line["timings"] = timings
+    if device:
+        line["device"] = device
     return line
 
 
@@ -533,7 +538,9 @@ class BenchRunner:
             mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
             from pllm.prompting.profile import SummaryConfig
 
-            pers = Personalizer(task.spec, self._generator(cell.model or "hf"), mc, store=self._store_handle(),
+            generator = self._generator(cell.model or "hf")
+            device = device_label(generator)
+            pers = Personalizer(task.spec, generator, mc, store=self._store_handle(),
                                 summary_config=SummaryConfig(max_items=self.config.summary_items,
                                                              batch_size=self.config.batch_size))
         else:
@@ -544,6 +551,7 @@ class BenchRunner:
                 else make_baseline(cell.method, task.spec)
             # Without training questions, fit on the scored questions' histories only, never their targets.
             base.fit(task.train or [dataclasses.replace(q, target=None) for q in qs])
+            device = None
         for start in range(0, total, bs):
             todo = [q for q in qs[start:start + bs] if q.id not in log.records]
             if not todo:
@@ -558,7 +566,7 @@ class BenchRunner:
                 records = base.predict(todo)
                 timings = {}
             wall = (time.perf_counter() - t0) / len(todo)
-            log.append([record_line(r, q, wall, timings) for r, q in zip(records, todo)])
+            log.append([record_line(r, q, wall, timings, device) for r, q in zip(records, todo)])
             if self.progress:
                 self.progress(f"{cell.task}: {cell.label}", sum(q.id in log.records for q in qs), total)
         return log
@@ -718,9 +726,11 @@ class BenchRunner:
             for h in have:
                 for k, v in (h.get("timings") or {}).items():
                     timings[k] = timings.get(k, 0.0) + v
+            devices = Counter(h["device"] for h in have if h.get("device"))
             res = MethodResult(method=cell.label, records=[line_record(h) for h in have],
                                seconds=sum(h.get("wall", 0.0) for h in have), kind=cell.kind,
-                               config=cell.config, timings={k: round(v, 3) for k, v in timings.items()})
+                               config=cell.config, timings={k: round(v, 3) for k, v in timings.items()},
+                               devices=dict(devices.most_common()))
             done.append((cell, res))
         return done, incomplete
 

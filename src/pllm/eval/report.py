@@ -25,6 +25,7 @@ class MethodResult:
     kind: str = "llm"  # llm | baseline
     config: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    devices: dict[str, int] = field(default_factory=dict)  # questions computed per device (bench cells)
 
 
 @dataclass
@@ -272,7 +273,7 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
             "tokens_per_second": round(all_tokens / res.seconds, 1) if res.seconds > 0 and all_tokens else None,
             "generated_tokens_per_second": round(gen_tokens / res.seconds, 2) if res.seconds > 0 and gen_tokens
             else None,
-            "timings": res.timings, "config": res.config,
+            "timings": res.timings, "config": res.config, "devices": res.devices,
         })
         if judged and cell.label in judged:
             rows[-1]["judge"] = {"against": judged[cell.label]["against"],
@@ -287,6 +288,14 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
         "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins) if done else {},
         "n_resamples": n_resamples, **({"judge": judge} if judge is not None else {}), **meta,
     }
+
+
+def _devices(row: dict[str, Any]) -> str:
+    """Where a cell's questions were computed: one device name, or each with its count when mixed."""
+    devices = row.get("devices") or {}
+    if len(devices) <= 1:
+        return next(iter(devices), "—")
+    return ", ".join(f"{d} ({n})" for d, n in devices.items())
 
 
 def _fmt_iv(iv: Any, digits: int = 3) -> str:
@@ -312,7 +321,8 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
              "questions). Δ is the paired difference against no personalization (`none`) in the same prompt "
              "style and model (baselines: against the first `none`), resampled jointly. Unparseable outputs "
              "are scored as wrong (worst error for numbers, empty text for ROUGE). Wall time and tokens/s are "
-             "as measured on the machine above, which may have been shared.", ""]
+             "as measured on the device in the `ran on` column (the machine above is the one that wrote this "
+             "report; it may have been shared).", ""]
     for name, t in report.get("tasks", {}).items():
         metrics = t["metrics"]
         arrows = {m: "↑" if t["higher_is_better"][m] else "↓" for m in metrics}
@@ -323,7 +333,7 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
         judged = [r for r in t["rows"] if r.get("judge")]
         head = ["cell"] + [f"{m} {arrows[m]} [95% CI]" for m in metrics] + \
             [f"Δ{t['primary_metric']} vs none [95% CI]"] + (["judge win vs ref [95% CI]"] if judged else []) + \
-            ["unparseable", "truncated", "prompt tok", "wall s", "q/s", "tok/s"]
+            ["unparseable", "truncated", "prompt tok", "wall s", "q/s", "tok/s", "ran on"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in t["rows"]:
             cells = [f"{r['cell']}" + (" (baseline)" if r["kind"] == "baseline" else "")]
@@ -334,7 +344,7 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
             cells += [str(r["unparseable"]), str(r["truncated"]),
                       f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
                       f"{r['questions_per_second']:.2f}" if r["questions_per_second"] else "—",
-                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—"]
+                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—", _devices(r)]
             lines.append("| " + " | ".join(cells) + " |")
         if t.get("judge"):
             lines += _judge_markdown(t["judge"], judged)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 
 from pllm.errors import InputError
 from pllm.judge.judge import Judge, JudgeConfig, Verdict, Vote, summarize_verdicts
-from pllm.models.base import Generator
+from pllm.models.base import Generator, device_label
 from pllm.types import Question
 
 TASK = "persona-chat-reply"
@@ -78,6 +79,8 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
             except (json.JSONDecodeError, KeyError):
                 continue
     verdicts: list[Verdict] = []
+    device = device_label(generator)
+    devices: Counter[str] = Counter()
     fh = ckpt.open("a", encoding="utf-8") if ckpt else None
     try:
         for i, (q, real, other) in enumerate(pairs):
@@ -85,12 +88,15 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
                 rec = done[q.id]
                 verdicts.append(Verdict(rec["winner"], [Vote(**v) for v in rec["votes"]], rec["unparseable"],
                                         rec["seconds"]))
+                devices.update([rec["device"]] if rec.get("device") else [])
             elif score_missing:
                 v = judge.compare(q, real, other)
                 verdicts.append(v)
+                devices.update([device] if device else [])
                 if fh:
                     fh.write(json.dumps({"id": q.id, "winner": v.winner, "unparseable": v.unparseable,
-                                         "seconds": v.seconds, "votes": [vars(x) for x in v.votes]}) + "\n")
+                                         "seconds": v.seconds, "votes": [vars(x) for x in v.votes],
+                                         **({"device": device} if device else {})}) + "\n")
                     fh.flush()
             if progress:
                 progress("judge", i + 1, len(pairs))
@@ -115,4 +121,4 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
                                                       "high": agreement.high, "fmt": agreement.fmt()},
             **{k: v for k, v in summary.as_dict().items() if k != "n"},
             "debiased_margin_agreement": debiased, "debiased_pairs": len(margins),
-            "seconds_per_pair": float(np.mean([v.seconds for v in verdicts]))}
+            "seconds_per_pair": float(np.mean([v.seconds for v in verdicts])), "devices": dict(devices.most_common())}

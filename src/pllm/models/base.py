@@ -181,3 +181,15 @@ def load_generator(backend: str = "hf", model: str | None = None, **options: obj
     """Build a generator by backend name; unknown names raise UnknownNameError listing the known ones."""
     factory = GENERATORS.get(backend)
     return factory(model=model, **options)
+
+
+def device_label(generator: object) -> str | None:
+    """"cpu", or the accelerator's name (e.g. "NVIDIA H200") for a generator whose model sits on one."""
+    device = getattr(generator, "device", None)
+    if device is None:
+        return None
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        return str(torch.cuda.get_device_name(device))
+    return str(getattr(device, "type", device))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def pick_device() -> torch.device:
-    """cuda if available, else Apple mps, else cpu (never hard-coded, so the same code runs anywhere)."""
+    """`$PLLM_DEVICE` if set, else cuda if available, else Apple mps, else cpu (never hard-coded, so the
+    same code runs anywhere)."""
+    if os.environ.get("PLLM_DEVICE"):
+        return torch.device(os.environ["PLLM_DEVICE"])
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -34,9 +38,12 @@ def pick_device() -> torch.device:
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """float32 on CPU/mps (fast enough for small models and exact for scoring), bf16/fp16 on cuda."""
+    """float32 on CPU/mps (fast enough for small models and exact for scoring), bf16/fp16 on cuda;
+    `$PLLM_DTYPE` replaces that default (e.g. float32 on a GPU, to compare with CPU-measured numbers)."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if (dtype is None or dtype == "auto") and os.environ.get("PLLM_DTYPE"):
+        dtype = os.environ["PLLM_DTYPE"]
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

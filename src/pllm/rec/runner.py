@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from pllm.eval.stats import Interval
 from pllm.io import atomic_write_json, atomic_write_text
+from pllm.models.base import device_label
 from pllm.rec.data import target_index
 from pllm.rec.metrics import bootstrap_ranking, paired_ranking_difference, rank_of_target
 from pllm.rec.rankers import Ranker
@@ -67,11 +69,14 @@ def run_ranker(ranker: Ranker, questions: Sequence[Question], *, label: str | No
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     ranks: dict[str, int] = {}
     secs: dict[str, float] = {}
+    devices: Counter[str] = Counter()
+    device = device_label(getattr(ranker, "generator", None))
     fh = ckpt.open("a", encoding="utf-8") if ckpt else None
     try:
         for i, q in enumerate(questions):
             if q.id in done:
                 ranks[q.id], secs[q.id] = int(done[q.id]["rank"]), float(done[q.id]["seconds"])
+                devices.update([done[q.id]["device"]] if done[q.id].get("device") else [])
             elif not score_missing:
                 continue
             else:
@@ -79,9 +84,11 @@ def run_ranker(ranker: Ranker, questions: Sequence[Question], *, label: str | No
                 scores = ranker.score(q)
                 dt = time.perf_counter() - t0
                 ranks[q.id], secs[q.id] = rank_of_target(scores, target_index(q)), dt
+                devices.update([device] if device else [])
                 if fh:
                     fh.write(json.dumps({"id": q.id, "user_id": q.user_id, "rank": ranks[q.id], "seconds": dt,
-                                         "scores": [round(float(s), 5) for s in scores]}) + "\n")
+                                         "scores": [round(float(s), 5) for s in scores],
+                                         **({"device": device} if device else {})}) + "\n")
                     fh.flush()
             if progress:
                 progress(name, i + 1, len(questions))
@@ -89,6 +96,8 @@ def run_ranker(ranker: Ranker, questions: Sequence[Question], *, label: str | No
         if fh:
             fh.close()
     extra = {k: getattr(ranker, k) for k in ("prompt_tokens", "unparseable") if hasattr(ranker, k)}
+    if devices:  # where the LLM scored: timings are only comparable on the same device
+        extra["devices"] = dict(devices.most_common())
     return RankerResult(ranker=name, kind=ranker.kind, ranks=ranks, seconds=secs, config=ranker.describe(),
                         fit_seconds=fit_seconds, extra=extra)
 
@@ -134,14 +143,16 @@ def summarize(results: Sequence[RankerResult], *, metrics: Sequence[str] = DEFAU
 def markdown_table(rows: Sequence[RankerRow], *, metrics: Sequence[str] = DEFAULT_METRICS,
                    reference: str = "popularity") -> str:
     head = ["ranker", "users"] + [f"{m} [95% CI]" for m in metrics] + \
-        [f"ΔNDCG@5 vs {reference} [95% CI]", "s/user (mean)", "s/user (p90)", "fit s"]
+        [f"ΔNDCG@5 vs {reference} [95% CI]", "s/user (mean)", "s/user (p90)", "fit s", "ran on"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r.vs_reference.get("ndcg@5")
         if not r.metrics:
             continue
         cells = [r.ranker, str(r.n)] + [r.metrics[m].fmt() for m in metrics] + [
-            d.fmt() if d else "—", f"{r.seconds_per_user:.4f}", f"{r.seconds_per_user_p90:.4f}", f"{r.fit_seconds:.2f}"]
+            d.fmt() if d else "—", f"{r.seconds_per_user:.4f}", f"{r.seconds_per_user_p90:.4f}", f"{r.fit_seconds:.2f}",
+            ", ".join(f"{k} ({v})" if len(r.extra.get("devices", {})) > 1 else k
+                      for k, v in r.extra.get("devices", {}).items()) or "cpu"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
