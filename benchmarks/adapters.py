@@ -69,15 +69,15 @@ def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str
     items = user_items(test)
     rich = sorted((u for u in items if len(items[u]) >= args.items), key=lambda u: (-len(items[u]), u))
     user = rich[0]
-    config = AdaptConfig(max_items=args.items, epochs=args.epochs, min_items=1)
+    config = AdaptConfig(max_items=args.items, epochs=args.epochs, min_items=1, top_layers=args.top_layers)
     record, _ = train_adapter(gen, spec, kind="user", owner=user, items_by_user={user: items[user]},
                               config=config, store=store, force=True)
     out: dict[str, Any] = {
         "train": {"user": user, "items": record.n_pairs, "epochs": config.epochs, "steps": len(record.losses),
                   "seconds": record.train_seconds, "adapter_bytes": record.bytes,
                   "loss_first": record.losses[0], "loss_last": record.losses[-1], "method": config.method,
-                  "r": config.r, "target_modules": config.peft_config().target_modules and
-                  sorted(config.peft_config().target_modules)}}
+                  "r": config.r, "top_layers": config.top_layers,
+                  "target_modules": sorted(config.peft_config(gen.model.config.num_hidden_layers).target_modules)}}
     print(json.dumps({"train": out["train"]}), file=sys.stderr, flush=True)  # kept even if a later part dies
     # 8 users' adapters for the throughput test: one optimizer step each on one pair (real, distinct
     # adapters; their values do not change the speed being measured).
@@ -157,7 +157,7 @@ def bench_movielens(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     test = [q for q in test if len(q.profile) >= 20][: args.users]
     if len(test) < args.users:
         print(f"note: only {len(test)} test users with 20+ items", file=sys.stderr)
-    config = AdaptConfig(max_items=args.ml_items, epochs=args.epochs, min_items=10)
+    config = AdaptConfig(max_items=args.ml_items, epochs=args.epochs, min_items=10, top_layers=args.top_layers)
     store = AdapterStore(root)
     gen = load_generator("hf")
     t0 = time.perf_counter()
@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="Fewer repeats and a shorter adapter training.")
     parser.add_argument("--items", type=int, default=100, help="Items the timed user adapter is trained on.")
     parser.add_argument("--epochs", type=int, default=2, help="Epochs of adapter training.")
+    parser.add_argument("--top-layers", type=int, default=None,
+                        help="Adapt only the top N layers (default: all; see AdaptConfig.top_layers).")
     parser.add_argument("--k", type=int, default=4, help="Retrieved demonstrations (RAG and throughput prompts).")
     parser.add_argument("--repeats", type=int, default=5, help="Timing repeats (median).")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")

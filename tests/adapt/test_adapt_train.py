@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from pllm.adapt import AdaptConfig, train_adapter
 from pllm.adapt.data import training_pairs
 from pllm.adapt.train import TRAIN_NAME
+from pllm.errors import InputError
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3", "prompt-tuning"])
@@ -36,6 +37,23 @@ def test_every_adapter_parameter_changes_and_base_weights_do_not(method, tiny, s
     assert set(saved) == set(init) and saved
     unchanged = [k for k in saved if torch.allclose(saved[k], init[k])]
     assert unchanged == []
+
+
+def test_top_layers_adapts_only_the_top_layers_and_trains_them(tiny, spec, store):
+    """`top_layers` puts the adapter on the last N layers only (faster training); those still all change."""
+    n_layers = tiny.model.config.num_hidden_layers
+    assert n_layers >= 2
+    config = AdaptConfig(top_layers=1, epochs=2, batch_size=4, lr=5e-2, max_items=8, min_items=1)
+    record, _ = train_adapter(tiny, spec, kind="user", owner="alice", items_by_user={"alice": make_items("alice", 8)},
+                              config=config, store=store)
+    saved = load_file(str(record.path / "adapter_model.safetensors"))
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in saved}
+    assert layers == {n_layers - 1}
+    assert record.config["top_layers"] == 1 and record.losses[-1] < record.losses[0]
+    with pytest.raises(InputError, match="top_layers"):
+        AdaptConfig(method="ia3", top_layers=2)
+    with pytest.raises(InputError, match="at least that many layers"):
+        AdaptConfig(top_layers=n_layers + 1).peft_config(n_layers)
 
 
 def test_training_pairs_use_the_inference_rendering(tiny, spec):

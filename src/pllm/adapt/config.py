@@ -24,6 +24,9 @@ class AdaptConfig:
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     target_modules: list[str] | None = field(default=None, metadata={
         "help": "Module names to adapt (default: q_proj, v_proj for LoRA; k_proj, v_proj, down_proj for IA3)."})
+    top_layers: int | None = field(default=None, metadata={
+        "help": "LoRA on the top N transformer layers only (None: all). Backpropagation stops at the lowest "
+                "adapted layer, so a training step costs a forward pass plus about N/L of a backward pass."})
     num_virtual_tokens: int = field(default=8, metadata={"help": "Soft tokens for prompt tuning."})
     epochs: int = field(default=2, metadata={"help": "Passes over the training pairs."})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (prompt tuning uses 10x)."})
@@ -43,6 +46,9 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InputError(f"method must be one of {METHODS}, got {self.method!r}", field="method")
+        if self.top_layers is not None and (self.top_layers < 1 or self.method != "lora"):
+            raise InputError(f"top_layers must be >= 1 and needs lora (peft's layers_to_transform), got "
+                             f"{self.top_layers} with {self.method}", field="top_layers")
         for name in ("r", "alpha", "num_virtual_tokens", "epochs", "batch_size", "min_items"):
             if getattr(self, name) < (0 if name == "min_items" else 1):
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
@@ -63,14 +69,21 @@ class AdaptConfig:
     def mixed_batches(self) -> bool:
         return self.method in MIXED_BATCH_METHODS
 
-    def peft_config(self) -> Any:
-        """The peft config object for this recipe (task type: causal LM)."""
+    def peft_config(self, num_layers: int | None = None) -> Any:
+        """The peft config object for this recipe (task type: causal LM); `num_layers` (the model's) is
+        needed with `top_layers`."""
         from peft import IA3Config, LoraConfig, PromptTuningConfig, TaskType
 
+        layers: dict[str, Any] = {}
+        if self.top_layers is not None:
+            if not num_layers or self.top_layers > num_layers:
+                raise InputError(f"top_layers={self.top_layers} needs a model with at least that many layers "
+                                 f"(this one has {num_layers})", field="top_layers")
+            layers = {"layers_to_transform": list(range(num_layers - self.top_layers, num_layers))}
         if self.method == "lora":
             return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                               target_modules=self.target_modules or ["q_proj", "v_proj"],
-                              task_type=TaskType.CAUSAL_LM)
+                              task_type=TaskType.CAUSAL_LM, **layers)
         if self.method == "ia3":
             targets = self.target_modules or ["k_proj", "v_proj", "down_proj"]
             ff = [m for m in targets if m in ("down_proj", "fc2", "mlp.down_proj")]

@@ -105,7 +105,8 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
     base = generator.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        peft_model = get_peft_model(base, config.peft_config(), adapter_name=TRAIN_NAME)
+        peft_model = get_peft_model(base, config.peft_config(getattr(base.config, "num_hidden_layers", None)),
+                                    adapter_name=TRAIN_NAME)
     prompt_learning = config.method == "prompt-tuning"
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.effective_lr, weight_decay=0.0)

@@ -19,11 +19,11 @@ ModelOption = typer.Option(None, "--model", help="Model id/path (default: embedd
 
 
 def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, min_items: int, k: int,
-            retriever: str, seed: int, max_steps: int | None):  # noqa: ANN202
+            retriever: str, seed: int, max_steps: int | None, top_layers: int | None = None):  # noqa: ANN202
     from pllm.adapt.config import AdaptConfig
 
     return AdaptConfig(method=method, r=r, epochs=epochs, lr=lr, max_items=max_items, min_items=min_items, k=k,
-                       retriever=retriever, seed=seed, max_steps=max_steps)
+                       retriever=retriever, seed=seed, max_steps=max_steps, top_layers=top_layers)
 
 
 @app.command("train")
@@ -35,6 +35,8 @@ def train(
     users: str | None = typer.Option(None, "--users", help="Comma-separated user ids (default: all)."),
     method: str = typer.Option("lora", "--method", help="lora | ia3 | prompt-tuning."),
     r: int = typer.Option(8, "--r", help="LoRA rank."),
+    top_layers: int | None = typer.Option(None, "--top-layers", help="Adapt only the top N layers (faster "
+                                          "training: backpropagation stops there)."),
     epochs: int = typer.Option(2, "--epochs", help="Epochs over each user's items."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     max_items: int | None = typer.Option(100, "--max-items", help="Latest N items per user."),
@@ -67,7 +69,7 @@ def train(
     from pllm.tasks.spec import get_task
 
     spec = get_task(task)
-    config = _config(method, r, epochs, lr, max_items, min_items, k, retriever, seed, max_steps)
+    config = _config(method, r, epochs, lr, max_items, min_items, k, retriever, seed, max_steps, top_layers)
     wanted = [u.strip() for u in users.split(",") if u.strip()] if users else None
     generator = load_generator(backend, model)
     if not hasattr(generator, "tokenizer"):
