@@ -79,6 +79,8 @@ def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str
                   "r": config.r, "top_layers": config.top_layers,
                   "target_modules": sorted(config.peft_config(gen.model.config.num_hidden_layers).target_modules)}}
     print(json.dumps({"train": out["train"]}), file=sys.stderr, flush=True)  # kept even if a later part dies
+    if args.train_only:
+        return out
     # 8 users' adapters for the throughput test: one optimizer step each on one pair (real, distinct
     # adapters; their values do not change the speed being measured).
     eight = [u for u in sorted(items, key=lambda u: (-len(items[u]), u)) if u != user][:8]
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0, help="Dataset split seed.")
     parser.add_argument("--skip-speed", action="store_true", help="Skip parts 1-2 (train time, throughput).")
+    parser.add_argument("--train-only", action="store_true", help="Part 1 only: time one adapter's training.")
     parser.add_argument("--movielens", action="store_true", help="Also run the movielens-rating comparison.")
     parser.add_argument("--users", type=int, default=50, help="movielens: test users (20+ items each).")
     parser.add_argument("--ml-items", type=int, default=40, help="movielens: latest items per user adapter.")
@@ -253,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["movielens"] = bench_movielens(args, Path(tmp) / "movielens")
     text = json.dumps(result, indent=2, default=str)
     print(text)
-    if "train" in result:
+    if "throughput" in result:
         t, th = result["train"], result["throughput"]
         print(f"\n| measure | value |\n|---|---|\n| train 1 user ({t['items']} items, {t['steps']} steps) | "
               f"{t['seconds']:.1f} s |\n| adapter bytes | {t['adapter_bytes']:,} |\n| mixed batch of 8 users | "

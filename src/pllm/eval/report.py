@@ -290,11 +290,11 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
     }
 
 
-def _devices(row: dict[str, Any]) -> str:
-    """Where a cell's questions were computed: one device name, or each with its count when mixed."""
-    devices = row.get("devices") or {}
+def devices_text(devices: dict[str, int] | None, default: str = "—") -> str:
+    """Where questions were computed: one device name, or each with its count when mixed."""
+    devices = devices or {}
     if len(devices) <= 1:
-        return next(iter(devices), "—")
+        return next(iter(devices), default)
     return ", ".join(f"{d} ({n})" for d, n in devices.items())
 
 
@@ -344,7 +344,8 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
             cells += [str(r["unparseable"]), str(r["truncated"]),
                       f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
                       f"{r['questions_per_second']:.2f}" if r["questions_per_second"] else "—",
-                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—", _devices(r)]
+                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—",
+                      devices_text(r.get("devices"))]
             lines.append("| " + " | ".join(cells) + " |")
         if t.get("judge"):
             lines += _judge_markdown(t["judge"], judged)

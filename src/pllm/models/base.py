@@ -184,7 +184,8 @@ def load_generator(backend: str = "hf", model: str | None = None, **options: obj
 
 
 def device_label(generator: object) -> str | None:
-    """"cpu", or the accelerator's name (e.g. "NVIDIA H200") for a generator whose model sits on one."""
+    """Where a generator computes: "cpu", or the accelerator's name (e.g. "NVIDIA H200"); None when it
+    has no device (remote or fake backends). Recorded beside timings, which mean little without it."""
     device = getattr(generator, "device", None)
     if device is None:
         return None

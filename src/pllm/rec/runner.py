@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pllm.eval.report import devices_text
 from pllm.eval.stats import Interval
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.models.base import device_label
@@ -151,8 +152,7 @@ def markdown_table(rows: Sequence[RankerRow], *, metrics: Sequence[str] = DEFAUL
             continue
         cells = [r.ranker, str(r.n)] + [r.metrics[m].fmt() for m in metrics] + [
             d.fmt() if d else "—", f"{r.seconds_per_user:.4f}", f"{r.seconds_per_user_p90:.4f}", f"{r.fit_seconds:.2f}",
-            ", ".join(f"{k} ({v})" if len(r.extra.get("devices", {})) > 1 else k
-                      for k, v in r.extra.get("devices", {}).items()) or "cpu"]
+            devices_text(r.extra.get("devices"), default="cpu")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
