@@ -157,6 +157,21 @@ def test_each_question_records_its_device_and_mixed_cells_say_so(rating_task, ec
     assert "| ran on |" in md and "cpu (6), gpu-a (4)" in md  # most questions first
 
 
+def test_a_task_can_replace_the_grids_extra_cells(rating_task, echo_backend, bow_embedder, tmp_path):
+    cfg = bench_config_from_dict({
+        "tasks": [{"data": str(rating_task), "name": "a"},
+                  {"data": str(rating_task), "name": "b", "extra_cells": ["none:instruction"]}],
+        "models": ["test-echo"], "embedder": "test-bow", "methods": ["none"], "baselines": [],
+        "extra_cells": ["none:instruction", "bm25@1:demonstrations"]})
+    runner = BenchRunner(cfg, tmp_path / "run")
+    a, b = runner.load_tasks()
+    assert [c.label for c in runner.cells(a)] == ["none [demonstrations]", "none [instruction]",
+                                                  "bm25@1 [demonstrations]"]
+    assert [c.label for c in runner.cells(b)] == ["none [demonstrations]", "none [instruction]"]
+    with pytest.raises(InputError, match="extra cell"):
+        bench_config_from_dict({"tasks": [{"data": "x", "extra_cells": ["bm25"]}]})
+
+
 def test_changed_settings_in_same_folder_are_refused(rating_task, echo_backend, bow_embedder, tmp_path):
     BenchRunner(grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None]), tmp_path / "r").run()
     cfg = grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None], max_prompt_tokens=64)

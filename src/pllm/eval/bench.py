@@ -67,8 +67,13 @@ class TaskEntry:
     train_split: str | None = field(default="train", metadata={"help": "Split the baselines are fitted on."})
     limit: int | None = field(default=None, metadata={"help": "Score only the first N questions."})
     build: BuildSpec | None = field(default=None, metadata={"help": "Build settings used when data is missing."})
+    extra_cells: list[str] | None = field(default=None, metadata={
+        "help": "This task's extra cells, replacing the grid's `extra_cells` (e.g. a k sweep only where it is "
+                "cheap); None: the grid's."})
 
     def __post_init__(self) -> None:
+        for extra in self.extra_cells or []:
+            parse_extra(extra)
         if isinstance(self.build, dict):
             try:
                 self.build = BuildSpec(**self.build)
@@ -432,6 +437,7 @@ class BenchRunner:
         from pllm.prompting.styles import default_style, get_style
 
         c = self.config
+        extras = task.entry.extra_cells if task.entry.extra_cells is not None else c.extra_cells
         out: list[Cell] = []
         skipped = self.skipped[task.name] = []  # recomputed on every call (cells() is called per phase)
         multi_model = len(c.models) > 1
@@ -452,7 +458,7 @@ class BenchRunner:
                         mc = parse_method(m, k, style=style, predict=c.predict, readout=c.readout,
                                           max_prompt_tokens=c.max_prompt_tokens, embedder=c.embedder, seed=c.seed)
                         label = mc.label
-                        if len(styles) > 1 or len(c.styles) > 1 or c.extra_cells:
+                        if len(styles) > 1 or len(c.styles) > 1 or extras:
                             label += f" [{style}]"
                         if multi_model:
                             label += f" <{model}>"
@@ -460,7 +466,7 @@ class BenchRunner:
                             continue
                         out.append(Cell(task.name, label, "llm", m, k, style, model,
                                         {**dataclasses.asdict(mc), "model": model}))
-        for extra in c.extra_cells:
+        for extra in extras:
             m, k, style = parse_extra(extra)
             try:
                 get_style(style).check(task.spec)
