@@ -69,7 +69,8 @@ def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str
     items = user_items(test)
     rich = sorted((u for u in items if len(items[u]) >= args.items), key=lambda u: (-len(items[u]), u))
     user = rich[0]
-    config = AdaptConfig(max_items=args.items, epochs=args.epochs, min_items=1, top_layers=args.top_layers)
+    config = AdaptConfig(max_items=args.items, epochs=args.epochs, min_items=1, top_layers=args.top_layers,
+                         lr=args.lr)
     record, _ = train_adapter(gen, spec, kind="user", owner=user, items_by_user={user: items[user]},
                               config=config, store=store, force=True)
     out: dict[str, Any] = {
@@ -159,7 +160,8 @@ def bench_movielens(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     test = [q for q in test if len(q.profile) >= 20][: args.users]
     if len(test) < args.users:
         print(f"note: only {len(test)} test users with 20+ items", file=sys.stderr)
-    config = AdaptConfig(max_items=args.ml_items, epochs=args.epochs, min_items=10, top_layers=args.top_layers)
+    config = AdaptConfig(max_items=args.ml_items, epochs=args.epochs, min_items=10, top_layers=args.top_layers,
+                         lr=args.lr)
     store = AdapterStore(root)
     gen = load_generator("hf")
     t0 = time.perf_counter()
@@ -177,18 +179,20 @@ def bench_movielens(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                          progress=lambda label, d, n: print(f"\r{label} {d}/{n}", end="", file=sys.stderr))
     timings["user_adapters_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    train_users_items = user_items(train)
-    groups = train_groups(gen, spec, train_users_items, replace(config, max_items=args.group_items), store,
-                          n_groups=args.groups, embedder=args.embedder,
-                          source=source_for(pllm_home() / "tasks" / f"movielens-rating-user-s{args.seed}", "train"),
-                          max_pairs=args.group_pairs)
+    groups = []
+    if args.groups:
+        groups = train_groups(gen, spec, user_items(train), replace(config, max_items=args.group_items), store,
+                              n_groups=args.groups, embedder=args.embedder,
+                              source=source_for(pllm_home() / "tasks" / f"movielens-rating-user-s{args.seed}",
+                                                "train"),
+                              max_pairs=args.group_pairs)
     timings["group_adapters_s"] = time.perf_counter() - t2
     agen = AdapterGenerator(gen, spec.name, store=store, cold_start_items=10)
     results += [run_method(spec, test, agen, MethodConfig(), name="user adapter", batch_size=8),
                 run_method(spec, test, agen, rag, name=f"user adapter + RAG bm25@{args.k}", batch_size=8)]
-    agroup = agen  # cold users have < 10 items: the router sends them to their group's adapter
-    cold_results += [run_method(spec, cold, agroup, MethodConfig(), name="group adapter", batch_size=8),
-                     run_method(spec, cold, agroup, rag, name=f"group adapter + RAG bm25@{args.k}", batch_size=8)]
+    if groups:  # cold users have < 10 items: the router sends them to their group's adapter
+        cold_results += [run_method(spec, cold, agen, MethodConfig(), name="group adapter", batch_size=8),
+                         run_method(spec, cold, agen, rag, name=f"group adapter + RAG bm25@{args.k}", batch_size=8)]
     routes = {q.user_id: agen.route(q).kind for q in cold}
     out_dir = Path(args.results)
     rows = summarize(spec, results)
@@ -232,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, default=50, help="movielens: test users (20+ items each).")
     parser.add_argument("--ml-items", type=int, default=40, help="movielens: latest items per user adapter.")
     parser.add_argument("--cold-items", type=int, default=8, help="movielens: items kept for cold-start users.")
-    parser.add_argument("--groups", type=int, default=4, help="movielens: k-means groups.")
+    parser.add_argument("--groups", type=int, default=4, help="movielens: k-means groups (0: no group adapters).")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adapter learning rate.")
     parser.add_argument("--group-items", type=int, default=20, help="movielens: latest items per group member.")
     parser.add_argument("--group-pairs", type=int, default=240, help="movielens: training pairs per group.")
     parser.add_argument("--embedder", default="minilm", help="Embedder for grouping users.")
