@@ -225,3 +225,23 @@ def test_encoder_decoder_model() -> None:
     assert len(out) == 2 and all(1 <= g.completion_tokens <= 4 for g in out)
     scores = gen.score(prompts, ["1", "very good"])
     assert scores.shape == (2, 2) and np.all(np.isfinite(scores)) and np.all(scores < 0)
+
+
+def test_device_and_dtype_from_the_environment(monkeypatch):
+    """PLLM_DEVICE / PLLM_DTYPE pick the default device and dtype; a bad value names the variable."""
+    import torch
+
+    from pllm.errors import InputError
+    from pllm.models.hf import _resolve_dtype
+
+    monkeypatch.setenv("PLLM_DEVICE", "cpu")
+    assert pick_device() == torch.device("cpu")
+    monkeypatch.setenv("PLLM_DTYPE", "bfloat16")
+    assert _resolve_dtype(None, torch.device("cpu")) is torch.bfloat16
+    assert _resolve_dtype("float32", torch.device("cpu")) is torch.float32  # an explicit dtype wins
+    monkeypatch.setenv("PLLM_DTYPE", "float33")
+    with pytest.raises(InputError, match="PLLM_DTYPE='float33'"):
+        _resolve_dtype(None, torch.device("cpu"))
+    monkeypatch.setenv("PLLM_DEVICE", "gpu0")
+    with pytest.raises(InputError, match="PLLM_DEVICE='gpu0'"):
+        pick_device()

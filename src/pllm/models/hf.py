@@ -28,7 +28,10 @@ def pick_device() -> torch.device:
     """`$PLLM_DEVICE` if set, else cuda if available, else Apple mps, else cpu (never hard-coded, so the
     same code runs anywhere)."""
     if os.environ.get("PLLM_DEVICE"):
-        return torch.device(os.environ["PLLM_DEVICE"])
+        try:
+            return torch.device(os.environ["PLLM_DEVICE"])
+        except RuntimeError as exc:
+            raise InputError(f"PLLM_DEVICE={os.environ['PLLM_DEVICE']!r} is not a torch device: {exc}") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -44,6 +47,8 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
         return dtype
     if (dtype is None or dtype == "auto") and os.environ.get("PLLM_DTYPE"):
         dtype = os.environ["PLLM_DTYPE"]
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise InputError(f"PLLM_DTYPE={dtype!r} is not a torch dtype; use e.g. float32, bfloat16, float16")
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
