@@ -121,7 +121,8 @@ def test_keys_are_stored_hashed(client: TestClient, keys: dict[str, str]) -> Non
     store = client.app.state.pllm.store
     dump = "\n".join(store._conn.iterdump())
     for key in keys.values():
-        assert key not in dump and key.split("-")[2] not in dump  # neither the key nor its secret
+        secret = key.split("-", 2)[2]  # pllm-<id>-<secret>; the url-safe secret may itself contain "-"
+        assert key not in dump and secret not in dump  # neither the key nor its secret
     rows = store.execute("SELECT key_hash FROM serve_api_keys")
     assert all(len(h) == 64 for (h,) in rows)
 
