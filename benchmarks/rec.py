@@ -187,6 +187,8 @@ def _opt(x: float | None) -> str:
 
 
 def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any]) -> str:
+    from pllm.eval.report import devices_text
+
     lines = ["", f"Users: {meta['users']} test users of MovieLens-100k, one question each; "
              f"{meta['candidates_per_user']} candidates per user (the held-out latest liked movie, rating >= 4, "
              "plus unrated movies sampled with a seed, shuffled). History = ratings strictly before the target.",
@@ -218,7 +220,7 @@ def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any
                   f"| {judge['agreement']['fmt']} | {judge['tie_rate']:.3f} | {judge['loss_rate']:.3f} | "
                   f"{1 - judge['tie_rate']:.3f} | {judge['first_position_rate']:.3f} | "
                   f"{_opt(judge.get('debiased_margin_agreement'))} | {judge['seconds_per_pair']:.3f} | "
-                  f"{', '.join(judge.get('devices') or {}) or '—'} |", "",
+                  f"{devices_text(judge.get('devices'))} |", "",
                   "Summed-margin agreement: share of pairs where log p(real) - log p(other), summed over both "
                   "orders, favours the real reply (a constant position bias cancels in the sum)."]
     return "\n".join(lines) + "\n"

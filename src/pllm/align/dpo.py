@@ -120,13 +120,12 @@ def dpo_rows(pairs: Sequence[PreferencePair], base: HFGenerator) -> list[dict[st
     return [{"prompt": p.prompt, "chosen": " " + p.chosen, "rejected": " " + p.rejected} for p in pairs]
 
 
-def trainer_args(cls: Any, settings: TrainSettings, output_dir: str, *, use_cpu: bool = True,
-                 **extra: Any) -> Any:
-    """trl config for CPU-friendly LoRA training: fp32, no checkpoints, no reporters, no grad checkpointing
-    (`use_cpu=False` when the model sits on a GPU, so trl trains it where it is)."""
-    return cls(output_dir=output_dir, use_cpu=use_cpu, bf16=False, fp16=False, gradient_checkpointing=False,
-               report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, seed=settings.seed,
-               per_device_train_batch_size=settings.batch_size, num_train_epochs=settings.epochs,
+def trainer_args(cls: Any, settings: TrainSettings, output_dir: str, base: HFGenerator, **extra: Any) -> Any:
+    """trl config for CPU-friendly LoRA training: fp32, no checkpoints, no reporters, no grad checkpointing;
+    trl trains on the device `base` sits on (CPU, or its GPU)."""
+    return cls(output_dir=output_dir, use_cpu=base.device.type == "cpu", bf16=False, fp16=False,
+               gradient_checkpointing=False, report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
+               seed=settings.seed, per_device_train_batch_size=settings.batch_size, num_train_epochs=settings.epochs,
                max_steps=settings.max_steps, learning_rate=settings.learning_rate, dataloader_num_workers=0,
                **extra)
 
@@ -141,8 +140,7 @@ def build_dpo_trainer(base: HFGenerator, pairs: Sequence[PreferencePair], settin
     if not rows:
         raise InputError("no usable preference pairs to train on (none given, or all empty after truncation)")
     max_length = settings.max_prompt_tokens + settings.max_answer_tokens + 32  # + chat-template tokens
-    args = trainer_args(DPOConfig, settings, output_dir, use_cpu=base.device.type == "cpu", beta=settings.beta,
-                        max_length=max_length)
+    args = trainer_args(DPOConfig, settings, output_dir, base, beta=settings.beta, max_length=max_length)
     model = copy.deepcopy(base.model)
     model.train()
     return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),

@@ -114,8 +114,8 @@ def train_ric(base: HFGenerator, examples: Sequence[RiCExample], dimensions: Seq
     try:
         with tempfile.TemporaryDirectory(prefix="pllm-ric-") as out:
             max_length = settings.max_prompt_tokens + settings.max_answer_tokens + 64
-            args = trainer_args(SFTConfig, settings, out, use_cpu=base.device.type == "cpu", max_length=max_length,
-                                completion_only_loss=True, packing=False)
+            args = trainer_args(SFTConfig, settings, out, base, max_length=max_length, completion_only_loss=True,
+                                packing=False)
             model = copy.deepcopy(base.model)
             model.train()
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
