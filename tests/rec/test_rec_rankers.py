@@ -93,6 +93,21 @@ def test_pointwise_scores_one_batch_per_user(rec_data, echo_backend):
     assert p.text.count("Movie:") == 3  # two retrieved history items + the candidate
 
 
+def test_shard_runs_resume_past_the_unsharded_checkpoint(rec_data, echo_backend, tmp_path):
+    qs, _ = rec_data
+    gen = load_generator(echo_backend)
+    ranker = make_ranker("llm-pointwise", generator=gen, config=PointwiseConfig(k=2))
+    run_ranker(ranker, qs[:1], checkpoint=tmp_path / "pw.jsonl")  # an earlier unsharded run
+    gen.prompts.clear()
+    shard = run_ranker(ranker, qs[0::2], checkpoint=tmp_path / "pw.s0.jsonl")
+    # the shard scores only what nobody scored yet, and the assembled run sees every file
+    assert len(gen.prompts) == len(qs[2::2]) * len(qs[0].query["candidates"])
+    assert len((tmp_path / "pw.s0.jsonl").read_text().splitlines()) == len(qs[2::2])
+    assert set(shard.ranks) == {q.id for q in qs[0::2]}
+    whole = run_ranker(ranker, qs[0::2], checkpoint=tmp_path / "pw.jsonl", score_missing=False)
+    assert whole.ranks == shard.ranks
+
+
 def test_pointwise_and_listwise_on_tiny_model(rec_data, tiny_generator, tmp_path):
     qs, _ = rec_data
     q = qs[0]

@@ -7,6 +7,7 @@ report written from whatever is finished, with the count of users stated)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -41,11 +42,13 @@ class RankerResult:
 
 
 def _load_checkpoint(path: Path | None) -> dict[str, dict[str, Any]]:
-    """Finished questions from `path` and its shards (`<stem>.<shard>.jsonl`, written by parallel runs)."""
+    """Finished questions from `path`, its unsharded base and every shard (`<stem>.<shard>.jsonl`, written by
+    parallel runs): a shard run resumes past what an unsharded run or another shard already scored."""
     done: dict[str, dict[str, Any]] = {}
     if path is None:
         return done
-    for p in [path, *sorted(path.parent.glob(f"{path.stem}.*{path.suffix}"))]:
+    base = path.with_name(re.sub(r"\.s\d+$", "", path.stem) + path.suffix)
+    for p in dict.fromkeys([base, path, *sorted(base.parent.glob(f"{base.stem}.*{base.suffix}"))]):
         if not p.is_file():
             continue
         for line in p.read_text(encoding="utf-8").splitlines():
