@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ALL_RANKERS = ["random", "popularity", "itemknn", "mf-als", "mf-svd", "llm-pointwise", "llm-listwise",
-               "llm-pointwise-adapter"]
+               "llm-pointwise-adapter", "llm-pointwise-soft"]
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +47,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--adapter-task", default="movielens-rec", help="Task the adapters were trained under.")
     p.add_argument("--cold-start-items", type=int, default=None,
                    help="History items a user needs to use their own adapter (default: the adapter's min_items).")
+    p.add_argument("--soft", default=None,
+                   help="Encoder folder written by `pllm rec soft-train` (llm-pointwise-soft; without it that "
+                        "ranker is skipped and noted).")
     p.add_argument("--assemble", action="store_true",
                    help="Score no LLM question: read the LLM rankers' and judge's checkpoints and write the report.")
     p.add_argument("--judge-pairs", type=int, default=200, help="Known-truth pairs for the judge (0: skip).")
@@ -103,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             notes[name] = ("not done: no --adapters folder given (train one adapter per test user with "
                            "`pllm adapt train --task movielens-rec`, see docs/recommendation.md)")
             continue
+        if name == "llm-pointwise-soft" and not args.soft:
+            notes[name] = ("not done: no --soft encoder folder given (train one on the training users' lists with "
+                           "`pllm rec soft-train`, see docs/recommendation.md)")
+            continue
         if name.startswith("llm-"):
             if generator is None and name != "llm-pointwise-adapter":
                 from pllm.models import load_generator
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      config=PointwiseConfig(retriever=args.retriever, k=args.k),
                                      adapters=args.adapters, task=args.adapter_task,
                                      cold_start_items=args.cold_start_items)
+            elif name == "llm-pointwise-soft":
+                ranker = make_ranker(name, generator=generator, encoder=args.soft)
             elif name == "llm-pointwise":
                 ranker = make_ranker(name, generator=generator,
                                      config=PointwiseConfig(retriever=args.retriever, k=args.k))

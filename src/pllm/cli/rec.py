@@ -40,7 +40,7 @@ def eval_(
     task_dir: Path = typer.Argument(..., help="A folder built by `pllm rec build`."),
     rankers: str = typer.Option("popularity,itemknn,mf-als", "--rankers",
                                 help="Comma-separated: random, popularity, itemknn, mf-als, mf-svd, "
-                                     "llm-pointwise, llm-listwise, llm-pointwise-adapter."),
+                                     "llm-pointwise, llm-listwise, llm-pointwise-adapter, llm-pointwise-soft."),
     split: str = typer.Option("test", "--split", help="Which split's questions to rank."),
     limit: int | None = typer.Option(None, "--limit", help="Rank only the first N questions."),
     backend: str = typer.Option("hf", "--backend", help="Generator backend for the LLM rankers."),
@@ -49,6 +49,8 @@ def eval_(
     k: int = typer.Option(4, "--k", help="History items per LLM prompt."),
     adapters: Path | None = typer.Option(None, "--adapters", help="llm-pointwise-adapter: the folder `pllm adapt "
                                          "train --task movielens-rec` wrote (default: adapters/ in PLLM_HOME)."),
+    soft: Path | None = typer.Option(None, "--soft", help="llm-pointwise-soft: the encoder folder `pllm rec "
+                                     "soft-train` wrote (its retrieval settings are used)."),
     out: Path | None = typer.Option(None, "--out", help="Write report.json and report.md to this folder."),
 ) -> None:
     """Rank each question's candidates and report Recall@1/5, NDCG@5, MRR with 95% bootstrap intervals."""
@@ -78,6 +80,9 @@ def eval_(
                 if name == "llm-pointwise-adapter":  # its own model copy: adapters wrap it
                     ranker = make_ranker(name, generator=load_generator(backend, model),
                                          config=PointwiseConfig(retriever=retriever, k=k), adapters=adapters)
+                elif name == "llm-pointwise-soft":
+                    generator = generator or load_generator(backend, model)
+                    ranker = make_ranker(name, generator=generator, encoder=soft)
                 else:
                     generator = generator or load_generator(backend, model)
                     cfg = PointwiseConfig(retriever=retriever, k=k) if name == "llm-pointwise" else \
@@ -95,3 +100,44 @@ def eval_(
         meta = {"task_dir": str(task_dir), "split": split, "users": len(questions)}
         json_path, md_path = write_report(out, rows, meta=meta)
         console.print(f"wrote {json_path} and {md_path}")
+
+
+@app.command("soft-train")
+def soft_train(
+    task_dir: Path = typer.Argument(..., help="A folder built by `pllm rec build`."),
+    out: Path = typer.Option(..., "--out", help="Encoder folder to write (replaced atomically)."),
+    split: str = typer.Option("train", "--split", help="Split whose lists train the encoder (not the evaluated one)."),
+    negatives: int = typer.Option(3, "--negatives", help="Unrated candidates (No) per list, beside its target (Yes)."),
+    max_users: int | None = typer.Option(None, "--max-users", help="Train on at most this many users' lists."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the training questions."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Questions per optimizer step."),
+    n_tokens: int = typer.Option(4, "--n-tokens", help="User soft tokens."),
+    pooling: str = typer.Option("attention", "--pooling", help="attention (candidate-aware) | mean."),
+    retriever: str = typer.Option("none", "--retriever", help="Also show retrieved history as text (none|bm25|...)."),
+    k: int = typer.Option(4, "--k", help="History items retrieved when --retriever is set."),
+    embedder: str = typer.Option("minilm", "--embedder", help="History/candidate embedder."),
+    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for users, negatives, shuffling and initialization."),
+) -> None:
+    """Train the llm-pointwise-soft user encoder (PPlug-style) on a split's ranked lists, model frozen."""
+    from pllm.models import load_generator
+    from pllm.prompting.soft_train import SoftTrainConfig
+    from pllm.rec.data import ensure_task
+    from pllm.rec.rankers import train_soft_ranker
+    from pllm.tasks.lamp import read_questions
+
+    ensure_task()
+    qfile, ofile = task_dir / f"{split}_questions.json", task_dir / f"{split}_outputs.json"
+    for f in (qfile, ofile):
+        if not f.is_file():
+            raise InputError("missing; build the task with `pllm rec build`", source=str(f))
+    config = SoftTrainConfig(n_tokens=n_tokens, pooling=pooling, embedder=embedder, epochs=epochs, lr=lr,
+                             batch_size=batch_size, max_users=max_users, seed=seed, retriever=retriever, k=k)
+    questions = read_questions(qfile, outputs=ofile)
+    with progress_bar() as bar:
+        res = train_soft_ranker(load_generator("hf", model), questions, config, out, negatives=negatives,
+                                progress=tracker(bar))
+    for i, (loss, sec) in enumerate(zip(res.epoch_losses, res.epoch_seconds, strict=True), start=1):
+        console.print(f"epoch {i}: loss {loss:.4f}, {sec:.1f} s")
+    console.print(f"trained on {res.n_examples} yes/no questions of {res.n_users} users; encoder saved to {res.path}")

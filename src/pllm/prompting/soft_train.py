@@ -158,11 +158,12 @@ def new_encoder(base: HFGenerator, config: SoftTrainConfig, spec: TaskSpec, embe
 
 def train_soft_encoder(spec: TaskSpec, base: HFGenerator, questions: Sequence[Question], config: SoftTrainConfig,
                        out: str | Path, *, store: EmbeddingCache | None = None, embedder: Embedder | None = None,
-                       progress: Progress | None = None) -> SoftTrainResult:
+                       progress: Progress | None = None, extra: dict[str, Any] | None = None) -> SoftTrainResult:
     """Train a user encoder on `questions` (training users only) and save it to `out`.
 
     Only encoder parameters are optimized (AdamW); the generator's parameters have requires_grad off
-    during training and are never handed to the optimizer, so they cannot change.
+    during training and are never handed to the optimizer, so they cannot change. `extra` is added to the
+    saved training log (what the caller built the questions from).
     """
     if not isinstance(base, HFGenerator):
         raise InputError(f"soft prompting trains against a local transformers generator ('hf'), got {base.name!r}")
@@ -218,7 +219,7 @@ def train_soft_encoder(spec: TaskSpec, base: HFGenerator, questions: Sequence[Qu
     n_users = len({q.user_id for q in chosen})
     log = {"train_config": dataclasses.asdict(config), "n_users": n_users, "n_examples": len(examples),
            "epoch_losses": epoch_losses, "epoch_seconds": epoch_seconds, "step_losses": step_losses,
-           "torch_threads": torch.get_num_threads()}
+           "torch_threads": torch.get_num_threads(), **(extra or {})}
     path = save_soft_encoder(encoder, spec, out, extra=log)
     return SoftTrainResult(path=path, n_users=n_users, n_examples=len(examples), epoch_losses=epoch_losses,
                            epoch_seconds=epoch_seconds, step_losses=step_losses)

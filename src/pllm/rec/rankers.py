@@ -16,23 +16,29 @@ list and scores each candidate's letter as the continuation.
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
 import string
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from scipy import sparse
 
-from pllm.errors import InputError, PllmError
+from pllm.errors import ArtifactError, InputError, PllmError
 from pllm.models.base import Generator, Prompt
 from pllm.pipeline import MethodConfig, Personalizer
 from pllm.prompting.styles import get_style
-from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task
+from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task, target_index
 from pllm.registry import Registry
 from pllm.retrieval.base import Doc, make_retriever
 from pllm.types import Question
+
+if TYPE_CHECKING:
+    from pllm.prompting.soft_train import SoftTrainConfig, SoftTrainResult
 
 # ------------------------------------------------------------------------------------- training data
 
@@ -276,6 +282,34 @@ class SVDRanker(_FactorRanker):
 # --------------------------------------------------------------------------------------- LLM rankers
 
 
+def candidate_question(question: Question, candidate: dict[str, Any], target: str | None = None) -> Question:
+    """One candidate of a list as a yes/no `Question` of `POINTWISE_SPEC` (query = the movie's fields)."""
+    return Question(id=f"{question.id}#{candidate['movie_id']}", user_id=question.user_id,
+                    input=f"Will the user like {candidate['title']}?", query=dict(candidate),
+                    profile=question.profile, target=target, timestamp=question.timestamp)
+
+
+def pointwise_training_questions(questions: Sequence[Question], *, negatives: int = 3,
+                                 seed: int = 0) -> list[Question]:
+    """Yes/No training questions from ranked lists with known targets: each list's held-out liked movie
+    (Yes) and `negatives` of its unrated candidates sampled with `seed` (No). This is the ranking task
+    itself, asked of other (training) users, which is what a shared model such as a soft-prompt user
+    encoder can learn from; per-user adapters instead train on the user's own ratings."""
+    if negatives < 0:
+        raise InputError(f"negatives must be >= 0, got {negatives}", field="negatives")
+    rng = random.Random(seed)
+    out: list[Question] = []
+    for q in questions:
+        if q.target is None:
+            raise InputError("training lists need their target (pass the outputs file)", source=q.id, field="target")
+        cands = candidates_of(q)
+        t = target_index(q)
+        others = [c for i, c in enumerate(cands) if i != t]
+        out.append(candidate_question(q, cands[t], "Yes"))
+        out.extend(candidate_question(q, c, "No") for c in rng.sample(others, min(negatives, len(others))))
+    return out
+
+
 @dataclass
 class PointwiseConfig:
     retriever: str = field(default="bm25", metadata={"help": "History retriever, the candidate as the query."})
@@ -313,10 +347,7 @@ class PointwiseRanker(Ranker):
         self.prompt_tokens = 0
 
     def candidate_questions(self, question: Question) -> list[Question]:
-        return [Question(id=f"{question.id}#{c['movie_id']}", user_id=question.user_id,
-                         input=f"Will the user like {c['title']}?", query=dict(c), profile=question.profile,
-                         target=None, timestamp=question.timestamp)
-                for c in candidates_of(question)]
+        return [candidate_question(question, c) for c in candidates_of(question)]
 
     def score(self, question: Question) -> np.ndarray:
         cands = self.candidate_questions(question)
@@ -373,6 +404,66 @@ class AdapterPointwiseRanker(PointwiseRanker):
         return {**super().describe(), "adapter_task": self.routed.task, "adapter_mode": self.routed.mode,
                 "adapters": str(self.routed.store.root), "cold_start_items": self.routed.cold_start_items,
                 "task_adapter": self.routed.task_record is not None, "rows_by_route": routes}
+
+
+@RANKERS.register("llm-pointwise-soft")
+class SoftPointwiseRanker(PointwiseRanker):
+    """`llm-pointwise` read through a soft-prompt user encoder (PPlug-style, `pllm.prompting.soft`): the
+    user's whole history, embedded and pooled against each candidate, becomes a few soft tokens in front
+    of that candidate's prompt, so the model sees all of the history rather than k retrieved lines. One
+    encoder serves every user; `train_soft_ranker` (`pllm rec soft-train`) trains it on training users'
+    lists against the frozen model. Without a config, retrieval follows what the encoder was trained with.
+    """
+
+    name = "llm-pointwise-soft"
+
+    def __init__(self, generator: Generator, config: PointwiseConfig | None = None, *, encoder: Any = None,
+                 store: Any = None, embedder: Any = None) -> None:
+        """`generator`: a plain `HFGenerator` (wrapped with the encoder saved at `encoder`) or a
+        `SoftPromptGenerator` for `POINTWISE_SPEC`."""
+        from pllm.prompting.soft import SoftPromptGenerator, load_soft_generator
+
+        if isinstance(generator, SoftPromptGenerator):
+            soft = generator
+        else:
+            if encoder is None:
+                raise InputError("llm-pointwise-soft needs an encoder folder (train one with `pllm rec soft-train`)",
+                                 field="encoder")
+            soft = load_soft_generator(encoder, generator, store=store)
+        if soft.spec.name != POINTWISE_SPEC.name:
+            raise ArtifactError(f"soft encoder {encoder or ''} was trained for task {soft.spec.name!r}, not the "
+                                f"pointwise ranking task {POINTWISE_SPEC.name!r} (use `pllm rec soft-train`)")
+        self.encoder_path = str(encoder) if encoder is not None else None
+        self.train_config = _soft_train_config(encoder)
+        if config is None:
+            retriever = self.train_config.get("retriever", "none")
+            config = PointwiseConfig(retriever=retriever, k=self.train_config.get("k", 0) if retriever != "none" else 0)
+        super().__init__(soft, config, store=store, embedder=embedder)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.generator.config  # type: ignore[attr-defined]
+        return {**super().describe(), "encoder": self.encoder_path, "n_soft_tokens": cfg.n_soft,
+                "pooling": cfg.pooling, "encoder_train_config": self.train_config}
+
+
+def _soft_train_config(encoder: Any) -> dict[str, Any]:
+    log = Path(encoder) / "train_log.json" if encoder is not None else None
+    if log is None or not log.is_file():
+        return {}
+    return dict(json.loads(log.read_text(encoding="utf-8")).get("train_config", {}))
+
+
+def train_soft_ranker(base: Generator, questions: Sequence[Question], config: SoftTrainConfig, out: str | Path, *,
+                      negatives: int = 3, store: Any = None, embedder: Any = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> SoftTrainResult:
+    """Train the `llm-pointwise-soft` encoder on ranked lists of training users (never the evaluated
+    users): `pointwise_training_questions` asked with the demonstrations style the ranker scores with."""
+    from pllm.prompting.soft_train import train_soft_encoder
+
+    qs = pointwise_training_questions(questions, negatives=negatives, seed=config.seed)
+    config = dataclasses.replace(config, style="demonstrations")
+    return train_soft_encoder(POINTWISE_SPEC, base, qs, config, out, store=store, embedder=embedder,  # type: ignore[arg-type]
+                              progress=progress, extra={"pointwise_negatives": negatives, "lists": len(questions)})
 
 
 @dataclass
