@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -84,6 +85,10 @@ def test_trained_encoder_ranks_with_the_users_history(splits, tmp_path):
     assert not np.allclose(scores, plain, atol=1e-5)
     d = ranker.describe()
     assert d["ranker"] == "llm-pointwise-soft" and d["n_soft_tokens"] == 3 and d["backend"] == "soft"
+    shutil.copytree(tmp_path / "enc", tmp_path / "bad")
+    (tmp_path / "bad" / "train_log.json").write_text("{")
+    with pytest.raises(ArtifactError, match="unreadable training log"):
+        make_ranker("llm-pointwise-soft", generator=base, encoder=tmp_path / "bad")
 
 
 def test_wrong_or_missing_encoder_is_a_clear_error(splits, tmp_path):

@@ -447,10 +447,14 @@ class SoftPointwiseRanker(PointwiseRanker):
 
 
 def _soft_train_config(encoder: Any) -> dict[str, Any]:
+    """The `SoftTrainConfig` an encoder folder was trained with (empty when it kept no log)."""
     log = Path(encoder) / "train_log.json" if encoder is not None else None
     if log is None or not log.is_file():
         return {}
-    return dict(json.loads(log.read_text(encoding="utf-8")).get("train_config", {}))
+    try:
+        return dict(json.loads(log.read_text(encoding="utf-8")).get("train_config", {}))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise ArtifactError(f"{log}: unreadable training log") from None
 
 
 def train_soft_ranker(base: Generator, questions: Sequence[Question], config: SoftTrainConfig, out: str | Path, *,
