@@ -134,6 +134,27 @@ def test_saved_encoder_reloads_to_identical_outputs(trained):
     assert first.config.n_soft == 3 and first.model_id == "tiny-llama-seed0+soft"
 
 
+def test_item_texts_shared_by_users_are_embedded_once(trained, monkeypatch):
+    base, qs, res, _ = trained
+    gen = load_soft_generator(res.path, base)
+    encoded: list[str] = []
+    encode = gen.embedder.encode
+
+    def counting(texts, *a, **kw):  # noqa: ANN001, ANN202
+        encoded.extend(texts)
+        return encode(texts, *a, **kw)
+
+    monkeypatch.setattr(gen.embedder, "encode", counting)
+    first = gen._item_matrix(qs[0])
+    assert len(encoded) == len(set(encoded)) > 0
+    twin = Question(**{**qs[0].__dict__, "user_id": "someone-else"})  # another user, the same items
+    n = len(encoded)
+    assert np.array_equal(gen._item_matrix(twin), first) and len(encoded) == n  # nothing embedded again
+    gen.forget_user("someone-else")  # forgetting drops the shared text vectors too
+    gen._item_matrix(twin)
+    assert len(encoded) == 2 * n
+
+
 def test_wrong_generator_fails_clearly(trained, tmp_path):
     _, _, res, _ = trained
     with pytest.raises(ArtifactError, match=r"trained for generator 'tiny-llama-seed0'.*'tiny-llama-seed1'"):

@@ -165,6 +165,7 @@ class SoftPromptGenerator(DelegatingGenerator):
     base: HFGenerator
     name = "soft"
     supports_scoring = True
+    TEXT_LRU = 16384  # item-text vectors kept in process (384-d float32: about 25 MB)
 
     def __init__(self, base: HFGenerator, encoder: UserEncoder, spec: TaskSpec, *,
                  embedder: Embedder | None = None, cache: EmbeddingCache | None = None,
@@ -188,6 +189,7 @@ class SoftPromptGenerator(DelegatingGenerator):
         self.encoder.to(base.device)
         self._items_lru: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._query_lru: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lru: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lru_size = lru_size
         self._lock = threading.Lock()  # the server may call from several threads
 
@@ -197,10 +199,10 @@ class SoftPromptGenerator(DelegatingGenerator):
         return self.base.count_prompt_tokens(prompt) + self.config.n_soft
 
     # ------------------------------------------------------------------------------- user features
-    def _remember(self, lru: OrderedDict, key: Any, value: np.ndarray) -> None:
+    def _remember(self, lru: OrderedDict, key: Any, value: np.ndarray, size: int | None = None) -> None:
         with self._lock:
             lru[key] = value
-            while len(lru) > self._lru_size:
+            while len(lru) > (size or self._lru_size):
                 lru.popitem(last=False)
 
     def _recall(self, lru: OrderedDict, key: Any) -> np.ndarray | None:
@@ -212,12 +214,13 @@ class SoftPromptGenerator(DelegatingGenerator):
 
     def forget_user(self, user_id: str) -> int:
         """Drop what the LRUs hold from a user (the server calls this when the user is forgotten): their item
-        matrices, and every cached query vector, since queries are not keyed by user."""
+        matrices, and every cached query and item-text vector, since those are not keyed by user."""
         with self._lock:
             keys = [k for k in self._items_lru if k[0] == user_id]
             for k in keys:
                 del self._items_lru[k]
             self._query_lru.clear()
+            self._text_lru.clear()
         return len(keys)
 
     def _item_matrix(self, question: Question) -> np.ndarray:
@@ -228,7 +231,16 @@ class SoftPromptGenerator(DelegatingGenerator):
         if hit is not None:
             return hit
         texts = [soft_item_text(self.spec, p) for p in items]
-        matrix = embed_with_cache(self.embedder, texts, self.cache, user_id=question.user_id)
+        # item texts repeat across users (the same movie, the same rating): each is embedded once per process
+        known = {t: v for t in dict.fromkeys(texts) if (v := self._recall(self._text_lru, t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            vectors = embed_with_cache(self.embedder, missing, self.cache, user_id=question.user_id)
+            for t, vec in zip(missing, vectors, strict=True):
+                self._remember(self._text_lru, t, vec, size=self.TEXT_LRU)
+                known[t] = vec
+        matrix = (np.stack([known[t] for t in texts]).astype(np.float32, copy=False) if texts
+                  else np.zeros((0, self.config.embed_dim), dtype=np.float32))
         self._remember(self._items_lru, key, matrix)
         return matrix
 
