@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.append(res)
         print(f"[rec] {name}: {len(res.ranks)} users", file=sys.stderr)
     rows = summarize(results, n_resamples=1000, seed=args.seed)
+    # does personalizing the LLM (own adapter, soft user tokens) beat the same LLM with retrieved history?
+    llm = [r for r in results if r.ranker.startswith("llm-pointwise")]
+    vs_pointwise = summarize(llm, reference="llm-pointwise", n_resamples=1000, seed=args.seed) \
+        if len(llm) > 1 and any(r.ranker == "llm-pointwise" for r in llm) else []
     judge = run_judge(args, generator) if args.judge_pairs > 0 and not args.shard else None
     meta = {
         "command": "python benchmarks/rec.py " + " ".join(
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "note": "the machine that assembled this report; LLM rows record their own device"},
     }
-    out: dict[str, Any] = {"meta": meta, "rankers": rows, "judge": judge}
+    out: dict[str, Any] = {"meta": meta, "rankers": rows, "llm_vs_pointwise": vs_pointwise, "judge": judge}
     from pllm.io import to_jsonable
 
     payload = to_jsonable(out)
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     if args.out_dir and not args.shard:
-        write_report(args.out_dir, rows, meta={**meta, "judge": judge}, extra_md=_extra_md(meta, judge, rows))
+        write_report(args.out_dir, rows, meta={**meta, "judge": judge},
+                     extra_md=_extra_md(meta, judge, rows, vs_pointwise))
     _ = np  # numpy imported early so torch threads apply before BLAS loads
     return payload
 
@@ -195,8 +200,10 @@ def _opt(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
-def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any]) -> str:
+def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any],
+              vs_pointwise: list[Any] | None = None) -> str:
     from pllm.eval.report import devices_text
+    from pllm.rec.runner import markdown_table
 
     lines = ["", f"Users: {meta['users']} test users of MovieLens-100k, one question each; "
              f"{meta['candidates_per_user']} candidates per user (the held-out latest liked movie, rating >= 4, "
@@ -210,14 +217,20 @@ def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any
              f"on the CPU of the machine that assembled the report: {meta['machine']['platform']}, "
              f"{meta['machine']['cpus']} CPUs), so compare timings only within one device.",
              f"Reproduce: `{meta['command']}`."]
-    partial = [(r.ranker, r.n) for r in rows if r.n < meta["users"]]
+    partial = [(r.ranker, r.n) for r in rows if 0 < r.n < meta["users"]]
     if partial:
         lines.append("Partial runs (the LLM rankers are scored per user with checkpoints; these rows cover only "
-                     "the users finished when the report was assembled: the first ones by user id of the same "
-                     "seeded sample; their Δ is paired on those users): "
+                     "the users finished when the report was assembled, a subset of the same seeded sample; their "
+                     "Δ is paired on those users): "
                      + ", ".join(f"`{n}` {k} users" for n, k in partial) + ".")
     for name, why in meta.get("not_done", {}).items():
         lines.append(f"- `{name}`: {why}.")
+    if vs_pointwise:
+        lines += ["", "## Personalized LLM rankers against plain `llm-pointwise`", "",
+                  "The same model: `llm-pointwise-adapter` reads the same prompts through each user's own adapter; "
+                  "`llm-pointwise-soft` reads the user's soft tokens and whatever history text its encoder was "
+                  "trained with. Δ is paired on the users both rankers finished.", "",
+                  markdown_table(vs_pointwise, reference="llm-pointwise")]
     if judge and judge.get("n"):
         lines += ["", "## Personalized LLM-as-judge: agreement with known truth", "",
                   f"Pairs: {judge['n']} `{judge['task']}` test questions; A = the user's real reply, B = another "
