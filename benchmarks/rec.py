@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     if args.out_dir and not args.shard:
-        write_report(args.out_dir, rows, meta={**meta, "judge": judge},
+        write_report(args.out_dir, rows, meta={**meta, "judge": judge, "llm_vs_pointwise": vs_pointwise},
                      extra_md=_extra_md(meta, judge, rows, vs_pointwise))
     _ = np  # numpy imported early so torch threads apply before BLAS loads
     return payload
