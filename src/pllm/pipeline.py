@@ -4,6 +4,7 @@ scoring or by generation plus parsing. Eval, bench and the server all go through
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import OrderedDict
@@ -11,18 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from pllm.errors import InputError
 from pllm.models.base import Generator
 from pllm.prompting.profile import ProfileSummarizer, SummaryConfig
 from pllm.prompting.styles import BuiltPrompt, PromptBuilder, default_style, get_style
 from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever
+from pllm.tasks.readouts import READOUTS, check_readout, read_out
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem, Question
 
 PREDICT_MODES = ("auto", "score", "generate")
-READOUTS = ("argmax", "expected")
 
 
 @dataclass
@@ -37,7 +36,14 @@ class MethodConfig:
     predict: str = field(default="auto", metadata={
         "help": "auto (score labels when the task has them and the backend can), score, or generate."})
     readout: str = field(default="argmax", metadata={
-        "help": "For numeric labels scored by likelihood: argmax label or probability-weighted mean."})
+        "help": "Label scores -> prediction: argmax, expected (numeric labels: probability-weighted mean) or "
+                "median (numeric labels: MAE-optimal). Choose it on a dev split."})
+    calibrate: bool = field(default=False, metadata={
+        "help": "Contextual calibration: divide the label distribution by the one a content-free prompt (same "
+                "demonstrations, query 'N/A') gets, removing the label prior the demonstrations set."})
+    ft: bool = field(default=False, metadata={
+        "help": "Learned: run on the base model with the task adapter trained on the train split's users, with "
+                "this method's own retrieval inside every training prompt (see pllm.adapt.learned)."})
     max_prompt_tokens: int = field(default=1024, metadata={"help": "Prompt budget in generator tokens."})
     embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
     seed: int = field(default=0, metadata={"help": "Seed for the random retriever."})
@@ -48,16 +54,22 @@ class MethodConfig:
         if self.predict not in PREDICT_MODES:
             raise InputError(f"predict must be one of {PREDICT_MODES}, got {self.predict!r}", field="predict")
         if self.readout not in READOUTS:
-            raise InputError(f"readout must be one of {READOUTS}, got {self.readout!r}", field="readout")
+            raise InputError(f"readout must be one of {READOUTS.names()}, got {self.readout!r}", field="readout")
         if self.max_prompt_tokens < 16:
             raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
 
     @property
     def label(self) -> str:
+        """`[ft+][profile+]retriever@k`, with `/readout` and `+cal` when those differ from the default."""
         parts = [] if self.retriever == "none" else [f"{self.retriever}@{self.k}"]
         if self.profile:
             parts.insert(0, "profile")
-        return "+".join(parts) or "none"
+        if self.ft:
+            parts.insert(0, "ft")
+        label = "+".join(parts) or "none"
+        if self.calibrate:
+            label += "+cal"
+        return label if self.readout == "argmax" else f"{label}/{self.readout}"
 
 
 @dataclass
@@ -68,6 +80,7 @@ class PredictionRecord:
     target: str | None
     raw: str = ""
     label_scores: dict[str, float] | None = None
+    label_prior: dict[str, float] | None = None  # content-free prompt's label scores (calibrated methods)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     truncated: bool = False
@@ -99,6 +112,11 @@ class Personalizer:
                                      truncate_tokens=generator.truncate_to_tokens,
                                      max_prompt_tokens=self.method.max_prompt_tokens)
         self.mode = self._resolve_mode()
+        if self.mode == "score":
+            check_readout(spec, self.method.readout)
+        elif self.method.readout != "argmax" or self.method.calibrate:
+            raise InputError("readouts and calibration act on label scores; this method generates (the task has no "
+                             "labels or the backend cannot score)", field="readout")
         if self.method.profile and store is None:
             raise InputError("profile summaries are cached in a user store; pass store=")
         self.summarizer = ProfileSummarizer(generator, spec, store, summary_config) if self.method.profile else None
@@ -141,6 +159,10 @@ class Personalizer:
 
     # -- prompts --------------------------------------------------------------------------------
     def build_prompts(self, questions: Sequence[Question]) -> list[BuiltPrompt]:
+        return self._build(questions)[0]
+
+    def _build(self, questions: Sequence[Question]) -> tuple[list[BuiltPrompt], list[BuiltPrompt] | None]:
+        """The prompts, and (calibrated methods) their content-free twins: same items and summary."""
         t0 = time.perf_counter()
         retrieved = [self.retrieve(q) for q in questions]
         t1 = time.perf_counter()
@@ -149,11 +171,13 @@ class Personalizer:
             summaries = list(self.summarizer.summaries([(q.user_id, q.profile) for q in questions]))
         t2 = time.perf_counter()
         built = [self.builder.build(q, items, s) for q, items, s in zip(questions, retrieved, summaries)]
+        free = [self.builder.build(content_free(q), items, s) for q, items, s in zip(questions, retrieved, summaries)
+                ] if self.method.calibrate else None
         t3 = time.perf_counter()
         self.timings.retrieval += t1 - t0
         self.timings.summary += t2 - t1
         self.timings.prompt += t3 - t2
-        return built
+        return built, free
 
     # -- prediction -----------------------------------------------------------------------------
     def _resolve_mode(self) -> str:
@@ -171,10 +195,10 @@ class Personalizer:
         out: list[PredictionRecord] = []
         for start in range(0, len(questions), batch_size):
             chunk = list(questions[start:start + batch_size])
-            built = self.build_prompts(chunk)
+            built, free = self._build(chunk)
             t0 = time.perf_counter()
             if self.mode == "score":
-                records = self._score(chunk, built, batch_size)
+                records = self._score(chunk, built, free, batch_size)
             else:
                 records = self._generate(chunk, built, batch_size)
             dt = time.perf_counter() - t0
@@ -189,20 +213,21 @@ class Personalizer:
                                 prompt_tokens=b.prompt_tokens, truncated=b.truncated, retrieved=b.item_ids,
                                 empty_profile=not q.profile, **kw)
 
-    def _score(self, questions: list[Question], built: list[BuiltPrompt], batch_size: int) -> list[PredictionRecord]:
+    def _label_logp(self, built: list[BuiltPrompt], batch_size: int) -> list[dict[str, float]]:
         labels = list(self.spec.labels or [])
         conts = [[b.continuation_prefix + lab for lab in labels] for b in built]
         logp = self.generator.score([b.prompt for b in built], conts, batch_size=batch_size)  # (N, C)
+        return [{lab: float(s) for lab, s in zip(labels, row)} for row in logp]
+
+    def _score(self, questions: list[Question], built: list[BuiltPrompt], free: list[BuiltPrompt] | None,
+               batch_size: int) -> list[PredictionRecord]:
+        scores = self._label_logp(built, batch_size)
+        priors: list[dict[str, float] | None] = list(self._label_logp(free, batch_size)) if free else \
+            [None] * len(built)
         out = []
-        for q, b, row in zip(questions, built, logp):
-            scores = {lab: float(s) for lab, s in zip(labels, row)}
-            if self.method.readout == "expected" and self.spec.numeric_labels:
-                p = np.exp(row - row.max())
-                p /= p.sum()
-                pred = f"{float(np.dot(p, [float(x) for x in labels])):.4f}"
-            else:
-                pred = labels[int(np.argmax(row))]
-            out.append(self._record(q, b, pred, pred, label_scores=scores))
+        for q, b, sc, prior in zip(questions, built, scores, priors):
+            pred = read_out(self.spec, sc, self.method.readout, prior)
+            out.append(self._record(q, b, pred, pred, label_scores=sc, label_prior=prior))
         return out
 
     def _generate(self, questions: list[Question], built: list[BuiltPrompt], batch_size: int
@@ -211,6 +236,11 @@ class Personalizer:
                                        stop=built[0].stop or None, batch_size=batch_size)
         return [self._record(q, b, self.spec.parse_output(g.text), g.text, completion_tokens=g.completion_tokens)
                 for q, b, g in zip(questions, built, gens)]
+
+
+def content_free(question: Question) -> Question:
+    """The question with its content replaced by "N/A" (contextual calibration's content-free input)."""
+    return dataclasses.replace(question, input="N/A", query={k: "N/A" for k in question.query})
 
 
 def is_unparseable(record: PredictionRecord) -> bool:

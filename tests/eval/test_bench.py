@@ -57,8 +57,8 @@ def test_grid_cells_cover_methods_k_styles_and_baselines(rating_task, echo_backe
     # none and profile do not depend on k: 2 per style; six retrieval methods x 2 k: 12 per style
     assert len(llm) == 2 * (2 + 12)
     assert "bm25@3 [demonstrations]" in labels and "profile+bm25@1 [instruction]" in labels
-    assert {c.label for c in cells if c.kind == "baseline"} == {"global-mean", "user-mean", "knn", "most-frequent",
-                                                                  "user-most-frequent"}
+    assert {c.label for c in cells if c.kind == "baseline"} == {"global-mean", "user-mean", "user-median", "bias",
+                                                                  "knn", "most-frequent", "user-most-frequent"}
     with pytest.raises(InputError, match="unknown method 'bm42'"):
         grid(rating_task, methods=["bm42"])
     with pytest.raises(InputError, match="unknown grid fields"):
@@ -236,3 +236,39 @@ def test_yaml_grid_and_compare(rating_task, echo_backend, bow_embedder, tmp_path
     assert by[("user-mean", None)]["change"] == "only in A"
     with pytest.raises(InputError, match="grid file not found"):
         load_bench_config(tmp_path / "missing.yaml")
+
+
+def test_learned_cell_trains_on_the_train_split_and_never_sees_a_test_target(tmp_path):
+    """`ft+recency@2` in a grid: the task adapter is trained once from the train split and reused on
+    resume; no test question's item (user-movie id: each user rates a movie once here) is a training text."""
+    from pllm.adapt.store import AdapterStore
+
+    rating_task = tmp_path / "task"
+    build_dataset("movielens-rating", BuildConfig(source=str(write_raw_movielens(tmp_path / "raw", per_user=8)),
+                                                  out=str(rating_task), split="time", seed=0))
+    from pllm.adapt.train import TRAINING_TEXTS
+    from pllm.models import GENERATORS
+    from pllm.models.testing import make_tiny_generator
+
+    golds = json.loads((rating_task / "test_outputs.json").read_text())
+    planted = {g["id"] for g in golds["golds"]}
+    train = json.loads((rating_task / "train_questions.json").read_text())
+    GENERATORS.register("test-tiny", lambda model=None: make_tiny_generator(seed=0), replace=True)
+    try:
+        cfg = bench_config_from_dict({"tasks": [{"data": str(rating_task)}], "models": ["test-tiny"],
+                                      "methods": ["ft+recency"], "k": [2], "baselines": ["bias", "user-median"],
+                                      "batch_size": 4, "n_resamples": 100, "max_prompt_tokens": 128})
+        report = BenchRunner(cfg, tmp_path / "run").run()
+        rows = {r["cell"]: r for r in report["tasks"]["movielens-rating"]["rows"]}
+        assert set(rows) == {"ft+recency@2", "bias", "user-median"}
+        (record,) = AdapterStore(None).records("movielens-rating", "task")
+        texts = (record.path / TRAINING_TEXTS).read_text()
+        # item ids in training texts are the train questions' profile items only, never a test question's
+        items = {json.loads(x)["item"].split("/", 1)[1] for x in texts.splitlines()}
+        train_items = {p["id"] for q in train for p in q["profile"]}
+        assert items <= train_items and not items & planted
+        trained_at = record.created
+        BenchRunner(cfg, tmp_path / "run").run()  # resumed: the adapter is reused, not retrained
+        assert AdapterStore(None).records("movielens-rating", "task")[0].created == trained_at
+    finally:
+        GENERATORS.unregister("test-tiny")

@@ -71,14 +71,15 @@ def select_items(items: Sequence[ProfileItem], config: AdaptConfig) -> list[Prof
 
 
 def training_pairs(spec: TaskSpec, generator: Generator, items: Sequence[ProfileItem], config: AdaptConfig,
-                   *, user_id: str) -> list[TrainingPair]:
-    """Training pairs for one user (or one group: pass every member's items with their own user ids)."""
+                   *, user_id: str, only: set[str] | None = None) -> list[TrainingPair]:
+    """Training pairs for one user: one per selected item (`only`: just these item ids, so a sampled
+    task adapter renders only the pairs it trains on), each with the user's strictly earlier items as history."""
     from pllm.pipeline import MethodConfig, Personalizer
 
     method = MethodConfig(retriever=config.retriever if config.k else "none", k=config.k, style=config.style,
                           max_prompt_tokens=config.max_prompt_tokens)
     pers = Personalizer(spec, generator, method)
-    ordered = select_items(items, config)
+    ordered = [i for i in select_items(items, config) if only is None or i.id in only]
     history = sort_items(items)
     position = {id(item): i for i, item in enumerate(history)}
     questions = [item_question(spec, item, history[:position[id(item)]] if config.k else [], user_id)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from pllm.adapt.config import AdaptConfig
-from pllm.adapt.data import TrainingPair, pairs_hash, training_pairs
+from pllm.adapt.data import TrainingPair, pairs_hash, select_items, training_pairs
 from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
 from pllm.errors import ArtifactError, InputError
 from pllm.io import sha1_text
@@ -30,7 +30,8 @@ from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem
 
 log = logging.getLogger(__name__)
-TRAIN_NAME = "default"  # peft saves the "default" adapter at the folder root; loaders rename it
+TRAIN_NAME = "default"
+TRAINING_TEXTS = "training_texts.jsonl"  # peft saves the "default" adapter at the folder root; loaders rename it
 
 
 @dataclass
@@ -155,9 +156,30 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
     return result
 
 
+def write_training_texts(path: Any, pairs: Sequence[TrainingPair]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for p in pairs:
+            fh.write(json.dumps({"item": p.item_id, "prompt": p.prompt.text, "chat": p.prompt.chat,
+                                 "target": p.target}, ensure_ascii=False) + "\n")
+
+
 def data_hash(pairs: Sequence[TrainingPair], config: AdaptConfig, extra: str = "") -> str:
     """What decides whether an existing adapter is up to date: the exact training texts, the recipe."""
     return sha1_text(pairs_hash(pairs), json.dumps(asdict(config), sort_keys=True), extra)
+
+
+def _sample_items(items_by_user: dict[str, Sequence[ProfileItem]], config: AdaptConfig,
+                  max_pairs: int | None) -> dict[str, set[str]]:
+    """user -> ids of the items that become training pairs: each user's latest `max_items`, sampled
+    (seeded) to `max_pairs` over all users before any prompt is rendered."""
+    candidates = [(user, item.id) for user, items in sorted(items_by_user.items())
+                  for item in select_items(items, config)]
+    if max_pairs is not None and len(candidates) > max_pairs:
+        candidates = random.Random(config.seed).sample(candidates, max_pairs)
+    out: dict[str, set[str]] = {}
+    for user, item_id in candidates:
+        out.setdefault(user, set()).add(item_id)
+    return out
 
 
 def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: str,
@@ -170,14 +192,12 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
 
     A user adapter gets `{user: items}`; a group or task adapter every member's items (pairs are
     rendered per member, so retrieved demonstrations never cross users)."""
+    chosen = _sample_items(items_by_user, config, max_pairs)
     pairs: list[TrainingPair] = []
-    n_items = 0
     for user, items in sorted(items_by_user.items()):
-        user_pairs = training_pairs(spec, generator, items, config, user_id=user)
-        pairs.extend(user_pairs)
-        n_items += len(user_pairs)
-    if max_pairs is not None and len(pairs) > max_pairs:
-        pairs = random.Random(config.seed).sample(pairs, max_pairs)
+        if chosen.get(user):
+            pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user]))
+    n_items = len(pairs)
     if not pairs:
         raise InputError(f"{kind} adapter {owner!r}: no training items")
     key = base_key(generator, task_record)
@@ -201,8 +221,12 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
             train_seconds=round(result.seconds, 3), losses=result.losses,
             members=sorted(items_by_user) if kind != "user" else [], centroid=centroid, embedder=embedder,
             source=source or {})
-        records.append(store.write(record, lambda tmp: peft_model.save_pretrained(
-            str(tmp), selected_adapters=[TRAIN_NAME])))
+        def files(tmp: Any) -> None:
+            peft_model.save_pretrained(str(tmp), selected_adapters=[TRAIN_NAME])
+            if kind != "user":  # shared adapters keep the texts they learned from, to audit what they saw
+                write_training_texts(tmp / TRAINING_TEXTS, pairs)
+
+        records.append(store.write(record, files))
 
     train_pairs(generator, pairs, config, save=save, step_callback=step_callback)
     return records[0], True

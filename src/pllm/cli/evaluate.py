@@ -46,7 +46,13 @@ def register(app: typer.Typer) -> None:
         profile: bool = typer.Option(False, "--profile", help="Add a cached LLM-written profile summary."),
         style: str | None = typer.Option(None, "--style", help="demonstrations|instruction (default per task)."),
         predict: str = typer.Option("auto", "--predict", help="auto|score|generate."),
-        readout: str = typer.Option("argmax", "--readout", help="argmax|expected (numeric labels)."),
+        readout: str = typer.Option("argmax", "--readout", help="argmax|expected|median (the last two: numeric "
+                                    "labels). Choose it on a dev split."),
+        calibrate: bool = typer.Option(False, "--calibrate", help="Contextual calibration of label scores."),
+        ft: bool = typer.Option(False, "--ft", help="Learned: train (once, cached) a task adapter on the train "
+                                "split with this method's retrieval in every prompt, and run on it."),
+        train: Path | None = typer.Option(None, "--train", help="Train questions for --ft and the baselines (default: "
+                                          "train_questions.json beside --questions)."),
         max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", help="Prompt budget in model tokens."),
         backend: str = typer.Option("hf", "--backend", help="Generator backend: hf|openai."),
         model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
@@ -64,10 +70,11 @@ def register(app: typer.Typer) -> None:
         """Run one personalization method over a LaMP questions file; write predictions, metrics and a table."""
         spec = get_task(task)
         method = MethodConfig(retriever=retriever, k=k, profile=profile, style=style, predict=predict,
-                              readout=readout, max_prompt_tokens=max_prompt_tokens)
+                              readout=readout, max_prompt_tokens=max_prompt_tokens, calibrate=calibrate, ft=ft)
         qs = read_questions(questions, spec=spec, outputs=outputs)
         if limit is not None:
             qs = qs[:limit]
+        train_qs = _train_questions(spec, questions, train, needed=ft)
         generator = load_generator(backend, model)
         with open_db(db) as store, progress_bar() as bar:
             if adapter != "none":  # each question's user is routed to their adapter, many users per batch
@@ -80,9 +87,10 @@ def register(app: typer.Typer) -> None:
 
                 generator = load_soft_generator(soft, generator, store=store)
             results = [run_method(spec, qs, generator, method, store=store, batch_size=batch_size,
-                                  progress=tracker(bar))]
+                                  progress=tracker(bar), train=train_qs)]
             if baselines:
-                results += [run_baseline(spec, qs, name, store=store) for name in _baseline_names(spec)]
+                results += [run_baseline(spec, qs, name, store=store, train=train_qs)
+                            for name in _baseline_names(spec)]
         if soft is not None:
             from pllm.prompting.soft import soft_label
 
@@ -92,6 +100,11 @@ def register(app: typer.Typer) -> None:
         for res in results:
             write_predictions(out, spec, res.method, res.records)
         save_config(method, out, "method_config.json")
+        if results[0].config.get("adapter"):  # a learned method: which trained artifact produced it
+            from pllm.io import atomic_write_json
+
+            atomic_write_json(out / "learned.json", {k: v for k, v in results[0].config.items()
+                                                      if k.startswith("adapter")})
         if all(r.target is not None for r in results[0].records):
             rows = summarize(spec, results)
             write_report(out, spec, rows, title=f"pllm eval: {spec.name}", meta={"questions": str(questions)})
@@ -116,6 +129,23 @@ def register(app: typer.Typer) -> None:
             rows, folder = run_main_job(config, progress=tracker(bar))
         print_rows(get_task("movielens-rating"), rows, f"movielens-rating ({rows[0].n} test users)")
         console.print(f"report: {folder / 'report.md'}")
+
+
+def _train_questions(spec: TaskSpec, questions: Path, train: Path | None, *, needed: bool) -> list:
+    """The train split: `--train`, else train_questions.json beside the questions file (with its outputs
+    when present, for the baselines' fit). A learned method without one is an error."""
+    from pllm.errors import InputError
+
+    path = train or questions.parent / "train_questions.json"
+    if path.is_dir():
+        path = path / "train_questions.json"
+    if not path.is_file() or path.resolve() == questions.resolve():
+        if needed:
+            raise InputError("--ft learns from a train split: pass --train (a train_questions.json or its folder); "
+                             "it must not be the questions scored", source=str(path))
+        return []
+    gold = path.with_name(path.name.replace("_questions", "_outputs"))
+    return read_questions(path, spec=spec, outputs=gold if gold.is_file() and gold != path else None)
 
 
 def _baseline_names(spec: TaskSpec) -> list[str]:

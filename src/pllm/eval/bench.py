@@ -220,15 +220,29 @@ def parse_extra(text: str) -> tuple[str, int, str]:
 
 
 def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
-    """`none`, `<retriever>`, `profile` or `profile+<retriever>` -> a MethodConfig at this k."""
+    """`[ft+][profile+]<retriever>[+cal][/readout]` (or `none`, `profile`, `ft`) -> a MethodConfig at this k.
+
+    `ft+` is the learned method (task adapter trained on the train split with this rendering), `+cal`
+    contextual calibration, `/median` (etc.) a readout for this cell instead of the grid's."""
     from pllm.retrieval.base import RETRIEVERS
 
-    profile = name == "profile" or name.startswith("profile+")
-    retriever = "none" if name in ("none", "profile") else name.split("+", 1)[1] if profile else name
+    head, _, readout = name.partition("/")
+    parts = head.split("+")
+    ft = parts[0] == "ft"
+    parts = parts[1:] if ft else parts
+    calibrate = parts[-1:] == ["cal"]
+    parts = parts[:-1] if calibrate else parts
+    profile = parts[:1] == ["profile"]
+    parts = parts[1:] if profile else parts
+    retriever = parts[0] if len(parts) == 1 else "none" if not parts else ""
     if retriever not in RETRIEVERS:
-        raise InputError(f"unknown method {name!r}; use none, profile, one of {', '.join(RETRIEVERS.names())}, "
-                         "or profile+<retriever>", field="methods")
-    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, **common)
+        raise InputError(f"unknown method {name!r}; use [ft+][profile+]<retriever>[+cal][/readout] with a "
+                         f"retriever among {', '.join(RETRIEVERS.names())} (or none, profile, ft)", field="methods")
+    if readout:
+        common = {**common, "readout": readout}
+    if calibrate:
+        common = {**common, "calibrate": True}
+    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, ft=ft, **common)
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
@@ -292,7 +306,8 @@ class LoadedTask:
     spec: TaskSpec
     folder: Path
     questions: list[Question]
-    train: list[Question]
+    train: list[Question]  # what baselines fit on (never the scored split)
+    learn: list[Question] = field(default_factory=list)  # what learned cells train on (profiles only)
 
 
 class CellLog:
@@ -378,6 +393,7 @@ class BenchRunner:
         self.progress = progress
         self._factory = generator_factory
         self._generators: dict[str, Any] = {}
+        self._learned: dict[str, tuple[Any, dict[str, Any]]] = {}  # learned cells' merged copies
         self._store: Any = None
         self.tasks: list[LoadedTask] = []
         self.skipped: dict[str, list[str]] = {}
@@ -421,12 +437,14 @@ class BenchRunner:
                 qs = qs[: entry.limit]
             if not qs:
                 raise InputError(f"no questions in the {entry.split} split", source=str(folder))
-            train: list[Question] = []
-            if entry.train_split and (folder / f"{entry.train_split}_questions.json").is_file() and \
-                    entry.train_split != entry.split:
-                train = read_questions(folder / f"{entry.train_split}_questions.json", spec=spec,
+            learn: list[Question] = []
+            if entry.train_split and (folder / f"{entry.train_split}_questions.json").is_file():
+                learn = read_questions(folder / f"{entry.train_split}_questions.json", spec=spec,
                                        outputs=folder / f"{entry.train_split}_outputs.json")
-            self.tasks.append(LoadedTask(entry, name, spec, folder, qs, train))
+            # Baselines never fit on the questions they score; learned cells read only profiles, so a
+            # grid may score the train split itself (e.g. to fit a hybrid on it) with the same adapter.
+            train = learn if entry.train_split != entry.split else []
+            self.tasks.append(LoadedTask(entry, name, spec, folder, qs, train, learn))
         return self.tasks
 
     # cells ------------------------------------------------------------------------------------
@@ -493,10 +511,11 @@ class BenchRunner:
     def cell_path(self, cell: Cell) -> Path:
         return self.out / "cells" / _slug(cell.task) / f"{cell.slug}.jsonl"
 
-    def _check_cell(self, cell: Cell, task: LoadedTask) -> None:
-        """The folder may only be resumed with the same settings and questions for this cell."""
+    def _check_cell(self, cell: Cell, task: LoadedTask, extra: dict[str, Any] | None = None) -> None:
+        """The folder may only be resumed with the same settings and questions for this cell (and, for a
+        learned method, the same trained adapter)."""
         meta = {"task": cell.task, "label": cell.label, "kind": cell.kind, "config": cell.config,
-                "questions": sha1_text(*[q.id for q in task.questions])}
+                "questions": sha1_text(*[q.id for q in task.questions]), **(extra or {})}
         path = self.cell_path(cell).with_suffix(".json")
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -518,6 +537,21 @@ class BenchRunner:
                 self._generators[model] = load_generator(backend, name)
         return self._generators[model]
 
+    def _learned_generator(self, cell: Cell, task: LoadedTask) -> tuple[Any, dict[str, Any]]:
+        """The base model with this cell's task adapter merged (trained on the task's train split once;
+        cached by content, so a resumed grid reuses it)."""
+        from pllm.eval.runner import method_generator
+
+        mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
+        key = f"{cell.model or 'hf'}|{task.name}|{mc.label}"
+        if key not in self._learned:
+            if not task.learn:
+                raise InputError(f"learned cell {cell.label!r} needs the task's train split (train_split) to "
+                                 "learn from", source=str(task.folder))
+            self._learned[key] = method_generator(task.spec, self._generator(cell.model or "hf"), mc,
+                                                  train=task.learn, progress=self.progress)
+        return self._learned[key]
+
     def _store_handle(self) -> Any:
         if self._store is None:
             from pllm.paths import pllm_home
@@ -531,7 +565,10 @@ class BenchRunner:
 
     def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:
         """Score the questions of `cell` not yet in its log, batch by batch (fixed positions)."""
-        self._check_cell(cell, task)
+        learned: dict[str, Any] = {}
+        if cell.kind == "llm" and cell.config.get("ft"):
+            generator, learned = self._learned_generator(cell, task)
+        self._check_cell(cell, task, {"adapter": learned["adapter_data_hash"]} if learned else None)
         log = CellLog(self.cell_path(cell))
         qs = task.questions
         total = len(qs)
@@ -544,7 +581,8 @@ class BenchRunner:
             mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
             from pllm.prompting.profile import SummaryConfig
 
-            generator = self._generator(cell.model or "hf")
+            if not learned:
+                generator = self._generator(cell.model or "hf")
             device = device_label(generator)
             pers = Personalizer(task.spec, generator, mc, store=self._store_handle(),
                                 summary_config=SummaryConfig(max_items=self.config.summary_items,

@@ -18,9 +18,29 @@ from pllm.types import Question
 Progress = Callable[[str, int, int], None]  # (method, done, total)
 
 
+def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
+                     adapters: Any = None, progress: Progress | None = None) -> tuple[Generator, dict[str, Any]]:
+    """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
+    task adapter trained on the train split (once: cached by content), and what to record about it."""
+    if not method.ft:
+        return generator, {}
+    from pllm.adapt.learned import learned_generator, train_learned
+    from pllm.adapt.store import AdapterStore
+
+    step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
+    record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
+                                    progress=step)
+    return learned_generator(generator, spec, record), {
+        "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
+        "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
+        "adapter_recipe": record.config}
+
+
 def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generator, method: MethodConfig, *,
                store: Any = None, batch_size: int = 8, progress: Progress | None = None,
-               name: str | None = None, summary_config: SummaryConfig | None = None) -> MethodResult:
+               name: str | None = None, summary_config: SummaryConfig | None = None,
+               train: Sequence[Question] = (), adapters: Any = None) -> MethodResult:
+    generator, learned = method_generator(spec, generator, method, train=train, adapters=adapters, progress=progress)
     pers = Personalizer(spec, generator, method, store=store, summary_config=summary_config)
     label = name or method.label
     records = []
@@ -31,7 +51,7 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
             progress(label, len(records), len(questions))
     return MethodResult(method=label, records=records, seconds=time.perf_counter() - t0, kind="llm",
                         config={**dataclasses.asdict(method), "model": generator.model_id, "backend": generator.name,
-                                "mode": pers.mode, "style": pers.style.name},
+                                "mode": pers.mode, "style": pers.style.name, **learned},
                         timings=pers.timings.as_dict())
 
 

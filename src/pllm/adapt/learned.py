@@ -1,0 +1,89 @@
+"""Learned personalization at task level (`ft+<method>`): one shared LoRA trained on the train split's
+users with the exact rendering inference uses, retrieved demonstrations included (RAG-aware training:
+the model learns to read the user's items), then merged into a copy of the base model for every user.
+This is OPPU's first stage and LaMP's fine-tuned-with-retrieval setting.
+
+What keeps test answers out: training texts are built from the train split's questions' *profiles*
+only (`user_items` never reads a question's target); with a user split those are other users, with a
+time split they are each user's items before their train question, earlier than any dev or test target.
+The texts are saved beside the adapter (`training_texts.jsonl`), and a test plants a marker in test
+targets and checks it is not there.
+
+Artifacts are cached by content: the adapter is retrained only when the sampled training texts, the
+recipe or the base model change (`train_adapter`'s data hash), so a rerun or a resumed bench reuses it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pllm.adapt.config import AdaptConfig
+from pllm.adapt.data import user_items
+from pllm.adapt.store import AdapterRecord, AdapterStore
+from pllm.adapt.train import merge_task_adapter, train_adapter
+from pllm.errors import ArtifactError, InputError
+from pllm.models.base import Generator
+from pllm.pipeline import MethodConfig
+from pllm.prompting.styles import default_style
+from pllm.tasks.spec import TaskSpec
+from pllm.types import Question
+
+# The task-level recipe measured in docs/results/learned: LoRA on the top 12 layers (of SmolLM2's 30: the
+# backward pass stops there, about half the cost of a full step on 2 cores), one epoch.
+FT_DEFAULTS: dict[str, Any] = {"method": "lora", "r": 16, "alpha": 32, "top_layers": 12, "epochs": 1, "lr": 2e-3,
+                               "max_items": 100, "min_items": 1}
+FT_PAIRS = 1200
+
+
+def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptConfig:
+    """The training recipe of a learned method: its retrieval and style inside every training prompt."""
+    if method.profile:
+        raise InputError("a learned method with a profile summary is not supported: summaries would have to be "
+                         "written for every training item's history", field="profile")
+    values = {**FT_DEFAULTS, **overrides, "retriever": method.retriever if method.k else "none", "k": method.k,
+              "style": method.style or default_style(spec), "max_prompt_tokens": method.max_prompt_tokens}
+    return AdaptConfig(**values)
+
+
+def ft_owner(method: MethodConfig) -> str:
+    """One task adapter folder per retrieval setting (`ft-bm25@4`); the rest of the rendering (style, prompt
+    budget) is in the recipe, whose change retrains it. Readout and calibration do not."""
+    plain = dataclasses.replace(method, ft=False, readout="argmax", calibrate=False)
+    return f"ft-{plain.label}"
+
+
+def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, train: Sequence[Question], *,
+                  store: AdapterStore, config: AdaptConfig | None = None, max_pairs: int = FT_PAIRS,
+                  source: dict[str, Any] | None = None, force: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[AdapterRecord, bool]:
+    """Train (or find up to date) the task adapter of `ft+<method>` on the train split's users."""
+    if not hasattr(generator, "tokenizer") or not hasattr(generator, "model"):
+        raise InputError(f"learned methods train a local transformers model; backend {generator.name!r} has none",
+                         field="backend")
+    if not train:
+        raise InputError(f"learned method {method.label!r} needs a train split (train_questions.json) to learn "
+                         f"from; task {spec.name!r} has none here", field="train")
+    config = config or ft_config(spec, method)
+    layers = getattr(generator.model.config, "num_hidden_layers", None)  # type: ignore[attr-defined]
+    if config.top_layers and layers and config.top_layers > layers:  # a small model: every layer
+        config = dataclasses.replace(config, top_layers=layers)
+    items = user_items(train)  # profiles only: a question's target is never read
+    return train_adapter(generator, spec, kind="task", owner=ft_owner(method), items_by_user=items,  # type: ignore[arg-type]
+                         config=config, store=store, source=source or {}, max_pairs=max_pairs,
+                         force=force, step_callback=progress)
+
+
+def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecord) -> Generator:
+    """A copy of `generator` with the task adapter merged; the original stays the bare model."""
+    if record.task != spec.name:
+        raise ArtifactError(f"adapter {record.path} was trained for task {record.task!r}, not {spec.name!r}")
+    if record.base_model != generator.model_id:
+        raise ArtifactError(f"adapter {record.path} was trained on {record.base_model!r}, not "
+                            f"{generator.model_id!r}; train it for this model")
+    clone = copy.copy(generator)
+    clone.model = copy.deepcopy(generator.model)  # type: ignore[attr-defined]
+    merge_task_adapter(clone, record)  # type: ignore[arg-type]
+    return clone

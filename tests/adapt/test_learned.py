@@ -1,0 +1,105 @@
+"""Learned methods (`ft+<method>`): a task adapter trained on the train split with the inference
+rendering, merged into a copy of the base model. Tiny random models; the mechanics, not the quality."""
+
+import json
+
+import pytest
+import torch
+from adapt_helpers import make_items
+
+from pllm.adapt.learned import ft_config, ft_owner, learned_generator, train_learned
+from pllm.adapt.train import TRAINING_TEXTS
+from pllm.errors import ArtifactError, InputError
+from pllm.eval.bench import parse_method
+from pllm.eval.runner import run_method
+from pllm.models.testing import make_tiny_generator
+from pllm.pipeline import MethodConfig
+from pllm.types import Question
+
+MARKER = "4"  # test targets are planted with a rating no training item ever has
+
+
+def _split(user_ratings: int, users: list[str], *, first: int = 0) -> list[Question]:
+    qs = []
+    for u in users:
+        items = make_items(u, 8, rating=user_ratings)
+        qs.append(Question(id=f"q-{u}-{first}", user_id=u, input="Heat Comedy",
+                           query={"title": "Heat", "year": "1995", "genres": "Comedy"}, profile=items,
+                           target=MARKER, timestamp=1e6))
+    return qs
+
+
+@pytest.fixture
+def method():
+    return MethodConfig(retriever="recency", k=2, max_prompt_tokens=256, ft=True)
+
+
+def test_learned_method_names_parse_and_label(method):
+    mc = parse_method("ft+bm25+cal/median", 4)
+    assert (mc.ft, mc.retriever, mc.k, mc.calibrate, mc.readout) == (True, "bm25", 4, True, "median")
+    assert mc.label == "ft+bm25@4+cal/median"
+    assert parse_method("ft", 4).label == "ft" and parse_method("ft", 4).retriever == "none"
+    assert ft_owner(mc) == ft_owner(parse_method("ft+bm25", 4)) == "ft-bm25@4"
+    with pytest.raises(InputError, match="unknown method"):
+        parse_method("ft+bm42", 4)
+
+
+def test_training_reads_train_profiles_only_never_a_test_target(spec, tiny, store, method):
+    """Every question's target is the marker; no training text may contain a rating of 4: targets are
+    never read, and the train users' own items (rated 1 or 5) are all the adapter sees."""
+    train = _split(1, ["a", "b"]) + _split(5, ["c"])
+    record, trained = train_learned(tiny, spec, method, train, store=store,
+                                    config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
+    assert trained and record.kind == "task" and record.owner == "ft-recency@2"
+    lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
+    assert len(lines) == record.n_pairs == 12
+    assert all(f"Rating: {MARKER}" not in ln["prompt"] + ln["target"] for ln in lines)
+    assert {ln["target"].strip()[-1] for ln in lines} <= {"1", "5"}
+    # RAG-aware: the demonstrations retrieved from the user's earlier items are inside the training prompt
+    assert any(ln["prompt"].count("Rating:") >= 3 for ln in lines)
+    assert record.members == ["a", "b", "c"]
+
+
+def test_adapter_is_cached_by_content_and_retrained_when_data_change(spec, tiny, store, method):
+    cfg = ft_config(spec, method, epochs=1, batch_size=4)
+    train = _split(1, ["a", "b"])
+    first, trained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=8)
+    again, retrained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=8)
+    assert trained and not retrained and again.data_hash == first.data_hash
+    changed, trained = train_learned(tiny, spec, method, _split(5, ["a", "b"]), store=store, config=cfg, max_pairs=8)
+    assert trained and changed.data_hash != first.data_hash
+
+
+def test_learned_generator_is_a_merged_copy_and_checks_the_artifact(spec, tiny, store, method):
+    cfg = ft_config(spec, method, epochs=2, batch_size=4, lr=5e-2)
+    record, _ = train_learned(tiny, spec, method, _split(5, ["a", "b"]), store=store, config=cfg, max_pairs=16)
+    before = [p.detach().clone() for p in tiny.model.parameters()]
+    tuned = learned_generator(tiny, spec, record)
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny.model.parameters()))  # the base is untouched
+    assert any(not torch.equal(a, b) for a, b in zip(before, tuned.model.parameters()))
+    other = make_tiny_generator(seed=1)
+    with pytest.raises(ArtifactError, match="trained on 'tiny-llama-seed0'"):
+        learned_generator(other, spec, record)
+
+
+def test_learned_method_runs_through_the_eval_runner(spec, tiny, store, method):
+    train = _split(5, ["a", "b"])
+    test = [Question(id="t1", user_id="z", input="Heat Comedy", query={"title": "Heat", "year": "1995",
+                     "genres": "Comedy"}, profile=make_items("z", 4), target="3")]
+    res = run_method(spec, test, tiny, method, train=train, adapters=store)
+    assert res.method == "ft+recency@2"
+    assert res.config["adapter_pairs"] > 0 and res.config["ft"] is True and res.records[0].label_scores
+    with pytest.raises(InputError, match="needs a train split"):
+        run_method(spec, test, tiny, method, train=[], adapters=store)
+
+
+def test_a_learned_method_needs_a_local_model(spec, method, echo_backend):
+    from pllm.models import load_generator
+
+    with pytest.raises(InputError, match="local transformers model"):
+        train_learned(load_generator(echo_backend, None), spec, method, _split(1, ["a"]), store=None)
+
+
+def test_learned_profile_methods_are_refused(spec):
+    with pytest.raises(InputError, match="profile summary"):
+        ft_config(spec, MethodConfig(retriever="bm25", profile=True, ft=True))

@@ -1,0 +1,60 @@
+"""`pllm eval --ft`: a learned method from the command line, recorded in method_config.json."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pllm.cli import app
+from pllm.data import BuildConfig, build_dataset
+from pllm.models import GENERATORS
+from pllm.models.testing import make_tiny_generator
+from pllm_testkit import write_recbole_movielens
+
+
+@pytest.fixture
+def task(tmp_path):
+    genres = ["Drama", "Comedy", "Action"] * 8
+    ratings = [(u, (u * 5 + j * 3) % 24 + 1, 1 + (u + j) % 5, 880000000 + u * 1000 + j * 10)
+               for u in range(1, 9) for j in range(8)]
+    out = tmp_path / "task"
+    build_dataset("movielens-rating", BuildConfig(source=str(write_recbole_movielens(tmp_path / "raw", genres,
+                                                                                      ratings)),
+                                                  out=str(out), split="user", seed=0, dev_fraction=0.2,
+                                                  test_fraction=0.25))
+    return out
+
+
+@pytest.fixture
+def tiny_backend():
+    GENERATORS.register("test-tiny", lambda model=None: make_tiny_generator(seed=0), replace=True)
+    yield "test-tiny"
+    GENERATORS.unregister("test-tiny")
+
+
+def test_eval_ft_trains_on_the_train_split_and_records_it(task, tiny_backend, tmp_path, one_torch_thread):
+    out = tmp_path / "run"
+    args = ["eval", "--task", "movielens-rating", "--questions", str(task / "test_questions.json"), "--outputs",
+            str(task / "test_outputs.json"), "--retriever", "recency", "--k", "2", "--ft", "--readout", "median",
+            "--backend", tiny_backend, "--max-prompt-tokens", "128", "--baselines", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    method = json.loads((out / "method_config.json").read_text())
+    assert method["ft"] is True and method["readout"] == "median"
+    learned = json.loads((out / "learned.json").read_text())
+    assert learned["adapter_pairs"] > 0 and learned["adapter_trained_now"] is True
+    report = json.loads((out / "report.json").read_text())
+    names = [r["method"] for r in report["methods"]]
+    assert names[0] == "ft+recency@2/median" and {"bias", "user-median"} <= set(names)
+    again = CliRunner().invoke(app, args)  # cached by content: not trained again
+    assert again.exit_code == 0 and json.loads((out / "learned.json").read_text())["adapter_trained_now"] is False
+
+
+def test_eval_ft_without_a_train_split_is_a_clear_error(task, tiny_backend, tmp_path):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    for name in ("test_questions.json", "test_outputs.json"):
+        (lone / name).write_text((task / name).read_text())
+    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions", str(lone / "test_questions.json"),
+                                   "--ft", "--backend", tiny_backend, "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--ft learns from a train split" in res.output

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from pllm.eval.baselines import baselines_for, make_baseline
+from pllm.tasks.spec import get_task
+from pllm.types import ProfileItem, Question
+
+
+@pytest.fixture
+def spec():
+    return get_task("movielens-rating")
+
+
+def _item(user, title, rating, i=0):
+    return ProfileItem(id=f"{user}-{title}", user_id=user, timestamp=float(i),
+                       fields={"title": title, "year": "1995", "genres": "Drama", "rating": str(rating)})
+
+
+def _question(user, title, profile, target=None):
+    return Question(id=f"{user}-q-{title}", user_id=user, input=title,
+                    query={"title": title, "year": "1995", "genres": "Drama"}, profile=profile, target=target)
+
+
+def test_rating_tasks_get_the_median_and_bias_baselines(spec):
+    assert {"user-median", "bias", "user-mean"} <= set(baselines_for(spec))
+    assert "user-median" not in baselines_for(get_task("movielens-genre"))
+
+
+def test_user_median_is_the_median_of_the_users_own_ratings(spec):
+    q = _question("u", "Heat", [_item("u", t, r) for t, r in [("A", 1), ("B", 4), ("C", 5), ("D", 4)]])
+    base = make_baseline("user-median", spec).fit([])
+    assert base.predict([q])[0].prediction == "4.0000"
+
+
+def test_bias_model_adds_item_and_user_biases_fitted_on_train_only(spec):
+    # Train: "Good" is rated 5 by everyone, "Bad" 1; the scored user rates 1 point above others.
+    train = [_question(f"t{i}", "Good", [_item(f"t{i}", "Bad", 1), _item(f"t{i}", "Mid", 3)], target="5")
+             for i in range(40)]
+    base = make_baseline("bias", spec, item_reg=0.0, user_reg=0.0).fit(train)
+    mu = base.mu
+    assert mu == pytest.approx(3.0)
+    assert base.item_bias["Good Drama"] == pytest.approx(2.0)
+    user = _question("u", "Good", [_item("u", "Mid", 4)])  # Mid's bias is 0: user bias +1
+    assert float(base.predict([user])[0].prediction) == 5.0  # 3 + 2 + 1 = 6, clipped to the scale
+    user = _question("u", "Mid", [_item("u", "Bad", 2)])  # Bad's bias is -2: user bias +1
+    assert float(base.predict([user])[0].prediction) == pytest.approx(4.0)
+    # an unseen item and an empty history: the global mean, counted as a fallback
+    assert float(base.predict([_question("v", "New", [])])[0].prediction) == pytest.approx(mu)
+    assert base.fallbacks == 1
+
+
+def test_bias_model_never_reads_the_scored_target(spec):
+    q = _question("u", "Heat", [_item("u", "A", 3)], target="5")
+    a = make_baseline("bias", spec).fit([]).predict([q])[0].prediction
+    q.target = "1"
+    b = make_baseline("bias", spec).fit([]).predict([q])[0].prediction
+    assert a == b and np.isfinite(float(a))
