@@ -80,13 +80,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_walkthrough_runs(tmp_path: Path, tiny_model_dir: Path, one_torch_thread: None):
-    outputs = run_walkthrough(tmp_path, walkthrough(tiny_model=tiny_model_dir))
+    runs = walkthrough(tiny_model=tiny_model_dir)
+    outputs = run_walkthrough(tmp_path, runs)
     text = "\n".join(out for _, out in outputs)
     assert "imported 10 questions, 4 new users" in text and "imported 6 questions, 3 new users" in text
     assert "forgot user ada" in text and "forgot user gia" in text
     assert "email-folder" in text  # tasks show on the spec file
-    reports = sorted(p.parent.name for p in (tmp_path / "work").glob("runs/*/report.json"))
-    assert reports == ["email-bm25", "lamp3", "lamp3-bm25"]
+    reports = list((tmp_path / "work").glob("runs/*/report.json"))
+    assert len(reports) == sum(a[0] == "eval" for a in runs) >= 3  # each eval scored into its own --out
 
 
 @pytest.mark.slow
