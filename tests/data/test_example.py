@@ -8,11 +8,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from pllm.cli import app
-from pllm.data.example import EXAMPLE_FILES, write_examples
+from pllm.data.example import example_files, write_examples
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE_FILES = list(example_files())
 
 
 def test_committed_examples_match_a_fresh_run(tmp_path: Path):

@@ -70,11 +70,16 @@ REQUESTS = http_requests()
 
 
 @pytest.fixture(scope="module")
-def routes():
+def routes(tmp_path_factory: pytest.TempPathFactory):
+    """The server app's routes (no model loads; its store in a temp folder: module fixtures run before the
+    per-test PLLM_HOME is set)."""
     from pllm.serve.app import create_app
     from pllm.serve.config import ServeConfig
 
-    return [r for r in create_app(ServeConfig(preload=False)).routes if hasattr(r, "methods")]
+    db = tmp_path_factory.mktemp("serve") / "pllm.sqlite3"
+    server = create_app(ServeConfig(preload=False, db=str(db)))
+    yield [r for r in server.routes if hasattr(r, "methods")]
+    server.state.pllm.close()
 
 
 @pytest.mark.parametrize(("source", "method", "path"), REQUESTS, ids=[f"{s} {m} {p}" for s, m, p in REQUESTS])

@@ -15,6 +15,7 @@ Everything is fixed data and string templates: the same call writes the same byt
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pllm.io import atomic_write_json, atomic_write_text
 
@@ -149,19 +150,16 @@ def email_example() -> tuple[list[dict], dict]:
     return questions, {"task": "email-folder", "golds": golds}
 
 
-EXAMPLE_FILES = ("lamp3_questions.json", "lamp3_outputs.json", "email_folder.yaml", "email_questions.json",
-                 "email_outputs.json")
+def example_files() -> dict[str, Any]:
+    """File name -> content (JSON data, or the text of a YAML file) of every example file."""
+    lamp3_q, lamp3_o = lamp3_example()
+    email_q, email_o = email_example()
+    return {"lamp3_questions.json": lamp3_q, "lamp3_outputs.json": lamp3_o, "email_folder.yaml": EMAIL_SPEC,
+            "email_questions.json": email_q, "email_outputs.json": email_o}
 
 
 def write_examples(out: str | Path) -> list[Path]:
     """Write every example file into `out` (created if needed; other files there are left alone)."""
     out = Path(out)
-    lamp3_q, lamp3_o = lamp3_example()
-    email_q, email_o = email_example()
-    return [
-        atomic_write_json(out / "lamp3_questions.json", lamp3_q),
-        atomic_write_json(out / "lamp3_outputs.json", lamp3_o),
-        atomic_write_text(out / "email_folder.yaml", EMAIL_SPEC),
-        atomic_write_json(out / "email_questions.json", email_q),
-        atomic_write_json(out / "email_outputs.json", email_o),
-    ]
+    return [atomic_write_text(out / name, content) if isinstance(content, str) else
+            atomic_write_json(out / name, content) for name, content in example_files().items()]
