@@ -36,3 +36,12 @@ def list_() -> None:
     for name in BUILDERS.names():
         cls = BUILDERS.get(name)
         console.print(f"{name}  (task {cls.task})")
+
+
+@app.command("example")
+def example(out: Path = typer.Argument(..., help="Folder to write the example files into.")) -> None:
+    """Write the tiny example files of `examples/`: a LaMP-3 questions/outputs pair and a spec-file task."""
+    from pllm.data.example import write_examples
+
+    for path in write_examples(out):
+        console.print(f"wrote {path}")
