@@ -56,104 +56,123 @@ def _best(spec: TaskSpec, scores: dict[str, float]) -> str:
 
 
 def _with_readout(spec: TaskSpec, records: list[PredictionRecord], readout: str) -> list[PredictionRecord]:
+    """`readout` or `readout+cal` (calibrated: only for cells that logged a content-free prior)."""
+    name, cal = readout.removesuffix("+cal"), readout.endswith("+cal")
     out = []
     for r in records:
-        pred = read_out(spec, r.label_scores, readout, r.label_prior) if r.label_scores else r.prediction
+        pred = read_out(spec, r.label_scores, name, r.label_prior if cal else None) if r.label_scores \
+            else r.prediction
         out.append(dataclasses.replace(r, prediction=pred, raw=pred or ""))
     return out
 
 
+def _key(cell: Any) -> str:
+    """Cells are matched across splits by their method (labels differ by the extra-cell style suffix)."""
+    c = cell.config
+    return cell.method if cell.kind == "baseline" else \
+        f"ft={c.get('ft')}|{c['retriever']}@{c['k']}|cal={c.get('calibrate')}|{c.get('style')}"
+
+
+def _table(spec: TaskSpec, rows: list[Any], reference: str) -> str:
+    return markdown_table(spec, rows).replace("vs none", f"vs {reference}") if rows else "(none)\n"
+
+
+def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[str]]:
+    """Choices on dev and train, then the test table, for one task scored on its three splits."""
+    tasks = {t.name: t for t in runner.load_tasks()}
+    names = (test_name, f"{test_name}-dev", f"{test_name}-train")
+    test, dev, train = ({_key(c): res for c, res in runner.task_results(tasks[n])[0]} for n in names)
+    spec = tasks[test_name].spec
+    test_qs, dev_qs = tasks[test_name].questions, tasks[names[1]].questions
+    train_qs = {q.id: q for q in tasks[names[2]].questions}
+    rows: list[MethodResult] = []
+    base_dev = {k: _score(spec, r.records) for k, r in dev.items() if r.kind == "baseline"}
+    strongest = _best(spec, base_dev)
+    choices: dict[str, Any] = {"strongest_baseline": {"chosen": strongest, "dev": base_dev}}
+    for k, res in test.items():  # LLM cells: the readout (and calibration, if logged) chosen on dev
+        if res.kind != "llm":
+            continue
+        name = res.method.split(" [")[0].removesuffix("+cal")
+        options = readouts_for(spec)
+        if res.records and res.records[0].label_prior is not None:
+            options = options + [f"{o}+cal" for o in options]
+        if k in dev:
+            dev_scores = {ro: _score(spec, _with_readout(spec, dev[k].records, ro)) for ro in options}
+            ro = _best(spec, dev_scores)
+            choices[name] = {"readout": ro, "dev": dev_scores}
+        else:
+            ro = "argmax"
+        shown = name + ("+cal" if ro.endswith("+cal") else "") + (f"/{ro.removesuffix('+cal')}"
+                                                                   if not ro.startswith("argmax") else "")
+        rows.append(dataclasses.replace(res, method=shown, records=_with_readout(spec, res.records, ro)))
+    if spec.numeric_labels and spec.item_output is not None:  # hybrids, and their collaborative-only twin
+        sources = [k for k in test if k in dev and k in train and test[k].kind == "llm"]
+        for use_llm, srcs in ((False, sources[:1]), (True, sources)):
+            for k in srcs:
+                fit_qs = [train_qs[r.id] for r in train[k].records]
+                dev_scores, fitted = {}, {}
+                for est in ESTIMATORS.names():
+                    fitted[est] = HybridRater(spec, HybridConfig(est, use_llm=use_llm)).fit(fit_qs, train[k].records)
+                    dev_scores[est] = _score(spec, fitted[est].predict(dev_qs, dev[k].records))
+                est = _best(spec, dev_scores)
+                cfg = HybridConfig(est, use_llm=use_llm)
+                label = cfg.label + (f"({test[k].method.split(' [')[0]})" if use_llm else "")
+                choices[label] = {"estimator": est, "dev": dev_scores, "fit_rows": len(fit_qs)}
+                rows.append(MethodResult(method=label, records=fitted[est].predict(test_qs, test[k].records),
+                                         kind="hybrid" if use_llm else "baseline",
+                                         config={"hybrid": dataclasses.asdict(cfg),
+                                                 "llm_cell": test[k].method if use_llm else None}))
+    rows += [r for r in test.values() if r.kind == "baseline"]
+    summary = summarize(spec, rows, reference=strongest)
+    adapters = {}
+    for res in test.values():
+        if res.kind == "llm" and res.config.get("ft"):
+            mc = MethodConfig(**{k: v for k, v in res.config.items() if k != "model"})
+            record = AdapterStore(None).get(spec.name, "task", ft_owner(mc))
+            if record is not None:
+                adapters[ft_owner(mc)] = {
+                    "path": str(record.path), "base_model": record.base_model, "pairs": record.n_pairs,
+                    "train_users": len(record.members), "train_seconds": record.train_seconds,
+                    "loss_first_10": record.losses[:10], "loss_last_10": record.losses[-10:],
+                    "data_hash": record.data_hash, "recipe": record.config}
+    by_kind = {kind: [r for r in summary if r.kind == kind] for kind in ("llm", "hybrid", "baseline")}
+    md = [f"## {spec.name}", "",
+          f"{len(test_qs)} test questions; readouts, calibration, hybrid estimators and the strongest baseline "
+          f"chosen on the dev split ({len(dev_qs)} questions); hybrids fitted on the train split "
+          f"({len(train_qs)}). Δ is the paired difference against the strongest baseline on dev, **{strongest}** "
+          "(negative MAE / positive accuracy: better than it).", "",
+          "### LLM alone", "", _table(spec, by_kind["llm"], strongest),
+          "### Hybrid (LLM + collaborative features: not an LLM-alone result)", "",
+          _table(spec, by_kind["hybrid"], strongest),
+          "### Baselines (no LLM; `cf-*` is the hybrids' collaborative-only twin)", "",
+          _table(spec, by_kind["baseline"], strongest),
+          "### Choices made on dev", "", "```json", json.dumps(choices, indent=1), "```", "",
+          "### Task adapters", "", "```json", json.dumps(adapters, indent=1, default=str), "```", ""]
+    report = {"task": spec.name, "n_test": len(test_qs), "reference": strongest, "choices": choices,
+              "adapters": adapters, "rows": [dataclasses.asdict(r) for r in summary]}
+    return report, md
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="benchmarks/grids/learned.yaml", help="Grid with test, dev, train tasks.")
+    p.add_argument("--config", default="benchmarks/grids/learned.yaml",
+                   help="Grid whose tasks come in threes: NAME (test), NAME-dev, NAME-train.")
     p.add_argument("--out", default="docs/results/learned", help="Report folder (bench cells under bench/).")
-    p.add_argument("--test", default="movielens-rating", help="Grid task name of the test split.")
-    p.add_argument("--dev", default="movielens-rating-dev", help="Grid task name of the dev split.")
-    p.add_argument("--train", default="movielens-rating-train", help="Grid task name of the train split.")
     p.add_argument("--assemble", action="store_true", help="Score nothing: report from the cells logged.")
     args = p.parse_args(argv)
     out = Path(args.out)
     runner = BenchRunner(load_bench_config(args.config), out / "bench", progress=_progress)
     t0 = time.perf_counter()
     runner.run(only_report=args.assemble)
-    tasks = {t.name: t for t in runner.load_tasks()}
-    results = {name: dict((c.label, (c, res)) for c, res in runner.task_results(t)[0]) for name, t in tasks.items()}
-    spec = tasks[args.test].spec
-    # Cells are matched across splits by their method (labels differ by the extra-cell style suffix).
-    def key(cell: Any) -> str:
-        return cell.method if cell.kind == "baseline" else f"{cell.config.get('ft')}|{cell.config['retriever']}" \
-            f"@{cell.config['k']}"
-
-    by_key = {name: {key(c): res for c, res in cells.values()} for name, cells in results.items()}
-    test, dev, train = by_key[args.test], by_key[args.dev], by_key[args.train]
-    rows: list[MethodResult] = []
-    choices: dict[str, Any] = {}
-    # Baselines: all of them on test; the strongest chosen on dev.
-    base_dev = {k: _score(spec, r.records) for k, r in dev.items() if r.kind == "baseline"}
-    strongest = _best(spec, base_dev)
-    choices["strongest_baseline"] = {"chosen": strongest, "dev": base_dev}
-    # LLM cells: the readout chosen on dev (cells scored only on test keep argmax).
-    for k, res in test.items():
-        if res.kind != "llm":
-            continue
-        name = res.method.split(" [")[0]
-        if k in dev:
-            dev_scores = {ro: _score(spec, _with_readout(spec, dev[k].records, ro)) for ro in readouts_for(spec)}
-            ro = _best(spec, dev_scores)
-            choices[name] = {"readout": ro, "dev": dev_scores}
-        else:
-            ro = "argmax"
-        rows.append(dataclasses.replace(res, method=f"{name}/{ro}" if ro != "argmax" else name,
-                                        records=_with_readout(spec, res.records, ro)))
-    # Hybrids on each LLM cell scored on all three splits, and the collaborative-only twin.
-    train_qs = {q.id: q for q in tasks[args.train].questions}
-    dev_qs, test_qs = tasks[args.dev].questions, tasks[args.test].questions
-    hybrid_sources = [k for k in test if k in dev and k in train and test[k].kind == "llm"]
-    for use_llm, sources in ((False, hybrid_sources[:1]), (True, hybrid_sources)):
-        for k in sources:
-            fit_qs = [train_qs[r.id] for r in train[k].records]
-            dev_scores, fitted = {}, {}
-            for est in ESTIMATORS.names():
-                cfg = HybridConfig(est, use_llm=use_llm)
-                fitted[est] = HybridRater(spec, cfg).fit(fit_qs, train[k].records)
-                dev_scores[est] = _score(spec, fitted[est].predict(dev_qs, dev[k].records))
-            est = _best(spec, dev_scores)
-            label = HybridConfig(est, use_llm=use_llm).label + (f"({test[k].method.split(' [')[0]})" if use_llm else "")
-            choices[label] = {"estimator": est, "dev": dev_scores, "fit_rows": len(fit_qs)}
-            rows.append(MethodResult(method=label, records=fitted[est].predict(test_qs, test[k].records),
-                                     kind="hybrid" if use_llm else "baseline",
-                                     config={"hybrid": dataclasses.asdict(HybridConfig(est, use_llm=use_llm)),
-                                             "llm_cell": test[k].method if use_llm else None}))
-    rows += [r for r in test.values() if r.kind == "baseline"]
-    summary = summarize(spec, rows, reference=strongest)
-    llm_rows = [r for r in summary if r.kind == "llm"]
-    hyb_rows = [r for r in summary if r.kind == "hybrid"]
-    base_rows = [r for r in summary if r.kind == "baseline"]
-    adapter: dict[str, Any] = {}
-    for cell, _ in results[args.test].values():
-        if cell.kind == "llm" and cell.config.get("ft"):
-            mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
-            record = AdapterStore(None).get(spec.name, "task", ft_owner(mc))
-            if record is not None:
-                adapter = {"path": str(record.path), "base_model": record.base_model, "pairs": record.n_pairs,
-                           "train_users": len(record.members), "train_seconds": record.train_seconds,
-                           "loss_first_10": record.losses[:10], "loss_last_10": record.losses[-10:],
-                           "data_hash": record.data_hash, "recipe": record.config}
+    names = [t.name for t in runner.load_tasks()]
+    tests = [n for n in names if f"{n}-dev" in names and f"{n}-train" in names]
+    reports, md = {}, ["# Learned personalization against the strongest non-LLM baselines", "",
+                       f"Grid `{args.config}`; bench cells in `bench/`. Machine: {machine_info()}.", ""]
+    for name in tests:
+        reports[name], lines = analyse(runner, name)
+        md += lines
     report = {"kind": "pllm-learned", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),
-              "config": args.config, "task": spec.name, "n_test": len(test_qs), "reference": strongest,
-              "choices": choices, "adapter": adapter, "seconds": round(time.perf_counter() - t0, 1),
-              "rows": [dataclasses.asdict(r) | {"records": None} for r in summary]}
-    md = [f"# Learned personalization: {spec.name}", "",
-          f"{len(test_qs)} test questions; readouts, hybrid estimators and the strongest baseline chosen on the "
-          f"dev split ({len(dev_qs)} questions); hybrids fitted on the train split ({len(train_qs)}). "
-          f"Paired differences are against the strongest baseline on dev, **{strongest}**.", "",
-          "## LLM alone", "", markdown_table(spec, llm_rows).replace("vs none", f"vs {strongest}"),
-          "## Hybrid (LLM + collaborative features; not an LLM-alone result)", "",
-          markdown_table(spec, hyb_rows).replace("vs none", f"vs {strongest}"),
-          "## Baselines (no LLM; `cf-*` is the hybrid's collaborative-only twin)", "",
-          markdown_table(spec, base_rows).replace("vs none", f"vs {strongest}"),
-          "## Choices made on dev", "", "```json", json.dumps(choices, indent=1), "```", "",
-          "## Task adapter", "", "```json", json.dumps(adapter, indent=1, default=str), "```", ""]
+              "config": args.config, "seconds": round(time.perf_counter() - t0, 1), "tasks": reports}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", "\n".join(md))

@@ -70,8 +70,13 @@ class TaskEntry:
     extra_cells: list[str] | None = field(default=None, metadata={
         "help": "This task's extra cells, replacing the grid's `extra_cells` (e.g. a k sweep only where it is "
                 "cheap); None: the grid's."})
+    methods: list[str] | None = field(default=None, metadata={
+        "help": "This task's methods, replacing the grid's (e.g. calibration only on a classification task); "
+                "None: the grid's."})
 
     def __post_init__(self) -> None:
+        for m in self.methods or []:
+            parse_method(m, 1)  # fail early on a bad method name
         for extra in self.extra_cells or []:
             parse_extra(extra)
         if isinstance(self.build, dict):
@@ -471,7 +476,7 @@ class BenchRunner:
                 if style not in styles:
                     styles.append(style)
             for style in styles:
-                for m in c.methods:
+                for m in task.entry.methods if task.entry.methods is not None else c.methods:
                     for k in (c.k if parse_method(m, 1).retriever != "none" else [0]):
                         mc = parse_method(m, k, style=style, predict=c.predict, readout=c.readout,
                                           max_prompt_tokens=c.max_prompt_tokens, embedder=c.embedder, seed=c.seed)
