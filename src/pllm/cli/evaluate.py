@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         if adapter != "none":
             results[0].method = f"{adapter} adapter+{results[0].method}"
         for res in results:
-            write_predictions(out, spec, res.method, res.records)
+            write_predictions(out, spec, res.method, res.records, outputs=outputs)
         save_config(method, out, "method_config.json")
         if all(r.target is not None for r in results[0].records):
             rows = summarize(spec, results)

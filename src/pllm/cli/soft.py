@@ -173,7 +173,7 @@ def compare(
                         r.prompt_tokens += soft.config.n_soft
                     res.config["soft_encoder"] = str(encoder)
                     res.config["soft"] = dataclasses.asdict(soft.config)
-                write_predictions(out, spec, res.method, res.records)
+                write_predictions(out, spec, res.method, res.records, outputs=_split_file(data, split, "outputs"))
                 atomic_write_json(_result_file(out, res.method), res)
     ids = [q.id for q in qs]
     results = [r for kind in METHOD_KINDS if (r := _load_result(_result_file(out, names[kind]), ids)) is not None]

@@ -32,6 +32,8 @@ class TaskSpec:
     """Everything pllm needs to know about a task; every field is plain data (JSON/YAML)."""
 
     name: str = _help("Registry name, e.g. 'LaMP-3' or 'movielens-rating'.")
+    official_name: str | None = _help(
+        "The task's name in its benchmark's own files and scorer (LaMP's is 'LaMP_3'); None: `name`.")
     kind: str = _help("classification | regression | generation.")
     description: str = _help("One line shown in listings and reports.", "")
     labels: list[str] | None = _help("Closed label set (classification, and regression scored by labels).")
