@@ -507,6 +507,18 @@ class BenchRunner:
         else:
             atomic_write_json(path, meta)
 
+    def check_generators(self) -> None:
+        """Every backend the grid names (models and judge) is registered: a typo in the second model or
+        the judge fails now, not after the first model's cells have run for an hour."""
+        if self._factory is not None:  # a caller-supplied factory knows its own names
+            return
+        from pllm.models import GENERATORS
+
+        for model in self.config.models:
+            GENERATORS.get(split_model(model)[0])
+        if self.config.judge is not None:
+            GENERATORS.get(self.config.judge.backend)
+
     def _generator(self, model: str) -> Any:
         if model not in self._generators:
             backend, name = split_model(model)
@@ -693,6 +705,7 @@ class BenchRunner:
             torch.set_num_threads(self.config.threads)
         try:
             if not only_report:
+                self.check_generators()
                 for task in self.load_tasks():
                     self.judge_pairs(task)  # a bad judge.against fails before any cell runs
                 for cell, task in self.schedule():

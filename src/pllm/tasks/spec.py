@@ -224,7 +224,10 @@ def _load_builtin() -> None:
 
 
 def get_task(name_or_path: str | Path) -> TaskSpec:
-    """A registered task by name, or a spec file by path."""
+    """A registered task by name (exact, else case-insensitive or its official name), or a spec file by path.
+
+    The returned spec's `name` is the canonical one; callers report it when it differs from what was asked.
+    """
     _load_builtin()
     if str(name_or_path) in TASKS:
         return TASKS.get(str(name_or_path))
@@ -233,12 +236,13 @@ def get_task(name_or_path: str | Path) -> TaskSpec:
         return load_task_spec(p)
     if (p / "task.yaml").is_file():
         return load_task_spec(p / "task.yaml")
-    try:
-        return TASKS.get(str(name_or_path))
-    except UnknownNameError:
-        raise UnknownNameError(
-            f"unknown task {str(name_or_path)!r}; known: {', '.join(TASKS.names())} (or a spec file path)"
-        ) from None
+    wanted = str(name_or_path).casefold()  # `lamp-3` and LaMP's own `LaMP_3` both mean LaMP-3
+    matches = [TASKS.get(n) for n in TASKS.names()
+               if wanted in (n.casefold(), (TASKS.get(n).official_name or n).casefold())]
+    if len(matches) == 1:
+        return matches[0]
+    raise UnknownNameError(
+        f"unknown task {str(name_or_path)!r}; known: {', '.join(TASKS.names())} (or a spec file path)")
 
 
 def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
