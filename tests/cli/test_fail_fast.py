@@ -86,6 +86,10 @@ ADAPT = ["adapt", "train", "--task", "LaMP-3"]
     (["judge", "compare", "--task", "LaMP-3", "--questions", "{questions}", "--id", "q1", "--a", "x", "--b", "y",
       "--retriever", "bm42"], "unknown retriever 'bm42'"),
     (["run", "--limit", "0"], "limit must be >= 1"),
+    (["rec", "eval", "{folder}", "--rankers", "popularity,llm-pointwse"], "unknown ranker 'llm-pointwse'"),
+    (["rec", "eval", "{folder}", "--rankers", "llm-pointwise", "--retriever", "bm42"], "unknown retriever 'bm42'"),
+    (["rec", "eval", "{folder}", "--rankers", "llm-pointwise", "--k", "0"], "--k 0 shows no history"),
+    (["rec", "eval", "{folder}", "--rankers", "llm-pointwise-soft"], "llm-pointwise-soft needs --soft"),
 ])
 def test_mistakes_fail_before_any_model_loads(no_model, tmp_path, lamp3_files, task_folder, args, needle):
     subs = {"{questions}": str(lamp3_files[0]), "{folder}": str(task_folder), "{missing}": str(tmp_path / "nope"),
