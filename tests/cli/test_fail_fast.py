@@ -127,3 +127,16 @@ def test_every_environment_variable_is_listed_in_help_and_readme():
     for name in listed:
         assert f"{name}:" in help_text, name
         assert f"`{name}`" in table, name
+
+
+def test_align_eval_checks_adapter_and_judge_before_loading(no_model, tmp_path):
+    styles = ["academy", "business", "entertainment", "literature", "normal"]
+    rows = [{"query": f"question {i}", "responses": {s: f"{s} answer {i}" for s in styles}} for i in range(10)]
+    dsp = tmp_path / "dsp.json"
+    dsp.write_text(json.dumps(rows))
+    db = str(tmp_path / "s.db")
+    assert runner.invoke(app, ["align", "import-dsp", str(dsp), "--test-fraction", "0.3", "--db", db]).exit_code == 0
+    for args, needle in [(["--adapter", "nope"], "nope"), (["--judge", str(tmp_path / "nojudge")], "nojudge")]:
+        res = runner.invoke(app, ["align", "eval", "dsp-business", *args, "--db", db])
+        assert not isinstance(res.exception, ModelLoaded), res.exception
+        assert res.exit_code == 2 and needle in res.output, res.output
