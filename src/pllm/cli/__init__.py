@@ -84,6 +84,15 @@ for _module, _name in _SUBAPPS:
         app.add_typer(_mod.app, name=_name)
 
 
+def configure_logging() -> None:
+    """`PLLM_LOG` sets the level (default WARNING); one-time steps that take a while (converting the
+    embedded model) still say what they are doing at INFO, unless PLLM_LOG asks for less."""
+    level = os.environ.get("PLLM_LOG", "WARNING")
+    logging.basicConfig(level=level)
+    if "PLLM_LOG" not in os.environ:
+        logging.getLogger("pllm.models.embedded").setLevel(logging.INFO)
+
+
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("PLLM_LOG", "WARNING"))
+    configure_logging()
     app()
