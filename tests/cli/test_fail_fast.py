@@ -54,7 +54,7 @@ def task_folder(tmp_path: Path) -> Path:
 
 
 EVAL = ["eval", "--task", "LaMP-3", "--questions", "{questions}"]
-BENCH = ["bench", "--task", "{folder}"]
+BENCH = ["bench", "--task", "{folder}", "--out", "{out}"]
 ADAPT = ["adapt", "train", "--task", "LaMP-3"]
 
 

@@ -697,6 +697,8 @@ class BenchRunner:
     def run(self, *, only_report: bool = False) -> dict[str, Any]:
         """Run every cell still missing questions (unless `only_report`), judge generation cells when
         the grid has a judge section, then write the reports."""
+        if not only_report:
+            self.check_generators()  # before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out, "bench_config.json")
         if self.config.threads is not None:
@@ -705,7 +707,6 @@ class BenchRunner:
             torch.set_num_threads(self.config.threads)
         try:
             if not only_report:
-                self.check_generators()
                 for task in self.load_tasks():
                     self.judge_pairs(task)  # a bad judge.against fails before any cell runs
                 for cell, task in self.schedule():
