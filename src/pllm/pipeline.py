@@ -15,8 +15,9 @@ from typing import Any
 from pllm.errors import InputError
 from pllm.models.base import Generator
 from pllm.prompting.profile import ProfileSummarizer, SummaryConfig
-from pllm.prompting.styles import BuiltPrompt, PromptBuilder, default_style, get_style
-from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever
+from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, default_style, get_style
+from pllm.retrieval.base import RETRIEVERS, Doc, RetrieverIndex, accepts_option, make_retriever
+from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem, Question
@@ -49,8 +50,17 @@ class MethodConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the random retriever."})
 
     def __post_init__(self) -> None:
+        # Names are checked here, on construction, so a typo fails before any model loads.
+        factory = RETRIEVERS.get(self.retriever)  # UnknownNameError lists the known ones
+        if self.style is not None:
+            PROMPT_STYLES.get(self.style)
+        if self.retriever != "none" and accepts_option(factory, "embedder"):
+            EMBEDDERS.get(self.embedder)
         if self.k < 0:
             raise InputError(f"k must be >= 0, got {self.k}", field="k")
+        if self.k == 0 and self.retriever != "none":
+            raise InputError(f"k=0 retrieves nothing with retriever {self.retriever!r}: give k >= 1, or use "
+                             "retriever 'none'", field="k")
         if self.predict not in PREDICT_MODES:
             raise InputError(f"predict must be one of {PREDICT_MODES}, got {self.predict!r}", field="predict")
         if self.readout not in READOUTS:

@@ -55,6 +55,7 @@ def test_eval_ft_without_a_train_split_is_a_clear_error(task, tiny_backend, tmp_
     lone.mkdir()
     for name in ("test_questions.json", "test_outputs.json"):
         (lone / name).write_text((task / name).read_text())
-    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions", str(lone / "test_questions.json"),
-                                   "--ft", "--backend", tiny_backend, "--out", str(tmp_path / "x")])
+    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
+                                   str(lone / "test_questions.json"), "--ft", "--backend", tiny_backend, "--out",
+                                   str(tmp_path / "x")])
     assert res.exit_code != 0 and "--ft learns from a train split" in res.output

@@ -62,6 +62,12 @@ class AdaptConfig:
             raise InputError("max_items must be >= 1", field="max_items")
         if self.k < 0:
             raise InputError("k must be >= 0", field="k")
+        from pllm.prompting.styles import PROMPT_STYLES
+        from pllm.retrieval.base import RETRIEVERS
+
+        RETRIEVERS.get(self.retriever)  # names fail on construction, before a model loads
+        if self.style is not None:
+            PROMPT_STYLES.get(self.style)
         if self.target_modules is not None:
             self.target_modules = [str(m) for m in self.target_modules]
 

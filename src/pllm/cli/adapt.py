@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import pllm.adapt.store  # noqa: F401  (registers the forget hook, so `pllm users forget` reaches adapters)
-from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
+from pllm.cli.common import DbOption, console, open_db, progress_bar, task_callback, tracker
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
 
@@ -28,7 +28,8 @@ def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, 
 
 @app.command("train")
 def train(
-    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    task: str = typer.Option(..., "--task", help="Task name or spec file.",
+                             callback=task_callback),
     data: Path | None = typer.Option(None, "--data", help="Task folder ({split}_questions.json) or questions file; "
                                      "omit to read users' items from the store."),
     split: str = typer.Option("test", "--split", help="Split whose users get private adapters."),
@@ -65,23 +66,32 @@ def train(
     from pllm.adapt.jobs import load_items, prepare_base, source_for, train_groups, train_task, train_users
     from pllm.adapt.store import AdapterStore
     from pllm.errors import InputError
-    from pllm.models import load_generator
+    from pllm.models import GENERATORS, load_generator
+    from pllm.retrieval.embedders import EMBEDDERS
     from pllm.tasks.spec import get_task
 
     spec = get_task(task)
+    # Everything a user can mistype is checked before the model loads (seconds to minutes).
     config = _config(method, r, epochs, lr, max_items, min_items, k, retriever, seed, max_steps, top_layers)
+    if k == 0 and retriever != "none":
+        raise InputError(f"--k 0 puts no demonstrations in training texts with --retriever {retriever}: give "
+                         "--k >= 1, or --retriever none", field="k")
     wanted = [u.strip() for u in users.split(",") if u.strip()] if users else None
+    GENERATORS.get(backend)
+    if (task_adapter or groups) and data is None:
+        raise InputError("--task-adapter and --groups read the train split: pass --data", field="data")
+    if groups:
+        EMBEDDERS.get(embedder)
+    data_source = source_for(data, split) if data is not None else None
+    train_source = source_for(data, "train") if data is not None and (task_adapter or groups) else None
     generator = load_generator(backend, model)
     if not hasattr(generator, "tokenizer"):
         raise InputError(f"adapters need a local transformers model; backend {backend!r} has none", field="backend")
     with open_db(db) as store, progress_bar() as bar:
         adapters = AdapterStore(adapters_dir, db=store)
         progress = tracker(bar)
-        source = source_for(data, split) if data is not None else {"db": str(store.path)}
-        if task_adapter or groups:
-            if data is None:
-                raise InputError("--task-adapter and --groups read the train split: pass --data", field="data")
-            train_source = source_for(data, "train")
+        source = data_source or {"db": str(store.path)}
+        if train_source is not None:
             train_items = load_items(spec, train_source)
         if task_adapter:
             record, trained = train_task(generator, spec, train_items, config, adapters, source=train_source,
@@ -116,7 +126,8 @@ def _load_hf(backend: str, model: str | None):  # noqa: ANN202 - a picklable fac
 
 @app.command("list")
 def list_(
-    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    task: str = typer.Option(..., "--task", help="Task name or spec file.",
+                             callback=task_callback),
     adapters_dir: Path | None = AdaptersDirOption,
     db: Path | None = DbOption,
 ) -> None:
@@ -140,7 +151,8 @@ def list_(
 
 @app.command("retrain-stale")
 def retrain_stale(
-    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    task: str = typer.Option(..., "--task", help="Task name or spec file.",
+                             callback=task_callback),
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,

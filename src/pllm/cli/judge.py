@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import console, progress_bar, tracker
+from pllm.cli.common import console, progress_bar, task_callback, tracker
 from pllm.errors import NotFoundError
 
 app = typer.Typer(no_args_is_help=True, help="Personalized LLM-as-judge: which of two outputs fits this user better.")
@@ -14,7 +14,8 @@ app = typer.Typer(no_args_is_help=True, help="Personalized LLM-as-judge: which o
 
 @app.command("compare")
 def compare(
-    task: str = typer.Option(..., "--task", help="Task name or spec path (how profile items are rendered)."),
+    task: str = typer.Option(..., "--task", help="Task name or spec path (how profile items are rendered).",
+                             callback=task_callback),
     questions: Path = typer.Option(..., "--questions", help="LaMP-format questions file holding the user's profile."),
     question_id: str = typer.Option(..., "--id", help="The question to judge for."),
     a: str = typer.Option(..., "--a", help="Output A."),
@@ -32,11 +33,11 @@ def compare(
     from pllm.tasks.spec import get_task
 
     spec = get_task(task)
+    config = JudgeConfig(retriever=retriever, k=k, input_field=input_field)  # checked before the model loads
     found = [q for q in read_questions(questions, spec=spec) if q.id == question_id]
     if not found:
         raise NotFoundError(f"question {question_id!r} not in {questions}")
-    judge = Judge(load_generator(backend, model), JudgeConfig(retriever=retriever, k=k, input_field=input_field),
-                  spec=spec)
+    judge = Judge(load_generator(backend, model), config, spec=spec)
     verdict = judge.compare(found[0], a, b)
     console.print(f"verdict: {verdict.winner}")
     for v in verdict.votes:

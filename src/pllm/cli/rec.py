@@ -56,10 +56,25 @@ def eval_(
     """Rank each question's candidates and report Recall@1/5, NDCG@5, MRR with 95% bootstrap intervals."""
     from pllm.data.movielens import load_movielens
     from pllm.rec.data import ensure_task
-    from pllm.rec.rankers import ListwiseConfig, PointwiseConfig, make_ranker, training_interactions
+    from pllm.rec.rankers import RANKERS, ListwiseConfig, PointwiseConfig, make_ranker, training_interactions
     from pllm.rec.runner import markdown_table, run_ranker, summarize, write_report
     from pllm.tasks.lamp import read_questions
 
+    names = [n.strip() for n in rankers.split(",") if n.strip()]
+    for name in names:  # every name checked before the first ranker runs or a model loads
+        RANKERS.get(name)
+    if any(n.startswith("llm-") for n in names):
+        from pllm.models import GENERATORS
+        from pllm.retrieval.base import RETRIEVERS
+
+        GENERATORS.get(backend)
+        RETRIEVERS.get(retriever)
+        if k == 0 and retriever != "none":
+            raise InputError(f"--k 0 shows no history with --retriever {retriever}: give --k >= 1, or "
+                             "--retriever none", field="k")
+    if "llm-pointwise-soft" in names and (soft is None or not soft.exists()):
+        raise InputError("llm-pointwise-soft needs --soft ENCODER (from `pllm rec soft-train`)",
+                         source=str(soft) if soft else None, field="soft")
     ensure_task()
     qfile, ofile = task_dir / f"{split}_questions.json", task_dir / f"{split}_outputs.json"
     if not qfile.is_file():
@@ -73,7 +88,7 @@ def eval_(
     results = []
     with progress_bar("ranking") as bar:
         update = tracker(bar)
-        for name in [n.strip() for n in rankers.split(",") if n.strip()]:
+        for name in names:
             if name.startswith("llm-"):
                 from pllm.models import load_generator
 

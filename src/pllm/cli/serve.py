@@ -102,6 +102,7 @@ def serve(
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Run the personalization server (OpenAI-compatible chat + memory API) until Ctrl-C / SIGTERM."""
+    from pllm.paths import default_db_path
     from pllm.serve import ServeConfig, run
 
     for module in plugin:
@@ -116,9 +117,16 @@ def serve(
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
                          torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,
                          soft=str(soft) if soft else None)
-    err_console.print(f"pllm serve: http://{host}:{port}/v1 (store {config.db or '$PLLM_HOME/pllm.sqlite3'}, "
-                      f"backend {config.backend}, retriever {config.retriever})")
-    run(config, host=host, port=port, log_level=log_level)
+    store = (config.db_path or default_db_path()).resolve()
+    what = f"{config.backend} model" + (f" and {config.embedder} embedder" if config.embedder else "")
+    err_console.print(f"pllm serve: loading the {what} (store {store})..." if config.preload else
+                      f"pllm serve: starting (store {store}; models load on first use)...")
+
+    def ready(url: str) -> None:  # called once the models are loaded and the port is open
+        err_console.print(f"pllm serve: ready at {url} (store {store}, backend {config.backend}, retriever "
+                          f"{config.retriever}); Ctrl-C stops it")
+
+    run(config, host=host, port=port, log_level=log_level, on_ready=ready)
 
 
 def register(root: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
+from pllm.cli.common import DbOption, console, open_db, progress_bar, task_callback, tracker
 from pllm.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, help="Soft-fused prompting: a learned user embedding read as soft tokens.")
@@ -28,7 +28,8 @@ def _split_file(data: Path, split: str, kind: str) -> Path:
 
 @app.command("train")
 def train(
-    task: str = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file."),
+    task: str = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file.",
+                             callback=task_callback),
     data: Path = typer.Option(..., "--data", help="Task folder with train_questions.json and train_outputs.json."),
     out: Path = typer.Option(..., "--out", help="Output folder for the encoder (replaced atomically)."),
     split: str = typer.Option("train", "--split", help="Which split of the folder to train on."),
@@ -114,7 +115,8 @@ def _load_result(path: Path, ids: list[str]):  # -> MethodResult | None
 
 @app.command("compare")
 def compare(
-    task: str = typer.Option(..., "--task", help="Task name or spec file."),
+    task: str = typer.Option(..., "--task", help="Task name or spec file.",
+                             callback=task_callback),
     data: Path = typer.Option(..., "--data", help="Task folder with test_questions.json and test_outputs.json."),
     encoder: Path | None = typer.Option(None, "--encoder", help="Encoder folder (needed for the soft methods)."),
     out: Path = typer.Option(..., "--out", help="Report folder (method results are cached there)."),
@@ -150,6 +152,8 @@ def compare(
         raise InputError(f"unknown methods {bad}; choose from {', '.join(METHOD_KINDS)}", field="methods")
     if any(m.startswith("soft") for m in wanted) and encoder is None:
         raise InputError("the soft methods need --encoder", field="encoder")
+    if encoder is not None and not encoder.exists():  # checked before the model loads
+        raise InputError("soft-prompt encoder not found (train one with `pllm soft train`)", source=str(encoder))
     spec = get_task(task)
     qs = read_questions(_split_file(data, split, "questions"), spec=spec, outputs=_split_file(data, split, "outputs"))
     if limit is not None:
@@ -173,7 +177,7 @@ def compare(
                         r.prompt_tokens += soft.config.n_soft
                     res.config["soft_encoder"] = str(encoder)
                     res.config["soft"] = dataclasses.asdict(soft.config)
-                write_predictions(out, spec, res.method, res.records)
+                write_predictions(out, spec, res.method, res.records, outputs=_split_file(data, split, "outputs"))
                 atomic_write_json(_result_file(out, res.method), res)
     ids = [q.id for q in qs]
     results = [r for kind in METHOD_KINDS if (r := _load_result(_result_file(out, names[kind]), ids)) is not None]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pllm.cli.common import DbOption, console, open_db
+from pllm.cli.common import DbOption, console, open_db, task_callback
 from pllm.io import atomic_write_json
 from pllm.tasks.lamp import read_questions, write_questions
 from pllm.tasks.spec import get_task
@@ -20,7 +20,8 @@ app = typer.Typer(no_args_is_help=True, help="Manage users and their profile ite
 def import_(
     questions: Path = typer.Argument(..., help="LaMP questions file: [{id, input, profile: [...], user_id?}]."),
     outputs: Path | None = typer.Option(None, "--outputs", help="LaMP outputs file with the gold answers."),
-    task: str | None = typer.Option(None, "--task", help="Task name or spec file, to store structured query fields."),
+    task: str | None = typer.Option(None, "--task", help="Task name or spec file, to store structured query fields.",
+                                    callback=task_callback),
     db: Path | None = DbOption,
 ) -> None:
     """Import a LaMP questions file in one transaction (a malformed file changes nothing)."""

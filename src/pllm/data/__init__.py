@@ -1,8 +1,8 @@
-"""Dataset builders: public raw data -> LaMP-format task folders."""
+"""Dataset builders (public raw data -> LaMP-format task folders) and downloads of that raw data."""
 
-from pllm.data.base import BUILDERS, BuildConfig, BuildResult, DatasetBuilder, build_dataset
+from pllm.data.base import BUILDERS, DOWNLOADS, BuildConfig, BuildResult, DatasetBuilder, build_dataset
 
-__all__ = ["BUILDERS", "BuildConfig", "BuildResult", "DatasetBuilder", "build_dataset"]
+__all__ = ["BUILDERS", "DOWNLOADS", "BuildConfig", "BuildResult", "DatasetBuilder", "build_dataset"]
 
 # Built-in builders register on import.
 from pllm.data import movielens as _movielens  # noqa: E402,F401

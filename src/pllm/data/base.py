@@ -69,6 +69,8 @@ class DatasetBuilder(ABC):
 
 
 BUILDERS: Registry[type[DatasetBuilder]] = Registry("dataset builder")
+# Raw datasets `pllm data download NAME` fetches: name -> download(dest, *, url, sha256, force, progress) -> folder.
+DOWNLOADS: Registry[Callable[..., Path]] = Registry("download")
 
 
 def split_users(user_ids: Sequence[str], config: BuildConfig) -> dict[str, str]:

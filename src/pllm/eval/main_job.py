@@ -12,10 +12,11 @@ from pathlib import Path
 from pllm.data import BuildConfig, build_dataset
 from pllm.data.base import config_record
 from pllm.data.movielens import find_movielens
+from pllm.errors import InputError
 from pllm.eval.report import MethodResult, MethodRow, summarize, write_predictions, write_report
 from pllm.eval.runner import Progress, run_baseline, run_method
 from pllm.io import save_config
-from pllm.models import load_generator
+from pllm.models import GENERATORS, load_generator
 from pllm.paths import pllm_home
 from pllm.pipeline import MethodConfig
 from pllm.prompting.profile import SummaryConfig
@@ -37,6 +38,12 @@ class MainJobConfig:
     summary_items: int = field(default=6, metadata={
         "help": "Latest items each profile summary reads (summaries dominate the job's time on CPU)."})
     styles: bool = field(default=False, metadata={"help": "Also run bm25 in the instruction style, to compare."})
+
+    def __post_init__(self) -> None:
+        for name in ("limit", "k", "batch_size", "summary_items"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
+        GENERATORS.get(self.backend)  # a typo fails before the data is built or a model loads
 
 
 def main_methods(config: MainJobConfig) -> list[tuple[str, MethodConfig]]:

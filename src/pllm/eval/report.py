@@ -119,12 +119,16 @@ def write_report(folder: str | Path, spec: TaskSpec, rows: Sequence[MethodRow], 
     return json_path, md_path
 
 
-def write_predictions(folder: str | Path, spec: TaskSpec, method: str, records: Sequence[PredictionRecord]) -> Path:
-    """Official LaMP predictions shape, plus the per-question detail beside it."""
-    from pllm.tasks.lamp import write_outputs
+def write_predictions(folder: str | Path, spec: TaskSpec, method: str, records: Sequence[PredictionRecord], *,
+                      outputs: str | Path | None = None) -> Path:
+    """Official LaMP predictions shape, plus the per-question detail beside it.
+
+    The `task` field is what LaMP's own scorer expects: the gold file's (`outputs`), else e.g. `LaMP_3`.
+    """
+    from pllm.tasks.lamp import predictions_task, write_outputs
 
     safe = method.replace("/", "_").replace("@", "-").replace("+", "_")
-    write_outputs(Path(folder) / f"predictions_{safe}.json", spec.name,
+    write_outputs(Path(folder) / f"predictions_{safe}.json", predictions_task(spec, outputs),
                   {r.id: (r.prediction if r.prediction is not None else "") for r in records})
     return atomic_write_json(Path(folder) / f"details_{safe}.json", records)
 

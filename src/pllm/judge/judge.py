@@ -19,7 +19,7 @@ import numpy as np
 
 from pllm.errors import InputError
 from pllm.models.base import Generator, Prompt
-from pllm.retrieval.base import Doc, make_retriever
+from pllm.retrieval.base import RETRIEVERS, Doc, make_retriever
 from pllm.tasks.spec import TaskSpec, render
 from pllm.types import ProfileItem, Question
 
@@ -42,8 +42,12 @@ class JudgeConfig:
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
             raise InputError(f"readout must be one of {READOUTS}, got {self.readout!r}", field="readout")
+        RETRIEVERS.get(self.retriever)  # a typo fails on construction, before the judge model loads
         if self.k < 0:
             raise InputError("k must be >= 0", field="k")
+        if self.k == 0 and self.retriever != "none":
+            raise InputError(f"k=0 shows no profile items with retriever {self.retriever!r}: give k >= 1, or use "
+                             "retriever 'none'", field="k")
         if self.max_input_tokens < 1 or self.max_output_tokens < 1:
             raise InputError("token limits must be >= 1", field="max_output_tokens")
 

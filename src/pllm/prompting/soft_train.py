@@ -25,7 +25,7 @@ from pllm.prompting.soft import (
     generator_hidden_size,
     save_soft_encoder,
 )
-from pllm.retrieval.embedders import Embedder, EmbeddingCache, load_embedder
+from pllm.retrieval.embedders import EMBEDDERS, Embedder, EmbeddingCache, load_embedder
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
@@ -70,6 +70,9 @@ class SoftTrainConfig:
             raise InputError("max_users must be >= 1", field="max_users")
         if not self.lr > 0:
             raise InputError(f"lr must be > 0, got {self.lr}", field="lr")
+        EMBEDDERS.get(self.embedder)
+        # The training prompts' method: an unknown retriever or style, or k=0 with a retriever, fails here.
+        MethodConfig(retriever=self.retriever, k=self.k, style=self.style)
 
 
 @dataclass

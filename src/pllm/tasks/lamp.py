@@ -2,7 +2,8 @@
 record index and field of the first problem found.
 
 Questions: `[{"id", "input", "profile": [{"id", ...}], "user_id"?, "query"?, "timestamp"?}]`.
-Outputs: `{"task": "LaMP-3", "golds": [{"id", "output"}]}` (predictions use the same shape).
+Outputs: `{"task": "LaMP_3", "golds": [{"id", "output"}]}` (predictions use the same shape, and LaMP's
+scorer requires their `task` to equal the gold file's).
 """
 
 from __future__ import annotations
@@ -152,3 +153,13 @@ def write_questions(path: str | Path, questions: Iterable[Question]) -> Path:
 def write_outputs(path: str | Path, task: str, outputs: Mapping[str, str]) -> Path:
     """Official `{"task", "golds": [{"id", "output"}]}` shape, used for gold files and predictions."""
     return atomic_write_json(path, {"task": task, "golds": [{"id": k, "output": v} for k, v in outputs.items()]})
+
+
+def predictions_task(spec: Any, outputs: str | Path | None = None) -> str:
+    """The `task` string a predictions file carries: the gold file's own (LaMP's scorer asserts the two
+    are equal), else the spec's `official_name` (`LaMP_3`), else the spec's name."""
+    if outputs is not None:
+        data = read_json(outputs)
+        if isinstance(data, Mapping) and isinstance(data.get("task"), str) and data["task"].strip():
+            return data["task"]
+    return spec.official_name or spec.name

@@ -32,6 +32,8 @@ class TaskSpec:
     """Everything pllm needs to know about a task; every field is plain data (JSON/YAML)."""
 
     name: str = _help("Registry name, e.g. 'LaMP-3' or 'movielens-rating'.")
+    official_name: str | None = _help(
+        "The task's name in its benchmark's own files and scorer (LaMP's is 'LaMP_3'); None: `name`.")
     kind: str = _help("classification | regression | generation.")
     description: str = _help("One line shown in listings and reports.", "")
     labels: list[str] | None = _help("Closed label set (classification, and regression scored by labels).")
@@ -222,7 +224,10 @@ def _load_builtin() -> None:
 
 
 def get_task(name_or_path: str | Path) -> TaskSpec:
-    """A registered task by name, or a spec file by path."""
+    """A registered task by name (exact, else case-insensitive or its official name), or a spec file by path.
+
+    The returned spec's `name` is the canonical one; callers report it when it differs from what was asked.
+    """
     _load_builtin()
     if str(name_or_path) in TASKS:
         return TASKS.get(str(name_or_path))
@@ -231,12 +236,13 @@ def get_task(name_or_path: str | Path) -> TaskSpec:
         return load_task_spec(p)
     if (p / "task.yaml").is_file():
         return load_task_spec(p / "task.yaml")
-    try:
-        return TASKS.get(str(name_or_path))
-    except UnknownNameError:
-        raise UnknownNameError(
-            f"unknown task {str(name_or_path)!r}; known: {', '.join(TASKS.names())} (or a spec file path)"
-        ) from None
+    wanted = str(name_or_path).casefold()  # `lamp-3` and LaMP's own `LaMP_3` both mean LaMP-3
+    matches = [TASKS.get(n) for n in TASKS.names()
+               if wanted in (n.casefold(), (TASKS.get(n).official_name or n).casefold())]
+    if len(matches) == 1:
+        return matches[0]
+    raise UnknownNameError(
+        f"unknown task {str(name_or_path)!r}; known: {', '.join(TASKS.names())} (or a spec file path)")
 
 
 def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
