@@ -55,3 +55,25 @@ def test_bias_model_never_reads_the_scored_target(spec):
     q.target = "1"
     b = make_baseline("bias", spec).fit([]).predict([q])[0].prediction
     assert a == b and np.isfinite(float(a))
+
+
+def test_candidate_similarity_picks_the_candidate_nearest_the_profile(bow_embedder):
+    spec = get_task("LaMP-1")
+    assert "candidate-similarity" in baselines_for(spec) and "user-mean" not in baselines_for(spec)
+    profile = [ProfileItem(id=f"p{i}", user_id="u", fields={"title": t, "abstract": "graph neural networks"})
+               for i, t in enumerate(["message passing on graphs", "graph attention"])]
+    q = Question(id="q", user_id="u", input="x", profile=profile,
+                 query={"title": "t", "ref1": "protein folding in cells", "ref2": "graph neural message passing"})
+    base = make_baseline("candidate-similarity", spec, embedder=bow_embedder).fit([])
+    assert base.predict([q])[0].prediction == "[2]"
+    q.query = {"title": "t", "ref1": "graph attention networks", "ref2": "crop yields"}
+    assert base.predict([q])[0].prediction == "[1]"
+
+
+def test_label_texts_must_cover_the_labels():
+    from pllm.errors import InputError
+    from pllm.tasks.spec import spec_from_dict
+
+    with pytest.raises(InputError, match="label_texts must name every label"):
+        spec_from_dict({"name": "x", "kind": "classification", "labels": ["a", "b"], "metrics": ["accuracy"],
+                        "label_texts": {"a": "{ref1}"}})

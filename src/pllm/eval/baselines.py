@@ -6,6 +6,8 @@
   the best constant, so it is the bar a rating method has to clear);
 - `bias`: global mean + item bias (fitted on the training questions) + the user's bias read from their
   own history: the classic collaborative-filtering baseline predictor (Koren 2008);
+- `candidate-similarity`: for choice tasks whose labels stand for candidate texts (LaMP-1), the candidate
+  most similar to the user's profile;
 - `knn`: the outputs of the k profile items nearest to the query by embedding (mean for numeric
   tasks, vote for labels, the nearest item's output for generation).
 """
@@ -28,6 +30,8 @@ from pllm.types import Question
 
 class Baseline(ABC):
     name: ClassVar[str]
+    # Grid options this baseline takes (bench passes only these); every baseline accepts `store=`.
+    options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: TaskSpec, **options: Any) -> None:
         self.spec = spec
@@ -213,6 +217,7 @@ class NearestItems(_Global):
     """Outputs of the k profile items nearest to the query (embedding cosine, via the dense retriever)."""
 
     name = "knn"
+    options = ("k", "embedder")
 
     def __init__(self, spec, *, k: int = 5, embedder: Any = "minilm", store: Any = None, **options):
         super().__init__(spec)
@@ -232,6 +237,38 @@ class NearestItems(_Global):
         k = self.k if self.spec.kind != "generation" else 1
         hits = index.search(self.spec.retrieval_query(question), k)
         return self.reduce([o for o in (self.spec.output_of(question.profile[h.index]) for h in hits) if o])
+
+
+@BASELINES.register("candidate-similarity")
+class CandidateSimilarity(_Global):
+    """Choice tasks whose labels stand for candidate texts (LaMP-1): the candidate most similar to the
+    user's profile (mean cosine of its `top` nearest profile items, by embedding). Needs no item output,
+    so it is the honest bar where the user-history baselines above do not apply."""
+
+    name = "candidate-similarity"
+    options = ("embedder",)
+
+    def __init__(self, spec, *, top: int = 3, embedder: Any = "minilm", store: Any = None, **options):
+        super().__init__(spec)
+        self.top, self.embedder, self.store = top, embedder, store
+
+    @classmethod
+    def applies_to(cls, spec):
+        return bool(spec.label_texts)
+
+    def predict_one(self, question):
+        from pllm.tasks.spec import render
+
+        if not question.profile:
+            self.fallbacks += 1
+            return self.value
+        index = make_retriever("dense", embedder=self.embedder, cache=self.store, user_id=question.user_id).build(
+            [Doc(self.spec.retrieval_text(p)) for p in question.profile])
+        scores = {}
+        for label, template in (self.spec.label_texts or {}).items():
+            hits = index.search(render(template, question.query, what="label_texts"), self.top)
+            scores[label] = float(np.mean([h.score for h in hits])) if hits else 0.0
+        return max(self.spec.labels or [], key=lambda lab: scores[lab])
 
 
 def baselines_for(spec: TaskSpec) -> list[str]:

@@ -456,7 +456,7 @@ class BenchRunner:
     def cells(self, task: LoadedTask) -> list[Cell]:
         """Every cell of one task, in run order: per model, per style, the methods (k only where it
         matters), then the baselines."""
-        from pllm.eval.baselines import baselines_for
+        from pllm.eval.baselines import BASELINES, baselines_for
         from pllm.prompting.styles import default_style, get_style
 
         c = self.config
@@ -509,7 +509,8 @@ class BenchRunner:
             skipped.extend(f"baseline {b}: does not apply to {task.spec.name}" for b in c.baselines
                            if b not in names)
         for b in names:
-            opts = {"k": c.knn_k, "embedder": c.embedder} if b == "knn" else {}
+            grid_options = {"k": c.knn_k, "embedder": c.embedder}
+            opts = {o: grid_options[o] for o in BASELINES.get(b).options}
             out.append(Cell(task.name, b, "baseline", b, config={"baseline": b, **opts}))
         return out
 
@@ -608,8 +609,7 @@ class BenchRunner:
             from pllm.eval.baselines import make_baseline
 
             opts = {k: v for k, v in cell.config.items() if k != "baseline"}
-            base = make_baseline(cell.method, task.spec, store=self._store_handle(), **opts) if cell.method == "knn" \
-                else make_baseline(cell.method, task.spec)
+            base = make_baseline(cell.method, task.spec, store=self._store_handle(), **opts)
             # Without training questions, fit on the scored questions' histories only, never their targets.
             base.fit(task.train or [dataclasses.replace(q, target=None) for q in qs])
             device = None

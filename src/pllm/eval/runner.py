@@ -58,7 +58,7 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
 def run_baseline(spec: TaskSpec, questions: Sequence[Question], name: str, *, train: Sequence[Question] = (),
                  store: Any = None, **options: Any) -> MethodResult:
     t0 = time.perf_counter()
-    base = make_baseline(name, spec, store=store, **options) if name == "knn" else make_baseline(name, spec)
+    base = make_baseline(name, spec, store=store, **options)
     # Without training questions, fit on the scored questions' histories only: never on their targets.
     base.fit(train or [dataclasses.replace(q, target=None) for q in questions])
     records = base.predict(questions)

@@ -50,6 +50,9 @@ class TaskSpec:
     demo_input: str | None = _help(
         "Template over item/query fields giving a demonstration's input; None disables the demo style.")
     demo_output_prefix: str = _help("Written after the input, before the output, e.g. 'Rating:'.", "Output:")
+    label_texts: dict[str, str] | None = _help(
+        "Choice tasks whose labels stand for candidate texts (LaMP-1's [1]/[2]): label -> template over query "
+        "fields giving that candidate's text (used by the candidate-similarity baseline).")
     parser: str = _help("How generated text becomes a prediction: label | number | text.", "text")
     metrics: list[str] = _help("Metric names; the first is primary.", factory=list)
     max_new_tokens: int = _help("Generation length for this task.", 32)
@@ -65,6 +68,9 @@ class TaskSpec:
             self.labels = [str(x) for x in self.labels]
             if len(set(self.labels)) != len(self.labels):
                 raise InputError("labels must be unique", field="labels")
+        if self.label_texts is not None and set(self.label_texts) != set(self.labels or []):
+            raise InputError(f"label_texts must name every label once ({self.labels}), got {sorted(self.label_texts)}",
+                             field="label_texts")
         if self.parser not in PARSERS:
             raise InputError(f"unknown parser {self.parser!r}; known: {', '.join(PARSERS)}", field="parser")
         if self.query_pattern:
