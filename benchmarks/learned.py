@@ -125,16 +125,15 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
     rows += [r for r in test.values() if r.kind == "baseline"]
     summary = summarize(spec, rows, reference=strongest)
     adapters = {}
-    for res in test.values():
-        if res.kind == "llm" and res.config.get("ft"):
-            mc = MethodConfig(**{k: v for k, v in res.config.items() if k != "model"})
-            record = AdapterStore(None).get(spec.name, "task", ft_owner(mc))
-            if record is not None:
-                adapters[ft_owner(mc)] = {
-                    "path": str(record.path), "base_model": record.base_model, "pairs": record.n_pairs,
-                    "train_users": len(record.members), "train_seconds": record.train_seconds,
-                    "loss_first_10": record.losses[:10], "loss_last_10": record.losses[-10:],
-                    "data_hash": record.data_hash, "recipe": record.config}
+    owners = {ft_owner(MethodConfig(**{k: v for k, v in res.config.items() if k != "model"}), "")
+              for res in test.values() if res.kind == "llm" and res.config.get("ft")}
+    for record in AdapterStore(None).records(spec.name, "task"):
+        if any(record.owner.startswith(o) for o in owners):
+            adapters[record.owner] = {
+                "path": str(record.path), "base_model": record.base_model, "pairs": record.n_pairs,
+                "train_users": len(record.members), "train_seconds": record.train_seconds,
+                "loss_first_10": record.losses[:10], "loss_last_10": record.losses[-10:],
+                "data_hash": record.data_hash, "recipe": record.config}
     by_kind = {kind: [r for r in summary if r.kind == kind] for kind in ("llm", "hybrid", "baseline")}
     md = [f"## {spec.name}", "",
           f"{len(test_qs)} test questions; readouts, calibration, hybrid estimators and the strongest baseline "

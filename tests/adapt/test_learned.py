@@ -39,7 +39,7 @@ def test_learned_method_names_parse_and_label(method):
     assert (mc.ft, mc.retriever, mc.k, mc.calibrate, mc.readout) == (True, "bm25", 4, True, "median")
     assert mc.label == "ft+bm25@4+cal/median"
     assert parse_method("ft", 4).label == "ft" and parse_method("ft", 4).retriever == "none"
-    assert ft_owner(mc) == ft_owner(parse_method("ft+bm25", 4)) == "ft-bm25@4"
+    assert ft_owner(mc, "m") == ft_owner(parse_method("ft+bm25", 4), "m") == "ft-bm25@4-m"
     with pytest.raises(InputError, match="unknown method"):
         parse_method("ft+bm42", 4)
 
@@ -50,7 +50,7 @@ def test_training_reads_train_profiles_only_never_a_test_target(spec, tiny, stor
     train = _split(1, ["a", "b"]) + _split(5, ["c"])
     record, trained = train_learned(tiny, spec, method, train, store=store,
                                     config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
-    assert trained and record.kind == "task" and record.owner == "ft-recency@2"
+    assert trained and record.kind == "task" and record.owner == "ft-recency@2-tiny-llama-seed0"
     lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
     assert len(lines) == record.n_pairs == 12
     assert all(f"Rating: {MARKER}" not in ln["prompt"] + ln["target"] for ln in lines)
@@ -80,6 +80,10 @@ def test_learned_generator_is_a_merged_copy_and_checks_the_artifact(spec, tiny, 
     other = make_tiny_generator(seed=1)
     with pytest.raises(ArtifactError, match="trained on 'tiny-llama-seed0'"):
         learned_generator(other, spec, record)
+    # learning on another base model writes its own adapter: the first one is not overwritten
+    second, trained = train_learned(other, spec, method, _split(5, ["a", "b"]), store=store, config=cfg,
+                                    max_pairs=16)
+    assert trained and second.path != record.path and store.get(spec.name, "task", record.owner) is not None
 
 
 def test_learned_method_runs_through_the_eval_runner(spec, tiny, store, method):

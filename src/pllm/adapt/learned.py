@@ -48,11 +48,12 @@ def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptCo
     return AdaptConfig(**values)
 
 
-def ft_owner(method: MethodConfig) -> str:
-    """One task adapter folder per retrieval setting (`ft-bm25@4`); the rest of the rendering (style, prompt
-    budget) is in the recipe, whose change retrains it. Readout and calibration do not."""
+def ft_owner(method: MethodConfig, model_id: str) -> str:
+    """One task adapter per retrieval setting and base model (`ft-bm25@4-<model>`), so learning on a second
+    model never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
+    whose change retrains it. Readout and calibration do not."""
     plain = dataclasses.replace(method, ft=False, readout="argmax", calibrate=False)
-    return f"ft-{plain.label}"
+    return f"ft-{plain.label}-{model_id}"
 
 
 def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, train: Sequence[Question], *,
@@ -71,7 +72,7 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     if config.top_layers and layers and config.top_layers > layers:  # a small model: every layer
         config = dataclasses.replace(config, top_layers=layers)
     items = user_items(train)  # profiles only: a question's target is never read
-    return train_adapter(generator, spec, kind="task", owner=ft_owner(method), items_by_user=items,  # type: ignore[arg-type]
+    return train_adapter(generator, spec, kind="task", owner=ft_owner(method, generator.model_id), items_by_user=items,  # type: ignore[arg-type]
                          config=config, store=store, source=source or {}, max_pairs=max_pairs,
                          force=force, step_callback=progress)
 
