@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
             if judge is not None:
                 data["judge"] = _judge_section(judge, judge_against, judge_max_questions)
             cfg = bench_config_from_dict(data, source="command line")
-        with progress_bar("bench") as bar:
+        with progress_bar("bench", unit="q") as bar:
             runner = BenchRunner(cfg, out, progress=tracker(bar))
             report = runner.run(only_report=report_only)
         print_summary(report)
