@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
 from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
-from pllm.eval.report import MethodRow, summarize, write_predictions, write_report
+from pllm.eval.report import Conclusion, MethodRow, conclude, method_table, summarize, write_predictions, write_report
 from pllm.eval.runner import run_baseline, run_method
 from pllm.io import save_config
 from pllm.models import load_generator
@@ -17,22 +18,26 @@ from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import TaskSpec, get_task
 
 
-def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str) -> None:
-    table = Table(title=title)
-    table.add_column("method")
-    for m in spec.metrics:
-        table.add_column(f"{m} [95% CI]")
-    table.add_column(f"Δ{spec.primary_metric} vs none")
-    table.add_column("unparseable")
-    table.add_column("truncated")
-    table.add_column("prompt tok")
-    table.add_column("sec")
-    for r in rows:
-        d = r.vs_none.get(spec.primary_metric)
-        table.add_row(r.method, *[r.metrics[m].fmt() for m in spec.metrics], d.fmt() if d else "—",
-                      str(r.unparseable), str(r.truncated),
-                      f"{r.mean_prompt_tokens:.0f}" if r.kind == "llm" else "—", f"{r.seconds:.1f}")
-    console.print(table)
+def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str, conclusion: Conclusion | None = None) -> None:
+    """The comparison table (a rich table on a terminal, markdown when piped; 80 columns either way when
+    the rows allow) and the closing line naming the best method and baseline."""
+    table = method_table(spec, rows, compact=True)
+    if console.is_terminal:
+        table = table.fit(min(console.width, 80), markdown=False)
+        rich_table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for i, h in enumerate(table.head):
+            rich_table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+        for r in table.body:
+            rich_table.add_row(*r)
+        console.print(rich_table)
+    else:
+        table = table.fit(80)
+        console.file.write(f"## {title}\n\n" + table.markdown() + "\n")
+    if table.notes:
+        console.print("(" + "; ".join(table.notes) + "; see the report)", markup=False,
+                      highlight=False)
+    if conclusion is not None:
+        console.print(conclusion.text, markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -69,7 +74,7 @@ def register(app: typer.Typer) -> None:
         if limit is not None:
             qs = qs[:limit]
         generator = load_generator(backend, model)
-        with open_db(db) as store, progress_bar() as bar:
+        with open_db(db) as store, progress_bar(unit="q") as bar:
             if adapter != "none":  # each question's user is routed to their adapter, many users per batch
                 from pllm.adapt import AdapterGenerator, AdapterStore
 
@@ -94,8 +99,10 @@ def register(app: typer.Typer) -> None:
         save_config(method, out, "method_config.json")
         if all(r.target is not None for r in results[0].records):
             rows = summarize(spec, results)
-            write_report(out, spec, rows, title=f"pllm eval: {spec.name}", meta={"questions": str(questions)})
-            print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)")
+            conclusion = conclude(spec, results, rows)
+            write_report(out, spec, rows, title=f"pllm eval: {spec.name}", conclusion=conclusion,
+                         meta={"questions": str(questions.resolve()), "model": generator.model_id})
+            print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)", conclusion)
         else:
             console.print(f"wrote predictions for {len(qs)} questions to {out} (no --outputs: not scored)")
 
@@ -112,10 +119,11 @@ def register(app: typer.Typer) -> None:
 
         config = MainJobConfig(data=str(data) if data else None, limit=limit, out=str(out) if out else None,
                                model=model, styles=styles)
-        with progress_bar() as bar:
-            rows, folder = run_main_job(config, progress=tracker(bar))
-        print_rows(get_task("movielens-rating"), rows, f"movielens-rating ({rows[0].n} test users)")
-        console.print(f"report: {folder / 'report.md'}")
+        with progress_bar(unit="q") as bar:
+            job = run_main_job(config, progress=tracker(bar))
+        print_rows(get_task("movielens-rating"), job.rows, f"movielens-rating ({job.rows[0].n} test users)",
+                   job.conclusion)
+        console.print(f"report: {job.folder / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _baseline_names(spec: TaskSpec) -> list[str]:

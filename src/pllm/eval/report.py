@@ -4,7 +4,9 @@ wall time and tokens/s; written as JSON and a markdown table."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ class MethodRow:
     tokens_per_second: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    devices: dict[str, int] = field(default_factory=dict)  # questions computed per device
 
 
 def summarize(spec: TaskSpec, results: Sequence[MethodResult], *, reference: str = "none",
@@ -77,23 +80,79 @@ def summarize(spec: TaskSpec, results: Sequence[MethodResult], *, reference: str
             mean_prompt_tokens=sum(r.prompt_tokens for r in res.records) / max(len(res.records), 1),
             seconds=round(res.seconds, 3),
             tokens_per_second=round(tokens / res.seconds, 1) if res.seconds > 0 and tokens else 0.0,
-            config=res.config, timings=res.timings,
+            config=res.config, timings=res.timings, devices=res.devices,
         ))
     return rows
 
 
-def markdown_table(spec: TaskSpec, rows: Sequence[MethodRow]) -> str:
+@dataclass
+class Table:
+    """A results table as text cells: rendered as padded markdown (report.md, and the console when it
+    is not a terminal) or drawn by the CLI as a rich table on a terminal, so every output shares one
+    set of columns. `optional` lists droppable columns, first dropped first, to fit a width."""
+
+    head: list[str]
+    body: list[list[str]]
+    optional: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def fit(self, width: int | None, *, markdown: bool = True) -> Table:
+        """This table without optional columns until it is at most `width` wide, as markdown or as the
+        console's borderless table (three characters between columns, none at the edges)."""
+        table, dropped = self, []
+        for col in self.optional:
+            if width is None or table.width(markdown=markdown) <= width:
+                break
+            keep = [i for i, h in enumerate(table.head) if h != self.head[col]]
+            table = Table([table.head[i] for i in keep], [[r[i] for i in keep] for r in table.body])
+            dropped.append(self.head[col].rstrip(" ↑↓"))
+        table.notes = [*self.notes] + ([f"not shown at {width} columns: {', '.join(dropped)}"] if dropped else [])
+        return table
+
+    def widths(self) -> list[int]:
+        return [max(len(x) for x in col) for col in zip(self.head, *self.body, strict=True)]
+
+    def width(self, *, markdown: bool = True) -> int:
+        return sum(self.widths()) + 3 * len(self.head) + (1 if markdown else -3)
+
+    def markdown(self) -> str:
+        widths = self.widths()
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+        rows = [line(self.head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        return "\n".join(rows + [line(r) for r in self.body]) + "\n"
+
+
+def method_table(spec: TaskSpec, rows: Sequence[MethodRow], *, compact: bool = False) -> Table:
+    """The method comparison table. `compact` (the console's form) writes intervals as `0.995 ±0.13`
+    and uses short headers, so a typical run fits 80 columns; the report keeps full intervals."""
     arrows = {m: ("↑" if _higher(m) else "↓") for m in spec.metrics}
-    head = ["method"] + [f"{m} {arrows[m]} [95% CI]" for m in spec.metrics] + \
-        [f"Δ{spec.primary_metric} vs none [95% CI]", "unparseable", "truncated", "prompt tok", "sec"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    p = spec.primary_metric
+    if compact:
+        head = ["method"] + [f"{m} {arrows[m]}" for m in spec.metrics] + \
+            [f"Δ{p} vs none", "unparsed", "trunc", "tok", "sec"]
+    else:
+        head = ["method"] + [f"{m} {arrows[m]} [95% CI]" for m in spec.metrics] + \
+            [f"Δ{p} vs none [95% CI]", "unparseable", "truncated", "prompt tok", "sec"]
+    body = []
     for r in rows:
-        cells = [r.method] + [r.metrics[m].fmt() for m in spec.metrics]
-        d = r.vs_none.get(spec.primary_metric)
-        cells += [d.fmt() if d else "—", str(r.unparseable), str(r.truncated),
+        d = r.vs_none.get(p)
+        cells = [r.method + (" (baseline)" if r.kind == "baseline" and not compact else "")]
+        cells += [r.metrics[m].fmt_short() if compact else r.metrics[m].fmt() for m in spec.metrics]
+        cells += ["—" if d is None else d.fmt_short(signed=True) if compact else d.fmt_signed(),
+                  str(r.unparseable), str(r.truncated),
                   f"{r.mean_prompt_tokens:.0f}" if r.kind == "llm" else "—", f"{r.seconds:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append(cells)
+    n = len(head)
+    secondary = [1 + i for i, m in enumerate(spec.metrics) if m != p][::-1]
+    notes = ["± = half the 95% interval"] if compact else []
+    return Table(head, body, optional=[*secondary, n - 2, n - 1, n - 3], notes=notes)
+
+
+def markdown_table(spec: TaskSpec, rows: Sequence[MethodRow]) -> str:
+    return method_table(spec, rows).markdown()
 
 
 def _higher(metric: str) -> bool:
@@ -102,21 +161,121 @@ def _higher(metric: str) -> bool:
     return METRICS.get(metric).higher_is_better
 
 
-def report_dict(spec: TaskSpec, rows: Sequence[MethodRow], *, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass
+class Conclusion:
+    """Which LLM method did best on the primary metric, which baseline did best, and the paired
+    difference between the two (or against `none` when there is no baseline): the line a reader wants."""
+
+    metric: str
+    higher_is_better: bool
+    best: str
+    best_value: float
+    against: str | None = None  # the best baseline, else "none"
+    against_value: float | None = None
+    against_is_baseline: bool = False
+    difference: Interval | None = None  # metric(best) - metric(against), paired 95% interval
+
+    @property
+    def text(self) -> str:
+        line = f"best LLM method: {self.best} {self.metric} {self.best_value:.3f}"
+        if self.against is None or self.difference is None:
+            return line
+        d = self.difference
+        if not d.excludes_zero:
+            verdict = "no clear difference"
+        elif (d.value > 0) == self.higher_is_better:
+            verdict = f"{self.best} better"
+        else:
+            verdict = "baseline better" if self.against_is_baseline else f"{self.against} better"
+        what = "best baseline" if self.against_is_baseline else "reference"
+        return (f"{line}; {what}: {self.against} {self.against_value:.3f}; "
+                f"difference {d.fmt_signed()} ({verdict})")
+
+
+def conclude(spec: TaskSpec, results: Sequence[MethodResult], rows: Sequence[MethodRow], *,
+             n_resamples: int = 1000, seed: int = 0) -> Conclusion | None:
+    """The conclusion of a comparison (None without an LLM method). Best = best primary-metric value."""
+    metric = spec.primary_metric
+    higher = _higher(metric)
+
+    def best_of(kind: str) -> MethodRow | None:
+        cands = [r for r in rows if r.kind == kind]
+        return (max if higher else min)(cands, key=lambda r: r.metrics[metric].value) if cands else None
+
+    best = best_of("llm")
+    if best is None:
+        return None
+    against = best_of("baseline")
+    if against is None and best.method != "none":
+        against = next((r for r in rows if r.method == "none"), None)
+    out = Conclusion(metric, higher, best.method, best.metrics[metric].value)
+    if against is not None:
+        by_name = {r.method: r for r in results}
+        a, b = by_name[best.method].records, by_name[against.method].records
+        out.against, out.against_value = against.method, against.metrics[metric].value
+        out.against_is_baseline = against.kind == "baseline"
+        out.difference = paired_difference(metric, [r.prediction for r in a], [r.prediction for r in b],
+                                           [r.target for r in a], spec.labels, n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def machine_text(rows: Sequence[MethodRow]) -> str:
+    """The CPU count of this machine and the devices that computed the rows (timings mean little without)."""
+    devices: dict[str, int] = {}
+    for r in rows:
+        for d, n in r.devices.items():
+            devices[d] = devices.get(d, 0) + n
+    where = devices_text(devices, default="no device recorded")
+    return f"{os.cpu_count()} CPUs ({platform.platform()}); LLM rows computed on: {where}"
+
+
+def report_dict(spec: TaskSpec, rows: Sequence[MethodRow], *, meta: dict[str, Any] | None = None,
+                conclusion: Conclusion | None = None) -> dict[str, Any]:
     return {"task": spec.name, "primary_metric": spec.primary_metric,
             "higher_is_better": _higher(spec.primary_metric), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "meta": meta or {}, "methods": rows}
+            "meta": meta or {}, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "conclusion": None if conclusion is None else {**dataclasses.asdict(conclusion), "text": conclusion.text},
+            "methods": rows}
+
+
+def plot_rows(spec: TaskSpec, rows: Sequence[MethodRow], path: Path) -> Path:
+    """The primary metric by method with 95% intervals, drawn by the bench's plot (one plotting engine)."""
+    from pllm.eval.plots import plot_by_method
+
+    task = {"task": spec.name, "primary_metric": spec.primary_metric, "n_questions": rows[0].n if rows else 0,
+            "higher_is_better": {m: _higher(m) for m in spec.metrics},
+            "rows": [{"cell": r.method, "kind": r.kind, "method": r.method,
+                      "metrics": {m: dataclasses.asdict(iv) for m, iv in r.metrics.items()}} for r in rows]}
+    return plot_by_method(task, path)
 
 
 def write_report(folder: str | Path, spec: TaskSpec, rows: Sequence[MethodRow], *, title: str,
-                 meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+                 meta: dict[str, Any] | None = None, conclusion: Conclusion | None = None) -> tuple[Path, Path]:
+    """report.json, report.md and the plot it links (PNG beside it). `meta` keys `model` and `data` are
+    shown in the header; the machine is this one (CPU count) and the devices the rows were computed on."""
     folder = Path(folder)
-    json_path = atomic_write_json(folder / "report.json", report_dict(spec, rows, meta=meta))
+    meta = meta or {}
+    json_path = atomic_write_json(folder / "report.json", report_dict(spec, rows, meta=meta, conclusion=conclusion))
     md = [f"# {title}", "", f"Task `{spec.name}`: {spec.description}", "",
-          f"Questions: {rows[0].n if rows else 0}. Intervals: 95% bootstrap (1,000 resamples); "
-          "Δ is the paired difference against no personalization.", "", markdown_table(spec, rows)]
+          f"- model: {meta.get('model', '—')}",
+          f"- data: `{meta.get('data') or meta.get('questions') or '—'}`",
+          f"- machine: {machine_text(rows)}",
+          f"- questions: {rows[0].n if rows else 0}"
+          + (f"; wall time {meta['seconds'] / 60:.1f} min" if meta.get("seconds") else ""), ""]
+    if conclusion is not None:
+        md += ["**" + conclusion.text[0].upper() + conclusion.text[1:] + ".**", ""]
+    md += ["Intervals: 95% bootstrap (1,000 resamples); Δ is the paired difference against no "
+           "personalization; the conclusion's difference is paired the same way.", "",
+           method_table(spec, rows).markdown()]
+    if rows:
+        png = plot_rows(spec, rows, folder / f"{_slug(spec.primary_metric)}_by_method.png")
+        md += [f"![{spec.primary_metric} by method, 95% intervals]({png.name})", ""]
     md_path = atomic_write_text(folder / "report.md", "\n".join(md))
     return json_path, md_path
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def write_predictions(folder: str | Path, spec: TaskSpec, method: str, records: Sequence[PredictionRecord]) -> Path:
