@@ -86,17 +86,19 @@ def _main_job_rows() -> list[MethodRow]:
 
 def test_compact_table_fits_80_columns_with_intervals_as_plus_minus():
     table = method_table(get_task("movielens-rating"), _main_job_rows(), compact=True).fit(80)
-    md = table.markdown()
+    md = table.markdown(pad=True)
     assert all(len(x) <= 80 for x in md.splitlines())
     assert "| 1.995 ±0.12" in md and "-1.345 ±0.12" in md and "unparsed" in table.head
 
 
 @pytest.mark.parametrize("terminal", [True, False])
 def test_console_table_on_a_terminal_and_piped(terminal, monkeypatch):
-    from pllm.cli import evaluate
+    from pllm.cli import common, evaluate
 
     buf = io.StringIO()
-    monkeypatch.setattr(evaluate, "console", Console(file=buf, force_terminal=terminal, width=80))
+    out = Console(file=buf, force_terminal=terminal, width=80)
+    monkeypatch.setattr(common, "console", out)  # the CLI's stdout, as a terminal or a pipe
+    monkeypatch.setattr(evaluate, "console", out)
     evaluate.print_rows(get_task("movielens-rating"), _main_job_rows(), "movielens-rating (200 test users)")
     lines = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue()).splitlines()
     assert all(len(x) <= 80 for x in lines)

@@ -10,13 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pllm.users.store import SQLiteUserStore
+
+if TYPE_CHECKING:
+    from pllm.eval.report import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -177,3 +180,24 @@ def tracker(progress: Progress | PlainProgress):  # noqa: ANN201
         progress.update(tasks[label], completed=done, total=total)
 
     return update
+
+
+def print_table(table: Table, title: str, *, width: int = 80) -> None:
+    """A results table on stdout: a borderless rich table on a terminal, markdown when piped (a log or a
+    file reads it as is); optional columns dropped to fit `width` either way, with a note saying which."""
+    from rich import box
+    from rich.table import Table as RichTable
+
+    if console.is_terminal:
+        table = table.fit(min(console.width, width), markdown=False)
+        out = RichTable(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for i, h in enumerate(table.head):
+            out.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+        for r in table.body:
+            out.add_row(*r)
+        console.print(out)
+    else:
+        table = table.fit(width)
+        console.file.write(f"## {title}\n\n" + table.markdown(pad=True) + "\n")
+    if table.notes:
+        console.print("(" + "; ".join(table.notes) + "; see the report)", markup=False, highlight=False)

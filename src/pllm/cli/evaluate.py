@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich import box
-from rich.table import Table
 
-from pllm.cli.common import DbOption, console, open_db, progress_bar, tracker
+from pllm.cli.common import DbOption, console, open_db, print_table, progress_bar, tracker
 from pllm.eval.report import Conclusion, MethodRow, conclude, method_table, summarize, write_predictions, write_report
 from pllm.eval.runner import run_baseline, run_method
 from pllm.io import save_config
@@ -19,23 +17,9 @@ from pllm.tasks.spec import TaskSpec, get_task
 
 
 def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str, conclusion: Conclusion | None = None) -> None:
-    """The comparison table (a rich table on a terminal, markdown when piped; 80 columns either way when
-    the rows allow) and the closing line naming the best method and baseline."""
-    table = method_table(spec, rows, compact=True)
-    if console.is_terminal:
-        table = table.fit(min(console.width, 80), markdown=False)
-        rich_table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for i, h in enumerate(table.head):
-            rich_table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
-        for r in table.body:
-            rich_table.add_row(*r)
-        console.print(rich_table)
-    else:
-        table = table.fit(80)
-        console.file.write(f"## {title}\n\n" + table.markdown() + "\n")
-    if table.notes:
-        console.print("(" + "; ".join(table.notes) + "; see the report)", markup=False,
-                      highlight=False)
+    """The comparison table (80 columns when the rows allow) and the closing line naming the best method
+    and baseline."""
+    print_table(method_table(spec, rows, compact=True), title)
     if conclusion is not None:
         console.print(conclusion.text, markup=False, highlight=False, soft_wrap=True)
 

@@ -115,13 +115,14 @@ class Table:
     def width(self, *, markdown: bool = True) -> int:
         return sum(self.widths()) + 3 * len(self.head) + (1 if markdown else -3)
 
-    def markdown(self) -> str:
-        widths = self.widths()
+    def markdown(self, *, pad: bool = False) -> str:
+        """Markdown; `pad` aligns the columns for reading as plain text (a console or a log)."""
+        widths = self.widths() if pad else [0] * len(self.head)
 
         def line(cells: Sequence[str]) -> str:
             return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-        rows = [line(self.head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        rows = [line(self.head), "|" + "|".join("-" * (w + 2) if pad else "---" for w in widths) + "|"]
         return "\n".join(rows + [line(r) for r in self.body]) + "\n"
 
 
@@ -338,8 +339,11 @@ def fast_bootstrap(metric: str, preds, golds, labels=None, *, n_resamples: int =
     return Interval(float(value), float(lo), float(hi))
 
 
-def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int], bins: int) -> dict[str, Any]:
-    """The primary metric per profile-size bin (quantile edges over the questions), per method."""
+def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int], bins: int, *,
+                     n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The primary metric per profile-size bin (quantile edges over the questions), per method, and its
+    95% bootstrap interval within the bin (`intervals`: bins hold a quarter of the questions, so their
+    values are noisier than the table's)."""
     import numpy as np
 
     from pllm.eval.metrics import METRICS
@@ -356,12 +360,15 @@ def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int
     metric = METRICS.get(spec.primary_metric)
     out = {"metric": spec.primary_metric,
            "bins": [{"low": lo, "high": hi, "closed": last, "n": int(len(ix))} for lo, hi, last, ix in groups],
-           "methods": {}}
+           "methods": {}, "intervals": {}}
     for res in results:
         preds = [r.prediction for r in res.records]
         golds = [r.target for r in res.records]
         out["methods"][res.method] = [metric.compute([preds[i] for i in ix], [golds[i] for i in ix], spec.labels)
                                       for _, _, _, ix in groups]
+        ivs = [fast_bootstrap(spec.primary_metric, [preds[i] for i in ix], [golds[i] for i in ix], spec.labels,
+                              n_resamples=n_resamples, seed=seed) for _, _, _, ix in groups]
+        out["intervals"][res.method] = [[iv.low, iv.high] for iv in ivs]
     return out
 
 
@@ -444,7 +451,8 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
         "n_questions": len(questions), "profile_size": {"min": min(sizes), "median": sorted(sizes)[len(sizes) // 2],
                                                          "max": max(sizes)} if sizes else {},
         "rows": rows, "incomplete": list(incomplete), "skipped": list(skipped),
-        "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins) if done else {},
+        "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins, n_resamples=n_resamples,
+                                            seed=seed) if done else {},
         "n_resamples": n_resamples, **({"judge": judge} if judge is not None else {}), **meta,
     }
 
@@ -472,10 +480,10 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
     cfg = report.get("config", {})
     machine = report.get("machine", {})
     lines = ["# pllm bench report", "",
-             f"Created {report.get('created', '')} on {machine.get('platform', '?')} "
-             f"({machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}, "
-             f"cuda: {machine.get('cuda', '?')}). Models: {', '.join(cfg.get('models', []))}; "
-             f"k: {cfg.get('k')}; styles: {cfg.get('styles')}.", "",
+             f"Rows computed on: {_all_devices(report)}. Models: {', '.join(cfg.get('models', []))}; "
+             f"k: {cfg.get('k')}; styles: {cfg.get('styles')}. Report written {report.get('created', '')} on "
+             f"{machine.get('platform', '?')} ({machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}, "
+             f"cuda: {machine.get('cuda', '?')}).", "",
              f"Every interval is a 95% bootstrap interval ({cfg.get('n_resamples', 1000)} resamples over "
              "questions). Δ is the paired difference against no personalization (`none`) in the same prompt "
              "style and model (baselines: against the first `none`), resampled jointly. Unparseable outputs "
@@ -483,29 +491,12 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
              "as measured on the device in the `ran on` column (the machine above is the one that wrote this "
              "report; it may have been shared).", ""]
     for name, t in report.get("tasks", {}).items():
-        metrics = t["metrics"]
-        arrows = {m: "↑" if t["higher_is_better"][m] else "↓" for m in metrics}
         lines += [f"## {name}", "", f"Task `{t['task']}`: {t['description']}", "",
                   f"Questions: {t['n_questions']} ({t.get('split', 'test')} split of `{t.get('data', '?')}`); "
                   f"profile size min/median/max: {t['profile_size'].get('min')}/"
                   f"{t['profile_size'].get('median')}/{t['profile_size'].get('max')}.", ""]
         judged = [r for r in t["rows"] if r.get("judge")]
-        head = ["cell"] + [f"{m} {arrows[m]} [95% CI]" for m in metrics] + \
-            [f"Δ{t['primary_metric']} vs none [95% CI]"] + (["judge win vs ref [95% CI]"] if judged else []) + \
-            ["unparseable", "truncated", "prompt tok", "wall s", "q/s", "tok/s", "ran on"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in t["rows"]:
-            cells = [f"{r['cell']}" + (" (baseline)" if r["kind"] == "baseline" else "")]
-            cells += [_fmt_iv(r["metrics"][m]) for m in metrics]
-            cells += [_fmt_iv(r["vs_none"].get(t["primary_metric"]))]
-            if judged:
-                cells += [_fmt_iv(r["judge"]["win_rate"]) if r.get("judge") else "—"]
-            cells += [str(r["unparseable"]), str(r["truncated"]),
-                      f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
-                      f"{r['questions_per_second']:.2f}" if r["questions_per_second"] else "—",
-                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—",
-                      devices_text(r.get("devices"))]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines.append(bench_table(t).markdown().rstrip("\n"))
         if t.get("judge"):
             lines += _judge_markdown(t["judge"], judged)
         if t.get("incomplete"):
@@ -523,6 +514,55 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
             lines += ["", f"![{name}: {kind}]({rel})"]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def bench_table(t: dict[str, Any], *, compact: bool = False) -> Table:
+    """One bench task's table (the same engine as `method_table`): every cell with its metrics, the
+    difference against `none`, the judge's win rate when judged, counts, speed and the device."""
+    metrics, p = t["metrics"], t["primary_metric"]
+    arrows = {m: "↑" if t["higher_is_better"][m] else "↓" for m in metrics}
+    judged = any(r.get("judge") for r in t["rows"])
+
+    def iv(x: Any, signed: bool = False) -> str:
+        if x is None:
+            return "—"
+        x = Interval(x["value"], x["low"], x["high"]) if isinstance(x, dict) else x
+        return x.fmt_short(signed=signed) if compact else x.fmt_signed() if signed else x.fmt()
+
+    ci = "" if compact else " [95% CI]"
+    head = ["cell"] + [f"{m} {arrows[m]}{ci}" for m in metrics] + [f"Δ{p} vs none{ci}"] + \
+        ([f"judge win{ci}" if compact else "judge win vs ref [95% CI]"] if judged else []) + \
+        (["unparsed", "trunc", "tok", "sec"] if compact else ["unparseable", "truncated", "prompt tok", "wall s"]) + \
+        ["q/s", "tok/s", "ran on"]
+    body = []
+    for r in t["rows"]:
+        cells = [r["cell"] + (" (baseline)" if r["kind"] == "baseline" and not compact else "")]
+        cells += [iv(r["metrics"][m]) for m in metrics] + [iv(r["vs_none"].get(p), signed=True)]
+        if judged:
+            cells.append(iv(r["judge"]["win_rate"]) if r.get("judge") else "—")
+        cells += [str(r["unparseable"]), str(r["truncated"]),
+                  f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
+                  f"{r['questions_per_second']:.2f}" if r.get("questions_per_second") else "—",
+                  f"{r['tokens_per_second']:.0f}" if r.get("tokens_per_second") else "—",
+                  devices_text(r.get("devices"))]
+        body.append(cells)
+    n = len(head)
+    secondary = [1 + i for i, m in enumerate(metrics) if m != p][::-1]
+    return Table(head, body, optional=[*secondary, n - 2, n - 3, n - 5, n - 1, n - 4, n - 6],
+                 notes=["± = half the 95% interval"] if compact else [])
+
+
+def _all_devices(report: dict[str, Any]) -> str:
+    """Every device that produced a row of the report, with its question count: cells may have run on
+    other machines than the one that wrote the report (a GPU lent for a while, then this CPU)."""
+    total: dict[str, int] = {}
+    for t in report.get("tasks", {}).values():
+        for r in t.get("rows", []):
+            for d, n in (r.get("devices") or {}).items():
+                total[d] = total.get(d, 0) + n
+    if not total:
+        return "no device recorded"
+    return ", ".join(f"{d} ({n} questions)" for d, n in sorted(total.items(), key=lambda x: -x[1]))
 
 
 def _judge_markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
