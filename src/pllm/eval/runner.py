@@ -25,6 +25,8 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
     label = name or method.label
     records = []
     t0 = time.perf_counter()
+    if progress:
+        progress(label, 0, len(questions))  # the bar (and the rate's clock) starts before the first batch
     for start in range(0, len(questions), batch_size):
         records.extend(pers.predict(questions[start:start + batch_size], batch_size=batch_size))
         if progress:
