@@ -104,3 +104,16 @@ def test_console_table_on_a_terminal_and_piped(terminal, monkeypatch):
     rows = [x for x in lines if "bm25@4 (instruction)" in x]
     assert len(rows) == 1  # one line per row, not wrapped
     assert rows[0].startswith("|") != terminal  # markdown only when piped
+
+
+def test_plain_progress_heartbeat_reports_a_task_that_does_not_move():
+    """A training run without step updates still leaves lines in a log, and a final one at the end."""
+    import time
+
+    out = io.StringIO()
+    with PlainProgress(out, every=0.05) as bar:
+        bar.add_task("RiC adapter", total=None)
+        time.sleep(0.5)  # > 6 intervals: at least one still-running line
+    lines = out.getvalue().splitlines()
+    assert any(x.startswith("[pllm] RiC adapter: running, ") for x in lines)
+    assert lines[-1].startswith("[pllm] RiC adapter: done in ")

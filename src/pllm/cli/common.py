@@ -80,7 +80,7 @@ class PlainProgress:
             self._thread.join(timeout=1)
         with self._lock:
             for task in self.tasks.values():
-                if not task.finished and task.printed_done != task.completed:
+                if not task.finished and (task.total is None or task.printed_done != task.completed):
                     self._write(task, self.clock(), final=exc[0] is None and task.total is None)
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **extra: Any) -> int:
