@@ -2,7 +2,8 @@
 
     python benchmarks/align_report.py --dsp ../shared/data/dsp/domain_specific_preference.test.json
 
-Sizes are `pllm.align.report.ReportConfig`'s defaults (printed in the report); `--quick` is a smoke run.
+Sizes are `pllm.align.report.ReportConfig`'s defaults (printed in the report); `--quick` is a smoke run;
+`--replot` only redraws pareto.png and report.md from the folder's report.json (no model run).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pllm.align.report import ReportConfig, run_report
+from pllm.align.report import ReportConfig, rerender, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not the committed report")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a shared machine)")
     parser.add_argument("--work-dir", type=Path, default=None, help="work folder (resume; default under PLLM_HOME)")
+    parser.add_argument("--replot", action="store_true", help="redraw the plot and markdown from OUT/report.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        return rerender(args.out)
     if not args.dsp.is_file():
         parser.error(f"DSP file not found: {args.dsp}")
     cfg = ReportConfig.quick(args.dsp) if args.quick else ReportConfig(dsp=args.dsp)

@@ -19,7 +19,8 @@ def test_main_job_end_to_end_on_real_data(tmp_path):
     if not (SHARED_DATA / "movielens-100k" / "ml-100k.inter").is_file():
         pytest.skip(f"real MovieLens-100k not present at {SHARED_DATA} (../shared/data is optional)")
     config = MainJobConfig(data=str(SHARED_DATA / "movielens-100k"), out=str(tmp_path / "run"), limit=8, styles=False)
-    rows, out = run_main_job(config)
+    job = run_main_job(config)
+    rows, out = job.rows, job.folder
     by_name = {r.method: r for r in rows}
     assert set(by_name) == {"none", "bm25@4", "dense@4", "profile", "global-mean", "user-mean", "knn"}
     for row in rows:
@@ -28,4 +29,7 @@ def test_main_job_end_to_end_on_real_data(tmp_path):
     assert by_name["bm25@4"].mean_prompt_tokens > by_name["none"].mean_prompt_tokens
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "movielens-rating" and len(report["methods"]) == 7
-    assert "| bm25@4 |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| bm25@4 " in md and "best LLM method:" in md and "mae_by_method.png" in md
+    saved = json.loads((out / "main_job_config.json").read_text())
+    assert saved["data"] == str((SHARED_DATA / "movielens-100k").resolve())

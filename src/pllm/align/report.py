@@ -243,7 +243,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     store.close()
 
     out.mkdir(parents=True, exist_ok=True)
-    _plot(front, a, b, out / "pareto.png")
+    plot_pareto(result, out / "pareto.png")
     atomic_write_json(out / "report.json", result)
     atomic_write_text(out / "report.md", render_markdown(result, cfg))
     return result
@@ -266,25 +266,55 @@ def _reusable(adapters: AdapterStore, name: str, settings: Any, model_id: str) -
     return rec.base_model_id == model_id and saved == json.loads(json.dumps(asdict(settings), default=str))
 
 
-def _plot(front: list[dict[str, Any]], a: str, b: str, path: Path) -> None:
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher is better on both), ordered
+    along the front (x ascending): the line to draw, whatever order the weights came in."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def plot_pareto(result: dict[str, Any], path: Path) -> Path:
+    """The soup's points for each weight of the two Pareto domains, the front joined by a line and the
+    dominated points left unjoined, from report.json alone (so it can be redrawn without a model)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [p[f"mean_similarity_{a}"] for p in front]
-    ys = [p[f"mean_similarity_{b}"] for p in front]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(xs, ys, "o-")
-    for p, x, y in zip(front, xs, ys, strict=True):
-        ax.annotate(f"w={p['weight_' + a]:.2f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(f"mean similarity to the {a} centroid")
-    ax.set_ylabel(f"mean similarity to the {b} centroid")
-    ax.set_title(f"soup {a}=w, {b}=1-w (SmolLM2-135M, DPO adapters)")
+    a, b = result["pareto"]["pair"]
+    front = result["pareto"]["points"]
+    pts = [(p[f"mean_similarity_{a}"], p[f"mean_similarity_{b}"]) for p in front]
+    on = pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    ax.plot([pts[i][0] for i in on], [pts[i][1] for i in on], "o-", color="tab:blue", label="Pareto front")
+    off = [i for i in range(len(pts)) if i not in on]
+    if off:
+        ax.plot([pts[i][0] for i in off], [pts[i][1] for i in off], "o", mfc="none", color="tab:gray",
+                label="dominated")
+    for p, (x, y) in zip(front, pts, strict=True):
+        ax.annotate(f"w={p['weight_' + a]:.2f}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.margins(0.12)
+    ax.set_xlabel(f"mean similarity to the {a} centroid (higher: more {a})")
+    ax.set_ylabel(f"mean similarity to the {b} centroid", fontsize=9)
+    model = (result.get("config") or {}).get("model") or "SmolLM2-135M"
+    ax.set_title(f"Soup of DPO adapters: {a} weight w, {b} weight 1-w\n({model}; judge: style centroids)",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def rerender(folder: str | Path) -> dict[str, Any]:
+    """Redraw pareto.png and rewrite report.md from a folder's report.json: no model is run."""
+    folder = Path(folder)
+    result = json.loads((folder / "report.json").read_text())
+    plot_pareto(result, folder / "pareto.png")
+    atomic_write_text(folder / "report.md", render_markdown(result, ReportConfig(**result["config"])))
+    return result
 
 
 def _where(machine: dict[str, Any]) -> str:
@@ -345,7 +375,10 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
         lines.append(f"| {d} | {row['dpo']['n']} | {_fmt(row['dpo']['accuracy'])} | {_fmt(row['soup']['accuracy'])} | "
                      f"{_fmt(row['ric']['accuracy'])} |")
     a, b = r["pareto"]["pair"]
+    pts = [(p[f"mean_similarity_{a}"], p[f"mean_similarity_{b}"]) for p in r["pareto"]["points"]]
+    on = ", ".join(f"w={r['pareto']['points'][i]['weight_' + a]:.2f}" for i in pareto_front(pts))
     lines += ["", f"## Soup Pareto front: {a} vs {b}", "", "![pareto](pareto.png)", "",
+              f"The line joins the Pareto front (weights no other weight beats on both similarities): {on}.", "",
               f"| weight of {a} | mean sim. {a} | mean sim. {b} | share judged {a} | share judged {b} |",
               "|---|---|---|---|---|"]
     for p in r["pareto"]["points"]:

@@ -182,7 +182,7 @@ def dpo(
         if not pairs:
             raise InputError(f"no train pairs for {list(user)}; import some first (pllm align import-dsp)")
         base = _load(model, threads)
-        with progress_bar() as progress:
+        with progress_bar(unit="steps") as progress:
             task = progress.add_task(f"DPO {name}", total=None)
 
             class _Bar(TrainerCallback):

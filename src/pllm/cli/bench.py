@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pllm.cli.common import console, progress_bar, tracker
+from pllm.cli.common import console, print_table, progress_bar, tracker
 from pllm.errors import InputError
 
 
@@ -44,18 +44,10 @@ def print_compare(rows: list[dict]) -> None:
 
 
 def print_summary(report: dict) -> None:
+    from pllm.eval.report import bench_table
+
     for name, t in report["tasks"].items():
-        metric = t["primary_metric"]
-        table = Table(title=f"{name} ({t['n_questions']} questions)")
-        for col in ("cell", f"{metric} [95% CI]", "Δ vs none [95% CI]", "unparseable", "truncated", "wall s"):
-            table.add_column(col)
-        for r in t["rows"]:
-            iv, d = r["metrics"][metric], r["vs_none"].get(metric)
-            table.add_row(r["cell"] + (" (baseline)" if r["kind"] == "baseline" else ""),
-                          f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]",
-                          f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "—",
-                          str(r["unparseable"]), str(r["truncated"]), f"{r['seconds']:.1f}")
-        console.print(table)
+        print_table(bench_table(t, compact=True), f"{name} ({t['n_questions']} questions)")
         if t["incomplete"]:
             console.print(f"[yellow]{len(t['incomplete'])} cell(s) of {name} not finished[/yellow]")
 
@@ -128,7 +120,7 @@ def register(app: typer.Typer) -> None:
             if judge is not None:
                 data["judge"] = _judge_section(judge, judge_against, judge_max_questions)
             cfg = bench_config_from_dict(data, source="command line")
-        with progress_bar("bench") as bar:
+        with progress_bar("bench", unit="q") as bar:
             runner = BenchRunner(cfg, out, progress=tracker(bar))
             report = runner.run(only_report=report_only)
         print_summary(report)

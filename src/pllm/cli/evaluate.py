@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from pllm.cli.common import DbOption, console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import DbOption, console, open_db, print_table, progress_bar, task_callback, tracker
 from pllm.errors import InputError
-from pllm.eval.report import MethodRow, summarize, write_predictions, write_report
+from pllm.eval.report import Conclusion, MethodRow, conclude, method_table, summarize, write_predictions, write_report
 from pllm.eval.runner import run_baseline, run_method
 from pllm.io import save_config
 from pllm.models import GENERATORS, load_generator
@@ -18,22 +17,12 @@ from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import TaskSpec, get_task
 
 
-def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str) -> None:
-    table = Table(title=title)
-    table.add_column("method")
-    for m in spec.metrics:
-        table.add_column(f"{m} [95% CI]")
-    table.add_column(f"Δ{spec.primary_metric} vs none")
-    table.add_column("unparseable")
-    table.add_column("truncated")
-    table.add_column("prompt tok")
-    table.add_column("sec")
-    for r in rows:
-        d = r.vs_none.get(spec.primary_metric)
-        table.add_row(r.method, *[r.metrics[m].fmt() for m in spec.metrics], d.fmt() if d else "—",
-                      str(r.unparseable), str(r.truncated),
-                      f"{r.mean_prompt_tokens:.0f}" if r.kind == "llm" else "—", f"{r.seconds:.1f}")
-    console.print(table)
+def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str, conclusion: Conclusion | None = None) -> None:
+    """The comparison table (80 columns when the rows allow) and the closing line naming the best method
+    and baseline."""
+    print_table(method_table(spec, rows, compact=True), title)
+    if conclusion is not None:
+        console.print(conclusion.text, markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -94,7 +83,7 @@ def register(app: typer.Typer) -> None:
             qs = qs[:limit]
         train_qs = _train_questions(spec, questions, train, needed=ft)
         generator = load_generator(backend, model)
-        with open_db(db) as store, progress_bar() as bar:
+        with open_db(db) as store, progress_bar(unit="q") as bar:
             if adapter != "none":  # each question's user is routed to their adapter, many users per batch
                 from pllm.adapt import AdapterGenerator, AdapterStore
 
@@ -125,8 +114,10 @@ def register(app: typer.Typer) -> None:
                                                       if k.startswith("adapter")})
         if all(r.target is not None for r in results[0].records):
             rows = summarize(spec, results)
-            write_report(out, spec, rows, title=f"pllm eval: {spec.name}", meta={"questions": str(questions)})
-            print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)")
+            conclusion = conclude(spec, results, rows)
+            write_report(out, spec, rows, title=f"pllm eval: {spec.name}", conclusion=conclusion,
+                         meta={"questions": str(questions.resolve()), "model": generator.model_id})
+            print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)", conclusion)
         else:
             console.print(f"wrote predictions for {len(qs)} questions to {out} (no --outputs: not scored)")
 
@@ -143,17 +134,16 @@ def register(app: typer.Typer) -> None:
 
         config = MainJobConfig(data=str(data) if data else None, limit=limit, out=str(out) if out else None,
                                model=model, styles=styles)
-        with progress_bar() as bar:
-            rows, folder = run_main_job(config, progress=tracker(bar))
-        print_rows(get_task("movielens-rating"), rows, f"movielens-rating ({rows[0].n} test users)")
-        console.print(f"report: {folder / 'report.md'}")
+        with progress_bar(unit="q") as bar:
+            job = run_main_job(config, progress=tracker(bar))
+        print_rows(get_task("movielens-rating"), job.rows, f"movielens-rating ({job.rows[0].n} test users)",
+                   job.conclusion)
+        console.print(f"report: {job.folder / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _train_questions(spec: TaskSpec, questions: Path, train: Path | None, *, needed: bool) -> list:
     """The train split: `--train`, else train_questions.json beside the questions file (with its outputs
     when present, for the baselines' fit). A learned method without one is an error."""
-    from pllm.errors import InputError
-
     path = train or questions.parent / "train_questions.json"
     if path.is_dir():
         path = path / "train_questions.json"

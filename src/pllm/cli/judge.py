@@ -58,7 +58,7 @@ def agreement(
     from pllm.judge.agreement import known_truth_agreement
     from pllm.models import load_generator
 
-    with progress_bar("judging") as bar:
+    with progress_bar("judging", unit="pairs") as bar:
         result = known_truth_agreement(load_generator(backend, model), source=source, n_pairs=pairs, seed=seed,
                                        progress=tracker(bar))
     console.print(f"agreement {result['agreement']['fmt']}, ties {result['tie_rate']:.3f}, "

@@ -86,7 +86,7 @@ def eval_(
     train = training_interactions(ml.ratings, questions, items=sorted(ml.movies, key=lambda m: int(m)))
     generator = None
     results = []
-    with progress_bar("ranking") as bar:
+    with progress_bar("ranking", unit="q") as bar:
         update = tracker(bar)
         for name in names:
             if name.startswith("llm-"):

@@ -137,7 +137,7 @@ def compare(
     position: the soft rows include their soft vectors.
     """
     from pllm.cli.evaluate import print_rows
-    from pllm.eval.report import summarize, write_predictions, write_report
+    from pllm.eval.report import conclude, summarize, write_predictions, write_report
     from pllm.eval.runner import run_method
     from pllm.io import atomic_write_json
     from pllm.models import load_generator
@@ -164,7 +164,7 @@ def compare(
     t0 = time.perf_counter()
     if wanted:
         base = load_generator("hf", model)
-        with open_db(db) as store, progress_bar() as bar:
+        with open_db(db) as store, progress_bar(unit="q") as bar:
             soft = load_soft_generator(encoder, base, store=store) if encoder is not None else None
             for kind in wanted:
                 is_soft = kind.startswith("soft")
@@ -186,6 +186,7 @@ def compare(
             "seconds_this_run": round(time.perf_counter() - t0, 1),
             "command": "pllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "train_log": _train_summary(encoder / "train_log.json") if encoder else None}
-    write_report(out, spec, rows, title=f"soft-fused prompting: {spec.name}", meta=meta)
-    print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)")
+    conclusion = conclude(spec, results, rows)
+    write_report(out, spec, rows, title=f"soft-fused prompting: {spec.name}", meta=meta, conclusion=conclusion)
+    print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)", conclusion)
     console.print(f"report: {out / 'report.md'}")

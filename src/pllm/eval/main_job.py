@@ -4,6 +4,7 @@ profile summaries, next to the non-LLM baselines, and print the table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pllm.data import BuildConfig, build_dataset
 from pllm.data.base import config_record
 from pllm.data.movielens import find_movielens
 from pllm.errors import InputError
-from pllm.eval.report import MethodResult, MethodRow, summarize, write_predictions, write_report
+from pllm.eval.report import Conclusion, MethodResult, MethodRow, conclude, summarize, write_predictions, write_report
 from pllm.eval.runner import Progress, run_baseline, run_method
 from pllm.io import save_config
 from pllm.models import GENERATORS, load_generator
@@ -55,7 +56,14 @@ def main_methods(config: MainJobConfig) -> list[tuple[str, MethodConfig]]:
     return methods
 
 
-def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> tuple[list[MethodRow], Path]:
+@dataclass
+class MainJobResult:
+    rows: list[MethodRow]
+    folder: Path
+    conclusion: Conclusion | None
+
+
+def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> MainJobResult:
     spec = get_task("movielens-rating")
     out = Path(config.out) if config.out else pllm_home() / "runs" / "main"
     source = find_movielens(config.data)
@@ -82,8 +90,9 @@ def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> tup
             results.append(res)
             write_predictions(out, spec, name, res.records)
     rows = summarize(spec, results)
-    save_config(config, out, "main_job_config.json")
-    write_report(out, spec, rows, title="pllm main job: movielens-rating",
-                 meta={"model": generator.model_id, "questions": len(test), "seconds": time.perf_counter() - t0,
-                       "task_dir": str(task_dir)})
-    return rows, out
+    conclusion = conclude(spec, results, rows)
+    save_config(dataclasses.replace(config, data=str(Path(source).resolve())), out, "main_job_config.json")
+    write_report(out, spec, rows, title="pllm main job: movielens-rating", conclusion=conclusion,
+                 meta={"model": generator.model_id, "data": str(Path(source).resolve()), "questions": len(test),
+                       "seconds": time.perf_counter() - t0, "task_dir": str(task_dir)})
+    return MainJobResult(rows, out, conclusion)

@@ -91,12 +91,10 @@ def plot_vs_k(task: dict[str, Any], path: Path) -> Path | None:
     return _save(plt, fig, path)
 
 
-def plot_vs_profile_size(task: dict[str, Any], path: Path, *, max_lines: int = 8) -> Path | None:
-    """The primary metric per profile-size bin for `none`, the best cells and the baselines."""
+def profile_size_series(task: dict[str, Any], *, max_lines: int = 8) -> list[dict[str, Any]]:
+    """The lines of the profile-size plot: `none`, the three best LLM cells and the baselines, each with
+    its per-bin values and, when the report has them, 95% intervals (`low`, `high`; else None)."""
     by = task.get("by_profile_size") or {}
-    bins = by.get("bins") or []
-    if not bins:
-        return None
     metric = task["primary_metric"]
     higher = task["higher_is_better"][metric]
     rows = task["rows"]
@@ -104,22 +102,46 @@ def plot_vs_profile_size(task: dict[str, Any], path: Path, *, max_lines: int = 8
                  key=lambda r: _iv(r, metric)[0], reverse=higher)
     keep = [r["cell"] for r in rows if r["kind"] == "llm" and r["method"] == "none"][:1]
     keep += [r["cell"] for r in llm[:3]] + [r["cell"] for r in rows if r["kind"] == "baseline"]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    xs = list(range(len(bins)))
+    out = []
     for cell in keep[:max_lines]:
-        values = by["methods"].get(cell)
+        values = by.get("methods", {}).get(cell)
         if values is None:
             continue
-        style = "--" if any(r["cell"] == cell and r["kind"] == "baseline" for r in rows) else "-"
-        ax.plot(xs, values, style, marker="o", label=cell)
-    ax.set_xticks(xs, [f"[{b['low']}, {b['high']}{']' if b['closed'] else ')'}\nn={b['n']}" for b in bins],
-                  fontsize=8)
+        ivs = (by.get("intervals") or {}).get(cell)
+        out.append({"cell": cell, "values": values, "baseline": any(r["cell"] == cell and r["kind"] == "baseline"
+                                                                    for r in rows),
+                    "low": [lo for lo, _ in ivs] if ivs else None, "high": [hi for _, hi in ivs] if ivs else None})
+    return out
+
+
+def plot_vs_profile_size(task: dict[str, Any], path: Path, *, max_lines: int = 8) -> Path | None:
+    """The primary metric per profile-size bin for `none`, the best cells and the baselines, with 95%
+    intervals (lines nudged sideways so the bars do not hide each other)."""
+    by = task.get("by_profile_size") or {}
+    bins = by.get("bins") or []
+    if not bins:
+        return None
+    metric = task["primary_metric"]
+    series = profile_size_series(task, max_lines=max_lines)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.4))
+    width = 0.3 / max(len(series), 1)
+    for j, s in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(bins))]
+        yerr = None
+        if s["low"] is not None:
+            yerr = [[max(v - lo, 0) for v, lo in zip(s["values"], s["low"], strict=True)],
+                    [max(hi - v, 0) for v, hi in zip(s["values"], s["high"], strict=True)]]
+        ax.errorbar(xs, s["values"], yerr=yerr, fmt="--o" if s["baseline"] else "-o", capsize=2, markersize=4,
+                    linewidth=1.2, elinewidth=0.8, label=s["cell"])
+    ax.set_xticks(range(len(bins)), [f"[{b['low']}, {b['high']}{']' if b['closed'] else ')'}\nn={b['n']}"
+                                     for b in bins], fontsize=8)
     ax.set_xlabel("profile size (items in the user's history), quantile bins")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{task['task']}: {metric} against profile size", fontsize=10)
-    ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    ax.set_ylabel(f"{metric} ({'higher' if task['higher_is_better'][metric] else 'lower'} is better)")
+    has_ci = any(s["low"] is not None for s in series)
+    ax.set_title(f"{task['task']}: {metric} against profile size" + (" (95% CI)" if has_ci else ""), fontsize=10)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)  # below: no
+    return _save(plt, fig, path)  # line or interval hidden under it
 
 
 def plot_report(report: dict[str, Any], folder: str | Path) -> dict[str, dict[str, str]]:

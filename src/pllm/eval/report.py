@@ -4,7 +4,9 @@ wall time and tokens/s; written as JSON and a markdown table."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ class MethodRow:
     tokens_per_second: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    devices: dict[str, int] = field(default_factory=dict)  # questions computed per device
 
 
 def summarize(spec: TaskSpec, results: Sequence[MethodResult], *, reference: str = "none",
@@ -77,23 +80,80 @@ def summarize(spec: TaskSpec, results: Sequence[MethodResult], *, reference: str
             mean_prompt_tokens=sum(r.prompt_tokens for r in res.records) / max(len(res.records), 1),
             seconds=round(res.seconds, 3),
             tokens_per_second=round(tokens / res.seconds, 1) if res.seconds > 0 and tokens else 0.0,
-            config=res.config, timings=res.timings,
+            config=res.config, timings=res.timings, devices=res.devices,
         ))
     return rows
 
 
-def markdown_table(spec: TaskSpec, rows: Sequence[MethodRow]) -> str:
+@dataclass
+class Table:
+    """A results table as text cells: rendered as padded markdown (report.md, and the console when it
+    is not a terminal) or drawn by the CLI as a rich table on a terminal, so every output shares one
+    set of columns. `optional` lists droppable columns, first dropped first, to fit a width."""
+
+    head: list[str]
+    body: list[list[str]]
+    optional: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def fit(self, width: int | None, *, markdown: bool = True) -> Table:
+        """This table without optional columns until it is at most `width` wide, as markdown or as the
+        console's borderless table (three characters between columns, none at the edges)."""
+        table, dropped = self, []
+        for col in self.optional:
+            if width is None or table.width(markdown=markdown) <= width:
+                break
+            keep = [i for i, h in enumerate(table.head) if h != self.head[col]]
+            table = Table([table.head[i] for i in keep], [[r[i] for i in keep] for r in table.body])
+            dropped.append(self.head[col].rstrip(" ↑↓"))
+        table.notes = [*self.notes] + ([f"not shown at {width} columns: {', '.join(dropped)}"] if dropped else [])
+        return table
+
+    def widths(self) -> list[int]:
+        return [max(len(x) for x in col) for col in zip(self.head, *self.body, strict=True)]
+
+    def width(self, *, markdown: bool = True) -> int:
+        return sum(self.widths()) + 3 * len(self.head) + (1 if markdown else -3)
+
+    def markdown(self, *, pad: bool = False) -> str:
+        """Markdown; `pad` aligns the columns for reading as plain text (a console or a log)."""
+        widths = self.widths() if pad else [0] * len(self.head)
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+        rows = [line(self.head), "|" + "|".join("-" * (w + 2) if pad else "---" for w in widths) + "|"]
+        return "\n".join(rows + [line(r) for r in self.body]) + "\n"
+
+
+def method_table(spec: TaskSpec, rows: Sequence[MethodRow], *, compact: bool = False) -> Table:
+    """The method comparison table. `compact` (the console's form) writes intervals as `0.995 ±0.13`
+    and uses short headers, so a typical run fits 80 columns; the report keeps full intervals."""
     arrows = {m: ("↑" if _higher(m) else "↓") for m in spec.metrics}
-    head = ["method"] + [f"{m} {arrows[m]} [95% CI]" for m in spec.metrics] + \
-        [f"Δ{spec.primary_metric} vs none [95% CI]", "unparseable", "truncated", "prompt tok", "sec"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    p = spec.primary_metric
+    if compact:
+        head = ["method"] + [f"{m} {arrows[m]}" for m in spec.metrics] + \
+            [f"Δ{p} vs none", "unparsed", "trunc", "tok", "sec"]
+    else:
+        head = ["method"] + [f"{m} {arrows[m]} [95% CI]" for m in spec.metrics] + \
+            [f"Δ{p} vs none [95% CI]", "unparseable", "truncated", "prompt tok", "sec"]
+    body = []
     for r in rows:
-        cells = [r.method] + [r.metrics[m].fmt() for m in spec.metrics]
-        d = r.vs_none.get(spec.primary_metric)
-        cells += [d.fmt() if d else "—", str(r.unparseable), str(r.truncated),
+        d = r.vs_none.get(p)
+        cells = [r.method + (" (baseline)" if r.kind == "baseline" and not compact else "")]
+        cells += [r.metrics[m].fmt_short() if compact else r.metrics[m].fmt() for m in spec.metrics]
+        cells += ["—" if d is None else d.fmt_short(signed=True) if compact else d.fmt_signed(),
+                  str(r.unparseable), str(r.truncated),
                   f"{r.mean_prompt_tokens:.0f}" if r.kind == "llm" else "—", f"{r.seconds:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append(cells)
+    n = len(head)
+    secondary = [1 + i for i, m in enumerate(spec.metrics) if m != p][::-1]
+    notes = ["± = half the 95% interval"] if compact else []
+    return Table(head, body, optional=[*secondary, n - 2, n - 1, n - 3], notes=notes)
+
+
+def markdown_table(spec: TaskSpec, rows: Sequence[MethodRow]) -> str:
+    return method_table(spec, rows).markdown()
 
 
 def _higher(metric: str) -> bool:
@@ -102,21 +162,121 @@ def _higher(metric: str) -> bool:
     return METRICS.get(metric).higher_is_better
 
 
-def report_dict(spec: TaskSpec, rows: Sequence[MethodRow], *, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass
+class Conclusion:
+    """Which LLM method did best on the primary metric, which baseline did best, and the paired
+    difference between the two (or against `none` when there is no baseline): the line a reader wants."""
+
+    metric: str
+    higher_is_better: bool
+    best: str
+    best_value: float
+    against: str | None = None  # the best baseline, else "none"
+    against_value: float | None = None
+    against_is_baseline: bool = False
+    difference: Interval | None = None  # metric(best) - metric(against), paired 95% interval
+
+    @property
+    def text(self) -> str:
+        line = f"best LLM method: {self.best} {self.metric} {self.best_value:.3f}"
+        if self.against is None or self.difference is None:
+            return line
+        d = self.difference
+        if not d.excludes_zero:
+            verdict = "no clear difference"
+        elif (d.value > 0) == self.higher_is_better:
+            verdict = f"{self.best} better"
+        else:
+            verdict = "baseline better" if self.against_is_baseline else f"{self.against} better"
+        what = "best baseline" if self.against_is_baseline else "reference"
+        return (f"{line}; {what}: {self.against} {self.against_value:.3f}; "
+                f"difference {d.fmt_signed()} ({verdict})")
+
+
+def conclude(spec: TaskSpec, results: Sequence[MethodResult], rows: Sequence[MethodRow], *,
+             n_resamples: int = 1000, seed: int = 0) -> Conclusion | None:
+    """The conclusion of a comparison (None without an LLM method). Best = best primary-metric value."""
+    metric = spec.primary_metric
+    higher = _higher(metric)
+
+    def best_of(kind: str) -> MethodRow | None:
+        cands = [r for r in rows if r.kind == kind]
+        return (max if higher else min)(cands, key=lambda r: r.metrics[metric].value) if cands else None
+
+    best = best_of("llm")
+    if best is None:
+        return None
+    against = best_of("baseline")
+    if against is None and best.method != "none":
+        against = next((r for r in rows if r.method == "none"), None)
+    out = Conclusion(metric, higher, best.method, best.metrics[metric].value)
+    if against is not None:
+        by_name = {r.method: r for r in results}
+        a, b = by_name[best.method].records, by_name[against.method].records
+        out.against, out.against_value = against.method, against.metrics[metric].value
+        out.against_is_baseline = against.kind == "baseline"
+        out.difference = paired_difference(metric, [r.prediction for r in a], [r.prediction for r in b],
+                                           [r.target for r in a], spec.labels, n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def machine_text(rows: Sequence[MethodRow]) -> str:
+    """The CPU count of this machine and the devices that computed the rows (timings mean little without)."""
+    devices: dict[str, int] = {}
+    for r in rows:
+        for d, n in r.devices.items():
+            devices[d] = devices.get(d, 0) + n
+    where = devices_text(devices, default="no device recorded")
+    return f"{os.cpu_count()} CPUs ({platform.platform()}); LLM rows computed on: {where}"
+
+
+def report_dict(spec: TaskSpec, rows: Sequence[MethodRow], *, meta: dict[str, Any] | None = None,
+                conclusion: Conclusion | None = None) -> dict[str, Any]:
     return {"task": spec.name, "primary_metric": spec.primary_metric,
             "higher_is_better": _higher(spec.primary_metric), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "meta": meta or {}, "methods": rows}
+            "meta": meta or {}, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "conclusion": None if conclusion is None else {**dataclasses.asdict(conclusion), "text": conclusion.text},
+            "methods": rows}
+
+
+def plot_rows(spec: TaskSpec, rows: Sequence[MethodRow], path: Path) -> Path:
+    """The primary metric by method with 95% intervals, drawn by the bench's plot (one plotting engine)."""
+    from pllm.eval.plots import plot_by_method
+
+    task = {"task": spec.name, "primary_metric": spec.primary_metric, "n_questions": rows[0].n if rows else 0,
+            "higher_is_better": {m: _higher(m) for m in spec.metrics},
+            "rows": [{"cell": r.method, "kind": r.kind, "method": r.method,
+                      "metrics": {m: dataclasses.asdict(iv) for m, iv in r.metrics.items()}} for r in rows]}
+    return plot_by_method(task, path)
 
 
 def write_report(folder: str | Path, spec: TaskSpec, rows: Sequence[MethodRow], *, title: str,
-                 meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+                 meta: dict[str, Any] | None = None, conclusion: Conclusion | None = None) -> tuple[Path, Path]:
+    """report.json, report.md and the plot it links (PNG beside it). `meta` keys `model` and `data` are
+    shown in the header; the machine is this one (CPU count) and the devices the rows were computed on."""
     folder = Path(folder)
-    json_path = atomic_write_json(folder / "report.json", report_dict(spec, rows, meta=meta))
+    meta = meta or {}
+    json_path = atomic_write_json(folder / "report.json", report_dict(spec, rows, meta=meta, conclusion=conclusion))
     md = [f"# {title}", "", f"Task `{spec.name}`: {spec.description}", "",
-          f"Questions: {rows[0].n if rows else 0}. Intervals: 95% bootstrap (1,000 resamples); "
-          "Δ is the paired difference against no personalization.", "", markdown_table(spec, rows)]
+          f"- model: {meta.get('model', '—')}",
+          f"- data: `{meta.get('data') or meta.get('questions') or '—'}`",
+          f"- machine: {machine_text(rows)}",
+          f"- questions: {rows[0].n if rows else 0}"
+          + (f"; wall time {meta['seconds'] / 60:.1f} min" if meta.get("seconds") else ""), ""]
+    if conclusion is not None:
+        md += ["**" + conclusion.text[0].upper() + conclusion.text[1:] + ".**", ""]
+    md += ["Intervals: 95% bootstrap (1,000 resamples); Δ is the paired difference against no "
+           "personalization; the conclusion's difference is paired the same way.", "",
+           method_table(spec, rows).markdown()]
+    if rows:
+        png = plot_rows(spec, rows, folder / f"{_slug(spec.primary_metric)}_by_method.png")
+        md += [f"![{spec.primary_metric} by method, 95% intervals]({png.name})", ""]
     md_path = atomic_write_text(folder / "report.md", "\n".join(md))
     return json_path, md_path
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def write_predictions(folder: str | Path, spec: TaskSpec, method: str, records: Sequence[PredictionRecord], *,
@@ -183,8 +343,11 @@ def fast_bootstrap(metric: str, preds, golds, labels=None, *, n_resamples: int =
     return Interval(float(value), float(lo), float(hi))
 
 
-def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int], bins: int) -> dict[str, Any]:
-    """The primary metric per profile-size bin (quantile edges over the questions), per method."""
+def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int], bins: int, *,
+                     n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The primary metric per profile-size bin (quantile edges over the questions), per method, and its
+    95% bootstrap interval within the bin (`intervals`: bins hold a quarter of the questions, so their
+    values are noisier than the table's)."""
     import numpy as np
 
     from pllm.eval.metrics import METRICS
@@ -201,12 +364,15 @@ def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int
     metric = METRICS.get(spec.primary_metric)
     out = {"metric": spec.primary_metric,
            "bins": [{"low": lo, "high": hi, "closed": last, "n": int(len(ix))} for lo, hi, last, ix in groups],
-           "methods": {}}
+           "methods": {}, "intervals": {}}
     for res in results:
         preds = [r.prediction for r in res.records]
         golds = [r.target for r in res.records]
         out["methods"][res.method] = [metric.compute([preds[i] for i in ix], [golds[i] for i in ix], spec.labels)
                                       for _, _, _, ix in groups]
+        ivs = [fast_bootstrap(spec.primary_metric, [preds[i] for i in ix], [golds[i] for i in ix], spec.labels,
+                              n_resamples=n_resamples, seed=seed) for _, _, _, ix in groups]
+        out["intervals"][res.method] = [[iv.low, iv.high] for iv in ivs]
     return out
 
 
@@ -289,7 +455,8 @@ def bench_task_report(spec: TaskSpec, done: Sequence[tuple[Any, MethodResult]], 
         "n_questions": len(questions), "profile_size": {"min": min(sizes), "median": sorted(sizes)[len(sizes) // 2],
                                                          "max": max(sizes)} if sizes else {},
         "rows": rows, "incomplete": list(incomplete), "skipped": list(skipped),
-        "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins) if done else {},
+        "by_profile_size": _by_profile_size(spec, [r for _, r in done], sizes, profile_bins, n_resamples=n_resamples,
+                                            seed=seed) if done else {},
         "n_resamples": n_resamples, **({"judge": judge} if judge is not None else {}), **meta,
     }
 
@@ -317,10 +484,10 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
     cfg = report.get("config", {})
     machine = report.get("machine", {})
     lines = ["# pllm bench report", "",
-             f"Created {report.get('created', '')} on {machine.get('platform', '?')} "
-             f"({machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}, "
-             f"cuda: {machine.get('cuda', '?')}). Models: {', '.join(cfg.get('models', []))}; "
-             f"k: {cfg.get('k')}; styles: {cfg.get('styles')}.", "",
+             f"Rows computed on: {_all_devices(report)}. Models: {', '.join(cfg.get('models', []))}; "
+             f"k: {cfg.get('k')}; styles: {cfg.get('styles')}. Report written {report.get('created', '')} on "
+             f"{machine.get('platform', '?')} ({machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}, "
+             f"cuda: {machine.get('cuda', '?')}).", "",
              f"Every interval is a 95% bootstrap interval ({cfg.get('n_resamples', 1000)} resamples over "
              "questions). Δ is the paired difference against no personalization (`none`) in the same prompt "
              "style and model (baselines: against the first `none`), resampled jointly. Unparseable outputs "
@@ -328,29 +495,12 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
              "as measured on the device in the `ran on` column (the machine above is the one that wrote this "
              "report; it may have been shared).", ""]
     for name, t in report.get("tasks", {}).items():
-        metrics = t["metrics"]
-        arrows = {m: "↑" if t["higher_is_better"][m] else "↓" for m in metrics}
         lines += [f"## {name}", "", f"Task `{t['task']}`: {t['description']}", "",
                   f"Questions: {t['n_questions']} ({t.get('split', 'test')} split of `{t.get('data', '?')}`); "
                   f"profile size min/median/max: {t['profile_size'].get('min')}/"
                   f"{t['profile_size'].get('median')}/{t['profile_size'].get('max')}.", ""]
         judged = [r for r in t["rows"] if r.get("judge")]
-        head = ["cell"] + [f"{m} {arrows[m]} [95% CI]" for m in metrics] + \
-            [f"Δ{t['primary_metric']} vs none [95% CI]"] + (["judge win vs ref [95% CI]"] if judged else []) + \
-            ["unparseable", "truncated", "prompt tok", "wall s", "q/s", "tok/s", "ran on"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in t["rows"]:
-            cells = [f"{r['cell']}" + (" (baseline)" if r["kind"] == "baseline" else "")]
-            cells += [_fmt_iv(r["metrics"][m]) for m in metrics]
-            cells += [_fmt_iv(r["vs_none"].get(t["primary_metric"]))]
-            if judged:
-                cells += [_fmt_iv(r["judge"]["win_rate"]) if r.get("judge") else "—"]
-            cells += [str(r["unparseable"]), str(r["truncated"]),
-                      f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
-                      f"{r['questions_per_second']:.2f}" if r["questions_per_second"] else "—",
-                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "—",
-                      devices_text(r.get("devices"))]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines.append(bench_table(t).markdown().rstrip("\n"))
         if t.get("judge"):
             lines += _judge_markdown(t["judge"], judged)
         if t.get("incomplete"):
@@ -368,6 +518,55 @@ def bench_markdown(report: dict[str, Any], plots: dict[str, dict[str, str]] | No
             lines += ["", f"![{name}: {kind}]({rel})"]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def bench_table(t: dict[str, Any], *, compact: bool = False) -> Table:
+    """One bench task's table (the same engine as `method_table`): every cell with its metrics, the
+    difference against `none`, the judge's win rate when judged, counts, speed and the device."""
+    metrics, p = t["metrics"], t["primary_metric"]
+    arrows = {m: "↑" if t["higher_is_better"][m] else "↓" for m in metrics}
+    judged = any(r.get("judge") for r in t["rows"])
+
+    def iv(x: Any, signed: bool = False) -> str:
+        if x is None:
+            return "—"
+        x = Interval(x["value"], x["low"], x["high"]) if isinstance(x, dict) else x
+        return x.fmt_short(signed=signed) if compact else x.fmt_signed() if signed else x.fmt()
+
+    ci = "" if compact else " [95% CI]"
+    head = ["cell"] + [f"{m} {arrows[m]}{ci}" for m in metrics] + [f"Δ{p} vs none{ci}"] + \
+        ([f"judge win{ci}" if compact else "judge win vs ref [95% CI]"] if judged else []) + \
+        (["unparsed", "trunc", "tok", "sec"] if compact else ["unparseable", "truncated", "prompt tok", "wall s"]) + \
+        ["q/s", "tok/s", "ran on"]
+    body = []
+    for r in t["rows"]:
+        cells = [r["cell"] + (" (baseline)" if r["kind"] == "baseline" and not compact else "")]
+        cells += [iv(r["metrics"][m]) for m in metrics] + [iv(r["vs_none"].get(p), signed=True)]
+        if judged:
+            cells.append(iv(r["judge"]["win_rate"]) if r.get("judge") else "—")
+        cells += [str(r["unparseable"]), str(r["truncated"]),
+                  f"{r['mean_prompt_tokens']:.0f}" if r["kind"] == "llm" else "—", f"{r['seconds']:.1f}",
+                  f"{r['questions_per_second']:.2f}" if r.get("questions_per_second") else "—",
+                  f"{r['tokens_per_second']:.0f}" if r.get("tokens_per_second") else "—",
+                  devices_text(r.get("devices"))]
+        body.append(cells)
+    n = len(head)
+    secondary = [1 + i for i, m in enumerate(metrics) if m != p][::-1]
+    return Table(head, body, optional=[*secondary, n - 2, n - 3, n - 5, n - 1, n - 4, n - 6],
+                 notes=["± = half the 95% interval"] if compact else [])
+
+
+def _all_devices(report: dict[str, Any]) -> str:
+    """Every device that produced a row of the report, with its question count: cells may have run on
+    other machines than the one that wrote the report (a GPU lent for a while, then this CPU)."""
+    total: dict[str, int] = {}
+    for t in report.get("tasks", {}).values():
+        for r in t.get("rows", []):
+            for d, n in (r.get("devices") or {}).items():
+                total[d] = total.get(d, 0) + n
+    if not total:
+        return "no device recorded"
+    return ", ".join(f"{d} ({n} questions)" for d, n in sorted(total.items(), key=lambda x: -x[1]))
 
 
 def _judge_markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:

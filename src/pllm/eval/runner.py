@@ -9,7 +9,7 @@ from typing import Any
 
 from pllm.eval.baselines import make_baseline
 from pllm.eval.report import MethodResult
-from pllm.models.base import Generator
+from pllm.models.base import Generator, device_label
 from pllm.pipeline import MethodConfig, Personalizer
 from pllm.prompting.profile import SummaryConfig
 from pllm.tasks.spec import TaskSpec
@@ -45,6 +45,8 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
     label = name or method.label
     records = []
     t0 = time.perf_counter()
+    if progress:
+        progress(label, 0, len(questions))  # the bar (and the rate's clock) starts before the first batch
     for start in range(0, len(questions), batch_size):
         records.extend(pers.predict(questions[start:start + batch_size], batch_size=batch_size))
         if progress:
@@ -52,7 +54,12 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
     return MethodResult(method=label, records=records, seconds=time.perf_counter() - t0, kind="llm",
                         config={**dataclasses.asdict(method), "model": generator.model_id, "backend": generator.name,
                                 "mode": pers.mode, "style": pers.style.name, **learned},
-                        timings=pers.timings.as_dict())
+                        timings=pers.timings.as_dict(), devices=_devices(generator, len(records)))
+
+
+def _devices(generator: Generator, n: int) -> dict[str, int]:
+    device = device_label(generator)
+    return {device: n} if device and n else {}
 
 
 def run_baseline(spec: TaskSpec, questions: Sequence[Question], name: str, *, train: Sequence[Question] = (),

@@ -20,6 +20,20 @@ class Interval:
     def fmt(self, digits: int = 3) -> str:
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
+    def fmt_signed(self, digits: int = 3) -> str:
+        """`+0.105 [+0.020, +0.190]`: for differences, where the sign is the point."""
+        return f"{self.value:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
+    def fmt_short(self, digits: int = 3, *, signed: bool = False) -> str:
+        """`0.995 ±0.13`, ± being half the interval's width: a narrow column's form of `fmt` (the
+        interval may be asymmetric; reports keep the full one)."""
+        value = f"{self.value:+.{digits}f}" if signed else f"{self.value:.{digits}f}"
+        return f"{value} ±{(self.high - self.low) / 2:.{max(digits - 1, 1)}f}"
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
 
 def bootstrap_metric(metric: str, preds: Sequence[str | None], golds: Sequence[str], labels=None, *,
                      n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> Interval:
