@@ -112,7 +112,7 @@ def test_extraction_understands_the_conventions():
     (["eval", "--task", "LaMP-3", "--questions", "q", "--k", "four"], "valid integer"),
     (["users", "show", "ada", "ben"], "unexpected extra argument"),
     (["eval", "--task", "LaMP-33", "--questions", "q"], "(unknown|no) task 'LaMP-33'"),
-    (["data", "build", "movielens-rec", "--source", "s", "--out", "o"], "no dataset builder 'movielens-rec'"),
+    (["data", "build", "no-such-builder", "--source", "s", "--out", "o"], "no dataset builder 'no-such-builder'"),
 ])
 def test_a_wrong_pllm_command_fails(argv: list[str], needle: str):
     with pytest.raises(AssertionError, match=needle):

@@ -32,6 +32,7 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("PLLM_DTYPE", "weights dtype for local models, e.g. float32 (default bf16 on a GPU)"),
     ("PLLM_MOVIELENS", "MovieLens-100k folder (default: ../shared/data, a download, or the recbole package)"),
     ("PLLM_LOG", "log level, e.g. INFO (default WARNING)"),
+    ("PLLM_PROGRESS_SECONDS", "seconds between plain progress lines when output is not a terminal (default 10)"),
     ("PLLM_OPENAI_BASE_URL", "endpoint of the openai backend (else OPENAI_BASE_URL)"),
     ("PLLM_OPENAI_API_KEY", "key of the openai backend (else OPENAI_API_KEY)"),
     ("PLLM_OPENAI_MODEL", "model of the openai backend (default: the server's first)"),
