@@ -289,9 +289,11 @@ class HFGenerator(Generator):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode_text(self, text: str, chat: bool) -> list[int]:
-        # The chat template already writes its own special tokens; raw text gets the tokenizer's
-        # usual ones (e.g. a BOS for Llama-style models), as the model saw in pretraining.
-        return list(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
+        # The chat template already writes its own special tokens; raw text, and chat prompts rendered as
+        # plain text for want of a template (base models), get the tokenizer's usual ones (e.g. the BOS that
+        # Gemma and Llama-style models saw in pretraining).
+        templated = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        return list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """The exact input ids fed to the model for `prompt`."""
