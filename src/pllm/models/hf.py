@@ -1,6 +1,7 @@
 """The transformers backend: any causal LM (or encoder-decoder) by hub id or local folder, plus the
-embedded SmolLM2 default. Generation is batched with left padding; scoring reads log-probs directly
-(one forward pass per prompt batch when every candidate is a single token, the rating-label hot path).
+embedded models by name (`pllm.models.embedded`; SmolLM2 is the default). Generation is batched with
+left padding; scoring reads log-probs directly (one forward pass per prompt batch when every candidate
+is a single token, the rating-label hot path).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt, normalize_continuations, trim_at_stop
-from pllm.models.embedded import EMBEDDED_NAME, embedded_model_path
+from pllm.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ class HFGenerator(Generator):
                  revision: str | None = None) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        if model is None or model == EMBEDDED_NAME:
-            path: str | Path = embedded_model_path()
-            model_id = EMBEDDED_NAME
+        if model is None or model in EMBEDDED_MODELS:  # a packaged model, by name
+            path: str | Path = embedded_model_path(model)
+            model_id = model or DEFAULT_MODEL
         else:
             path, model_id = model, model
         dev = torch.device(device) if device is not None else pick_device()
