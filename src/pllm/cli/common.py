@@ -15,6 +15,8 @@ from pllm.users.store import SQLiteUserStore
 console = Console()
 err_console = Console(stderr=True)
 
+MODEL_HELP = "Model id/path, or an embedded model by name (`pllm models list`; default: smollm2-135m-instruct)."
+
 DbOption = typer.Option(None, "--db", help="SQLite store path (default: $PLLM_HOME/pllm.sqlite3).")
 
 
