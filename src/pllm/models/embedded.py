@@ -103,6 +103,7 @@ def register_embedded(model: EmbeddedModel, *, replace: bool = False) -> Embedde
 
 # --------------------------------------------------------------------------------- the registered models
 DEFAULT_MODEL = "smollm2-135m-instruct"
+EMBEDDED_NAME = DEFAULT_MODEL  # the name before the registry, kept for callers on other branches
 
 register_embedded(EmbeddedModel(
     name="smollm2-135m-instruct",
