@@ -64,6 +64,29 @@ def test_render_chat_vs_raw(gen: HFGenerator) -> None:
     assert gen.count_prompt_tokens(Prompt("hello world")) == gen.count_tokens(chat)
 
 
+def test_base_model_without_template_gets_its_bos_on_chat_prompts() -> None:
+    """A base model (no chat template, e.g. the embedded Gemma 3 270M) renders chat prompts as plain text,
+    and that text is encoded like raw text: with the BOS the tokenizer adds, as in pretraining."""
+    from tokenizers.processors import TemplateProcessing
+
+    from pllm.models.testing import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    tok.chat_template = None
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    base = HFGenerator.from_model(make_tiny_generator(seed=0).model, tok, "tiny-base")
+    chat_ids = base.encode_prompt(Prompt("rate this movie", system="answer with one number"))
+    raw_ids = base.encode_prompt(Prompt("answer with one number\n\nrate this movie", chat=False))
+    assert chat_ids == raw_ids and chat_ids[0] == bos
+    templated = make_tiny_generator(seed=0)  # a template writes its own specials: no BOS added on top
+    templated.tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", templated.tokenizer.bos_token_id)])
+    assert templated.encode_prompt(Prompt("rate this movie"))[0] != templated.tokenizer.bos_token_id
+    scores = base.score([Prompt("rate this movie")], LABELS)
+    assert scores.shape == (1, 5) and np.isfinite(scores).all()
+
+
 def test_count_and_truncate_tokens(gen: HFGenerator) -> None:
     text = "the movie was great , I love it"
     assert gen.count_tokens(text) == 8

@@ -75,6 +75,7 @@ _SUBAPPS: list[tuple[str, str | None]] = [
     ("pllm.cli.rec", "rec"),
     ("pllm.cli.judge", "judge"),
     ("pllm.cli.adapt", "adapt"),
+    ("pllm.cli.models", "models"),
 ]
 
 for _module, _name in _SUBAPPS:

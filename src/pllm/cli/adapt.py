@@ -9,13 +9,13 @@ import typer
 from rich.table import Table
 
 import pllm.adapt.store  # noqa: F401  (registers the forget hook, so `pllm users forget` reaches adapters)
-from pllm.cli.common import DbOption, console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
 
 AdaptersDirOption = typer.Option(None, "--adapters-dir", help="Adapter folder (default: adapters/ beside the store).")
 BackendOption = typer.Option("hf", "--backend", help="Generator backend (hf).")
-ModelOption = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2).")
+ModelOption = typer.Option(None, "--model", help=MODEL_HELP)
 
 
 def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, min_items: int, k: int,

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
+MODEL_HELP = "Model id/path, or an embedded model by name (`pllm models list`; default: smollm2-135m-instruct)."
+
 DbOption = typer.Option(None, "--db", help="SQLite store path (default: $PLLM_HOME/pllm.sqlite3).")
 
 PROGRESS_SECONDS_ENV = "PLLM_PROGRESS_SECONDS"  # seconds between plain progress lines (0: every update)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import DbOption, console, open_db, print_table, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, print_table, progress_bar, task_callback, tracker
 from pllm.errors import InputError
 from pllm.eval.report import Conclusion, MethodRow, conclude, method_table, summarize, write_predictions, write_report
 from pllm.eval.runner import run_baseline, run_method
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
                                           "train_questions.json beside --questions)."),
         max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", help="Prompt budget in model tokens."),
         backend: str = typer.Option("hf", "--backend", help="Generator backend: hf|openai."),
-        model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+        model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
         limit: int | None = typer.Option(None, "--limit", help="Score only the first N questions."),
         batch_size: int = typer.Option(8, "--batch-size", help="Questions per model call."),
         baselines: bool = typer.Option(False, "--baselines", help="Also score the non-LLM baselines."),
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(200, "--limit", help="Test questions to score."),
         styles: bool = typer.Option(False, "--styles", help="Also run bm25@k in the instruction prompt style."),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: $PLLM_HOME/runs/main)."),
-        model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+        model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     ) -> None:
         """The main job: personalized vs unpersonalized on movielens-rating with the embedded model."""
         from pllm.eval.main_job import MainJobConfig, run_main_job

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import console, progress_bar, tracker
+from pllm.cli.common import MODEL_HELP, console, progress_bar, tracker
 from pllm.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, help="Recommendation: movielens-rec candidate ranking and ranking metrics.")
@@ -132,7 +132,7 @@ def soft_train(
     retriever: str = typer.Option("none", "--retriever", help="Also show retrieved history as text (none|bm25|...)."),
     k: int = typer.Option(4, "--k", help="History items retrieved when --retriever is set."),
     embedder: str = typer.Option("minilm", "--embedder", help="History/candidate embedder."),
-    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed for users, negatives, shuffling and initialization."),
 ) -> None:
     """Train the llm-pointwise-soft user encoder (PPlug-style) on a split's ranked lists, model frozen."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import DbOption, console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
 from pllm.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, help="Soft-fused prompting: a learned user embedding read as soft tokens.")
@@ -45,7 +45,7 @@ def train(
     k: int = typer.Option(4, "--k", help="Items retrieved when --retriever is set."),
     style: str | None = typer.Option(None, "--style", help="Prompt style (default per task)."),
     embedder: str = typer.Option("minilm", "--embedder", help="Item/query embedder."),
-    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed for user sampling, shuffling, init."),
     db: Path | None = DbOption,
 ) -> None:
@@ -126,7 +126,7 @@ def compare(
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N questions."),
     retriever: str = typer.Option("bm25", "--retriever", help="Retriever for the text and combined methods."),
     k: int = typer.Option(4, "--k", help="Items retrieved per question."),
-    model: str | None = typer.Option(None, "--model", help="Model id/path (default: embedded SmolLM2)."),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per model call."),
     db: Path | None = DbOption,
 ) -> None:

@@ -1,6 +1,7 @@
 """The transformers backend: any causal LM (or encoder-decoder) by hub id or local folder, plus the
-embedded SmolLM2 default. Generation is batched with left padding; scoring reads log-probs directly
-(one forward pass per prompt batch when every candidate is a single token, the rating-label hot path).
+embedded models by name (`pllm.models.embedded`; SmolLM2 is the default). Generation is batched with
+left padding; scoring reads log-probs directly (one forward pass per prompt batch when every candidate
+is a single token, the rating-label hot path).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt, normalize_continuations, trim_at_stop
-from pllm.models.embedded import EMBEDDED_NAME, embedded_model_path
+from pllm.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ class HFGenerator(Generator):
                  revision: str | None = None) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        if model is None or model == EMBEDDED_NAME:
-            path: str | Path = embedded_model_path()
-            model_id = EMBEDDED_NAME
+        if model is None or model in EMBEDDED_MODELS:  # a packaged model, by name
+            path: str | Path = embedded_model_path(model)
+            model_id = model or DEFAULT_MODEL
         else:
             path, model_id = model, model
         dev = torch.device(device) if device is not None else pick_device()
@@ -289,9 +290,11 @@ class HFGenerator(Generator):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode_text(self, text: str, chat: bool) -> list[int]:
-        # The chat template already writes its own special tokens; raw text gets the tokenizer's
-        # usual ones (e.g. a BOS for Llama-style models), as the model saw in pretraining.
-        return list(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
+        # The chat template already writes its own special tokens; raw text, and chat prompts rendered as
+        # plain text for want of a template (base models), get the tokenizer's usual ones (e.g. the BOS that
+        # Gemma and Llama-style models saw in pretraining).
+        templated = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        return list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """The exact input ids fed to the model for `prompt`."""
