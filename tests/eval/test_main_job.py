@@ -22,13 +22,14 @@ def test_main_job_end_to_end_on_real_data(tmp_path):
     job = run_main_job(config)
     rows, out = job.rows, job.folder
     by_name = {r.method: r for r in rows}
-    assert set(by_name) == {"none", "bm25@4", "dense@4", "profile", "global-mean", "user-mean", "knn"}
+    assert set(by_name) == {"none", "bm25@4", "dense@4", "profile", "global-mean", "user-mean", "user-median", "bias",
+                            "knn"}
     for row in rows:
         assert row.n == 8 and 0.0 <= row.metrics["mae"].value <= 4.0
         assert row.metrics["mae"].low <= row.metrics["mae"].value <= row.metrics["mae"].high
     assert by_name["bm25@4"].mean_prompt_tokens > by_name["none"].mean_prompt_tokens
     report = json.loads((out / "report.json").read_text())
-    assert report["task"] == "movielens-rating" and len(report["methods"]) == 7
+    assert report["task"] == "movielens-rating" and len(report["methods"]) == 9
     md = (out / "report.md").read_text()
     assert "| bm25@4 " in md and "best LLM method:" in md and "mae_by_method.png" in md
     saved = json.loads((out / "main_job_config.json").read_text())

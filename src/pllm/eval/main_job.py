@@ -38,13 +38,20 @@ class MainJobConfig:
     batch_size: int = field(default=8, metadata={"help": "Questions per model call."})
     summary_items: int = field(default=6, metadata={
         "help": "Latest items each profile summary reads (summaries dominate the job's time on CPU)."})
+    summary_tokens: int = field(default=32, metadata={
+        "help": "Length of each profile summary in tokens (decoding them is the job's slowest step on CPU)."})
     styles: bool = field(default=False, metadata={"help": "Also run bm25 in the instruction style, to compare."})
 
     def __post_init__(self) -> None:
-        for name in ("limit", "k", "batch_size", "summary_items"):
+        for name in ("limit", "k", "batch_size", "summary_items", "summary_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
         GENERATORS.get(self.backend)  # a typo fails before the data is built or a model loads
+
+
+# The honest bars: the user median is the best constant for MAE, the bias model adds what other users
+# say about the movie.
+MAIN_BASELINES = ("global-mean", "user-mean", "user-median", "bias", "knn")
 
 
 def main_methods(config: MainJobConfig) -> list[tuple[str, MethodConfig]]:
@@ -82,10 +89,11 @@ def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> Mai
         for name, method in main_methods(config):
             res = run_method(spec, test, generator, method, store=store, batch_size=config.batch_size,
                              progress=progress, name=name,
-                             summary_config=SummaryConfig(max_items=config.summary_items))
+                             summary_config=SummaryConfig(max_items=config.summary_items,
+                                                          max_new_tokens=config.summary_tokens))
             results.append(res)
             write_predictions(out, spec, name, res.records)
-        for name in ("global-mean", "user-mean", "knn"):
+        for name in MAIN_BASELINES:
             res = run_baseline(spec, test, name, train=train, store=store)
             results.append(res)
             write_predictions(out, spec, name, res.records)
