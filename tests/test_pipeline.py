@@ -99,3 +99,18 @@ def test_tiny_real_model_scores_and_generates(tiny_generator, lamp3_files):
     gen = Personalizer(spec, tiny_generator, MethodConfig(retriever="recency", k=2, predict="generate",
                                                            style="instruction")).predict(qs)
     assert all(r.prediction is None or r.prediction in spec.labels for r in gen)
+
+
+def test_stats_profile_goes_into_the_prompt_for_label_tasks():
+    from pllm.models.testing import make_tiny_generator
+    from pllm.pipeline import MethodConfig, Personalizer
+    from pllm.tasks.spec import get_task
+    from pllm.types import ProfileItem, Question
+
+    spec = get_task("movielens-genre")
+    items = [ProfileItem(id=f"i{n}", user_id="u", fields={"title": "T", "year": "1990", "genres": "Drama",
+                                                          "rating": "5", "tag": tag})
+             for n, tag in enumerate(["Drama", "Drama", "Comedy"])]
+    q = Question(id="q", user_id="u", input="T", query={"title": "T", "year": "1990"}, profile=items, target="Drama")
+    built = Personalizer(spec, make_tiny_generator(), MethodConfig(stats=True)).build_prompts([q])[0]
+    assert "3 past answers, most frequent: Drama 67%, Comedy 33%." in built.prompt.text

@@ -14,7 +14,7 @@ from typing import Any
 
 from pllm.errors import InputError
 from pllm.models.base import Generator
-from pllm.prompting.profile import ProfileSummarizer, SummaryConfig
+from pllm.prompting.profile import ProfileSummarizer, SummaryConfig, output_stats
 from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, default_style, get_style
 from pllm.retrieval.base import RETRIEVERS, Doc, RetrieverIndex, accepts_option, make_retriever
 from pllm.retrieval.embedders import EMBEDDERS
@@ -32,6 +32,8 @@ class MethodConfig:
     retriever: str = field(default="none", metadata={"help": "none|random|recency|bm25|dense|hybrid"})
     k: int = field(default=4, metadata={"help": "Items retrieved from the user's history."})
     profile: bool = field(default=False, metadata={"help": "Prepend a cached LLM-written user summary."})
+    stats: bool = field(default=False, metadata={
+        "help": "Prepend a statistical profile: the distribution of the user's own past outputs (no LLM call)."})
     style: str | None = field(default=None, metadata={
         "help": "Prompt style: demonstrations|instruction (default: demonstrations where the task has them)."})
     predict: str = field(default="auto", metadata={
@@ -70,8 +72,10 @@ class MethodConfig:
 
     @property
     def label(self) -> str:
-        """`[ft+][profile+]retriever@k`, with `/readout` and `+cal` when those differ from the default."""
+        """`[ft+][profile+][stats+]retriever@k`, with `/readout` and `+cal` when those differ from the default."""
         parts = [] if self.retriever == "none" else [f"{self.retriever}@{self.k}"]
+        if self.stats:
+            parts.insert(0, "stats")
         if self.profile:
             parts.insert(0, "profile")
         if self.ft:
@@ -179,6 +183,9 @@ class Personalizer:
         summaries: list[str | None] = [None] * len(questions)
         if self.summarizer is not None:
             summaries = list(self.summarizer.summaries([(q.user_id, q.profile) for q in questions]))
+        if self.method.stats:
+            summaries = [" ".join(x for x in (s, output_stats(self.spec, q.profile)) if x) or None
+                         for s, q in zip(summaries, questions)]
         t2 = time.perf_counter()
         built = [self.builder.build(q, items, s) for q, items, s in zip(questions, retrieved, summaries)]
         free = [self.builder.build(content_free(q), items, s) for q, items, s in zip(questions, retrieved, summaries)

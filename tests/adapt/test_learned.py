@@ -107,3 +107,29 @@ def test_a_learned_method_needs_a_local_model(spec, method, echo_backend):
 def test_learned_profile_methods_are_refused(spec):
     with pytest.raises(InputError, match="profile summary"):
         ft_config(spec, MethodConfig(retriever="bm25", profile=True, ft=True))
+
+
+def test_statistical_profile_is_in_the_prompt_and_in_training_texts(spec, tiny, store):
+    from pllm.prompting.profile import output_stats
+
+    items = make_items("a", 5)  # ratings 1, 2, 3, 4, 5
+    assert output_stats(spec, items) == "5 past answers: 1: 20%, 2: 20%, 3: 20%, 4: 20%, 5: 20%; median 3."
+    assert output_stats(spec, []) is None
+    mc = parse_method("ft+stats+recency", 2, max_prompt_tokens=256)
+    assert (mc.stats, mc.label) == (True, "ft+stats+recency@2")
+    record, _ = train_learned(tiny, spec, mc, _split(5, ["a"]), store=store,
+                              config=ft_config(spec, mc, epochs=1, batch_size=4), max_pairs=4)
+    lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
+    # each training text's statistics cover only the items before it (all rated 5 here; the first has none)
+    with_stats = [ln for ln in lines if "past answers" in ln["prompt"]]
+    assert with_stats and all("5: 100%" in ln["prompt"] for ln in with_stats)
+    assert all(ln["prompt"].count("past answers") <= 1 for ln in lines)
+
+
+def test_a_recipe_field_added_later_keeps_older_adapters_up_to_date(spec):
+    from dataclasses import asdict
+
+    cfg = ft_config(spec, MethodConfig(retriever="bm25", k=4, ft=True))
+    old = {k: v for k, v in asdict(cfg).items() if k != "stats"}  # a record written before `stats` existed
+    assert cfg.hash_fields() == old
+    assert ft_config(spec, MethodConfig(retriever="bm25", k=4, stats=True, ft=True)).hash_fields()["stats"] is True

@@ -4,12 +4,13 @@ and an up-to-date adapter recognised (and skipped) on a resumed run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pllm.errors import InputError
 
 METHODS = ("lora", "ia3", "prompt-tuning")
+ADDED_LATER = ("stats",)  # recipe fields newer than some trained adapters (see hash_fields)
 # peft methods whose layers take a per-row `adapter_names=` (one forward pass for a mixed batch).
 MIXED_BATCH_METHODS = ("lora",)
 
@@ -40,6 +41,8 @@ class AdaptConfig:
     retriever: str = field(default="none", metadata={
         "help": "Retriever over the user's earlier items for demonstrations inside training texts."})
     k: int = field(default=0, metadata={"help": "Demonstrations per training text (0: the query alone)."})
+    stats: bool = field(default=False, metadata={
+        "help": "Statistical profile (the user's earlier output distribution) inside every training text."})
     max_prompt_tokens: int = field(default=512, metadata={"help": "Token budget of one training prompt."})
     style: str | None = field(default=None, metadata={"help": "Prompt style (default: the task's default)."})
 
@@ -70,6 +73,15 @@ class AdaptConfig:
             PROMPT_STYLES.get(self.style)
         if self.target_modules is not None:
             self.target_modules = [str(m) for m in self.target_modules]
+
+    def hash_fields(self) -> dict[str, Any]:
+        """The recipe as it enters an adapter's data hash: fields added after adapters were trained are left
+        out while at their default, so those adapters stay up to date."""
+        data = asdict(self)
+        for name in ADDED_LATER:
+            if data[name] == AdaptConfig.__dataclass_fields__[name].default:
+                data.pop(name)
+        return data
 
     @property
     def mixed_batches(self) -> bool:

@@ -77,12 +77,12 @@ def training_pairs(spec: TaskSpec, generator: Generator, items: Sequence[Profile
     from pllm.pipeline import MethodConfig, Personalizer
 
     method = MethodConfig(retriever=config.retriever if config.k else "none", k=config.k, style=config.style,
-                          max_prompt_tokens=config.max_prompt_tokens)
+                          max_prompt_tokens=config.max_prompt_tokens, stats=config.stats)
     pers = Personalizer(spec, generator, method)
     ordered = [i for i in select_items(items, config) if only is None or i.id in only]
     history = sort_items(items)
     position = {id(item): i for i, item in enumerate(history)}
-    questions = [item_question(spec, item, history[:position[id(item)]] if config.k else [], user_id)
+    questions = [item_question(spec, item, history[:position[id(item)]] if config.k or config.stats else [], user_id)
                  for item in ordered]
     built = pers.build_prompts(questions)
     end = built[0].stop[0] if built and built[0].stop else ""

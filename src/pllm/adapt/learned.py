@@ -44,6 +44,7 @@ def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptCo
         raise InputError("a learned method with a profile summary is not supported: summaries would have to be "
                          "written for every training item's history", field="profile")
     values = {**FT_DEFAULTS, **overrides, "retriever": method.retriever if method.k else "none", "k": method.k,
+              "stats": method.stats,
               "style": method.style or default_style(spec), "max_prompt_tokens": method.max_prompt_tokens}
     return AdaptConfig(**values)
 

@@ -165,7 +165,7 @@ def write_training_texts(path: Any, pairs: Sequence[TrainingPair]) -> None:
 
 def data_hash(pairs: Sequence[TrainingPair], config: AdaptConfig, extra: str = "") -> str:
     """What decides whether an existing adapter is up to date: the exact training texts, the recipe."""
-    return sha1_text(pairs_hash(pairs), json.dumps(asdict(config), sort_keys=True), extra)
+    return sha1_text(pairs_hash(pairs), json.dumps(config.hash_fields(), sort_keys=True), extra)
 
 
 def _sample_items(items_by_user: dict[str, Sequence[ProfileItem]], config: AdaptConfig,

@@ -225,9 +225,11 @@ def parse_extra(text: str) -> tuple[str, int, str]:
 
 
 def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
-    """`[ft+][profile+]<retriever>[+cal][/readout]` (or `none`, `profile`, `ft`) -> a MethodConfig at this k.
+    """`[ft+][profile+][stats+]<retriever>[+cal][/readout]` (or `none`, `profile`, `stats`, `ft`) -> a
+    MethodConfig at this k.
 
-    `ft+` is the learned method (task adapter trained on the train split with this rendering), `+cal`
+    `stats+` prepends the user's output distribution, `ft+` is the learned method (task adapter trained on
+    the train split with this rendering), `+cal`
     contextual calibration, `/median` (etc.) a readout for this cell instead of the grid's."""
     from pllm.retrieval.base import RETRIEVERS
 
@@ -239,15 +241,19 @@ def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
     parts = parts[:-1] if calibrate else parts
     profile = parts[:1] == ["profile"]
     parts = parts[1:] if profile else parts
+    stats = parts[:1] == ["stats"]
+    parts = parts[1:] if stats else parts
     retriever = parts[0] if len(parts) == 1 else "none" if not parts else ""
     if retriever not in RETRIEVERS:
-        raise InputError(f"unknown method {name!r}; use [ft+][profile+]<retriever>[+cal][/readout] with a "
-                         f"retriever among {', '.join(RETRIEVERS.names())} (or none, profile, ft)", field="methods")
+        raise InputError(f"unknown method {name!r}; use [ft+][profile+][stats+]<retriever>[+cal][/readout] with "
+                         f"a retriever among {', '.join(RETRIEVERS.names())} (or none, profile, stats, ft)",
+                         field="methods")
     if readout:
         common = {**common, "readout": readout}
     if calibrate:
         common = {**common, "calibrate": True}
-    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, ft=ft, **common)
+    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, stats=stats, ft=ft,
+                        **common)
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
@@ -525,6 +531,9 @@ class BenchRunner:
         path = self.cell_path(cell).with_suffix(".json")
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
+            if cell.kind == "llm":  # a method field added after this cell was run reads as its default
+                defaults = {f.name: f.default for f in dataclasses.fields(MethodConfig)}
+                old["config"] = {**{k: v for k, v in defaults.items() if k in cell.config}, **old.get("config", {})}
             if old != to_jsonable(meta):
                 raise InputError(f"{self.out} already holds cell {cell.label!r} of task {cell.task!r} with other "
                                  "settings or questions; use a new --out folder (or delete that cell's files)",

@@ -70,3 +70,27 @@ class ProfileSummarizer:
             if out[i] is None:
                 out[i] = self.store.get_summary(user_id=user_id, key=k)
         return [s or "" for s in out]
+
+
+def output_stats(spec: TaskSpec, items: Sequence[ProfileItem], *, top: int = 5) -> str | None:
+    """A statistical profile: the distribution of the user's own past outputs, as one line of text.
+
+    A 4-item retrieval shows the model a sliver of the history; this shows all of it, in numbers, with no
+    LLM call (the statistics a user-median or most-frequent baseline reads, handed to the model). Numeric
+    labels give every label's share and the median; other labels the `top` most frequent. None without
+    outputs."""
+    outs = [o for o in (spec.output_of(p) for p in items) if o is not None]
+    if not outs:
+        return None
+    counts: dict[str, int] = {}
+    for o in outs:
+        counts[o] = counts.get(o, 0) + 1
+    n = len(outs)
+    if spec.numeric_labels:
+        values = sorted(float(o) for o in outs)
+        median = values[(n - 1) // 2]  # the lower median: always one of the user's own values
+        order = sorted(spec.labels or [], key=float)
+        shares = ", ".join(f"{lab}: {round(100 * counts.get(lab, 0) / n)}%" for lab in order)
+        return f"{n} past answers: {shares}; median {median:g}."
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return f"{n} past answers, most frequent: " + ", ".join(f"{o} {round(100 * c / n)}%" for o, c in ranked) + "."
