@@ -27,7 +27,7 @@ from pllm.adapt.store import AdapterStore
 from pllm.eval.bench import BenchRunner, load_bench_config, machine_info
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
 from pllm.eval.report import MethodResult, markdown_table, summarize
-from pllm.eval.stats import bootstrap_metric
+from pllm.eval.stats import bootstrap_metric, paired_difference
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import MethodConfig, PredictionRecord
 from pllm.tasks.readouts import read_out, readouts_for
@@ -75,6 +75,31 @@ def _key(cell: Any) -> str:
 
 def _table(spec: TaskSpec, rows: list[Any], reference: str) -> str:
     return markdown_table(spec, rows).replace("vs none", f"vs {reference}") if rows else "(none)\n"
+
+
+def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(a, b, paired difference of the primary metric a - b) for the comparisons the targets are about."""
+    by = {r.method: r for r in rows}
+    m = spec.primary_metric
+
+    def diff(a: str, b: str) -> tuple[str, str, Any]:
+        golds = [r.target for r in by[a].records]
+        return a, b, paired_difference(m, [r.prediction for r in by[a].records],
+                                       [r.prediction for r in by[b].records], golds, spec.labels)
+
+    out = []
+    llm_dev = {name: c["dev"][c["readout"]] for name, c in choices.items() if "readout" in c}
+    if llm_dev:
+        best = _best(spec, llm_dev)
+        shown = next(r.method for r in rows if r.kind == "llm" and r.method.split("/")[0].removesuffix("+cal") == best)
+        out += [diff(shown, r.method) for r in rows if r.kind == "baseline"]
+    for r in rows:
+        if r.kind == "hybrid":
+            twins = [t.method for t in rows if t.method.startswith("cf-")]  # same estimator first
+            twin = next((t for t in twins if t == f"cf-{r.config['hybrid']['estimator']}"), twins[0] if twins else None)
+            if twin:
+                out.append(diff(r.method, twin))
+    return out
 
 
 def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[str]]:
@@ -135,6 +160,7 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
                 "loss_first_10": record.losses[:10], "loss_last_10": record.losses[-10:],
                 "data_hash": record.data_hash, "recipe": record.config}
     by_kind = {kind: [r for r in summary if r.kind == kind] for kind in ("llm", "hybrid", "baseline")}
+    paired = _paired(spec, rows, choices)
     md = [f"## {spec.name}", "",
           f"{len(test_qs)} test questions; readouts, calibration, hybrid estimators and the strongest baseline "
           f"chosen on the dev split ({len(dev_qs)} questions); hybrids fitted on the train split "
@@ -145,9 +171,15 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
           _table(spec, by_kind["hybrid"], strongest),
           "### Baselines (no LLM; `cf-*` is the hybrids' collaborative-only twin)", "",
           _table(spec, by_kind["baseline"], strongest),
+          "### Paired differences that decide the targets", "",
+          "The best LLM-alone method (by its dev score) against every baseline, and each hybrid against its "
+          "collaborative-only twin (what the LLM adds to the same features). Negative MAE / positive accuracy: "
+          "the first is better.", "", "| comparison | Δ [95% CI] |", "|---|---|",
+          *[f"| {a} − {b} | {iv.fmt()} |" for a, b, iv in paired], "",
           "### Choices made on dev", "", "```json", json.dumps(choices, indent=1), "```", "",
           "### Task adapters", "", "```json", json.dumps(adapters, indent=1, default=str), "```", ""]
     report = {"task": spec.name, "n_test": len(test_qs), "reference": strongest, "choices": choices,
+              "paired": [{"a": a, "b": b, "difference": dataclasses.asdict(iv)} for a, b, iv in paired],
               "adapters": adapters, "rows": [dataclasses.asdict(r) for r in summary]}
     return report, md
 
