@@ -570,7 +570,9 @@ class BenchRunner:
         from pllm.eval.runner import method_generator
 
         mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
-        key = f"{cell.model or 'hf'}|{task.name}|{mc.label}"
+        # One merged copy per adapter: the splits of one task folder, and readouts, share it.
+        plain = dataclasses.replace(mc, readout="argmax", calibrate=False)
+        key = f"{cell.model or 'hf'}|{task.folder}|{task.entry.train_split}|{plain.label}"
         if key not in self._learned:
             if not task.learn:
                 raise InputError(f"learned cell {cell.label!r} needs the task's train split (train_split) to "
