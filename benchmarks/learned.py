@@ -68,9 +68,10 @@ def _with_readout(spec: TaskSpec, records: list[PredictionRecord], readout: str)
 
 def _key(cell: Any) -> str:
     """Cells are matched across splits by their method (labels differ by the extra-cell style suffix)."""
-    c = cell.config
-    return cell.method if cell.kind == "baseline" else \
-        f"ft={c.get('ft')}|{c['retriever']}@{c['k']}|cal={c.get('calibrate')}|{c.get('style')}"
+    if cell.kind == "baseline":
+        return cell.method
+    mc = MethodConfig(**{k: v for k, v in cell.config.items() if k != "model"})
+    return f"{mc.label}|{mc.style}"
 
 
 def _table(spec: TaskSpec, rows: list[Any], reference: str) -> str:
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="Grid whose tasks come in threes: NAME (test), NAME-dev, NAME-train.")
     p.add_argument("--out", default="docs/results/learned", help="Report folder (bench cells under bench/).")
     p.add_argument("--assemble", action="store_true", help="Score nothing: report from the cells logged.")
+    p.add_argument("--machine-note", default="", help="How the machine was shared while the cells ran (timings "
+                   "mean little on a busy machine; quality numbers do not depend on it).")
     args = p.parse_args(argv)
     out = Path(args.out)
     runner = BenchRunner(load_bench_config(args.config), out / "bench", progress=_progress)
@@ -198,12 +201,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = [t.name for t in runner.load_tasks()]
     tests = [n for n in names if f"{n}-dev" in names and f"{n}-train" in names]
     reports, md = {}, ["# Learned personalization against the strongest non-LLM baselines", "",
-                       f"Grid `{args.config}`; bench cells in `bench/`. Machine: {machine_info()}.", ""]
+                       f"Grid `{args.config}`; bench cells in `bench/`. Machine: {machine_info()}.",
+                       *([f"Sharing: {args.machine_note}"] if args.machine_note else []), ""]
     for name in tests:
         reports[name], lines = analyse(runner, name)
         md += lines
     report = {"kind": "pllm-learned", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),
-              "config": args.config, "seconds": round(time.perf_counter() - t0, 1), "tasks": reports}
+              "config": args.config, "machine_note": args.machine_note, "seconds": round(time.perf_counter() - t0, 1),
+              "tasks": reports}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", "\n".join(md))
