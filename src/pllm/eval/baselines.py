@@ -140,13 +140,9 @@ class UserMean(_User):
 
 
 @BASELINES.register("user-median")
-class UserMedian(_User):
+class UserMedian(UserMean):
     name = "user-median"
     reduce = staticmethod(_median)
-
-    @classmethod
-    def applies_to(cls, spec):
-        return _numeric(spec) and spec.item_output is not None
 
 
 @BASELINES.register("bias")
@@ -212,16 +208,31 @@ class UserMostFrequent(_User):
         return bool(spec.labels) and spec.item_output is not None
 
 
+class _ProfileSearch(_Global):
+    """Baselines that search the user's profile by embedding (the dense retriever; vectors cached in the
+    store, keyed by user so forgetting reaches them)."""
+
+    options = ("embedder",)
+
+    def __init__(self, spec, *, embedder: Any = "minilm", store: Any = None, **options):
+        super().__init__(spec)
+        self.embedder, self.store = embedder, store
+
+    def _index(self, question: Question) -> Any:
+        return make_retriever("dense", embedder=self.embedder, cache=self.store, user_id=question.user_id).build(
+            [Doc(self.spec.retrieval_text(p)) for p in question.profile])
+
+
 @BASELINES.register("knn")
-class NearestItems(_Global):
+class NearestItems(_ProfileSearch):
     """Outputs of the k profile items nearest to the query (embedding cosine, via the dense retriever)."""
 
     name = "knn"
     options = ("k", "embedder")
 
-    def __init__(self, spec, *, k: int = 5, embedder: Any = "minilm", store: Any = None, **options):
-        super().__init__(spec)
-        self.k, self.embedder, self.store = k, embedder, store
+    def __init__(self, spec, *, k: int = 5, **options):
+        super().__init__(spec, **options)
+        self.k = k
         self.reduce = _mean if _numeric(spec) else _mode
 
     @classmethod
@@ -232,25 +243,22 @@ class NearestItems(_Global):
         if not question.profile:
             self.fallbacks += 1
             return self.value
-        index = make_retriever("dense", embedder=self.embedder, cache=self.store, user_id=question.user_id).build(
-            [Doc(self.spec.retrieval_text(p)) for p in question.profile])
         k = self.k if self.spec.kind != "generation" else 1
-        hits = index.search(self.spec.retrieval_query(question), k)
+        hits = self._index(question).search(self.spec.retrieval_query(question), k)
         return self.reduce([o for o in (self.spec.output_of(question.profile[h.index]) for h in hits) if o])
 
 
 @BASELINES.register("candidate-similarity")
-class CandidateSimilarity(_Global):
+class CandidateSimilarity(_ProfileSearch):
     """Choice tasks whose labels stand for candidate texts (LaMP-1): the candidate most similar to the
     user's profile (mean cosine of its `top` nearest profile items, by embedding). Needs no item output,
     so it is the honest bar where the user-history baselines above do not apply."""
 
     name = "candidate-similarity"
-    options = ("embedder",)
 
-    def __init__(self, spec, *, top: int = 3, embedder: Any = "minilm", store: Any = None, **options):
-        super().__init__(spec)
-        self.top, self.embedder, self.store = top, embedder, store
+    def __init__(self, spec, *, top: int = 3, **options):
+        super().__init__(spec, **options)
+        self.top = top
 
     @classmethod
     def applies_to(cls, spec):
@@ -262,8 +270,7 @@ class CandidateSimilarity(_Global):
         if not question.profile:
             self.fallbacks += 1
             return self.value
-        index = make_retriever("dense", embedder=self.embedder, cache=self.store, user_id=question.user_id).build(
-            [Doc(self.spec.retrieval_text(p)) for p in question.profile])
+        index = self._index(question)
         scores = {}
         for label, template in (self.spec.label_texts or {}).items():
             hits = index.search(render(template, question.query, what="label_texts"), self.top)
