@@ -59,3 +59,18 @@ def test_eval_ft_without_a_train_split_is_a_clear_error(task, tiny_backend, tmp_
                                    str(lone / "test_questions.json"), "--ft", "--backend", tiny_backend, "--out",
                                    str(tmp_path / "x")])
     assert res.exit_code != 0 and "--ft learns from a train split" in res.output
+
+
+def test_eval_takes_a_method_by_its_report_name(task, tiny_backend, tmp_path):
+    out = tmp_path / "named"
+    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
+                                   str(task / "test_questions.json"), "--outputs", str(task / "test_outputs.json"),
+                                   "--method", "stats+recency@2/median", "--backend", tiny_backend,
+                                   "--max-prompt-tokens", "128", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    method = json.loads((out / "method_config.json").read_text())
+    assert (method["retriever"], method["k"], method["stats"], method["readout"]) == ("recency", 2, True, "median")
+    bad = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
+                                   str(task / "test_questions.json"), "--method", "ft+bm42@4", "--backend",
+                                   tiny_backend])
+    assert bad.exit_code != 0 and "unknown method 'ft+bm42'" in bad.output

@@ -35,6 +35,12 @@ def register(app: typer.Typer) -> None:
         retriever: str = typer.Option("none", "--retriever", help="none|random|recency|bm25|dense|hybrid."),
         k: int = typer.Option(4, "--k", help="Items retrieved per question."),
         profile: bool = typer.Option(False, "--profile", help="Add a cached LLM-written profile summary."),
+        stats: bool = typer.Option(False, "--stats", help="Add a statistical profile (the user's output "
+                                   "distribution; no LLM call)."),
+        method_name: str | None = typer.Option(None, "--method", help="A method by name, as in bench grids: "
+                                               "[ft+][profile+][stats+]<retriever>[@k][+cal][/readout], e.g. "
+                                               "ft+bm25@4/median (replaces --retriever/--k/--profile/--stats/"
+                                               "--ft/--calibrate/--readout)."),
         style: str | None = typer.Option(None, "--style", help="demonstrations|instruction (default per task)."),
         predict: str = typer.Option("auto", "--predict", help="auto|score|generate."),
         readout: str = typer.Option("argmax", "--readout", help="argmax|expected|median (the last two: numeric "
@@ -61,8 +67,15 @@ def register(app: typer.Typer) -> None:
         """Run one personalization method over a LaMP questions file; write predictions, metrics and a table."""
         spec = get_task(task)
         # Everything a user can mistype is checked before the model loads (seconds to minutes).
-        method = MethodConfig(retriever=retriever, k=k, profile=profile, style=style, predict=predict,
-                              readout=readout, max_prompt_tokens=max_prompt_tokens, calibrate=calibrate, ft=ft)
+        if method_name is not None:
+            from pllm.eval.bench import method_from_name
+
+            method = method_from_name(method_name, style=style, predict=predict, max_prompt_tokens=max_prompt_tokens)
+        else:
+            method = MethodConfig(retriever=retriever, k=k, profile=profile, stats=stats, style=style,
+                                  predict=predict, readout=readout, max_prompt_tokens=max_prompt_tokens,
+                                  calibrate=calibrate, ft=ft)
+        readout, ft = method.readout, method.ft
         GENERATORS.get(backend)
         if spec.labels:
             from pllm.tasks.readouts import check_readout

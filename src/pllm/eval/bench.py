@@ -256,6 +256,15 @@ def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
                         **common)
 
 
+def method_from_name(name: str, **common: Any) -> MethodConfig:
+    """A method written the way reports label it, k included: `ft+bm25@4/median`, `stats+dense@8+cal`."""
+    head, slash, readout = name.partition("/")
+    match = re.fullmatch(r"(.*?)@(\d+)(\+cal)?", head)
+    if match:
+        return parse_method(f"{match[1]}{match[3] or ''}{slash}{readout}", int(match[2]), **common)
+    return parse_method(name, 4, **common)
+
+
 def load_bench_config(path: str | Path) -> BenchConfig:
     path = Path(path)
     if not path.is_file():
