@@ -67,6 +67,9 @@ class MethodConfig:
             raise InputError(f"predict must be one of {PREDICT_MODES}, got {self.predict!r}", field="predict")
         if self.readout not in READOUTS:
             raise InputError(f"readout must be one of {READOUTS.names()}, got {self.readout!r}", field="readout")
+        if self.ft and self.profile:
+            raise InputError("a learned method (ft) with an LLM-written profile summary is not supported: summaries "
+                             "would have to be written for every training item's history", field="profile")
         if self.max_prompt_tokens < 16:
             raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
 

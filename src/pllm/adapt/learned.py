@@ -40,9 +40,6 @@ FT_PAIRS = 1200
 
 def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptConfig:
     """The training recipe of a learned method: its retrieval and style inside every training prompt."""
-    if method.profile:
-        raise InputError("a learned method with a profile summary is not supported: summaries would have to be "
-                         "written for every training item's history", field="profile")
     values = {**FT_DEFAULTS, **overrides, "retriever": method.retriever if method.k else "none", "k": method.k,
               "stats": method.stats,
               "style": method.style or default_style(spec), "max_prompt_tokens": method.max_prompt_tokens}
