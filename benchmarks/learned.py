@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pllm.adapt.learned import ft_owner
 from pllm.adapt.store import AdapterStore
 from pllm.eval.bench import BenchRunner, load_bench_config, machine_info
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
@@ -151,10 +150,14 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
     rows += [r for r in test.values() if r.kind == "baseline"]
     summary = summarize(spec, rows, reference=strongest)
     adapters = {}
-    owners = {ft_owner(MethodConfig(**{k: v for k, v in res.config.items() if k != "model"}), "")
-              for res in test.values() if res.kind == "llm" and res.config.get("ft")}
+    # The adapters these cells ran on: each learned cell's log records its adapter's data hash.
+    hashes = set()
+    for cell, _ in runner.task_results(tasks[test_name])[0]:
+        meta = runner.cell_path(cell).with_suffix(".json")
+        if cell.kind == "llm" and meta.is_file():
+            hashes.add(json.loads(meta.read_text(encoding="utf-8")).get("adapter"))
     for record in AdapterStore(None).records(spec.name, "task"):
-        if any(record.owner.startswith(o) for o in owners):
+        if record.data_hash in hashes:
             adapters[record.owner] = {
                 "path": str(record.path), "base_model": record.base_model, "pairs": record.n_pairs,
                 "train_users": len(record.members), "train_seconds": record.train_seconds,
