@@ -37,10 +37,10 @@ def register(app: typer.Typer) -> None:
         profile: bool = typer.Option(False, "--profile", help="Add a cached LLM-written profile summary."),
         stats: bool = typer.Option(False, "--stats", help="Add a statistical profile (the user's output "
                                    "distribution; no LLM call)."),
-        method_name: str | None = typer.Option(None, "--method", help="A method by name, as in bench grids: "
-                                               "[ft+][profile+][stats+]<retriever>[@k][+cal][/readout], e.g. "
-                                               "ft+bm25@4/median (replaces --retriever/--k/--profile/--stats/"
-                                               "--ft/--calibrate/--readout)."),
+        method_name: str | None = typer.Option(None, "--method", help="A method by its report name, e.g. "
+                                               "ft+bm25@4/median or stats+dense@8+cal: optional ft+, profile+, "
+                                               "stats+ prefixes, a retriever@k, +cal, /readout (replaces "
+                                               "--retriever/--k/--profile/--stats/--ft/--calibrate/--readout)."),
         style: str | None = typer.Option(None, "--style", help="demonstrations|instruction (default per task)."),
         predict: str = typer.Option("auto", "--predict", help="auto|score|generate."),
         readout: str = typer.Option("argmax", "--readout", help="argmax|expected|median (the last two: numeric "
