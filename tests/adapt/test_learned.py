@@ -133,3 +133,34 @@ def test_a_recipe_field_added_later_keeps_older_adapters_up_to_date(spec):
     old = {k: v for k, v in asdict(cfg).items() if k != "stats"}  # a record written before `stats` existed
     assert cfg.hash_fields() == old
     assert ft_config(spec, MethodConfig(retriever="bm25", k=4, stats=True, ft=True)).hash_fields()["stats"] is True
+
+
+def test_a_forgotten_train_user_stales_the_learned_adapter_and_it_is_rebuilt_under_its_own_name(
+        spec, tiny, store, method, tmp_path):
+    from pllm.adapt.jobs import retrain_stale
+    from pllm.tasks.lamp import write_questions
+
+    train = _split(1, ["a", "b"]) + _split(5, ["c"])
+    path = write_questions(tmp_path / "train_questions.json", train)
+    cfg = ft_config(spec, method, epochs=1, batch_size=4)
+    first, _ = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=12,
+                             source={"questions": str(path)})
+    store.db.forget(user_id="c")
+    (stale,) = store.stale(spec.name)
+    assert stale.owner == first.owner and stale.members == ["a", "b"]
+    (rebuilt,) = retrain_stale(tiny, spec, store, db=store.db)
+    assert rebuilt.owner == first.owner and rebuilt.members == ["a", "b"] and not store.stale(spec.name)
+    assert store.get(spec.name, "task", "task") is None  # the OPPU base adapter was not created by it
+    lines = (rebuilt.path / TRAINING_TEXTS).read_text()
+    assert '"c/' not in lines and not hasattr(tiny.model, "peft_config")
+
+
+def test_a_stale_learned_adapter_is_never_retrained_on_the_forgotten_users_file_data(spec, tiny, store, method):
+    train = _split(1, ["a", "b"]) + _split(5, ["c"])
+    cfg = ft_config(spec, method, epochs=1, batch_size=4)
+    train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=12)
+    store.db.forget(user_id="c")
+    # the same train split (still holding c's items) is used again, e.g. by a resumed bench
+    again, trained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=12)
+    assert trained and again.members == ["a", "b"]
+    assert '"c/' not in (again.path / TRAINING_TEXTS).read_text()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pllm.adapt.store import AdapterRecord, AdapterStore
+from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import base_key, merge_task_adapter
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Prompt
@@ -66,7 +66,7 @@ class AdapterGenerator(DelegatingGenerator):
         self.model_id = f"{base.model_id}+adapters"
         self.task_record: AdapterRecord | None = None
         if merge_task and mode != "none":
-            record = self.store.get(task, "task", "task")
+            record = self.store.get(task, "task", BASE_OWNER)
             if record is not None and record.stale:
                 log.warning("task adapter for %s is stale (trained on a forgotten user's data): not used; "
                             "run `pllm adapt retrain-stale`", task)

@@ -15,7 +15,7 @@ import numpy as np
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import user_items
 from pllm.adapt.groups import centroid_of, cluster_users, history_embedding
-from pllm.adapt.store import AdapterRecord, AdapterStore
+from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import merge_task_adapter, train_adapter
 from pllm.errors import InputError
 from pllm.models.hf import HFGenerator
@@ -64,7 +64,7 @@ class UserJobReport:
 
 def prepare_base(generator: HFGenerator, spec: TaskSpec, store: AdapterStore) -> AdapterRecord | None:
     """Merge the task's shared adapter (when there is a fresh one) into the generator's weights."""
-    record = store.get(spec.name, "task", "task")
+    record = store.get(spec.name, "task", BASE_OWNER)
     if record is None:
         return None
     if record.stale:
@@ -80,7 +80,7 @@ def train_task(generator: HFGenerator, spec: TaskSpec, items: dict[str, list[Pro
     """The shared task adapter: every training user's items (pairs rendered per user), sampled to
     `max_pairs`. Train it before the user adapters: they are trained on top of it (merged)."""
     cb = (lambda s, t: progress("task adapter", s, t)) if progress else None
-    return train_adapter(generator, spec, kind="task", owner="task", items_by_user=items, config=config,
+    return train_adapter(generator, spec, kind="task", owner=BASE_OWNER, items_by_user=items, config=config,
                          store=store, source=source, max_pairs=max_pairs, force=force, step_callback=cb)
 
 
@@ -144,11 +144,12 @@ def retrain_stale(generator: HFGenerator, spec: TaskSpec, store: AdapterStore, *
             raise InputError(f"{record.kind} adapter {record.owner}: none of its members are in {record.source}")
         max_pairs = record.n_pairs if record.n_pairs < sum(len(v) for v in items.values()) else None
         if record.kind == "task":
-            task_record, _ = train_adapter(generator, spec, kind="task", owner="task", items_by_user=items,
-                                           config=config, store=store, source=record.source, max_pairs=max_pairs,
-                                           force=True)
-            rebuilt.append(task_record)
-            merge_task_adapter(generator, task_record)  # groups retrain on the new shared weights
+            new, _ = train_adapter(generator, spec, kind="task", owner=record.owner, items_by_user=items,
+                                   config=config, store=store, source=record.source, max_pairs=max_pairs, force=True)
+            rebuilt.append(new)
+            if record.owner == BASE_OWNER:  # groups retrain on the new shared weights
+                task_record = new
+                merge_task_adapter(generator, task_record)
         else:
             if task_record is None and not hasattr(generator.model, "peft_config"):
                 task_record = _maybe_merge(generator, spec, store)
@@ -164,7 +165,7 @@ def retrain_stale(generator: HFGenerator, spec: TaskSpec, store: AdapterStore, *
 
 
 def _maybe_merge(generator: HFGenerator, spec: TaskSpec, store: AdapterStore) -> AdapterRecord | None:
-    record = store.get(spec.name, "task", "task")
+    record = store.get(spec.name, "task", BASE_OWNER)
     if record is None or record.stale:
         return None
     merge_task_adapter(generator, record)

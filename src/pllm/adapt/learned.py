@@ -70,7 +70,13 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     if config.top_layers and layers and config.top_layers > layers:  # a small model: every layer
         config = dataclasses.replace(config, top_layers=layers)
     items = user_items(train)  # profiles only: a question's target is never read
-    return train_adapter(generator, spec, kind="task", owner=ft_owner(method, generator.model_id), items_by_user=items,  # type: ignore[arg-type]
+    owner = ft_owner(method, generator.model_id)
+    existing = store.get(spec.name, "task", owner, verify=False)
+    if existing is not None and existing.stale:
+        # A member was forgotten: their id left `members`, but the train file may still hold their items.
+        # The rebuild keeps to the remaining members (new users in the file wait for a fresh folder).
+        items = {u: v for u, v in items.items() if u in set(existing.members)}
+    return train_adapter(generator, spec, kind="task", owner=owner, items_by_user=items,  # type: ignore[arg-type]
                          config=config, store=store, source=source or {}, max_pairs=max_pairs,
                          force=force, step_callback=progress)
 

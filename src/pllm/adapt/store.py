@@ -30,6 +30,9 @@ from pllm.paths import pllm_home
 
 KINDS = ("task", "group", "user")
 RECORD_FILE = "pllm_adapter.json"
+# The shared task adapter user and group adapters are trained on top of (OPPU's first stage). Learned
+# methods' task adapters (`ft-...`, pllm.adapt.learned) are other owners of kind "task", used on their own.
+BASE_OWNER = "task"
 RECORD_VERSION = 1
 _FOLDERS = {"task": "task", "group": "groups", "user": "users"}
 

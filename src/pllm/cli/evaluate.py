@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         qs = read_questions(questions, spec=spec, outputs=outputs)
         if limit is not None:
             qs = qs[:limit]
-        train_qs = _train_questions(spec, questions, train, needed=ft)
+        train_qs, train_source = _train_questions(spec, questions, train, needed=ft)
         generator = load_generator(backend, model)
         with open_db(db) as store, progress_bar(unit="q") as bar:
             if adapter != "none":  # each question's user is routed to their adapter, many users per batch
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
                 generator = load_soft_generator(soft, generator, store=store)
             results = [run_method(spec, qs, generator, method, store=store, batch_size=batch_size,
-                                  progress=tracker(bar), train=train_qs)]
+                                  progress=tracker(bar), train=train_qs, train_source=train_source)]
             if baselines:
                 results += [run_baseline(spec, qs, name, store=store, train=train_qs)
                             for name in _baseline_names(spec)]
@@ -154,9 +154,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {job.folder / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _train_questions(spec: TaskSpec, questions: Path, train: Path | None, *, needed: bool) -> list:
+def _train_questions(spec: TaskSpec, questions: Path, train: Path | None, *, needed: bool
+                     ) -> tuple[list, dict[str, str] | None]:
     """The train split: `--train`, else train_questions.json beside the questions file (with its outputs
-    when present, for the baselines' fit). A learned method without one is an error."""
+    when present, for the baselines' fit), and its source record (a learned adapter made stale by a
+    forgotten user is rebuilt from it). A learned method without one is an error."""
     path = train or questions.parent / "train_questions.json"
     if path.is_dir():
         path = path / "train_questions.json"
@@ -164,9 +166,10 @@ def _train_questions(spec: TaskSpec, questions: Path, train: Path | None, *, nee
         if needed:
             raise InputError("--ft learns from a train split: pass --train (a train_questions.json or its folder); "
                              "it must not be the questions scored", source=str(path))
-        return []
+        return [], None
     gold = path.with_name(path.name.replace("_questions", "_outputs"))
-    return read_questions(path, spec=spec, outputs=gold if gold.is_file() and gold != path else None)
+    return (read_questions(path, spec=spec, outputs=gold if gold.is_file() and gold != path else None),
+            {"questions": str(path.resolve())})
 
 
 def _baseline_names(spec: TaskSpec) -> list[str]:

@@ -586,8 +586,9 @@ class BenchRunner:
             if not task.learn:
                 raise InputError(f"learned cell {cell.label!r} needs the task's train split (train_split) to "
                                  "learn from", source=str(task.folder))
+            source = {"questions": str((task.folder / f"{task.entry.train_split}_questions.json").resolve())}
             self._learned[key] = method_generator(task.spec, self._generator(cell.model or "hf"), mc,
-                                                  train=task.learn, progress=self.progress)
+                                                  train=task.learn, progress=self.progress, train_source=source)
         return self._learned[key]
 
     def _store_handle(self) -> Any:

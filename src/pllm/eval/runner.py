@@ -19,7 +19,8 @@ Progress = Callable[[str, int, int], None]  # (method, done, total)
 
 
 def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
-                     adapters: Any = None, progress: Progress | None = None) -> tuple[Generator, dict[str, Any]]:
+                     adapters: Any = None, progress: Progress | None = None, train_source: dict[str, Any] | None = None
+                     ) -> tuple[Generator, dict[str, Any]]:
     """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
     task adapter trained on the train split (once: cached by content), and what to record about it."""
     if not method.ft:
@@ -29,7 +30,7 @@ def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig,
 
     step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
     record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
-                                    progress=step)
+                                    progress=step, source=train_source)
     return learned_generator(generator, spec, record), {
         "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
         "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
@@ -39,8 +40,10 @@ def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig,
 def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generator, method: MethodConfig, *,
                store: Any = None, batch_size: int = 8, progress: Progress | None = None,
                name: str | None = None, summary_config: SummaryConfig | None = None,
-               train: Sequence[Question] = (), adapters: Any = None) -> MethodResult:
-    generator, learned = method_generator(spec, generator, method, train=train, adapters=adapters, progress=progress)
+               train: Sequence[Question] = (), adapters: Any = None, train_source: dict[str, Any] | None = None
+               ) -> MethodResult:
+    generator, learned = method_generator(spec, generator, method, train=train, adapters=adapters, progress=progress,
+                                          train_source=train_source)
     pers = Personalizer(spec, generator, method, store=store, summary_config=summary_config)
     label = name or method.label
     records = []
