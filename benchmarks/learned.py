@@ -25,8 +25,9 @@ from typing import Any
 from pllm.adapt.store import AdapterStore
 from pllm.eval.bench import BenchRunner, load_bench_config, machine_info
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
+from pllm.eval.metrics import get_metric
 from pllm.eval.report import MethodResult, markdown_table, summarize
-from pllm.eval.stats import bootstrap_metric, paired_difference
+from pllm.eval.stats import paired_difference
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import MethodConfig, PredictionRecord
 from pllm.tasks.readouts import read_out, readouts_for
@@ -39,19 +40,12 @@ def _progress(label: str, done: int, total: int) -> None:
 
 
 def _score(spec: TaskSpec, records: list[PredictionRecord]) -> float:
-    m = spec.primary_metric
-    return bootstrap_metric(m, [r.prediction for r in records], [r.target for r in records], spec.labels,
-                            n_resamples=1).value
-
-
-def _higher(spec: TaskSpec) -> bool:
-    from pllm.eval.metrics import METRICS
-
-    return METRICS.get(spec.primary_metric).higher_is_better
+    return get_metric(spec.primary_metric).compute([r.prediction for r in records], [r.target for r in records],
+                                                   spec.labels)
 
 
 def _best(spec: TaskSpec, scores: dict[str, float]) -> str:
-    return (max if _higher(spec) else min)(scores, key=scores.get)
+    return (max if get_metric(spec.primary_metric).higher_is_better else min)(scores, key=scores.get)
 
 
 def _with_readout(spec: TaskSpec, records: list[PredictionRecord], readout: str) -> list[PredictionRecord]:

@@ -75,7 +75,8 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     if existing is not None and existing.stale:
         # A member was forgotten: their id left `members`, but the train file may still hold their items.
         # The rebuild keeps to the remaining members (new users in the file wait for a fresh folder).
-        items = {u: v for u, v in items.items() if u in set(existing.members)}
+        members = set(existing.members)
+        items = {u: v for u, v in items.items() if u in members}
     return train_adapter(generator, spec, kind="task", owner=owner, items_by_user=items,  # type: ignore[arg-type]
                          config=config, store=store, source=source or {}, max_pairs=max_pairs,
                          force=force, step_callback=progress)

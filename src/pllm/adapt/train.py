@@ -30,8 +30,8 @@ from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem
 
 log = logging.getLogger(__name__)
-TRAIN_NAME = "default"
-TRAINING_TEXTS = "training_texts.jsonl"  # peft saves the "default" adapter at the folder root; loaders rename it
+TRAIN_NAME = "default"  # peft saves the "default" adapter at the folder root; loaders rename it
+TRAINING_TEXTS = "training_texts.jsonl"
 
 
 @dataclass
@@ -169,17 +169,18 @@ def data_hash(pairs: Sequence[TrainingPair], config: AdaptConfig, extra: str = "
 
 
 def _sample_items(items_by_user: dict[str, Sequence[ProfileItem]], config: AdaptConfig,
-                  max_pairs: int | None) -> dict[str, set[str]]:
-    """user -> ids of the items that become training pairs: each user's latest `max_items`, sampled
-    (seeded) to `max_pairs` over all users before any prompt is rendered."""
+                  max_pairs: int | None) -> tuple[dict[str, set[str]], int]:
+    """(user -> ids of the items that become training pairs, how many items were eligible): each user's
+    latest `max_items`, sampled (seeded) to `max_pairs` over all users before any prompt is rendered."""
     candidates = [(user, item.id) for user, items in sorted(items_by_user.items())
                   for item in select_items(items, config)]
+    n_eligible = len(candidates)
     if max_pairs is not None and len(candidates) > max_pairs:
         candidates = random.Random(config.seed).sample(candidates, max_pairs)
     out: dict[str, set[str]] = {}
     for user, item_id in candidates:
         out.setdefault(user, set()).add(item_id)
-    return out
+    return out, n_eligible
 
 
 def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: str,
@@ -192,12 +193,11 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
 
     A user adapter gets `{user: items}`; a group or task adapter every member's items (pairs are
     rendered per member, so retrieved demonstrations never cross users)."""
-    chosen = _sample_items(items_by_user, config, max_pairs)
+    chosen, n_items = _sample_items(items_by_user, config, max_pairs)
     pairs: list[TrainingPair] = []
     for user, items in sorted(items_by_user.items()):
         if chosen.get(user):
             pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user]))
-    n_items = len(pairs)
     if not pairs:
         raise InputError(f"{kind} adapter {owner!r}: no training items")
     key = base_key(generator, task_record)

@@ -75,12 +75,11 @@ def register(app: typer.Typer) -> None:
             method = MethodConfig(retriever=retriever, k=k, profile=profile, stats=stats, style=style,
                                   predict=predict, readout=readout, max_prompt_tokens=max_prompt_tokens,
                                   calibrate=calibrate, ft=ft)
-        readout, ft = method.readout, method.ft
         GENERATORS.get(backend)
         if spec.labels:
             from pllm.tasks.readouts import check_readout
 
-            check_readout(spec, readout)
+            check_readout(spec, method.readout)
         if adapter != "none":
             from pllm.adapt.generator import ROUTE_MODES
 
@@ -94,7 +93,7 @@ def register(app: typer.Typer) -> None:
         qs = read_questions(questions, spec=spec, outputs=outputs)
         if limit is not None:
             qs = qs[:limit]
-        train_qs, train_source = _train_questions(spec, questions, train, needed=ft)
+        train_qs, train_source = _train_questions(spec, questions, train, needed=method.ft)
         generator = load_generator(backend, model)
         with open_db(db) as store, progress_bar(unit="q") as bar:
             if adapter != "none":  # each question's user is routed to their adapter, many users per batch

@@ -229,8 +229,8 @@ def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
     MethodConfig at this k.
 
     `stats+` prepends the user's output distribution, `ft+` is the learned method (task adapter trained on
-    the train split with this rendering), `+cal`
-    contextual calibration, `/median` (etc.) a readout for this cell instead of the grid's."""
+    the train split with this rendering), `+cal` contextual calibration, `/median` (etc.) a readout for
+    this cell instead of the grid's."""
     from pllm.retrieval.base import RETRIEVERS
 
     head, _, readout = name.partition("/")

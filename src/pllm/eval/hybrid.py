@@ -101,7 +101,6 @@ class HybridRater:
             raise InputError(f"a hybrid needs at least 20 train questions with targets, got {len(rows)}",
                              field="train")
         self.bias.fit([dataclasses.replace(q, target=None) for q in train])  # profiles only
-        self.bias.fallbacks = 0
         self.model = ESTIMATORS.get(self.config.estimator)(self.config.seed)
         self.model.fit(self._matrix(rows, records), np.array([float(q.target) for q in rows]))  # type: ignore[attr-defined]
         return self

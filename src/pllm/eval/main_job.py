@@ -99,8 +99,9 @@ def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> Mai
             write_predictions(out, spec, name, res.records)
     rows = summarize(spec, results)
     conclusion = conclude(spec, results, rows)
-    save_config(dataclasses.replace(config, data=str(Path(source).resolve())), out, "main_job_config.json")
+    data = str(Path(source).resolve())
+    save_config(dataclasses.replace(config, data=data), out, "main_job_config.json")
     write_report(out, spec, rows, title="pllm main job: movielens-rating", conclusion=conclusion,
-                 meta={"model": generator.model_id, "data": str(Path(source).resolve()), "questions": len(test),
+                 meta={"model": generator.model_id, "data": data, "questions": len(test),
                        "seconds": time.perf_counter() - t0, "task_dir": str(task_dir)})
     return MainJobResult(rows, out, conclusion)

@@ -5,6 +5,7 @@ run (or a second question over the same history) does not regenerate it."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -82,9 +83,7 @@ def output_stats(spec: TaskSpec, items: Sequence[ProfileItem], *, top: int = 5) 
     outs = [o for o in (spec.output_of(p) for p in items) if o is not None]
     if not outs:
         return None
-    counts: dict[str, int] = {}
-    for o in outs:
-        counts[o] = counts.get(o, 0) + 1
+    counts = Counter(outs)
     n = len(outs)
     if spec.numeric_labels:
         values = sorted(float(o) for o in outs)
