@@ -87,6 +87,10 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
         best = _best(spec, llm_dev)
         shown = next(r.method for r in rows if r.kind == "llm" and r.method.split("/")[0].removesuffix("+cal") == best)
         out += [diff(shown, r.method) for r in rows if r.kind == "baseline"]
+    untrained = [r.method for r in rows if r.kind == "llm" and not r.config.get("ft")]
+    for r in rows:  # what training adds: each learned cell against the untrained ones of the same run
+        if r.kind == "llm" and r.config.get("ft"):
+            out += [diff(r.method, u) for u in untrained]
     for r in rows:
         if r.kind == "hybrid":
             twins = [t.method for t in rows if t.method.startswith("cf-")]  # same estimator first
@@ -99,11 +103,12 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
 def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[str]]:
     """Choices on dev and train, then the test table, for one task scored on its three splits."""
     tasks = {t.name: t for t in runner.load_tasks()}
-    names = (test_name, f"{test_name}-dev", f"{test_name}-train")
-    test, dev, train = ({_key(c): res for c, res in runner.task_results(tasks[n])[0]} for n in names)
+    names = (test_name, f"{test_name}-dev", f"{test_name}-train")  # no -train: no hybrid to fit
+    test, dev, train = ({_key(c): res for c, res in runner.task_results(tasks[n])[0]} if n in tasks else {}
+                        for n in names)
     spec = tasks[test_name].spec
     test_qs, dev_qs = tasks[test_name].questions, tasks[names[1]].questions
-    train_qs = {q.id: q for q in tasks[names[2]].questions}
+    train_qs = {q.id: q for q in tasks[names[2]].questions} if names[2] in tasks else {}
     rows: list[MethodResult] = []
     base_dev = {k: _score(spec, r.records) for k, r in dev.items() if r.kind == "baseline"}
     strongest = _best(spec, base_dev)
@@ -185,7 +190,8 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="benchmarks/grids/learned.yaml",
-                   help="Grid whose tasks come in threes: NAME (test), NAME-dev, NAME-train.")
+                   help="Grid whose tasks come in threes: NAME (test), NAME-dev, NAME-train (the last only where "
+                   "hybrids are fitted).")
     p.add_argument("--out", default="docs/results/learned", help="Report folder (bench cells under bench/).")
     p.add_argument("--assemble", action="store_true", help="Score nothing: report from the cells logged.")
     p.add_argument("--machine-note", default="", help="How the machine was shared while the cells ran (timings "
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     runner.run(only_report=args.assemble)
     names = [t.name for t in runner.load_tasks()]
-    tests = [n for n in names if f"{n}-dev" in names and f"{n}-train" in names]
+    tests = [n for n in names if f"{n}-dev" in names]
     reports, md = {}, ["# Learned personalization against the strongest non-LLM baselines", "",
                        f"Grid `{args.config}`; bench cells in `bench/`. Machine: {machine_info()}.",
                        *([f"Sharing: {args.machine_note}"] if args.machine_note else []), ""]

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pllm.align.adapters import AdapterStore, host_for
 from pllm.align.dpo import DPOSettings, LoraSettings, train_dpo, truncate_pairs
 from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
@@ -37,12 +39,16 @@ from pllm.users.store import SQLiteUserStore
 class ReportConfig:
     dsp: Path = field(metadata={"help": "DSP domain_specific_preference.test.json."})
     domains: list[str] = field(default_factory=lambda: list(DSP_DOMAINS), metadata={"help": "Domains (users)."})
-    train_pairs_per_domain: int = field(default=32, metadata={"help": "DPO pairs per domain (first train pairs)."})
-    ric_rows_per_domain: int = field(default=24, metadata={"help": "RiC SFT rows per domain."})
-    test_prompts: int = field(default=12, metadata={"help": "Held-out queries answered by every model."})
-    test_pairs_per_domain: int = field(default=24, metadata={"help": "Held-out pairs for preference accuracy."})
+    # Sizes at which DPO, soups and RiC can separate from the base model (issue: 200+ pairs, 60+ queries).
+    train_pairs_per_domain: int = field(default=200, metadata={"help": "DPO pairs per domain (first train pairs)."})
+    ric_rows_per_domain: int = field(default=100, metadata={"help": "RiC SFT rows per domain."})
+    test_prompts: int = field(default=64, metadata={"help": "Held-out queries answered by every model."})
+    test_pairs_per_domain: int = field(default=100, metadata={"help": "Held-out pairs for preference accuracy."})
     max_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens per generated answer."})
     judge_max_words: int = field(default=24, metadata={"help": "Judge fitted/applied on the first N words."})
+    judge_kind: str = field(default="auto", metadata={
+        "help": "Style classifier (pllm.align.judge.STYLE_CLASSIFIERS), or 'auto': chosen by cross-validation "
+                "over train queries."})
     pareto_pair: list[str] = field(default_factory=lambda: ["academy", "entertainment"],
                                    metadata={"help": "Two domains for the soup Pareto plot."})
     pareto_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
@@ -111,7 +117,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     users = {d: f"dsp-{d}" for d in cfg.domains}
 
     # 2. style judge, checked on held-out real answers (cut to the judged length, and full)
-    judge_key = sha1_text(str(cfg.judge_max_words), str(cfg.test_fraction), str(cfg.seed), cfg.dsp.name,
+    judge_key = sha1_text(cfg.judge_kind, str(cfg.judge_max_words), str(cfg.test_fraction), str(cfg.seed), cfg.dsp.name,
                           str(cfg.judge_full_answers))[:12]
     judge_dir = work / f"judge-{judge_key}"
     if (judge_dir / "heldout.json").is_file():
@@ -120,13 +126,15 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         log("reusing style judge")
     else:
         log("fitting style judge")
-        judge, acc = fit_dsp_judge(queries, max_words=cfg.judge_max_words, test_fraction=cfg.test_fraction,
+        judge, acc = fit_dsp_judge(queries, kind=cfg.judge_kind, max_words=cfg.judge_max_words,
+                                   test_fraction=cfg.test_fraction,
                                    seed=cfg.seed)
-        result["judge"] = {"labels": judge.labels, "max_words": cfg.judge_max_words,
+        result["judge"] = {"labels": judge.labels, "max_words": cfg.judge_max_words, "kind": judge.kind,
+                           "description": judge.classifier.description, "cross_validated": judge.selection,
                            "heldout_accuracy_truncated": acc.__dict__, "heldout_accuracy_full_answers": None}
         if cfg.judge_full_answers:
             full_texts, full_labels = dsp_answers(queries, "test", test_fraction=cfg.test_fraction, seed=cfg.seed)
-            full = StyleJudge(judge.labels, judge.centroids, judge.embedder_name, None)
+            full = judge.with_max_words(None)
             result["judge"]["heldout_accuracy_full_answers"] = full.accuracy(full_texts, full_labels).__dict__
         judge.save(judge_dir)
         atomic_write_json(judge_dir / "heldout.json", result["judge"])
@@ -197,7 +205,11 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
                 "ric": gen(f"ric-{d}", RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)),
                 "soup": gen(f"soup-{d}", soup.generator(onehot)),
                 "dpo": gen(f"dpo-{d}", host.generator(f"report-dpo-{d}"))}
+        hits = {m: [p == d for p in judge.predict(t)] for m, t in rows.items()}
         style[d] = {m: {**style_share(judge.predict(t), d).__dict__, "n": len(t)} for m, t in rows.items()}
+        # Paired over the same prompts: each method's in-domain share minus the base model's.
+        style[d]["vs_base"] = {m: mean_interval(np.subtract(h, hits["base"], dtype=float)).__dict__
+                               for m, h in hits.items() if m != "base"}
         style[d]["soup_equals_dpo_outputs"] = rows["soup"] == rows["dpo"]
     result["style_share"] = style
 
@@ -230,11 +242,11 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
             build_times.append(time.perf_counter() - t0)
         key = f"soup-{b}" if w == 0 else f"soup-{a}" if w == 1 else f"pareto-{w}"  # one-hot ends: already made
         texts = gen(key, host.generator(name))
-        sims = judge.similarities(texts)  # (N, L)
+        sims = judge.scores(texts)  # (N, L)
         ia, ib = judge.labels.index(a), judge.labels.index(b)
         preds = judge.predict(texts)
-        front.append({"weight_" + a: w, f"mean_similarity_{a}": float(sims[:, ia].mean()),
-                      f"mean_similarity_{b}": float(sims[:, ib].mean()),
+        front.append({"weight_" + a: w, f"mean_score_{a}": float(sims[:, ia].mean()),
+                      f"mean_score_{b}": float(sims[:, ib].mean()),
                       f"share_{a}": style_share(preds, a).__dict__, f"share_{b}": style_share(preds, b).__dict__})
     result["pareto"] = {"pair": [a, b], "points": front}
     result["timings"]["soup_build_seconds_new_vector"] = (sum(build_times) / len(build_times)) if build_times else None
@@ -284,7 +296,7 @@ def plot_pareto(result: dict[str, Any], path: Path) -> Path:
 
     a, b = result["pareto"]["pair"]
     front = result["pareto"]["points"]
-    pts = [(p[f"mean_similarity_{a}"], p[f"mean_similarity_{b}"]) for p in front]
+    pts = [(p[f"mean_score_{a}"], p[f"mean_score_{b}"]) for p in front]
     on = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     ax.plot([pts[i][0] for i in on], [pts[i][1] for i in on], "o-", color="tab:blue", label="Pareto front")
@@ -295,11 +307,11 @@ def plot_pareto(result: dict[str, Any], path: Path) -> Path:
     for p, (x, y) in zip(front, pts, strict=True):
         ax.annotate(f"w={p['weight_' + a]:.2f}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.margins(0.12)
-    ax.set_xlabel(f"mean similarity to the {a} centroid (higher: more {a})")
-    ax.set_ylabel(f"mean similarity to the {b} centroid", fontsize=9)
+    ax.set_xlabel(f"mean judge score for {a} (higher: more {a})")
+    ax.set_ylabel(f"mean judge score for {b}", fontsize=9)
     model = (result.get("config") or {}).get("model") or "SmolLM2-135M"
-    ax.set_title(f"Soup of DPO adapters: {a} weight w, {b} weight 1-w\n({model}; judge: style centroids)",
-                 fontsize=10)
+    judge = result["judge"].get("kind", "centroid")
+    ax.set_title(f"Soup of DPO adapters: {a} weight w, {b} weight 1-w\n({model}; judge: {judge})", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,7 +363,10 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
         "",
         "## Style judge",
         "",
-        f"Nearest centroid over all-MiniLM-L6-v2 embeddings, classes {', '.join(j['labels'])}, fitted on train-query "
+        f"{j.get('description', 'Nearest centroid over all-MiniLM-L6-v2 embeddings')} (`{j.get('kind', 'centroid')}`"
+        + (", chosen by 5-fold cross-validation over train queries: "
+           + ", ".join(f"{k} {v:.3f}" for k, v in j["cross_validated"].items()) if j.get("cross_validated") else "")
+        + f"), classes {', '.join(j['labels'])}, fitted on train-query "
         f"answers cut to their first {j['max_words']} words. Held-out accuracy: "
         f"**{j['heldout_accuracy_truncated']['accuracy']:.3f}** on {j['heldout_accuracy_truncated']['n']} answers cut "
         "the same way"
@@ -367,6 +382,13 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
     for d, row in r["style_share"].items():
         lines.append(f"| {d} | {_fmt(row['base'])} | {_fmt(row['ric'])} | {_fmt(row['soup'])} | {_fmt(row['dpo'])} | "
                      f"{row['soup_equals_dpo_outputs']} |")
+    if all("vs_base" in row for row in r["style_share"].values()):
+        lines += ["", "Paired difference against the base model (same prompts; positive: judged in the user's "
+                  "domain more often than the base model):", "", "| domain | RiC − base | soup − base | DPO − base |",
+                  "|---|---|---|---|"]
+        lines += [f"| {d} | " + " | ".join(f"{row['vs_base'][m]['value']:+.2f} [{row['vs_base'][m]['low']:+.2f}, "
+                                           f"{row['vs_base'][m]['high']:+.2f}]" for m in ("ric", "soup", "dpo")) + " |"
+                  for d, row in r["style_share"].items()]
     lines += ["", "## Held-out preference accuracy (implicit reward ranks chosen above rejected)", "",
               "Reward = beta * (log pi - log pi_ref), reference = the base model (adapters off); the base model "
               "itself has reward 0 for every answer, so it has no accuracy here.", "",
@@ -375,14 +397,14 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
         lines.append(f"| {d} | {row['dpo']['n']} | {_fmt(row['dpo']['accuracy'])} | {_fmt(row['soup']['accuracy'])} | "
                      f"{_fmt(row['ric']['accuracy'])} |")
     a, b = r["pareto"]["pair"]
-    pts = [(p[f"mean_similarity_{a}"], p[f"mean_similarity_{b}"]) for p in r["pareto"]["points"]]
+    pts = [(p[f"mean_score_{a}"], p[f"mean_score_{b}"]) for p in r["pareto"]["points"]]
     on = ", ".join(f"w={r['pareto']['points'][i]['weight_' + a]:.2f}" for i in pareto_front(pts))
     lines += ["", f"## Soup Pareto front: {a} vs {b}", "", "![pareto](pareto.png)", "",
-              f"The line joins the Pareto front (weights no other weight beats on both similarities): {on}.", "",
-              f"| weight of {a} | mean sim. {a} | mean sim. {b} | share judged {a} | share judged {b} |",
+              f"The line joins the Pareto front (weights no other weight beats on both mean scores): {on}.", "",
+              f"| weight of {a} | mean score {a} | mean score {b} | share judged {a} | share judged {b} |",
               "|---|---|---|---|---|"]
     for p in r["pareto"]["points"]:
-        lines.append(f"| {p['weight_' + a]:.2f} | {p[f'mean_similarity_{a}']:.3f} | {p[f'mean_similarity_{b}']:.3f} | "
+        lines.append(f"| {p['weight_' + a]:.2f} | {p[f'mean_score_{a}']:.3f} | {p[f'mean_score_{b}']:.3f} | "
                      f"{_fmt(p[f'share_{a}'])} | {_fmt(p[f'share_{b}'])} |")
     t = r["timings"]
     lines += ["", f"## Timings (this run: {_where(r['machine'])})", "",

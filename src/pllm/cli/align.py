@@ -284,19 +284,25 @@ def judge(
     max_words: int | None = typer.Option(None, "--max-words", help="Fit and judge on the first N words only."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out share of queries."),
     seed: int = typer.Option(0, "--seed", help="Split seed (use the importer's)."),
-    embedder: str = typer.Option("minilm", "--embedder", help="Embedder name."),
+    embedder: str = typer.Option("minilm", "--embedder", help="Embedder name (centroid and embed-lr judges)."),
+    kind: str = typer.Option("auto", "--kind", help="Style classifier: centroid, embed-lr, tfidf-lr, or auto "
+                             "(chosen by cross-validation over train queries)."),
 ) -> None:
-    """Fit the nearest-centroid style judge on train-query answers; print held-out accuracy."""
+    """Fit the style judge on train-query answers; print held-out accuracy."""
     from pllm.align.importers import read_dsp
-    from pllm.align.judge import fit_dsp_judge
+    from pllm.align.judge import STYLE_CLASSIFIERS, fit_dsp_judge
 
+    if kind != "auto":
+        STYLE_CLASSIFIERS.get(kind)  # an unknown kind fails before any answer is read
     with progress_bar() as progress:
-        progress.add_task("embedding answers", total=None)
-        j, acc = fit_dsp_judge(read_dsp(dsp), embedder=embedder, max_words=max_words, test_fraction=test_fraction,
-                               seed=seed)
+        progress.add_task("fitting the judge", total=None)
+        j, acc = fit_dsp_judge(read_dsp(dsp), kind=kind, embedder=embedder, max_words=max_words,
+                               test_fraction=test_fraction, seed=seed)
     j.save(out)
-    console.print(f"judge saved to {out}; held-out accuracy {acc.accuracy:.3f} on {acc.n} answers; per style "
-                  + ", ".join(f"{k}={v:.3f}" for k, v in acc.per_label.items()))
+    chosen = (" (cross-validated: " + ", ".join(f"{k}={v:.3f}" for k, v in j.selection.items()) + ")"
+              if j.selection else "")
+    console.print(f"{j.kind} judge saved to {out}{chosen}; held-out accuracy {acc.accuracy:.3f} on {acc.n} answers; "
+                  "per style " + ", ".join(f"{k}={v:.3f}" for k, v in acc.per_label.items()))
 
 
 @app.command("eval")
