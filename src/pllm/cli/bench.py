@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
         Predictions go to OUT/cells/ (one fsynced JSONL per cell); a killed run restarted with the same
         arguments scores only what is missing. Writes OUT/report.json, OUT/report.md and OUT/plots/*.png.
         """
-        from pllm.eval.bench import BenchRunner, bench_config_from_dict, load_bench_config
+        from pllm.eval.bench import BenchRunner
+        from pllm.eval.grid import bench_config_from_dict, load_bench_config
         from pllm.eval.report import compare_reports
 
         if compare:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pllm.eval.stats import Interval, bootstrap_metric, paired_difference
+from pllm.eval.stats import Interval, draws, fast_bootstrap
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import PredictionRecord, is_unparseable
 from pllm.tasks.spec import TaskSpec
@@ -64,13 +64,13 @@ def summarize(spec: TaskSpec, results: Sequence[MethodResult], *, reference: str
     rows = []
     for res in results:
         preds = [r.prediction for r in res.records]
-        metrics = {m: bootstrap_metric(m, preds, golds, spec.labels, n_resamples=n_resamples, seed=seed)
+        metrics = {m: fast_bootstrap(m, preds, golds, spec.labels, n_resamples=n_resamples, seed=seed)
                    for m in spec.metrics}
         vs = {}
         if ref is not None and res is not ref:
             ref_preds = [r.prediction for r in ref.records]
-            vs = {m: paired_difference(m, preds, ref_preds, golds, spec.labels, n_resamples=n_resamples, seed=seed)
-                  for m in spec.metrics}
+            vs = {m: fast_bootstrap(m, preds, golds, spec.labels, n_resamples=n_resamples, seed=seed,
+                                    ref_preds=ref_preds) for m in spec.metrics}
         tokens = sum(r.prompt_tokens + r.completion_tokens for r in res.records)
         rows.append(MethodRow(
             method=res.method, kind=res.kind, n=len(res.records), metrics=metrics, vs_none=vs,
@@ -152,10 +152,6 @@ def method_table(spec: TaskSpec, rows: Sequence[MethodRow], *, compact: bool = F
     return Table(head, body, optional=[*secondary, n - 2, n - 1, n - 3], notes=notes)
 
 
-def markdown_table(spec: TaskSpec, rows: Sequence[MethodRow]) -> str:
-    return method_table(spec, rows).markdown()
-
-
 def _higher(metric: str) -> bool:
     from pllm.eval.metrics import METRICS
 
@@ -215,8 +211,8 @@ def conclude(spec: TaskSpec, results: Sequence[MethodResult], rows: Sequence[Met
         a, b = by_name[best.method].records, by_name[against.method].records
         out.against, out.against_value = against.method, against.metrics[metric].value
         out.against_is_baseline = against.kind == "baseline"
-        out.difference = paired_difference(metric, [r.prediction for r in a], [r.prediction for r in b],
-                                           [r.target for r in a], spec.labels, n_resamples=n_resamples, seed=seed)
+        out.difference = fast_bootstrap(metric, [r.prediction for r in a], [r.target for r in a], spec.labels,
+                                        n_resamples=n_resamples, seed=seed, ref_preds=[r.prediction for r in b])
     return out
 
 
@@ -290,59 +286,10 @@ def write_predictions(folder: str | Path, spec: TaskSpec, method: str, records: 
     safe = method.replace("/", "_").replace("@", "-").replace("+", "_")
     write_outputs(Path(folder) / f"predictions_{safe}.json", predictions_task(spec, outputs),
                   {r.id: (r.prediction if r.prediction is not None else "") for r in records})
-    return atomic_write_json(Path(folder) / f"details_{safe}.json", records)
+    return atomic_write_json(Path(folder) / f"details_{safe}.json", [r.to_json() for r in records])
 
 
 # -- bench reports (grids of cells; see pllm.eval.bench) --------------------------------------------
-# Metrics that are a function of the mean of per-question scores: bootstrapping them needs each
-# question scored once (by the metric itself, on that one question) instead of once per resample,
-# which is what makes 1,000-resample intervals of ROUGE affordable. The draws are the same as
-# `stats.bootstrap_metric`'s (same generator, seed and order), so the intervals are identical.
-_MEAN_OF = {"accuracy": (lambda x: x, lambda m: m), "mae": (lambda x: x, lambda m: m),
-            "rmse": (lambda x: x * x, lambda m: m ** 0.5),
-            "rouge-1": (lambda x: x, lambda m: m), "rouge-L": (lambda x: x, lambda m: m)}
-
-
-def _per_question(metric: str, preds: Sequence[str | None], golds: Sequence[str], labels) -> Any:
-    import numpy as np
-
-    from pllm.eval.metrics import METRICS
-
-    m = METRICS.get(metric)
-    to, _ = _MEAN_OF[metric]
-    return np.array([to(m.compute([p], [g], labels)) for p, g in zip(preds, golds)], dtype=np.float64)
-
-
-def _draws(n: int, n_resamples: int, seed: int) -> Any:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.integers(0, n, n) for _ in range(n_resamples)])  # (R, n), as stats draws them
-
-
-def fast_bootstrap(metric: str, preds, golds, labels=None, *, n_resamples: int = 1000, seed: int = 0,
-                   alpha: float = 0.05, ref_preds=None) -> Interval:
-    """`stats.bootstrap_metric` (or, with `ref_preds`, `stats.paired_difference`), computed from
-    per-question scores when the metric is a mean of them, and by the generic resampling otherwise."""
-    import numpy as np
-
-    if metric not in _MEAN_OF:
-        if ref_preds is None:
-            return bootstrap_metric(metric, preds, golds, labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
-        return paired_difference(metric, preds, ref_preds, golds, labels, n_resamples=n_resamples, seed=seed,
-                                 alpha=alpha)
-    _, agg = _MEAN_OF[metric]
-    idx = _draws(len(golds), n_resamples, seed)
-    a = _per_question(metric, preds, golds, labels)
-    if ref_preds is None:
-        value, samples = agg(a.mean()), agg(a[idx].mean(axis=1))
-    else:
-        b = _per_question(metric, ref_preds, golds, labels)
-        value, samples = agg(a.mean()) - agg(b.mean()), agg(a[idx].mean(axis=1)) - agg(b[idx].mean(axis=1))
-    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
-    return Interval(float(value), float(lo), float(hi))
-
-
 def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int], bins: int, *,
                      n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The primary metric per profile-size bin (quantile edges over the questions), per method, and its
@@ -391,7 +338,7 @@ def judge_summary(lines: Sequence[dict[str, Any]], *, n_resamples: int = 1000, s
                "tie_rate": np.array([v.winner == "tie" for v in verdicts], dtype=np.float64),
                "loss_rate": np.array([v.winner == "B" for v in verdicts], dtype=np.float64)}
     outcome["score"] = outcome["win_rate"] + 0.5 * outcome["tie_rate"]
-    idx = _draws(len(verdicts), n_resamples, seed)  # (R, n): the same draws as the metrics' intervals
+    idx = draws(len(verdicts), n_resamples, seed)  # (R, n): the same draws as the metrics' intervals
     out: dict[str, Any] = {"n": s.n}
     for name, x in outcome.items():
         lo, hi = np.quantile(x[idx].mean(axis=1), [alpha / 2, 1 - alpha / 2])
