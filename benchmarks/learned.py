@@ -27,8 +27,9 @@ from pllm.eval.bench import BenchRunner, machine_info
 from pllm.eval.grid import load_bench_config
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
 from pllm.eval.metrics import get_metric
-from pllm.eval.report import MethodResult, method_table, summarize
+from pllm.eval.report import MethodResult, summarize
 from pllm.eval.stats import fast_bootstrap
+from pllm.eval.tables import method_table
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import MethodConfig, PredictionRecord
 from pllm.tasks.readouts import read_out, readouts_for

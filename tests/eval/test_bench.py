@@ -9,10 +9,10 @@ import pytest
 from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError, UnknownNameError
 from pllm.eval.bench import BenchRunner
+from pllm.eval.bench_report import compare_reports
 from pllm.eval.grid import BenchConfig, bench_config_from_dict, load_bench_config
 from pllm.eval.log import CellLog
 from pllm.eval.methods import parse_method
-from pllm.eval.report import compare_reports
 from pllm.eval.stats import bootstrap_metric, fast_bootstrap, paired_difference
 from pllm_testkit import write_recbole_movielens
 

@@ -12,8 +12,9 @@ from pllm.errors import InputError
 from pllm.eval.baselines import baselines_for
 from pllm.eval.datasets import questions_task
 from pllm.eval.methods import method_from_name
-from pllm.eval.report import Conclusion, MethodRow, conclude, method_table, summarize, write_predictions, write_report
+from pllm.eval.report import Conclusion, MethodRow, conclude, summarize, write_predictions, write_report
 from pllm.eval.runner import CellRunner, GeneratorOptions, baseline_cells, llm_cell
+from pllm.eval.tables import method_table
 from pllm.io import atomic_write_json, to_jsonable
 from pllm.models import GENERATORS, load_generator
 from pllm.pipeline import MethodConfig

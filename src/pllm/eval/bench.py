@@ -193,8 +193,8 @@ class BenchRunner:
         return done, incomplete
 
     def write_reports(self) -> dict[str, Any]:
+        from pllm.eval.bench_report import bench_markdown, bench_task_report
         from pllm.eval.plots import plot_report
-        from pllm.eval.report import bench_markdown, bench_task_report
 
         reports = {}
         for task in self.load_tasks():
