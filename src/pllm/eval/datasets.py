@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadedTask:
+    """What a cell runs on: the scored questions of one task, and what may be learned from."""
+
     name: str
     spec: TaskSpec
     questions: list[Question]

@@ -8,11 +8,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pllm.io import sha1_text
 from pllm.pipeline import PredictionRecord
 from pllm.types import Question
+
+if TYPE_CHECKING:
+    from pllm.judge.judge import Verdict
 
 
 class CellLog:
@@ -85,6 +88,6 @@ def judge_key(question_id: str, prediction: str, reference: str) -> str:
     return f"{question_id}|{sha1_text(prediction, reference)[:12]}"
 
 
-def verdict_line(key: str, question_id: str, verdict: Any) -> dict[str, Any]:
+def verdict_line(key: str, question_id: str, verdict: Verdict) -> dict[str, Any]:
     return {"id": key, "question": question_id, "winner": verdict.winner, "unparseable": verdict.unparseable,
             "seconds": verdict.seconds, "votes": [dataclasses.asdict(v) for v in verdict.votes]}
