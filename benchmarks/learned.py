@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from pllm.adapt.store import AdapterStore
-from pllm.eval.bench import BenchRunner, load_bench_config, machine_info
+from pllm.eval.bench import BenchRunner, machine_info
+from pllm.eval.grid import load_bench_config
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
 from pllm.eval.metrics import get_metric
-from pllm.eval.report import MethodResult, markdown_table, summarize
-from pllm.eval.stats import paired_difference
+from pllm.eval.report import MethodResult, summarize
+from pllm.eval.stats import fast_bootstrap
+from pllm.eval.tables import method_table
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import MethodConfig, PredictionRecord
 from pllm.tasks.readouts import read_out, readouts_for
@@ -68,7 +70,7 @@ def _key(cell: Any) -> str:
 
 
 def _table(spec: TaskSpec, rows: list[Any], reference: str) -> str:
-    return markdown_table(spec, rows).replace("vs none", f"vs {reference}") if rows else "(none)\n"
+    return method_table(spec, rows).markdown().replace("vs none", f"vs {reference}") if rows else "(none)\n"
 
 
 def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -> list[tuple[str, str, Any]]:
@@ -78,8 +80,8 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
 
     def diff(a: str, b: str) -> tuple[str, str, Any]:
         golds = [r.target for r in by[a].records]
-        return a, b, paired_difference(m, [r.prediction for r in by[a].records],
-                                       [r.prediction for r in by[b].records], golds, spec.labels)
+        return a, b, fast_bootstrap(m, [r.prediction for r in by[a].records], golds, spec.labels,
+                                    ref_preds=[r.prediction for r in by[b].records])
 
     out = []
     llm_dev = {name: c["dev"][c["readout"]] for name, c in choices.items() if "readout" in c}

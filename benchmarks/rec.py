@@ -202,7 +202,7 @@ def _opt(x: float | None) -> str:
 
 def _extra_md(meta: dict[str, Any], judge: dict[str, Any] | None, rows: list[Any],
               vs_pointwise: list[Any] | None = None) -> str:
-    from pllm.eval.report import devices_text
+    from pllm.eval.tables import devices_text
     from pllm.rec.runner import markdown_table
 
     lines = ["", f"Users: {meta['users']} test users of MovieLens-100k, one question each; "

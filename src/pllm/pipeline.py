@@ -105,6 +105,15 @@ class PredictionRecord:
     empty_profile: bool = False
     seconds: float = 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON form of a record (details files, cell logs, cached results)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PredictionRecord:
+        """A record from its JSON form; keys a log line adds beside the record (wall time, device) are ignored."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
 
 @dataclass
 class Timings:

@@ -10,7 +10,7 @@ from adapt_helpers import make_items
 from pllm.adapt.learned import ft_config, ft_owner, learned_generator, train_learned
 from pllm.adapt.train import TRAINING_TEXTS
 from pllm.errors import ArtifactError, InputError
-from pllm.eval.bench import parse_method
+from pllm.eval.methods import parse_method
 from pllm.eval.runner import run_method
 from pllm.models.testing import make_tiny_generator
 from pllm.pipeline import MethodConfig

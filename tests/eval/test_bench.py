@@ -8,9 +8,12 @@ import pytest
 
 from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError, UnknownNameError
-from pllm.eval.bench import BenchConfig, BenchRunner, CellLog, bench_config_from_dict, load_bench_config, parse_method
-from pllm.eval.report import compare_reports, fast_bootstrap
-from pllm.eval.stats import bootstrap_metric, paired_difference
+from pllm.eval.bench import BenchRunner
+from pllm.eval.bench_report import compare_reports
+from pllm.eval.grid import BenchConfig, bench_config_from_dict, load_bench_config
+from pllm.eval.log import CellLog
+from pllm.eval.methods import parse_method
+from pllm.eval.stats import bootstrap_metric, fast_bootstrap, paired_difference
 from pllm_testkit import write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]
@@ -132,22 +135,26 @@ def test_interrupted_run_resumes_to_identical_metrics(rating_task, echo_backend,
     assert all(d == 10 for _, d in again)
 
 
-def test_each_question_records_its_device_and_mixed_cells_say_so(rating_task, echo_backend, bow_embedder, tmp_path,
-                                                                  monkeypatch):
+def test_each_question_records_its_device_and_mixed_cells_say_so(rating_task, echo_backend, bow_embedder, tmp_path):
     """A grid finished on other hardware than it started on reports where each cell's questions ran."""
-    import pllm.eval.bench as bench
+    from pllm_testkit import EchoGenerator
+
+    def on(device: str):  # a generator factory whose generators compute on `device`
+        def factory(backend: str, model: str | None) -> EchoGenerator:
+            gen = EchoGenerator(model)
+            gen.device = device  # type: ignore[attr-defined]
+            return gen
+        return factory
 
     cfg = grid(rating_task, k=[2], methods=["none", "bm25"], styles=[None])
-    monkeypatch.setattr(bench, "device_label", lambda generator: "gpu-a")
 
     def stop(label: str, done: int, total: int) -> None:
         if label.endswith(": none") and done == 4:  # after the `none` cell's first batch
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        BenchRunner(cfg, tmp_path / "run", progress=stop).run()
-    monkeypatch.setattr(bench, "device_label", lambda generator: "cpu")
-    report = BenchRunner(cfg, tmp_path / "run").run()
+        BenchRunner(cfg, tmp_path / "run", progress=stop, generator_factory=on("gpu-a")).run()
+    report = BenchRunner(cfg, tmp_path / "run", generator_factory=on("cpu")).run()
     rows = {r["cell"]: r for r in report["tasks"]["movielens-rating"]["rows"]}
     devices = [r["devices"] for r in rows.values() if r["kind"] == "llm"]
     assert all(sum(d.values()) == 10 for d in devices)

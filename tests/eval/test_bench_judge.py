@@ -14,7 +14,8 @@ import pytest
 
 from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError
-from pllm.eval.bench import BenchRunner, bench_config_from_dict
+from pllm.eval.bench import BenchRunner
+from pllm.eval.grid import bench_config_from_dict
 from pllm.models.base import GENERATORS, Generation, Generator, normalize_continuations
 from pllm_testkit import write_persona_csv
 

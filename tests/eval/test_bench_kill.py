@@ -14,7 +14,8 @@ from pathlib import Path
 from test_bench import write_raw_movielens
 
 from pllm.data import BuildConfig, build_dataset
-from pllm.eval.bench import BenchRunner, load_bench_config
+from pllm.eval.bench import BenchRunner
+from pllm.eval.grid import load_bench_config
 
 
 def _cli(*args: str) -> list[str]:

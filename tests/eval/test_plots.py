@@ -53,7 +53,8 @@ def test_profile_size_plot_draws_intervals_from_the_report(tmp_path):
 def test_bench_report_has_profile_size_intervals_and_lists_every_device():
     from types import SimpleNamespace
 
-    from pllm.eval.report import MethodResult, bench_markdown, bench_task_report
+    from pllm.eval.bench_report import bench_markdown, bench_task_report
+    from pllm.eval.report import MethodResult
     from pllm.pipeline import PredictionRecord
     from pllm.tasks.spec import get_task
 

@@ -270,6 +270,8 @@ def test_cli_train_info_and_eval_with_soft(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert [m["method"] for m in report["methods"]] == ["soft+bm25@2"]
+    recorded = json.loads((out / "method_config.json").read_text())  # what it ran on is saved with the method
+    assert recorded["soft"] == str(enc) and recorded["retriever"] == "bm25" and recorded["adapter"] == "none"
     cmp = tmp_path / "cmp"
     common = ["soft", "compare", "--task", "movielens-rating", "--data", str(data), "--encoder", str(enc), "--k", "2",
               "--model", str(model_dir), "--out", str(cmp), "--db", str(tmp_path / "s.db")]

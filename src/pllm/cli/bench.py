@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from pllm.cli.common import console, print_table, progress_bar, tracker
 from pllm.errors import InputError
@@ -29,22 +28,15 @@ def _judge_section(judge: str, against: str, max_questions: int | None) -> dict:
 
 
 def print_compare(rows: list[dict]) -> None:
-    table = Table(title="bench: A -> B")
-    for col in ("task", "cell", "metric", "A", "B", "Δ", "change"):
-        table.add_column(col)
-    for r in rows:
-        if "metric" not in r:
-            table.add_row(r["task"], r["cell"], "", "", "", "", r["change"])
-            continue
-        table.add_row(r["task"], r["cell"], r["metric"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['delta']:+.4f}",
-                      r["change"] + (" (outside A's 95% CI)" if r["outside_a_ci"] else ""))
-    console.print(table)
+    from pllm.eval.tables import compare_table
+
+    print_table(compare_table(rows), "bench: A -> B", width=200)
     changed = [r for r in rows if r["change"] not in ("same",)]
     console.print(f"{len(changed)} of {len(rows)} entries changed beyond A's 95% interval or exist on one side only.")
 
 
 def print_summary(report: dict) -> None:
-    from pllm.eval.report import bench_table
+    from pllm.eval.tables import bench_table
 
     for name, t in report["tasks"].items():
         print_table(bench_table(t, compact=True), f"{name} ({t['n_questions']} questions)")
@@ -81,8 +73,9 @@ def register(app: typer.Typer) -> None:
         Predictions go to OUT/cells/ (one fsynced JSONL per cell); a killed run restarted with the same
         arguments scores only what is missing. Writes OUT/report.json, OUT/report.md and OUT/plots/*.png.
         """
-        from pllm.eval.bench import BenchRunner, bench_config_from_dict, load_bench_config
-        from pllm.eval.report import compare_reports
+        from pllm.eval.bench import BenchRunner
+        from pllm.eval.bench_report import compare_reports
+        from pllm.eval.grid import bench_config_from_dict, load_bench_config
 
         if compare:
             reports = []

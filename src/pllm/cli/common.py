@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pllm.users.store import SQLiteUserStore
 
 if TYPE_CHECKING:
-    from pllm.eval.report import Table
+    from pllm.eval.tables import Table
 
 console = Console()
 err_console = Console(stderr=True)

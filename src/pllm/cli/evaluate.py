@@ -1,4 +1,5 @@
-"""`pllm eval` (one method over a LaMP questions file) and `pllm run` (the main job)."""
+"""`pllm eval` (one method, and optionally the baselines, over a LaMP questions file) and `pllm run` (the main
+job): both run cells through the one runner, `pllm.eval.runner`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import typer
 
 from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, print_table, progress_bar, task_callback, tracker
 from pllm.errors import InputError
-from pllm.eval.report import Conclusion, MethodRow, conclude, method_table, summarize, write_predictions, write_report
-from pllm.eval.runner import run_baseline, run_method
-from pllm.io import save_config
+from pllm.eval.baselines import baselines_for
+from pllm.eval.datasets import questions_task
+from pllm.eval.methods import method_from_name
+from pllm.eval.report import Conclusion, MethodRow, conclude, summarize, write_predictions, write_report
+from pllm.eval.runner import CellRunner, GeneratorOptions, baseline_cells, llm_cell
+from pllm.eval.tables import method_table
+from pllm.io import atomic_write_json, to_jsonable
 from pllm.models import GENERATORS, load_generator
 from pllm.pipeline import MethodConfig
-from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import TaskSpec, get_task
 
 
@@ -68,8 +72,6 @@ def register(app: typer.Typer) -> None:
         spec = get_task(task)
         # Everything a user can mistype is checked before the model loads (seconds to minutes).
         if method_name is not None:
-            from pllm.eval.bench import method_from_name
-
             method = method_from_name(method_name, style=style, predict=predict, max_prompt_tokens=max_prompt_tokens)
         else:
             method = MethodConfig(retriever=retriever, k=k, profile=profile, stats=stats, style=style,
@@ -80,48 +82,23 @@ def register(app: typer.Typer) -> None:
             from pllm.tasks.readouts import check_readout
 
             check_readout(spec, method.readout)
-        if adapter != "none":
-            from pllm.adapt.generator import ROUTE_MODES
-
-            if adapter not in ROUTE_MODES:
-                raise InputError(f"adapter mode must be one of {', '.join(ROUTE_MODES)}, got {adapter!r}",
-                                 field="adapter")
-        if soft is not None and not soft.exists():
-            raise InputError("soft-prompt encoder not found (train one with `pllm soft train`)", source=str(soft))
+        options = GeneratorOptions(adapter=adapter, adapters_dir=str(adapters_dir) if adapters_dir else None,
+                                   soft=str(soft) if soft else None)
         if (limit is not None and limit < 1) or batch_size < 1:
             raise InputError("--limit and --batch-size must be >= 1")
-        qs = read_questions(questions, spec=spec, outputs=outputs)
-        if limit is not None:
-            qs = qs[:limit]
-        train_qs, train_source = _train_questions(spec, questions, train, needed=method.ft)
-        generator = load_generator(backend, model)
+        data = questions_task(spec, questions, outputs=outputs, train=train, limit=limit, needs_train=method.ft)
+        base = load_generator(backend, model)
+        cells = [llm_cell(method, label=options.label(method.label))]
+        if baselines:
+            cells += baseline_cells(spec, baselines_for(spec))
         with open_db(db) as store, progress_bar(unit="q") as bar:
-            if adapter != "none":  # each question's user is routed to their adapter, many users per batch
-                from pllm.adapt import AdapterGenerator, AdapterStore
-
-                generator = AdapterGenerator(generator, spec.name, store=AdapterStore(adapters_dir, db=store),
-                                             mode=adapter)
-            if soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
-                from pllm.prompting.soft import load_soft_generator
-
-                generator = load_soft_generator(soft, generator, store=store)
-            results = [run_method(spec, qs, generator, method, store=store, batch_size=batch_size,
-                                  progress=tracker(bar), train=train_qs, train_source=train_source)]
-            if baselines:
-                results += [run_baseline(spec, qs, name, store=store, train=train_qs)
-                            for name in _baseline_names(spec)]
-        if soft is not None:
-            from pllm.prompting.soft import soft_label
-
-            results[0].method = soft_label(results[0].method)
-        if adapter != "none":
-            results[0].method = f"{adapter} adapter+{results[0].method}"
+            generator = options.wrap(base, spec, store)
+            runner = CellRunner(lambda key: generator, store=store, batch_size=batch_size, progress=tracker(bar))
+            results = [runner.result(cell, data) for cell in cells]
         for res in results:
             write_predictions(out, spec, res.method, res.records, outputs=outputs)
-        save_config(method, out, "method_config.json")
+        atomic_write_json(out / "method_config.json", {**to_jsonable(method), **to_jsonable(options)})
         if results[0].config.get("adapter"):  # a learned method: which trained artifact produced it
-            from pllm.io import atomic_write_json
-
             atomic_write_json(out / "learned.json", {k: v for k, v in results[0].config.items()
                                                       if k.startswith("adapter")})
         if all(r.target is not None for r in results[0].records):
@@ -129,9 +106,9 @@ def register(app: typer.Typer) -> None:
             conclusion = conclude(spec, results, rows)
             write_report(out, spec, rows, title=f"pllm eval: {spec.name}", conclusion=conclusion,
                          meta={"questions": str(questions.resolve()), "model": generator.model_id})
-            print_rows(spec, rows, f"{spec.name} ({len(qs)} questions)", conclusion)
+            print_rows(spec, rows, f"{spec.name} ({len(data.questions)} questions)", conclusion)
         else:
-            console.print(f"wrote predictions for {len(qs)} questions to {out} (no --outputs: not scored)")
+            console.print(f"wrote predictions for {len(data.questions)} questions to {out} (no --outputs: not scored)")
 
     @app.command("run")
     def run(
@@ -151,27 +128,3 @@ def register(app: typer.Typer) -> None:
         print_rows(get_task("movielens-rating"), job.rows, f"movielens-rating ({job.rows[0].n} test users)",
                    job.conclusion)
         console.print(f"report: {job.folder / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _train_questions(spec: TaskSpec, questions: Path, train: Path | None, *, needed: bool
-                     ) -> tuple[list, dict[str, str] | None]:
-    """The train split: `--train`, else train_questions.json beside the questions file (with its outputs
-    when present, for the baselines' fit), and its source record (a learned adapter made stale by a
-    forgotten user is rebuilt from it). A learned method without one is an error."""
-    path = train or questions.parent / "train_questions.json"
-    if path.is_dir():
-        path = path / "train_questions.json"
-    if not path.is_file() or path.resolve() == questions.resolve():
-        if needed:
-            raise InputError("--ft learns from a train split: pass --train (a train_questions.json or its folder); "
-                             "it must not be the questions scored", source=str(path))
-        return [], None
-    gold = path.with_name(path.name.replace("_questions", "_outputs"))
-    return (read_questions(path, spec=spec, outputs=gold if gold.is_file() and gold != path else None),
-            {"questions": str(path.resolve())})
-
-
-def _baseline_names(spec: TaskSpec) -> list[str]:
-    from pllm.eval.baselines import baselines_for
-
-    return baselines_for(spec)

@@ -106,7 +106,7 @@ def _load_result(path: Path, ids: list[str]):  # -> MethodResult | None
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    records = [PredictionRecord(**r) for r in data["records"]]
+    records = [PredictionRecord.from_json(r) for r in data["records"]]
     if [r.id for r in records] != ids:
         return None
     return MethodResult(method=data["method"], records=records, seconds=data["seconds"], kind=data["kind"],

@@ -5,24 +5,22 @@ profile summaries, next to the non-LLM baselines, and print the table."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pllm.data import BuildConfig, build_dataset
-from pllm.data.base import config_record
+from pllm.data import BuildConfig
 from pllm.data.movielens import find_movielens
 from pllm.errors import InputError
-from pllm.eval.report import Conclusion, MethodResult, MethodRow, conclude, summarize, write_predictions, write_report
-from pllm.eval.runner import Progress, run_baseline, run_method
+from pllm.eval.datasets import ensure_built, load_task
+from pllm.eval.grid import TaskEntry
+from pllm.eval.report import Conclusion, MethodRow, conclude, summarize, write_predictions, write_report
+from pllm.eval.runner import CellRunner, Progress, baseline_cells, llm_cell
 from pllm.io import save_config
 from pllm.models import GENERATORS, load_generator
 from pllm.paths import pllm_home
 from pllm.pipeline import MethodConfig
 from pllm.prompting.profile import SummaryConfig
-from pllm.tasks.lamp import read_questions
-from pllm.tasks.spec import get_task
 from pllm.users.store import SQLiteUserStore
 
 
@@ -71,37 +69,27 @@ class MainJobResult:
 
 
 def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> MainJobResult:
-    spec = get_task("movielens-rating")
+    """The fixed set of cells (`main_methods`, then `MAIN_BASELINES`) on the built task, by the one runner."""
     out = Path(config.out) if config.out else pllm_home() / "runs" / "main"
     source = find_movielens(config.data)
     task_dir = pllm_home() / "tasks" / f"movielens-rating-user-s{config.seed}"
-    build = BuildConfig(source=str(source), out=str(task_dir), split="user", seed=config.seed)
-    saved = task_dir / "build_config.json"
-    if not saved.is_file() or json.loads(saved.read_text()) != config_record(build):
-        build_dataset("movielens-rating", build)
-    test = read_questions(task_dir / "test_questions.json", spec=spec, outputs=task_dir / "test_outputs.json")
-    train = read_questions(task_dir / "train_questions.json", spec=spec, outputs=task_dir / "train_outputs.json")
-    test = test[: config.limit]
+    ensure_built("movielens-rating", BuildConfig(source=str(source), out=str(task_dir), split="user", seed=config.seed))
+    task = load_task(TaskEntry(data=str(task_dir), limit=config.limit))
     generator = load_generator(config.backend, config.model)
-    results: list[MethodResult] = []
+    cells = [llm_cell(method, label=name) for name, method in main_methods(config)]
+    cells += baseline_cells(task.spec, MAIN_BASELINES)
     t0 = time.perf_counter()
     with SQLiteUserStore(out / "store.sqlite3") as store:
-        for name, method in main_methods(config):
-            res = run_method(spec, test, generator, method, store=store, batch_size=config.batch_size,
-                             progress=progress, name=name,
-                             summary_config=SummaryConfig(max_items=config.summary_items,
-                                                          max_new_tokens=config.summary_tokens))
-            results.append(res)
-            write_predictions(out, spec, name, res.records)
-        for name in MAIN_BASELINES:
-            res = run_baseline(spec, test, name, train=train, store=store)
-            results.append(res)
-            write_predictions(out, spec, name, res.records)
-    rows = summarize(spec, results)
-    conclusion = conclude(spec, results, rows)
+        runner = CellRunner(lambda key: generator, store=store, batch_size=config.batch_size, progress=progress,
+                            summary=SummaryConfig(max_items=config.summary_items, max_new_tokens=config.summary_tokens))
+        results = [runner.result(cell, task) for cell in cells]
+    for res in results:
+        write_predictions(out, task.spec, res.method, res.records)
+    rows = summarize(task.spec, results)
+    conclusion = conclude(task.spec, results, rows)
     data = str(Path(source).resolve())
     save_config(dataclasses.replace(config, data=data), out, "main_job_config.json")
-    write_report(out, spec, rows, title="pllm main job: movielens-rating", conclusion=conclusion,
-                 meta={"model": generator.model_id, "data": data, "questions": len(test),
+    write_report(out, task.spec, rows, title="pllm main job: movielens-rating", conclusion=conclusion,
+                 meta={"model": generator.model_id, "data": data, "questions": len(task.questions),
                        "seconds": time.perf_counter() - t0, "task_dir": str(task_dir)})
     return MainJobResult(rows, out, conclusion)

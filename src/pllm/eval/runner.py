@@ -1,26 +1,82 @@
-"""Run several personalization methods and baselines over the same questions."""
+"""The one engine that scores a method or a baseline over questions. `pllm eval` (one cell), `pllm run`
+(a fixed set of cells) and every cell of `pllm bench` go through `CellRunner.run`: fixed batches by
+question position, one JSON line per question into the cell's log (on disk for a resumable grid, in
+memory otherwise), and a `MethodResult` read back from those lines."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pllm.eval.baselines import make_baseline
+from pllm.errors import InputError
+from pllm.eval.datasets import LoadedTask
+from pllm.eval.log import CellLog, record_line
 from pllm.eval.report import MethodResult
 from pllm.models.base import Generator, device_label
-from pllm.pipeline import MethodConfig, Personalizer
+from pllm.pipeline import MethodConfig, Personalizer, PredictionRecord
 from pllm.prompting.profile import SummaryConfig
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
-Progress = Callable[[str, int, int], None]  # (method, done, total)
+if TYPE_CHECKING:
+    from pllm.adapt.store import AdapterStore
+    from pllm.users.store import UserStore
+
+Progress = Callable[[str, int, int], None]  # (cell label, done, total)
+
+
+@dataclass
+class Cell:
+    """One method setting (`kind` llm) or one baseline, on one task: the unit the runner scores."""
+
+    task: str
+    label: str  # shown in reports, unique within the task
+    kind: str  # llm | baseline
+    method: str  # grid method name or baseline name
+    k: int = 0
+    style: str | None = None
+    model: str | None = None  # generator key: 'backend' or 'backend:model'
+    config: dict[str, Any] = field(default_factory=dict)  # MethodConfig fields + model, or baseline options
+
+    @property
+    def slug(self) -> str:
+        return slug(self.label)
+
+    @property
+    def method_config(self) -> MethodConfig:
+        return MethodConfig(**{k: v for k, v in self.config.items() if k != "model"})
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def llm_cell(method: MethodConfig, *, model: str = "hf", task: str = "", label: str | None = None,
+             name: str | None = None) -> Cell:
+    """The cell of an LLM method (`name`: the grid's method name, default its label)."""
+    return Cell(task, label or method.label, "llm", name or method.label, method.k, method.style, model,
+                {**dataclasses.asdict(method), "model": model})
+
+
+def baseline_cells(spec: TaskSpec, names: Sequence[str], *, task: str = "", knn_k: int = 5,
+                   embedder: str = "minilm") -> list[Cell]:
+    """One cell per baseline, each given only the options it declares (`Baseline.options`)."""
+    from pllm.eval.baselines import BASELINES
+
+    offered = {"k": knn_k, "embedder": embedder}
+    return [Cell(task, b, "baseline", b, config={"baseline": b, **{o: offered[o] for o in BASELINES.get(b).options}})
+            for b in names]
 
 
 def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
-                     adapters: Any = None, progress: Progress | None = None, train_source: dict[str, Any] | None = None
-                     ) -> tuple[Generator, dict[str, Any]]:
+                     adapters: AdapterStore | None = None, progress: Progress | None = None,
+                     train_source: dict[str, Any] | None = None) -> tuple[Generator, dict[str, Any]]:
     """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
     task adapter trained on the train split (once: cached by content), and what to record about it."""
     if not method.ft:
@@ -37,40 +93,148 @@ def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig,
         "adapter_recipe": record.config}
 
 
+@dataclass
+class GeneratorOptions:
+    """What a method runs on besides the base model (`pllm eval`): per-user adapters and a soft-prompt user
+    encoder. Saved with the method in method_config.json."""
+
+    adapter: str = field(default="none", metadata={
+        "help": "Per-user peft adapters: user (own, else group, else base) | group | none."})
+    adapters_dir: str | None = field(default=None, metadata={"help": "Adapter folder (default: beside the store)."})
+    soft: str | None = field(default=None, metadata={"help": "Soft-prompt user encoder (pllm soft train) to add."})
+
+    def __post_init__(self) -> None:
+        from pllm.adapt.generator import ROUTE_MODES
+
+        if self.adapter not in ROUTE_MODES:
+            raise InputError(f"adapter mode must be one of {', '.join(ROUTE_MODES)}, got {self.adapter!r}",
+                             field="adapter")
+        if self.soft is not None and not Path(self.soft).exists():
+            raise InputError("soft-prompt encoder not found (train one with `pllm soft train`)", source=self.soft)
+
+    def wrap(self, generator: Generator, spec: TaskSpec, store: UserStore) -> Generator:
+        if self.adapter != "none":  # each question's user is routed to their adapter, many users per batch
+            from pllm.adapt import AdapterGenerator, AdapterStore
+
+            generator = AdapterGenerator(generator, spec.name, mode=self.adapter,  # type: ignore[arg-type]
+                                         store=AdapterStore(self.adapters_dir, db=store))
+        if self.soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
+            from pllm.prompting.soft import load_soft_generator
+
+            generator = load_soft_generator(self.soft, generator, store=store)  # type: ignore[arg-type]
+        return generator
+
+    def label(self, method_label: str) -> str:
+        if self.soft is not None:
+            from pllm.prompting.soft import soft_label
+
+            method_label = soft_label(method_label)
+        return method_label if self.adapter == "none" else f"{self.adapter} adapter+{method_label}"
+
+
+class CellRunner:
+    """Scores cells. `load` maps a cell's generator key to a generator (cached by the caller when it
+    loads models); learned cells get their trained copy here, once per adapter."""
+
+    def __init__(self, load: Callable[[str], Generator], *, store: UserStore | None = None, batch_size: int = 8,
+                 summary: SummaryConfig | None = None, progress: Progress | None = None,
+                 adapters: AdapterStore | None = None) -> None:
+        self.load, self.store, self.batch_size = load, store, batch_size
+        self.summary, self.progress, self.adapters = summary, progress, adapters
+        self._learned: dict[str, tuple[Generator, dict[str, Any]]] = {}
+
+    def generator(self, cell: Cell, task: LoadedTask) -> tuple[Generator, dict[str, Any]]:
+        """The generator of an LLM cell and what to record about it (a learned cell: its adapter)."""
+        mc = cell.method_config
+        base = self.load(cell.model or "hf")
+        if not mc.ft:
+            return base, {}
+        # One trained copy per adapter: the splits of one task folder, and readouts, share it.
+        plain = dataclasses.replace(mc, readout="argmax", calibrate=False)
+        key = f"{cell.model or 'hf'}|{task.learn_source}|{plain.label}"
+        if key not in self._learned:
+            if not task.learn:
+                raise InputError(f"learned method {cell.label!r} needs a train split to learn from", field="train")
+            source = {"questions": task.learn_source} if task.learn_source else None
+            self._learned[key] = method_generator(task.spec, base, mc, train=task.learn, adapters=self.adapters,
+                                                  progress=self.progress, train_source=source)
+        return self._learned[key]
+
+    def run(self, cell: Cell, task: LoadedTask, log: CellLog) -> dict[str, Any]:
+        """Score the questions of `cell` not yet in `log`, batch by batch (fixed positions, so a resumed
+        run batches as an uninterrupted one). Returns what this run knows about the cell beyond its
+        config (backend, prediction mode, a learned adapter, a baseline's fallbacks)."""
+        qs, bs = task.questions, self.batch_size
+        label = f"{cell.task}: {cell.label}" if cell.task else cell.label
+
+        def tick() -> None:
+            if self.progress:
+                self.progress(label, sum(q.id in log.records for q in qs), len(qs))
+
+        tick()  # the bar (and the rate's clock) starts before the first batch
+        if all(q.id in log.records for q in qs):
+            return {}
+        predict: Callable[[list[Question]], list[PredictionRecord]]
+        if cell.kind == "llm":
+            generator, learned = self.generator(cell, task)
+            pers = Personalizer(task.spec, generator, cell.method_config, store=self.store,
+                                summary_config=self.summary)
+            device = device_label(generator)
+            info = {"model": generator.model_id, "backend": generator.name, "mode": pers.mode,
+                    "style": pers.style.name, **learned}
+            predict = lambda todo: pers.predict(todo, batch_size=bs)  # noqa: E731
+        else:
+            from pllm.eval.baselines import make_baseline
+
+            base = make_baseline(cell.method, task.spec, store=self.store,
+                                 **{k: v for k, v in cell.config.items() if k != "baseline"})
+            # Without training questions, fit on the scored questions' histories only, never their targets.
+            base.fit(task.train or [dataclasses.replace(q, target=None) for q in qs])
+            device, pers, info, predict = None, None, {}, base.predict
+        for start in range(0, len(qs), bs):
+            todo = [q for q in qs[start:start + bs] if q.id not in log.records]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            before = pers.timings.as_dict() if pers else {}
+            records = predict(todo)
+            timings = {k: (v - before[k]) / len(todo) for k, v in pers.timings.as_dict().items()} if pers else {}
+            wall = (time.perf_counter() - t0) / len(todo)
+            log.append([record_line(r, q, wall, timings, device) for r, q in zip(records, todo)])
+            tick()
+        if cell.kind == "baseline":
+            info["fallbacks"] = base.fallbacks
+        return info
+
+    def result(self, cell: Cell, task: LoadedTask) -> MethodResult:
+        """Run `cell` on every question (an in-memory log: nothing to resume) and return its result,
+        its config completed by what the run found out."""
+        log = CellLog()
+        info = self.run(cell, task, log)
+        return cell_result(cell, log.lines(task.questions) or [], info)
+
+
+def cell_result(cell: Cell, lines: Sequence[dict[str, Any]], info: dict[str, Any] | None = None) -> MethodResult:
+    """A cell's `MethodResult` from its log lines (in question order)."""
+    timings: dict[str, float] = {}
+    for line in lines:
+        for k, v in (line.get("timings") or {}).items():
+            timings[k] = timings.get(k, 0.0) + v
+    devices = Counter(line["device"] for line in lines if line.get("device"))
+    return MethodResult(method=cell.label, records=[PredictionRecord.from_json(line) for line in lines],
+                        seconds=sum(line.get("wall", 0.0) for line in lines), kind=cell.kind,
+                        config={**cell.config, **(info or {})}, timings={k: round(v, 3) for k, v in timings.items()},
+                        devices=dict(devices.most_common()))
+
+
 def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generator, method: MethodConfig, *,
-               store: Any = None, batch_size: int = 8, progress: Progress | None = None,
+               store: UserStore | None = None, batch_size: int = 8, progress: Progress | None = None,
                name: str | None = None, summary_config: SummaryConfig | None = None,
-               train: Sequence[Question] = (), adapters: Any = None, train_source: dict[str, Any] | None = None
-               ) -> MethodResult:
-    generator, learned = method_generator(spec, generator, method, train=train, adapters=adapters, progress=progress,
-                                          train_source=train_source)
-    pers = Personalizer(spec, generator, method, store=store, summary_config=summary_config)
-    label = name or method.label
-    records = []
-    t0 = time.perf_counter()
-    if progress:
-        progress(label, 0, len(questions))  # the bar (and the rate's clock) starts before the first batch
-    for start in range(0, len(questions), batch_size):
-        records.extend(pers.predict(questions[start:start + batch_size], batch_size=batch_size))
-        if progress:
-            progress(label, len(records), len(questions))
-    return MethodResult(method=label, records=records, seconds=time.perf_counter() - t0, kind="llm",
-                        config={**dataclasses.asdict(method), "model": generator.model_id, "backend": generator.name,
-                                "mode": pers.mode, "style": pers.style.name, **learned},
-                        timings=pers.timings.as_dict(), devices=_devices(generator, len(records)))
-
-
-def _devices(generator: Generator, n: int) -> dict[str, int]:
-    device = device_label(generator)
-    return {device: n} if device and n else {}
-
-
-def run_baseline(spec: TaskSpec, questions: Sequence[Question], name: str, *, train: Sequence[Question] = (),
-                 store: Any = None, **options: Any) -> MethodResult:
-    t0 = time.perf_counter()
-    base = make_baseline(name, spec, store=store, **options)
-    # Without training questions, fit on the scored questions' histories only: never on their targets.
-    base.fit(train or [dataclasses.replace(q, target=None) for q in questions])
-    records = base.predict(questions)
-    return MethodResult(method=name, records=records, seconds=time.perf_counter() - t0, kind="baseline",
-                        config={"baseline": name, **options, "fallbacks": base.fallbacks})
+               train: Sequence[Question] = (), adapters: AdapterStore | None = None,
+               train_source: dict[str, Any] | None = None) -> MethodResult:
+    """One method on these questions with this generator: a one-cell run of `CellRunner`."""
+    task = LoadedTask(spec.name, spec, list(questions), learn=list(train),
+                      learn_source=(train_source or {}).get("questions"))
+    runner = CellRunner(lambda key: generator, store=store, batch_size=batch_size, summary=summary_config,
+                        progress=progress, adapters=adapters)
+    return runner.result(llm_cell(method, label=name), task)

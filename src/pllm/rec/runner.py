@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pllm.eval.report import devices_text
 from pllm.eval.stats import Interval
+from pllm.eval.tables import devices_text
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.models.base import device_label
 from pllm.rec.data import target_index

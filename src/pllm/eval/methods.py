@@ -1,0 +1,51 @@
+"""Method names as grids and reports write them: `ft+profile+bm25@4+cal/median` <-> a MethodConfig."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pllm.errors import InputError
+from pllm.pipeline import MethodConfig
+
+
+def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
+    """`[ft+][profile+][stats+]<retriever>[+cal][/readout]` (or `none`, `profile`, `stats`, `ft`) -> a
+    MethodConfig at this k.
+
+    `stats+` prepends the user's output distribution, `ft+` is the learned method (task adapter trained on
+    the train split with this rendering), `+cal` contextual calibration, `/median` (etc.) a readout for
+    this cell instead of the grid's."""
+    from pllm.retrieval.base import RETRIEVERS
+
+    head, _, readout = name.partition("/")
+    parts = head.split("+")
+    ft = parts[0] == "ft"
+    parts = parts[1:] if ft else parts
+    calibrate = parts[-1:] == ["cal"]
+    parts = parts[:-1] if calibrate else parts
+    profile = parts[:1] == ["profile"]
+    parts = parts[1:] if profile else parts
+    stats = parts[:1] == ["stats"]
+    parts = parts[1:] if stats else parts
+    retriever = parts[0] if len(parts) == 1 else "none" if not parts else ""
+    if retriever not in RETRIEVERS:
+        raise InputError(f"unknown method {name!r}; use [ft+][profile+][stats+]<retriever>[+cal][/readout] with "
+                         f"a retriever among {', '.join(RETRIEVERS.names())} (or none, profile, stats, ft)",
+                         field="methods")
+    if readout:
+        common = {**common, "readout": readout}
+    if calibrate:
+        common = {**common, "calibrate": True}
+    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, stats=stats, ft=ft,
+                        **common)
+
+
+def method_from_name(name: str, **common: Any) -> MethodConfig:
+    """A method written the way reports label it, k included: `ft+bm25@4/median`, `stats+dense@8+cal`."""
+    head, slash, readout = name.partition("/")
+    match = re.fullmatch(r"(.*?)@(\d+)(\+cal)?", head)
+    if match:
+        return parse_method(f"{match[1]}{match[3] or ''}{slash}{readout}", int(match[2]), **common)
+    return parse_method(name, 4, **common)
+
