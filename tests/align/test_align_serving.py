@@ -32,7 +32,7 @@ def test_generator_for_user_picks_adapter_then_soup_then_ric(tiny_generator, tmp
     # nobody known: the base generator itself
     assert generator_for_user(store, tiny_generator, user_id="nobody") is tiny_generator
     # a stored DPO adapter wins
-    ps.assign(user_id="u1", adapter="dpo-u1")
+    ps.assign("dpo", "dpo-u1", user_id="u1")
     ps.set_vector({"x": 1.0}, user_id="u1")
     g1 = generator_for_user(store, tiny_generator, user_id="u1")
     assert isinstance(g1, AdapterGenerator) and g1.adapter == "dpo-u1"
@@ -47,7 +47,7 @@ def test_generator_for_user_picks_adapter_then_soup_then_ric(tiny_generator, tmp
     ps.set_vector({"x": 1.0, "z": 1.0}, user_id="u3")
     assert generator_for_user(store, tiny_generator, user_id="u3") is tiny_generator
     ps.set_vector({"x": 1.0}, user_id="u4")
-    ps.assign(user_id="u4", ric="ric", soup=None)
+    ps.assign("ric", "ric", user_id="u4")
     SoupStore().root.joinpath("xy.json").unlink()
     g4 = generator_for_user(store, tiny_generator, user_id="u4")
     assert isinstance(g4, RiCGenerator) and g4.render(PROMPT[0]).count("<x=1.00 y=0.00>") == 1

@@ -11,7 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "METHODS": "pllm.adapt.config", "AdaptConfig": "pllm.adapt.config",
+    "AdaptConfig": "pllm.adapt.config",
+    "ADAPTER_METHODS": "pllm.adapt.methods", "AdapterMethod": "pllm.adapt.methods",
+    "register_adapter_method": "pllm.adapt.methods",
     "TrainingPair": "pllm.adapt.data", "training_pairs": "pllm.adapt.data", "user_items": "pllm.adapt.data",
     "AdapterGenerator": "pllm.adapt.generator", "Route": "pllm.adapt.generator",
     "AdapterRecord": "pllm.adapt.store", "AdapterStore": "pllm.adapt.store",

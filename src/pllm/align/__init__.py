@@ -7,10 +7,10 @@ adapters trained on one user's data alone. Models live in the submodules (`dpo`,
 """
 
 from pllm.align.records import AdapterRecord, AdapterStore, forget_user_adapters
-from pllm.align.store import Assignment, PreferencePair, PreferenceStore, query_split
+from pllm.align.store import PreferencePair, PreferenceStore, query_split
 from pllm.users.store import FORGET_HOOKS
 
 if forget_user_adapters not in FORGET_HOOKS:
     FORGET_HOOKS.append(forget_user_adapters)
 
-__all__ = ["AdapterRecord", "AdapterStore", "Assignment", "PreferencePair", "PreferenceStore", "query_split"]
+__all__ = ["AdapterRecord", "AdapterStore", "PreferencePair", "PreferenceStore", "query_split"]

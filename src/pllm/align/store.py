@@ -1,6 +1,7 @@
 """Per-user preferences in the user store: pairwise preferences `(prompt, chosen, rejected)`, an
-optional preference vector over named dimensions, and which aligned model (adapter, soup, RiC) serves
-the user. The tables carry `user_id`, so the store's `forget` deletes them with the user."""
+optional preference vector over named dimensions, and which adapter of each method (DPO adapter, soup, RiC
+adapter) serves the user, one `adapter_assignments` row per user and method. The tables carry `user_id`,
+so the store's `forget` deletes them with the user."""
 
 from __future__ import annotations
 
@@ -38,15 +39,6 @@ class PreferencePair:
             self.query_id = self.prompt
         if self.split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {self.split!r}", field="split")
-
-
-@dataclass
-class Assignment:
-    """Which aligned model serves a user; any may be None (the server then falls back to the next)."""
-
-    adapter: str | None = None
-    soup: str | None = None
-    ric: str | None = None
 
 
 def query_split(query_id: str, *, test_fraction: float, seed: int = 0) -> str:
@@ -154,23 +146,27 @@ class PreferenceStore:
         rows = self.store.execute("SELECT vector FROM preference_vectors WHERE user_id=?", (user_id,))
         return json.loads(rows[0][0]) if rows else None
 
-    # -- which aligned model serves the user ----------------------------------------------------
-    def assign(self, *, user_id: str, adapter: str | None = None, soup: str | None = None,
-               ric: str | None = None) -> Assignment:
-        """Record the aligned model(s) for a user; fields left None keep their stored value."""
+    # -- which adapter of each method serves the user -------------------------------------------
+    def assign(self, method: str, name: str, *, user_id: str) -> dict[str, str]:
+        """Record that `name` (an adapter, or a soup) of the registered `method` serves the user: one row per
+        user and method, replacing that method's earlier one. Returns the user's assignments."""
+        from pllm.adapt.methods import get_method
+
         _check_user_id(user_id)
-        current = self.get_assignment(user_id=user_id)
-        new = Assignment(adapter=adapter or current.adapter, soup=soup or current.soup, ric=ric or current.ric)
+        get_method(method)
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("the assigned name must be a non-empty string", field="name")
         with self.store.transaction() as conn:
             SQLiteUserStore._ensure_user(conn, user_id)
-            conn.execute(
-                "INSERT OR REPLACE INTO alignment_assignments(user_id, adapter, soup, ric, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)", (user_id, new.adapter, new.soup, new.ric, time.time()))
-        return new
+            conn.execute("INSERT OR REPLACE INTO adapter_assignments(user_id, method, name, updated_at) "
+                         "VALUES (?, ?, ?, ?)", (user_id, method, name, time.time()))
+        return self.get_assignment(user_id=user_id)
 
-    def get_assignment(self, *, user_id: str) -> Assignment:
-        rows = self.store.execute("SELECT adapter, soup, ric FROM alignment_assignments WHERE user_id=?", (user_id,))
-        return Assignment(*rows[0]) if rows else Assignment()
+    def get_assignment(self, *, user_id: str) -> dict[str, str]:
+        """method -> assigned name, for every method the user has an assignment for."""
+        rows = self.store.execute("SELECT method, name FROM adapter_assignments WHERE user_id=? ORDER BY method",
+                                  (user_id,))
+        return {r[0]: r[1] for r in rows}
 
 
 def _check_user_id(user_id: str) -> None:

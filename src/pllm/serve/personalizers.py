@@ -141,7 +141,7 @@ class PreferencePersonalizer(Personalizer):
         if uid is None or not _is_hf(ctx.generator):
             return None
         assigned = self.prefs.get_assignment(user_id=uid)
-        if not (assigned.adapter or assigned.soup or assigned.ric) and self.prefs.get_vector(user_id=uid) is None:
+        if not assigned and self.prefs.get_vector(user_id=uid) is None:
             return None  # the common case, answered without importing the alignment models
         from pllm.align.serving import generator_for_user
 

@@ -150,6 +150,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX adapter_members_member ON adapter_members(member);
         """,
     ),
+    (
+        # One row per user and adapter method instead of a column per method: a new method needs no migration.
+        "0006_adapter_assignments",
+        """
+        CREATE TABLE adapter_assignments (
+            user_id TEXT NOT NULL,
+            method TEXT NOT NULL,
+            name TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (user_id, method)
+        );
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'dpo', adapter, updated_at FROM alignment_assignments WHERE adapter IS NOT NULL;
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'soup', soup, updated_at FROM alignment_assignments WHERE soup IS NOT NULL;
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'ric', ric, updated_at FROM alignment_assignments WHERE ric IS NOT NULL;
+        DROP TABLE alignment_assignments;
+        """,
+    ),
 ]
 
 
