@@ -161,12 +161,14 @@ def test_forget_removes_adapters_preferences_and_their_files(tiny_app, tiny_gene
     assert ask(client, key, "bob")["pllm"]["adapter"] == "user-adapter"
 
 
-def test_the_server_registers_the_forget_hooks_without_heavy_imports() -> None:
-    """The hooks come from light modules: `pllm serve` starts without importing peft or trl."""
-    code = ("import sys, pllm.serve.app; from pllm.users.store import FORGET_HOOKS; "
-            "print(sorted(h.__module__ for h in FORGET_HOOKS)); "
+def test_the_server_registers_the_forget_hooks_without_heavy_imports(tmp_path) -> None:  # noqa: ANN001
+    """Start-up registers every feature with the store explicitly, from light modules: `pllm serve` starts
+    without importing peft or trl."""
+    code = ("import sys; from pllm.serve import ServeConfig, ServerState; "
+            f"state = ServerState(ServeConfig(db={str(tmp_path / 's.db')!r})); "
+            "print(state.store.features); "
             "print(sorted(m for m in ('peft', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(SRC)}).stdout.splitlines()
-    assert out[0] == "['pllm.adapt.store', 'pllm.align.records']"
+    assert out[0] == "['adapters', 'keys', 'preferences']"
     assert out[1] == "[]"

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pllm.align.records import forget_user_adapters
 from pllm.errors import InputError
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import Feature, SQLiteUserStore
 
 SPLITS = ("train", "test")
 
@@ -80,11 +81,68 @@ def parse_vector(items: Sequence[str]) -> dict[str, float]:
     return check_vector(out)
 
 
+# Preference pairs, vectors and adapter assignments (rows go with the user's `user_id` rows); forgetting
+# also deletes alignment adapters trained on the user's data alone.
+PREFERENCES = Feature(name="preferences", migrations=(
+    (
+        "0003_align_preferences",
+        """
+        CREATE TABLE preference_pairs (
+            user_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            query_id TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            split TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (user_id, id)
+        );
+        CREATE INDEX preference_pairs_user_split ON preference_pairs(user_id, split, seq);
+        CREATE TABLE preference_vectors (
+            user_id TEXT PRIMARY KEY,
+            vector TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE alignment_assignments (
+            user_id TEXT PRIMARY KEY,
+            adapter TEXT,
+            soup TEXT,
+            ric TEXT,
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        # One row per user and adapter method instead of a column per method: a new method needs no migration.
+        "0006_adapter_assignments",
+        """
+        CREATE TABLE adapter_assignments (
+            user_id TEXT NOT NULL,
+            method TEXT NOT NULL,
+            name TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (user_id, method)
+        );
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'dpo', adapter, updated_at FROM alignment_assignments WHERE adapter IS NOT NULL;
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'soup', soup, updated_at FROM alignment_assignments WHERE soup IS NOT NULL;
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'ric', ric, updated_at FROM alignment_assignments WHERE ric IS NOT NULL;
+        DROP TABLE alignment_assignments;
+        """,
+    ),
+), forget=forget_user_adapters)
+
+
 class PreferenceStore:
     """Preference pairs, vectors and alignment assignments of users, on top of a `SQLiteUserStore`."""
 
     def __init__(self, store: SQLiteUserStore) -> None:
         self.store = store
+        store.register_feature(PREFERENCES)
 
     # -- pairs ----------------------------------------------------------------------------------
     def add_pairs(self, pairs: Sequence[PreferencePair], *, user_id: str) -> int:

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-import pllm.adapt.store  # noqa: F401  (registers the forget hook, so `pllm users forget` reaches adapters)
 from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")

@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-import pllm.align  # noqa: F401  (light; registers the forget hook, so `pllm users forget` reaches adapters)
 from pllm.cli.common import DbOption, console, err_console, open_db, progress_bar
 from pllm.errors import InputError
 

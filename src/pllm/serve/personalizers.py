@@ -8,10 +8,10 @@
   memories as soft tokens in front of the prompt; retrieved memories stay in the text (soft-fused).
 
 A request's `adapter` names one, or "auto" takes the first of `AUTO_ORDER` that has something for the user
-(each answers None otherwise), or "none" keeps memory-only chat. Importing this module also imports
-`pllm.adapt.store` and `pllm.align`, whose import registers their `FORGET_HOOKS`, so `DELETE /v1/users/{id}`
-removes the user's adapter files and rows too; both are light (no torch). Models, torch and peft are
-imported only when a personalizer first serves a user.
+(each answers None otherwise), or "none" keeps memory-only chat. The adapters and preferences features (their
+tables and forget hooks) are registered with the store at server start-up (`pllm.serve.features`), so
+`DELETE /v1/users/{id}` removes the user's adapter files and rows too. Models, torch and peft are imported
+only when a personalizer first serves a user.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pllm.align  # noqa: F401  (registers the forget hook of alignment adapters)
-from pllm.adapt.store import AdapterStore, adapter_name  # registers the forget hook of per-user adapters
+from pllm.adapt.store import AdapterStore, adapter_name
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt

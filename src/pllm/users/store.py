@@ -25,9 +25,20 @@ from pllm.paths import default_db_path
 from pllm.types import ProfileItem, Question
 from pllm.users.migrations import migrate
 
-# Called with (store, user_id) inside `forget`, after the rows are gone: adapters, encoders and other
-# artifacts derived from a user's data register here so forgetting reaches them too.
-FORGET_HOOKS: list[Callable[[UserStore, str], dict[str, int]]] = []
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature that keeps data in the user store (keys, adapters, preferences): its own tables' migrations and
+    what forgetting a user must also remove. Registered with a store explicitly (`register_feature`) by the
+    feature's storage class and at start-up, never by importing a module.
+
+    `forget(store, user_id)` runs after the user's rows are gone (tables with a `user_id` column are emptied
+    by the store itself); it removes artifacts derived from the user's data (adapter files) and returns
+    what it removed, by kind."""
+
+    name: str
+    migrations: tuple[tuple[str, str], ...] = ()
+    forget: Callable[[SQLiteUserStore, str], dict[str, int]] | None = None
 
 
 @dataclass
@@ -96,8 +107,24 @@ class SQLiteUserStore(UserStore):
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._features: dict[str, Feature] = {}
         with self._lock:
             migrate(self._conn)
+
+    def register_feature(self, feature: Feature) -> None:
+        """Apply the feature's pending migrations and add its forget hook (once per feature name)."""
+        with self._lock:
+            known = self._features.get(feature.name)
+            if known is not None:
+                if known != feature:
+                    raise ValueError(f"another feature named {feature.name!r} is registered with this store")
+                return
+            migrate(self._conn, feature.migrations)
+            self._features[feature.name] = feature
+
+    @property
+    def features(self) -> list[str]:
+        return sorted(self._features)
 
     # -- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -211,8 +238,9 @@ class SQLiteUserStore(UserStore):
             for table in _extra_user_tables(conn):
                 report.rows[table] = conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
             report.rows["users"] = conn.execute("DELETE FROM users WHERE id=?", (user_id,)).rowcount
-        for hook in FORGET_HOOKS:
-            report.rows.update(hook(self, user_id))
+        for feature in list(self._features.values()):
+            if feature.forget is not None:
+                report.rows.update(feature.forget(self, user_id))
         if not any(report.rows.values()):
             raise NotFoundError(f"user {user_id!r} is not in the store ({self.path})")
         with self._lock:
@@ -303,7 +331,8 @@ class SQLiteUserStore(UserStore):
 
 
 def _extra_user_tables(conn: sqlite3.Connection) -> list[str]:
-    """Tables added by later migrations that carry a `user_id` column, so forget reaches them too."""
+    """Feature tables that carry a `user_id` column, so forget reaches them too (also those of features not
+    registered in this process: a user's rows never outlive `forget`)."""
     core = {"question_items", "questions", "items", "embeddings", "profile_summaries", "users"}
     names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     out = []
