@@ -206,6 +206,13 @@ class AdapterStore:
                 out.append(self.load_record(folder, verify=verify))
         return out
 
+    def indexed(self, kind: str, owner: str) -> list[tuple[str, float, Path]]:
+        """(task, created_at, folder) of every adapter of `owner` indexed in the database, under any root."""
+        if self.db is None:
+            return []
+        rows = self.db.execute("SELECT task, created_at, path FROM adapters WHERE kind=? AND owner=?", (kind, owner))
+        return [(r[0], float(r[1]), Path(r[2])) for r in rows]
+
     # -- staleness and deletion -----------------------------------------------------------------
     def mark_stale(self, record: AdapterRecord, *, drop_member: str | None = None) -> None:
         if drop_member is not None:

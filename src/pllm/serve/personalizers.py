@@ -71,15 +71,14 @@ class UserAdapterPersonalizer(Personalizer):
 
     def _find(self, ctx: ChatContext) -> tuple[str, float, Path] | None:
         """(task, created_at, folder) of the user's adapter: the configured task's, else the user's only one."""
-        rows = self.store.execute("SELECT task, created_at, path FROM adapters WHERE kind='user' AND owner=?",
-                                  (ctx.store_user_id,))
+        rows = AdapterStore(db=self.store).indexed("user", ctx.store_user_id or "")
         task = ctx.config.adapt_task if ctx.config is not None else None
         if task is not None:
             rows = [r for r in rows if r[0] == task]
         if len(rows) > 1:
             raise InputError(f"user {ctx.user!r} has adapters for several tasks {sorted(r[0] for r in rows)}; "
                              "start the server with --adapt-task TASK", field="adapter")
-        return (rows[0][0], float(rows[0][1]), Path(rows[0][2])) if rows else None
+        return rows[0] if rows else None
 
     def _generator(self, task: str, folder: Path, base: Any) -> Any:
         from pllm.adapt.generator import AdapterGenerator
@@ -188,7 +187,7 @@ class SoftPersonalizer(Personalizer):
         spec = gen.spec
         needs = _template_fields(spec.item_text, spec.item_output)
         uid, limit = ctx.store_user_id, gen.config.max_items  # the encoder reads the latest max_items items
-        total = int(self.store.execute("SELECT COUNT(*) FROM items WHERE user_id=?", (uid,))[0][0])
+        total = self.store.count_items(user_id=uid)
         items: list[ProfileItem] = [it for it in self.store.get_items(user_id=uid, limit=limit,
                                                                       offset=max(0, total - limit))
                                     if needs <= set(it.fields)]  # the memories the encoder can read

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,22 @@ class SQLiteUserStore(UserStore):
         )
         return [ProfileItem(id=r[0], fields=json.loads(r[1]), user_id=user_id, timestamp=r[2]) for r in rows]
 
+    def get_items_by_id(self, ids: Sequence[str], *, user_id: str) -> list[ProfileItem]:
+        """The user's items with these ids (those that exist), in no particular order."""
+        out: list[ProfileItem] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            rows = self.execute("SELECT id, fields, timestamp FROM items WHERE user_id=? AND id IN (%s)"
+                                % ",".join("?" * len(chunk)), (user_id, *chunk))
+            out.extend(ProfileItem(id=r[0], fields=json.loads(r[1]), user_id=user_id, timestamp=r[2]) for r in rows)
+        return out
+
+    def count_items(self, *, user_id: str) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM items WHERE user_id=?", (user_id,))[0][0])
+
+    def has_user(self, *, user_id: str) -> bool:
+        return bool(self.execute("SELECT 1 FROM users WHERE id=?", (user_id,)))
+
     def delete_item(self, item_id: str, *, user_id: str) -> bool:
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM items WHERE user_id=? AND id=?", (user_id, item_id)).rowcount
@@ -297,14 +313,17 @@ class SQLiteUserStore(UserStore):
         return out
 
     # -- embeddings (the retrieval EmbeddingCache protocol) -------------------------------------
-    def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_embeddings(self, model: str, text_hashes: Sequence[str], *,
+                       user_id: str | None = None) -> dict[str, np.ndarray]:
+        """Stored vectors by text hash (only `user_id`'s rows when given: tenant-scoped reads)."""
         out: dict[str, np.ndarray] = {}
         hashes = list(dict.fromkeys(text_hashes))
+        owner = "" if user_id is None else " AND user_id=?"
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             rows = self.execute(
-                "SELECT text_hash, dim, vector FROM embeddings WHERE model=? AND text_hash IN (%s)"
-                % ",".join("?" * len(chunk)), (model, *chunk))
+                f"SELECT text_hash, dim, vector FROM embeddings WHERE model=?{owner} AND text_hash IN (%s)"
+                % ",".join("?" * len(chunk)), (model, *([] if user_id is None else [user_id]), *chunk))
             for h, dim, blob in rows:
                 out[h] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()
         return out
@@ -318,7 +337,25 @@ class SQLiteUserStore(UserStore):
                  for h, v in rows],
             )
 
+    def delete_embeddings(self, text_hashes: Iterable[str], *, user_id: str,
+                          in_use: Callable[[list[ProfileItem]], set[str]]) -> int:
+        """Delete the user's vectors of `text_hashes` except those `in_use(the user's items)` still needs,
+        checked and deleted in one transaction so no write slips between."""
+        with self.transaction() as conn:
+            keep = in_use(self.get_items(user_id=user_id))
+            return sum(conn.execute("DELETE FROM embeddings WHERE user_id=? AND text_hash=?", (user_id, h)).rowcount
+                       for h in sorted(set(text_hashes) - keep))
+
+    def count_embeddings(self, *, user_id: str) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM embeddings WHERE user_id=?", (user_id,))[0][0])
+
     # -- cached profile summaries ---------------------------------------------------------------
+    def get_summaries(self, *, user_id: str) -> list[dict[str, Any]]:
+        """Every cached summary of the user (key, model, summary, created_at), oldest first."""
+        rows = self.execute("SELECT key, model, summary, created_at FROM profile_summaries WHERE user_id=? "
+                            "ORDER BY created_at", (user_id,))
+        return [{"key": k, "model": m, "summary": s, "created_at": c} for k, m, s, c in rows]
+
     def get_summary(self, *, user_id: str, key: str) -> str | None:
         rows = self.execute("SELECT summary FROM profile_summaries WHERE user_id=? AND key=?", (user_id, key))
         return rows[0][0] if rows else None
