@@ -9,6 +9,7 @@ import toy_adapter_method
 from adapt_helpers import make_items, make_question
 
 from pllm.adapt import AdaptConfig, AdapterGenerator
+from pllm.adapt.jobs import train_users
 from pllm.adapt.methods import ADAPTER_METHODS, get_method, methods, register_adapter_method
 from pllm.errors import InputError
 from pllm.pipeline import MethodConfig, Personalizer
@@ -26,10 +27,9 @@ def toy():
 def test_a_toy_method_trains_serves_and_is_forgotten_end_to_end(toy, tiny, spec, store):
     config = AdaptConfig(method=toy.name, epochs=3, batch_size=4, lr=5e-2, max_items=8, min_items=4)
     items = {u: make_items(u, 8, rating=r) for u, r in (("low", 1), ("high", 5))}
-    for user, its in items.items():  # trained through the registry's entry point
-        record, trained = toy.train_fn(tiny, spec, kind="user", owner=user, items_by_user={user: its},
-                                       config=config, store=store)
-        assert trained and record.method == toy.name and record.config["method"] == toy.name
+    report = train_users(tiny, spec, items, config, store)  # the CLI's job, through the method's train_fn
+    assert report.trained == ["high", "low"] and toy_adapter_method.TRAINED[-2:] == ["high", "low"]
+    assert {r.method for r in report.records.values()} == {toy.name}
     assert not hasattr(tiny.model, "peft_config")  # training left the base weights bare
 
     gen = AdapterGenerator(tiny, spec.name, store=store, cold_start_items=4)

@@ -11,6 +11,7 @@ from pllm.adapt.methods import register_adapter_method
 from pllm.adapt.train import train_adapter
 
 NAME = "toy-loha"
+TRAINED: list[str] = []  # owners trained through this method's entry point
 
 
 def loha_config(config: AdaptConfig, layers: dict[str, Any]) -> Any:
@@ -20,7 +21,12 @@ def loha_config(config: AdaptConfig, layers: dict[str, Any]) -> Any:
                       task_type=TaskType.CAUSAL_LM, **layers)
 
 
+def train(*args: Any, owner: str, **kwargs: Any) -> Any:
+    TRAINED.append(owner)
+    return train_adapter(*args, owner=owner, **kwargs)  # the shared pair-training loop, with LoHa layers
+
+
 def register() -> None:
     # No per-row `adapter_names` path assumed: the generator serves its rows adapter by adapter.
-    register_adapter_method(NAME, AdaptConfig, train_adapter, mixed_batch=False, layer_subset=True,
-                            peft_config=loha_config, replace=True)
+    register_adapter_method(NAME, AdaptConfig, train, mixed_batch=False, layer_subset=True, peft_config=loha_config,
+                            replace=True)
