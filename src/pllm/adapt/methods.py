@@ -24,6 +24,9 @@ from pllm.errors import InputError
 from pllm.registry import Registry
 
 if TYPE_CHECKING:
+    from pllm.align.adapters import AdapterHost
+    from pllm.align.records import AdapterStore as AlignAdapterStore
+    from pllm.align.soup import SoupStore
     from pllm.models.base import Generator
 
 
@@ -48,11 +51,11 @@ class ServeRequest:
     """What an alignment method may serve a user from: the shared adapter host over the base model, the name
     assigned to the user for this method (or None), the user's preference vector, and the adapter stores."""
 
-    host: Any  # pllm.align.adapters.AdapterHost
+    host: AdapterHost
     assigned: str | None
     vector: dict[str, float] | None
-    adapters: Any  # pllm.align.records.AdapterStore
-    soups: Any  # pllm.align.soup.SoupStore
+    adapters: AlignAdapterStore
+    soups: SoupStore
 
 
 ADAPTER_METHODS: Registry[AdapterMethod] = Registry("adapter method")
