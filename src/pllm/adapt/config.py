@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pllm.errors import InputError, UnknownNameError
+from pllm.errors import InputError
 
 if TYPE_CHECKING:
     from pllm.adapt.methods import AdapterMethod
@@ -86,16 +86,12 @@ class AdaptConfig:
     @property
     def adapter_method(self) -> AdapterMethod:
         """The registered method this recipe trains (one that trains on pairs with this config class)."""
-        from pllm.adapt.methods import get_method, methods
+        from pllm.adapt.methods import methods
 
-        try:
-            method = get_method(self.method)
-        except UnknownNameError:
-            method = None
-        if method is None or method.config_cls is not AdaptConfig or method.peft_config is None:
-            known = [m.name for m in methods(config_cls=AdaptConfig)]
-            raise InputError(f"method must be one of {known}, got {self.method!r}", field="method")
-        return method
+        known = {m.name: m for m in methods(config_cls=AdaptConfig) if m.peft_config is not None}
+        if self.method not in known:
+            raise InputError(f"method must be one of {sorted(known)}, got {self.method!r}", field="method")
+        return known[self.method]
 
     def peft_config(self, num_layers: int | None = None) -> Any:
         """The peft config object for this recipe (task type: causal LM); `num_layers` (the model's) is
@@ -106,9 +102,7 @@ class AdaptConfig:
                 raise InputError(f"top_layers={self.top_layers} needs a model with at least that many layers "
                                  f"(this one has {num_layers})", field="top_layers")
             layers = {"layers_to_transform": list(range(num_layers - self.top_layers, num_layers))}
-        method = self.adapter_method
-        assert method.peft_config is not None
-        return method.peft_config(self, layers)
+        return self.adapter_method.peft_config(self, layers)  # type: ignore[misc]  (checked non-None above)
 
     @property
     def effective_lr(self) -> float:
