@@ -35,6 +35,8 @@ def test_import_vectors_assignments_and_soups(dsp_file, tmp_path, tiny_generator
     assert res.exit_code == 2 and "NAME=WEIGHT" in res.output
     res = runner.invoke(app, ["align", "assign", "alice", "dpo=nope", "--db", db])
     assert res.exit_code == 2 and "no alignment adapter 'nope'" in res.output
+    res = runner.invoke(app, ["align", "assign", "alice", "lora=x", "--db", db])
+    assert res.exit_code == 2 and "not assigned to users" in res.output
     res = runner.invoke(app, ["align", "show", "ghost", "--db", db])
     assert res.exit_code == 2
     # soups over stored adapters, then served to alice

@@ -49,6 +49,8 @@ def test_pairs_vectors_and_assignments_roundtrip(pstore: PreferenceStore) -> Non
     assert pstore.get_assignment(user_id="u2") == {}
     with pytest.raises(UnknownNameError, match="unknown adapter method 'nope'"):
         pstore.assign("nope", "x", user_id="u1")
+    with pytest.raises(InputError, match="does not serve users by assignment"):
+        pstore.assign("lora", "x", user_id="u1")  # per-user LoRA adapters are routed by owner, not assigned
 
 
 @pytest.mark.parametrize("bad", [{}, {"a": -1}, {"a": 0.0}, {"a": "x"}, {"a": float("nan")}, {"": 1}])

@@ -44,6 +44,7 @@ class AdapterMethod:
     peft_config: Callable[[AdaptConfig, dict[str, Any]], Any] | None = None  # supervised peft methods
     serve: Callable[[ServeRequest], Generator | None] | None = None  # alignment methods: a user's generator
     serve_rank: int = 0  # order among serving methods (lower first)
+    find: Callable[[str], object] | None = None  # an assignable adapter (or soup) by name; raises if missing
 
 
 @dataclass

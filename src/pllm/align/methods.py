@@ -10,7 +10,8 @@ from typing import Any
 
 from pllm.adapt.methods import ServeRequest, register_adapter_method
 from pllm.align.config import DPOSettings, RiCSettings
-from pllm.align.soup import SoupSpec, pick_soup
+from pllm.align.records import AdapterStore
+from pllm.align.soup import SoupSpec, SoupStore, pick_soup
 from pllm.models.base import Generator
 
 
@@ -56,6 +57,14 @@ def _serve_ric(req: ServeRequest) -> Generator | None:
     return RiCGenerator(req.host, req.adapters.get(req.assigned), req.vector)
 
 
-register_adapter_method("dpo", DPOSettings, _train_dpo, serve=_serve_dpo, serve_rank=10)
-register_adapter_method("soup", SoupSpec, _save_soup, serve=_serve_soup, serve_rank=20)
-register_adapter_method("ric", RiCSettings, _train_ric, serve=_serve_ric, serve_rank=30)
+def _find_adapter(name: str) -> object:
+    return AdapterStore().get(name)
+
+
+def _find_soup(name: str) -> object:
+    return SoupStore().get(name)
+
+
+register_adapter_method("dpo", DPOSettings, _train_dpo, serve=_serve_dpo, serve_rank=10, find=_find_adapter)
+register_adapter_method("soup", SoupSpec, _save_soup, serve=_serve_soup, serve_rank=20, find=_find_soup)
+register_adapter_method("ric", RiCSettings, _train_ric, serve=_serve_ric, serve_rank=30, find=_find_adapter)

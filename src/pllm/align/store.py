@@ -211,7 +211,8 @@ class PreferenceStore:
         from pllm.adapt.methods import get_method
 
         _check_user_id(user_id)
-        get_method(method)
+        if get_method(method).serve is None:
+            raise InputError(f"method {method!r} does not serve users by assignment", field="method")
         if not isinstance(name, str) or not name.strip():
             raise InputError("the assigned name must be a non-empty string", field="name")
         with self.store.transaction() as conn:

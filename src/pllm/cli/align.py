@@ -95,16 +95,16 @@ def assign(user_id: str = typer.Argument(..., help="User id."),
            db: Path | None = DbOption) -> None:
     """Choose which aligned model serves a user (the server asks the methods in order: dpo, soup, ric)."""
     from pllm.adapt.methods import get_method
-    from pllm.align.adapters import AdapterStore
-    from pllm.align.soup import SoupStore
 
     pairs = []
     for i, item in enumerate(uses):
         method, sep, name = item.partition("=")
         if not sep or not name.strip():
             raise InputError(f"expected METHOD=NAME, got {item!r}", index=i, field="uses")
-        get_method(method.strip())
-        (SoupStore() if method.strip() == "soup" else AdapterStore()).get(name.strip())
+        find = get_method(method.strip()).find
+        if find is None:
+            raise InputError(f"{method.strip()} adapters are not assigned to users", index=i, field="uses")
+        find(name.strip())
         pairs.append((method.strip(), name.strip()))
     with open_db(db) as store:
         for method, name in pairs:
