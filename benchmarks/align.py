@@ -41,7 +41,8 @@ def run(*, n_pairs: int, epochs: float, prompt_tokens: int, answer_tokens: int, 
     from peft import LoraConfig, get_peft_model
 
     from pllm.align.adapters import AdapterHost, AdapterStore, new_record
-    from pllm.align.dpo import DPOSettings, LoraSettings, train_dpo, truncate_pairs
+    from pllm.align.config import DPOSettings, LoraSettings
+    from pllm.align.dpo import train_dpo, truncate_pairs
     from pllm.align.soup import Soup, SoupSpec
     from pllm.io import atomic_dir
     from pllm.models import load_generator

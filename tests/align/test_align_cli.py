@@ -33,8 +33,10 @@ def test_import_vectors_assignments_and_soups(dsp_file, tmp_path, tiny_generator
     # errors: one line, exit code 2
     res = runner.invoke(app, ["align", "set-vector", "alice", "academy", "--db", db])
     assert res.exit_code == 2 and "NAME=WEIGHT" in res.output
-    res = runner.invoke(app, ["align", "assign", "alice", "--adapter", "nope", "--db", db])
+    res = runner.invoke(app, ["align", "assign", "alice", "dpo=nope", "--db", db])
     assert res.exit_code == 2 and "no alignment adapter 'nope'" in res.output
+    res = runner.invoke(app, ["align", "assign", "alice", "lora=x", "--db", db])
+    assert res.exit_code == 2 and "not assigned to users" in res.output
     res = runner.invoke(app, ["align", "show", "ghost", "--db", db])
     assert res.exit_code == 2
     # soups over stored adapters, then served to alice
@@ -45,7 +47,7 @@ def test_import_vectors_assignments_and_soups(dsp_file, tmp_path, tiny_generator
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["align", "soup", "bad", "--dim", "academy=missing"])
     assert res.exit_code == 2 and "missing" in res.output
-    res = runner.invoke(app, ["align", "assign", "alice", "--soup", "ab", "--db", db])
+    res = runner.invoke(app, ["align", "assign", "alice", "soup=ab", "--db", db])
     assert res.exit_code == 0 and "soup=ab" in res.output
     res = runner.invoke(app, ["align", "adapters"])
     assert "dim-a" in res.output and "soup ab" in res.output

@@ -11,7 +11,8 @@ import torch
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
 from pllm.align.adapters import AdapterStore, host_for
-from pllm.align.dpo import DPOSettings, LoraSettings, build_dpo_trainer, train_dpo, truncate_pairs
+from pllm.align.config import DPOSettings, LoraSettings
+from pllm.align.dpo import build_dpo_trainer, train_dpo, truncate_pairs
 from pllm.align.evaluate import implicit_rewards
 from pllm.models.base import Prompt
 

@@ -8,8 +8,8 @@ import pytest
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
 from pllm.align.adapters import AdapterStore, host_for
-from pllm.align.dpo import LoraSettings
-from pllm.align.ric import RiCGenerator, RiCSettings, condition_tag, conditioned, ric_examples, train_ric
+from pllm.align.config import LoraSettings, RiCSettings
+from pllm.align.ric import RiCGenerator, condition_tag, conditioned, ric_examples, train_ric
 from pllm.align.store import PreferenceStore
 from pllm.errors import InputError
 from pllm.models.base import Prompt

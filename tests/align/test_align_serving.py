@@ -32,7 +32,7 @@ def test_generator_for_user_picks_adapter_then_soup_then_ric(tiny_generator, tmp
     # nobody known: the base generator itself
     assert generator_for_user(store, tiny_generator, user_id="nobody") is tiny_generator
     # a stored DPO adapter wins
-    ps.assign(user_id="u1", adapter="dpo-u1")
+    ps.assign("dpo", "dpo-u1", user_id="u1")
     ps.set_vector({"x": 1.0}, user_id="u1")
     g1 = generator_for_user(store, tiny_generator, user_id="u1")
     assert isinstance(g1, AdapterGenerator) and g1.adapter == "dpo-u1"
@@ -47,7 +47,7 @@ def test_generator_for_user_picks_adapter_then_soup_then_ric(tiny_generator, tmp
     ps.set_vector({"x": 1.0, "z": 1.0}, user_id="u3")
     assert generator_for_user(store, tiny_generator, user_id="u3") is tiny_generator
     ps.set_vector({"x": 1.0}, user_id="u4")
-    ps.assign(user_id="u4", ric="ric", soup=None)
+    ps.assign("ric", "ric", user_id="u4")
     SoupStore().root.joinpath("xy.json").unlink()
     g4 = generator_for_user(store, tiny_generator, user_id="u4")
     assert isinstance(g4, RiCGenerator) and g4.render(PROMPT[0]).count("<x=1.00 y=0.00>") == 1
@@ -57,3 +57,38 @@ def test_generator_for_user_picks_adapter_then_soup_then_ric(tiny_generator, tmp
     echo = load_generator(echo_backend)
     assert generator_for_user(store, echo, user_id="u1") is echo
     store.close()
+
+
+def test_a_registered_serving_method_needs_no_serving_branch(tiny_generator, tmp_path) -> None:
+    """An objective-level method registered from here: assigned to a user, it serves them ahead of the later
+    ranks; its assignment is one row, gone with the user."""
+    from dataclasses import dataclass
+
+    from pllm.adapt.methods import ADAPTER_METHODS, register_adapter_method
+
+    @dataclass
+    class StyleRecipe:
+        style: str = "terse"
+
+    served = []
+
+    def serve(req):  # noqa: ANN001, ANN202
+        if not req.assigned:
+            return None
+        served.append(req.assigned)
+        return req.host.generator(None)  # the base model through the shared host
+
+    register_adapter_method("toy-style", StyleRecipe, lambda recipe: recipe, serve=serve, serve_rank=5)
+    try:
+        store = SQLiteUserStore(tmp_path / "db.sqlite3")
+        ps = PreferenceStore(store)
+        ps.set_vector({"x": 1.0}, user_id="u1")
+        assert generator_for_user(store, tiny_generator, user_id="u1") is tiny_generator
+        ps.assign("toy-style", "short", user_id="u1")
+        gen = generator_for_user(store, tiny_generator, user_id="u1")
+        assert isinstance(gen, AdapterGenerator) and gen.adapter is None and served == ["short"]
+        assert store.forget(user_id="u1").rows["adapter_assignments"] == 1
+        assert generator_for_user(store, tiny_generator, user_id="u1") is tiny_generator
+        store.close()
+    finally:
+        ADAPTER_METHODS.unregister("toy-style")

@@ -19,7 +19,7 @@ import pllm.align  # noqa: F401  (registers the forget hook)
 from pllm.align.adapters import AdapterStore
 from pllm.align.importers import DSP_DOMAINS, import_dsp, import_hh, read_dsp, split_hh
 from pllm.align.store import PreferencePair, PreferenceStore, parse_vector, query_split
-from pllm.errors import InputError, NotFoundError
+from pllm.errors import InputError, NotFoundError, UnknownNameError
 from pllm.users.store import SQLiteUserStore
 
 
@@ -43,10 +43,14 @@ def test_pairs_vectors_and_assignments_roundtrip(pstore: PreferenceStore) -> Non
     assert pstore.get_vector(user_id="u1") is None
     assert pstore.set_vector({"academy": 1, "business": 0.5}, user_id="u1") == {"academy": 1.0, "business": 0.5}
     assert pstore.get_vector(user_id="u1") == {"academy": 1.0, "business": 0.5}
-    pstore.assign(user_id="u1", adapter="a1")
-    a = pstore.assign(user_id="u1", soup="s1")
-    assert (a.adapter, a.soup, a.ric) == ("a1", "s1", None)
-    assert pstore.get_assignment(user_id="u2").adapter is None
+    pstore.assign("dpo", "a0", user_id="u1")
+    pstore.assign("dpo", "a1", user_id="u1")  # one row per user and method: replaced
+    assert pstore.assign("soup", "s1", user_id="u1") == {"dpo": "a1", "soup": "s1"}
+    assert pstore.get_assignment(user_id="u2") == {}
+    with pytest.raises(UnknownNameError, match="unknown adapter method 'nope'"):
+        pstore.assign("nope", "x", user_id="u1")
+    with pytest.raises(InputError, match="does not serve users by assignment"):
+        pstore.assign("lora", "x", user_id="u1")  # per-user LoRA adapters are routed by owner, not assigned
 
 
 @pytest.mark.parametrize("bad", [{}, {"a": -1}, {"a": 0.0}, {"a": "x"}, {"a": float("nan")}, {"": 1}])
@@ -118,13 +122,13 @@ def test_forget_removes_preferences_and_the_users_own_adapters(pstore: Preferenc
     pstore.add_pairs(movie_pairs(2), user_id="u1")
     pstore.add_pairs(movie_pairs(2), user_id="u2")
     pstore.set_vector({"a": 1}, user_id="u1")
-    pstore.assign(user_id="u1", adapter="mine")
+    pstore.assign("dpo", "mine", user_id="u1")
     adapters = AdapterStore()
     save_random_adapter(tiny_generator, adapters, "mine", 0, users=["u1"])
     save_random_adapter(tiny_generator, adapters, "group", 1, users=["u1", "u2"])
     report = pstore.store.forget(user_id="u1")
     assert report.rows["preference_pairs"] == 2 and report.rows["preference_vectors"] == 1
-    assert report.rows["alignment_assignments"] == 1 and report.rows["align_adapters"] == 1
+    assert report.rows["adapter_assignments"] == 1 and report.rows["align_adapters"] == 1
     assert pstore.get_pairs(user_id="u1") == [] and pstore.get_vector(user_id="u1") is None
     assert not adapters.exists("mine") and adapters.exists("group")
     assert len(pstore.get_pairs(user_id="u2")) == 2

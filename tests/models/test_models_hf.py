@@ -146,7 +146,7 @@ def test_score_shape_and_fast_path_matches_general(gen: HFGenerator, prompts: li
 def test_candidates_one_token_apart_share_one_forward(gen: HFGenerator, prompts: list[Prompt]) -> None:
     # " rating 1" .. " rating 5": the shared "rating" is scored once in the same batched forward
     conts = [" rating " + lab for lab in LABELS]
-    _, parts = gen._split_continuations(prompts[2], conts)
+    _, parts = gen.split_continuations(prompts[2], conts)
     assert len(parts[0][1]) - parts[0][0] == 2 and _last_token_apart(parts)
     fast = gen.score(prompts, conts, batch_size=3)
     np.testing.assert_allclose(fast, gen.score(prompts, conts, _fast_path=False), atol=1e-4)

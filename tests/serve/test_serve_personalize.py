@@ -16,7 +16,7 @@ from pllm_serve_adapters import save_adapt_adapter, save_align_adapter, save_sof
 from pllm_serve_testutil import SRC, auth
 
 from pllm.adapt.store import RECORD_FILE, AdapterStore
-from pllm.align.store import Assignment, PreferencePair, PreferenceStore
+from pllm.align.store import PreferencePair, PreferenceStore
 from pllm.errors import InputError
 from pllm.models.base import GENERATORS, Prompt
 from pllm.serve import ServeConfig, store_user_id
@@ -80,7 +80,7 @@ def test_chat_serves_the_users_alignment_preference(tiny_app, tiny_generator) ->
     client, key = tiny_app()
     store = client.app.state.pllm.store
     save_align_adapter(tiny_generator, "dpo-alice", 4, users=[ALICE])
-    PreferenceStore(store).assign(user_id=ALICE, adapter="dpo-alice")
+    PreferenceStore(store).assign("dpo", "dpo-alice", user_id=ALICE)
     plain = ask(client, key, "alice", adapter="none")
     aligned = ask(client, key, "alice")
     assert aligned["pllm"]["adapter"] == "preference" and aligned["text"] != plain["text"]
@@ -138,14 +138,14 @@ def test_forget_removes_adapters_preferences_and_their_files(tiny_app, tiny_gene
     prefs = PreferenceStore(store)
     prefs.add_pairs([PreferencePair(id="p1", prompt="rate it", chosen="five", rejected="one")], user_id=ALICE)
     prefs.set_vector({"x": 1.0}, user_id=ALICE)
-    prefs.assign(user_id=ALICE, adapter="dpo-alice")
+    prefs.assign("dpo", "dpo-alice", user_id=ALICE)
     assert ask(client, key, "alice")["pllm"]["adapter"] == "user-adapter"  # her adapter is loaded now
 
     r = client.delete("/v1/users/alice", headers=auth(key))
     assert r.status_code == 200
     rows = r.json()["rows"]
     assert rows["items"] == 2 and rows["preference_pairs"] == 1 and rows["preference_vectors"] == 1
-    assert rows["alignment_assignments"] == 1
+    assert rows["adapter_assignments"] == 1
     assert rows["adapters"] == 2  # her adapter's row and her membership of the group adapter
     assert rows["adapter_files"] == len(own.files) + 1  # the peft files and the record
     assert rows["stale_shared_adapters"] == 1 and rows["align_adapters"] == 1
@@ -156,17 +156,19 @@ def test_forget_removes_adapters_preferences_and_their_files(tiny_app, tiny_gene
     assert record["members"] == [BOB] and record["stale"] is True
     assert store.execute("SELECT COUNT(*) FROM adapters WHERE owner=?", (ALICE,))[0][0] == 0
     assert store.execute("SELECT COUNT(*) FROM adapter_members WHERE member=?", (ALICE,))[0][0] == 0
-    assert prefs.get_vector(user_id=ALICE) is None and prefs.get_assignment(user_id=ALICE) == Assignment()
+    assert prefs.get_vector(user_id=ALICE) is None and prefs.get_assignment(user_id=ALICE) == {}
     assert ask(client, key, "alice")["pllm"]["adapter"] is None
     assert ask(client, key, "bob")["pllm"]["adapter"] == "user-adapter"
 
 
-def test_the_server_registers_the_forget_hooks_without_heavy_imports() -> None:
-    """The hooks come from light modules: `pllm serve` starts without importing peft or trl."""
-    code = ("import sys, pllm.serve.app; from pllm.users.store import FORGET_HOOKS; "
-            "print(sorted(h.__module__ for h in FORGET_HOOKS)); "
+def test_the_server_registers_the_forget_hooks_without_heavy_imports(tmp_path) -> None:  # noqa: ANN001
+    """Start-up registers every feature with the store explicitly, from light modules: `pllm serve` starts
+    without importing peft or trl."""
+    code = ("import sys; from pllm.serve import ServeConfig, ServerState; "
+            f"state = ServerState(ServeConfig(db={str(tmp_path / 's.db')!r})); "
+            "print(state.store.features); "
             "print(sorted(m for m in ('peft', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(SRC)}).stdout.splitlines()
-    assert out[0] == "['pllm.adapt.store', 'pllm.align.records']"
+    assert out[0] == "['adapters', 'keys', 'preferences']"
     assert out[1] == "[]"

@@ -146,3 +146,22 @@ def test_not_a_database(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(InputError, match="x.db"):
         SQLiteUserStore(bad)
+
+
+def test_per_user_reads_and_embedding_cleanup(tmp_path):
+    """The memory service's storage goes through these: items by id, counts, user-scoped vectors, and deleting
+    a user's vectors except those their remaining items still need."""
+    with SQLiteUserStore(tmp_path / "s.db") as store:
+        store.add_items([ProfileItem(id="a", fields={"t": "x"}), ProfileItem(id="b", fields={"t": "y"})], user_id="u")
+        assert sorted(i.id for i in store.get_items_by_id(["b", "zz", "a"], user_id="u")) == ["a", "b"]
+        assert store.get_items_by_id(["a"], user_id="other") == []
+        assert store.count_items(user_id="u") == 2 and store.has_user(user_id="u") and not store.has_user(user_id="v")
+        vec = np.ones(3, dtype=np.float32)
+        store.put_embeddings("m", [("hx", vec), ("hy", vec)], user_id="u")
+        store.put_embeddings("m", [("hv", vec)], user_id="v")
+        assert set(store.get_embeddings("m", ["hx", "hv"], user_id="u")) == {"hx"}
+        assert set(store.get_embeddings("m", ["hx", "hv"])) == {"hx", "hv"}
+        assert store.delete_embeddings(["hx", "hy", "hv"], user_id="u", in_use=lambda items: {"hy"}) == 1
+        assert store.count_embeddings(user_id="u") == 1 and store.count_embeddings(user_id="v") == 1
+        store.put_summary(user_id="u", key="k", model="m", summary="likes x")
+        assert [s["summary"] for s in store.get_summaries(user_id="u")] == ["likes x"]

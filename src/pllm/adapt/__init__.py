@@ -2,8 +2,8 @@
 (persona) adapters for cold-start users, serving many users' adapters in one batch, forgetting, and
 Ray scale-out. See docs/adapters.md.
 
-Names are imported lazily, so `import pllm.adapt.store` (which registers the forget hook and is all
-the CLI needs at startup) does not pull in torch and peft."""
+Names are imported lazily, so `import pllm.adapt.store` (the `ADAPTERS` storage feature, registered with the
+user store at start-up) and `pllm.adapt.methods` (the method registry) do not pull in torch and peft."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "METHODS": "pllm.adapt.config", "AdaptConfig": "pllm.adapt.config",
+    "AdaptConfig": "pllm.adapt.config",
+    "ADAPTER_METHODS": "pllm.adapt.methods", "AdapterMethod": "pllm.adapt.methods",
+    "register_adapter_method": "pllm.adapt.methods",
     "TrainingPair": "pllm.adapt.data", "training_pairs": "pllm.adapt.data", "user_items": "pllm.adapt.data",
     "AdapterGenerator": "pllm.adapt.generator", "Route": "pllm.adapt.generator",
     "AdapterRecord": "pllm.adapt.store", "AdapterStore": "pllm.adapt.store",

@@ -5,21 +5,22 @@ and an up-to-date adapter recognised (and skipped) on a resumed run."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pllm.errors import InputError
 
-METHODS = ("lora", "ia3", "prompt-tuning")
+if TYPE_CHECKING:
+    from pllm.adapt.methods import AdapterMethod
+
 ADDED_LATER = ("stats",)  # recipe fields newer than some trained adapters (see hash_fields)
-# peft methods whose layers take a per-row `adapter_names=` (one forward pass for a mixed batch).
-MIXED_BATCH_METHODS = ("lora",)
 
 
 @dataclass
 class AdaptConfig:
     """One adapter training recipe (task, group and user adapters all use it)."""
 
-    method: str = field(default="lora", metadata={"help": "peft method: lora | ia3 | prompt-tuning."})
+    method: str = field(default="lora", metadata={
+        "help": "Adapter method trained on pairs (registered in pllm.adapt.methods): lora | ia3 | prompt-tuning."})
     r: int = field(default=8, metadata={"help": "LoRA rank."})
     alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
@@ -47,10 +48,9 @@ class AdaptConfig:
     style: str | None = field(default=None, metadata={"help": "Prompt style (default: the task's default)."})
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"method must be one of {METHODS}, got {self.method!r}", field="method")
-        if self.top_layers is not None and (self.top_layers < 1 or self.method != "lora"):
-            raise InputError(f"top_layers must be >= 1 and needs lora (peft's layers_to_transform), got "
+        method = self.adapter_method
+        if self.top_layers is not None and (self.top_layers < 1 or not method.layer_subset):
+            raise InputError(f"top_layers must be >= 1 and needs a method with layers_to_transform (lora), got "
                              f"{self.top_layers} with {self.method}", field="top_layers")
         for name in ("r", "alpha", "num_virtual_tokens", "epochs", "batch_size", "min_items"):
             if getattr(self, name) < (0 if name == "min_items" else 1):
@@ -84,31 +84,26 @@ class AdaptConfig:
         return data
 
     @property
-    def mixed_batches(self) -> bool:
-        return self.method in MIXED_BATCH_METHODS
+    def adapter_method(self) -> AdapterMethod:
+        """The registered method this recipe trains (one that trains on pairs with this config class)."""
+        from pllm.adapt.methods import methods
+
+        known = {m.name: m for m in methods(config_cls=AdaptConfig) if m.peft_config is not None}
+        if self.method not in known:
+            raise InputError(f"method must be one of {sorted(known)}, got {self.method!r}", field="method")
+        return known[self.method]
 
     def peft_config(self, num_layers: int | None = None) -> Any:
         """The peft config object for this recipe (task type: causal LM); `num_layers` (the model's) is
         needed with `top_layers`."""
-        from peft import IA3Config, LoraConfig, PromptTuningConfig, TaskType
-
         layers: dict[str, Any] = {}
         if self.top_layers is not None:
             if not num_layers or self.top_layers > num_layers:
                 raise InputError(f"top_layers={self.top_layers} needs a model with at least that many layers "
                                  f"(this one has {num_layers})", field="top_layers")
             layers = {"layers_to_transform": list(range(num_layers - self.top_layers, num_layers))}
-        if self.method == "lora":
-            return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                              target_modules=self.target_modules or ["q_proj", "v_proj"],
-                              task_type=TaskType.CAUSAL_LM, **layers)
-        if self.method == "ia3":
-            targets = self.target_modules or ["k_proj", "v_proj", "down_proj"]
-            ff = [m for m in targets if m in ("down_proj", "fc2", "mlp.down_proj")]
-            return IA3Config(target_modules=targets, feedforward_modules=ff, task_type=TaskType.CAUSAL_LM)
-        return PromptTuningConfig(num_virtual_tokens=self.num_virtual_tokens, task_type=TaskType.CAUSAL_LM)
+        return self.adapter_method.peft_config(self, layers)  # type: ignore[misc]  (checked non-None above)
 
     @property
     def effective_lr(self) -> float:
-        # Soft prompts sit in embedding space and need a larger step than low-rank weight deltas.
-        return self.lr * 10 if self.method == "prompt-tuning" else self.lr
+        return self.lr * self.adapter_method.lr_scale

@@ -7,10 +7,10 @@ Routing reads the structured record on `Prompt.question` (user id and profile), 
 - otherwise the group adapter whose centroid is nearest the user's history embedding;
 - otherwise the base model (peft's "__base__" row).
 
-LoRA layers take peft's per-row `adapter_names=`, so a batch of 8 users is one forward pass. IA3 and
-prompt tuning have no per-row path in peft: their rows are grouped by adapter and run group by group
-(prompt tuning one row at a time, since peft drops position ids under it and padding would shift
-positions). Loaded adapters are kept in an LRU bounded by a byte budget.
+Methods registered with `mixed_batch` (LoRA) take peft's per-row `adapter_names=`, so a batch of 8 users is
+one forward pass. Others (IA3, prompt tuning) have no per-row path in peft: their rows are grouped by adapter
+and run group by group (prompt-learning methods one row at a time, since peft drops position ids under them
+and padding would shift positions). Loaded adapters are kept in an LRU bounded by a byte budget.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pllm.adapt.methods import get_method
 from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import base_key, merge_task_adapter
 from pllm.errors import ArtifactError, InputError
@@ -228,7 +229,8 @@ class AdapterGenerator(DelegatingGenerator):
             return out
         for rows in self._chunks(routes):
             self._prepare(routes, rows)
-            if self.method is None or self.method == "lora":  # one pass, per-row adapters
+            method = get_method(self.method) if self.method is not None else None
+            if method is None or method.mixed_batch:  # one pass, per-row adapters
                 results = call(rows, [routes[i].name for i in rows], None)
                 for i, res in zip(rows, results):
                     out[i] = res
@@ -236,7 +238,7 @@ class AdapterGenerator(DelegatingGenerator):
             by_name: dict[str, list[int]] = {}
             for i in rows:
                 by_name.setdefault(routes[i].name, []).append(i)
-            cap = 1 if self.method == "prompt-tuning" else None
+            cap = 1 if method.prompt_learning else None
             for name, group_rows in by_name.items():
                 with self._active(name):
                     results = call(group_rows, None, cap)

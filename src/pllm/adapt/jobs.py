@@ -16,7 +16,7 @@ from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import user_items
 from pllm.adapt.groups import centroid_of, cluster_users, history_embedding
 from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
-from pllm.adapt.train import merge_task_adapter, train_adapter
+from pllm.adapt.train import merge_task_adapter
 from pllm.errors import InputError
 from pllm.models.hf import HFGenerator
 from pllm.tasks.spec import TaskSpec
@@ -74,14 +74,21 @@ def prepare_base(generator: HFGenerator, spec: TaskSpec, store: AdapterStore) ->
     return record
 
 
+def _train(generator: HFGenerator, spec: TaskSpec, *, config: AdaptConfig, **kwargs: Any
+           ) -> tuple[AdapterRecord, bool]:
+    """Train (or skip, if up to date) one adapter with the recipe's registered method (`train_adapter` for the
+    built-in ones; a plugin method may wrap it)."""
+    return config.adapter_method.train_fn(generator, spec, config=config, **kwargs)
+
+
 def train_task(generator: HFGenerator, spec: TaskSpec, items: dict[str, list[ProfileItem]], config: AdaptConfig,
                store: AdapterStore, *, source: dict[str, Any], max_pairs: int | None = None, force: bool = False,
                progress: Progress | None = None) -> tuple[AdapterRecord, bool]:
     """The shared task adapter: every training user's items (pairs rendered per user), sampled to
     `max_pairs`. Train it before the user adapters: they are trained on top of it (merged)."""
     cb = (lambda s, t: progress("task adapter", s, t)) if progress else None
-    return train_adapter(generator, spec, kind="task", owner=BASE_OWNER, items_by_user=items, config=config,
-                         store=store, source=source, max_pairs=max_pairs, force=force, step_callback=cb)
+    return _train(generator, spec, kind="task", owner=BASE_OWNER, items_by_user=items, config=config,
+                  store=store, source=source, max_pairs=max_pairs, force=force, step_callback=cb)
 
 
 def train_users(generator: HFGenerator, spec: TaskSpec, items: dict[str, list[ProfileItem]], config: AdaptConfig,
@@ -94,8 +101,8 @@ def train_users(generator: HFGenerator, spec: TaskSpec, items: dict[str, list[Pr
         if len(items[user]) < config.min_items:
             report.cold.append(user)
         else:
-            record, trained = train_adapter(generator, spec, kind="user", owner=user, items_by_user={user: items[user]},
-                                            config=config, store=store, task_record=task_record, force=force)
+            record, trained = _train(generator, spec, kind="user", owner=user, items_by_user={user: items[user]},
+                                     config=config, store=store, task_record=task_record, force=force)
             (report.trained if trained else report.skipped).append(user)
             report.records[user] = record
         if progress:
@@ -111,10 +118,10 @@ def train_groups(generator: HFGenerator, spec: TaskSpec, items: dict[str, list[P
     members, centroids = cluster_users(spec, items, n_groups, embedder=embedder, seed=config.seed)
     out = []
     for n, gid in enumerate(sorted(members)):
-        record, _ = train_adapter(generator, spec, kind="group", owner=gid,
-                                  items_by_user={u: items[u] for u in members[gid]}, config=config, store=store,
-                                  task_record=task_record, source=source, centroid=centroids[gid],
-                                  embedder=embedder, max_pairs=max_pairs, force=force)
+        record, _ = _train(generator, spec, kind="group", owner=gid,
+                           items_by_user={u: items[u] for u in members[gid]}, config=config, store=store,
+                           task_record=task_record, source=source, centroid=centroids[gid],
+                           embedder=embedder, max_pairs=max_pairs, force=force)
         out.append(record)
         if progress:
             progress("group adapters", n + 1, len(members))
@@ -144,8 +151,8 @@ def retrain_stale(generator: HFGenerator, spec: TaskSpec, store: AdapterStore, *
             raise InputError(f"{record.kind} adapter {record.owner}: none of its members are in {record.source}")
         max_pairs = record.n_pairs if record.n_pairs < sum(len(v) for v in items.values()) else None
         if record.kind == "task":
-            new, _ = train_adapter(generator, spec, kind="task", owner=record.owner, items_by_user=items,
-                                   config=config, store=store, source=record.source, max_pairs=max_pairs, force=True)
+            new, _ = _train(generator, spec, kind="task", owner=record.owner, items_by_user=items,
+                            config=config, store=store, source=record.source, max_pairs=max_pairs, force=True)
             rebuilt.append(new)
             if record.owner == BASE_OWNER:  # groups retrain on the new shared weights
                 task_record = new
@@ -154,10 +161,10 @@ def retrain_stale(generator: HFGenerator, spec: TaskSpec, store: AdapterStore, *
             if task_record is None and not hasattr(generator.model, "peft_config"):
                 task_record = _maybe_merge(generator, spec, store)
             vecs = np.stack([history_embedding(spec, record.embedder or "", v) for v in items.values()])
-            new, _ = train_adapter(generator, spec, kind="group", owner=record.owner, items_by_user=items,
-                                   config=config, store=store, task_record=task_record, source=record.source,
-                                   centroid=centroid_of(vecs), embedder=record.embedder, max_pairs=max_pairs,
-                                   force=True)
+            new, _ = _train(generator, spec, kind="group", owner=record.owner, items_by_user=items,
+                            config=config, store=store, task_record=task_record, source=record.source,
+                            centroid=centroid_of(vecs), embedder=record.embedder, max_pairs=max_pairs,
+                            force=True)
             rebuilt.append(new)
         if progress:
             progress("stale adapters", n + 1, len(task_first))

@@ -7,9 +7,10 @@ name and renamed (`atomic_dir`), and the record is written last inside it, so a 
 folder that loads; a folder whose record is missing or whose files do not match it is refused with an
 `ArtifactError` naming the folder.
 
-The root defaults to `adapters/` beside the user store's database. Rows in the store's `adapters` and
-`adapter_members` tables (migration `0005_adapters`) index the folders, so `pllm users forget` can find
-and delete a user's adapter and mark every shared (task/group) adapter trained on their data stale.
+The root defaults to `adapters/` beside the user store's database. Rows in the `adapters` and
+`adapter_members` tables (migration `0005_adapters` of the `ADAPTERS` feature, which owns them) index the
+folders, so forgetting a user finds and deletes their adapter and marks every shared (task/group) adapter
+trained on their data stale.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from pllm.errors import ArtifactError, NotFoundError
 from pllm.io import atomic_dir, atomic_write_json, sha1_text
 from pllm.paths import pllm_home
+from pllm.users.store import Feature, SQLiteUserStore
 
 KINDS = ("task", "group", "user")
 RECORD_FILE = "pllm_adapter.json"
@@ -107,11 +109,13 @@ def sha256_file(path: Path) -> str:
 class AdapterStore:
     """Adapter folders under `root`, indexed in a user store's tables when `db` is given."""
 
-    def __init__(self, root: str | Path | None = None, *, db: Any = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, db: SQLiteUserStore | None = None) -> None:
         if root is None:
             root = (Path(db.path).parent if db is not None else pllm_home()) / "adapters"
         self.root = Path(root)
         self.db = db
+        if db is not None:
+            db.register_feature(ADAPTERS)
 
     # -- paths ----------------------------------------------------------------------------------
     def folder(self, task: str, kind: str, owner: str) -> Path:
@@ -202,6 +206,13 @@ class AdapterStore:
                 out.append(self.load_record(folder, verify=verify))
         return out
 
+    def indexed(self, kind: str, owner: str) -> list[tuple[str, float, Path]]:
+        """(task, created_at, folder) of every adapter of `owner` indexed in the database, under any root."""
+        if self.db is None:
+            return []
+        rows = self.db.execute("SELECT task, created_at, path FROM adapters WHERE kind=? AND owner=?", (kind, owner))
+        return [(r[0], float(r[1]), Path(r[2])) for r in rows]
+
     # -- staleness and deletion -----------------------------------------------------------------
     def mark_stale(self, record: AdapterRecord, *, drop_member: str | None = None) -> None:
         if drop_member is not None:
@@ -239,17 +250,12 @@ def _remove_tree(folder: Path) -> int:
     return n
 
 
-def forget_user_adapters(store: Any, user_id: str) -> dict[str, int]:
-    """FORGET_HOOKS entry: delete the user's own adapters (files and rows) and mark every task/group
+def forget_user_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]:
+    """The adapters feature's forget hook: delete the user's own adapters (files and rows) and mark every task/group
     adapter trained on their data stale, with the user dropped from its members.
 
     The tables name users `owner`/`member`, not `user_id`, on purpose: `forget` deletes `user_id` rows
     before hooks run, and this hook needs the rows to find the folders."""
-    if not hasattr(store, "execute") or not hasattr(store, "transaction"):
-        return {}
-    tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "adapters" not in tables:
-        return {}
     own = store.execute("SELECT task, path FROM adapters WHERE kind='user' AND owner=?", (user_id,))
     files = sum(_remove_tree(Path(path)) for _, path in own)
     shared = store.execute("SELECT DISTINCT a.task, a.kind, a.owner, a.path FROM adapter_members m JOIN adapters a "
@@ -269,11 +275,36 @@ def forget_user_adapters(store: Any, user_id: str) -> dict[str, int]:
     return {"adapters": rows, "adapter_files": files, "stale_shared_adapters": len(shared)}
 
 
-def register_forget_hook() -> None:
-    from pllm.users.store import FORGET_HOOKS
-
-    if forget_user_adapters not in FORGET_HOOKS:
-        FORGET_HOOKS.append(forget_user_adapters)
-
-
-register_forget_hook()
+# The index of adapter folders in the user store; `AdapterStore(db=...)` and start-up register it.
+ADAPTERS = Feature(name="adapters", migrations=(
+    (
+        "0005_adapters",
+        """
+        CREATE TABLE adapters (
+            task TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            method TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            data_hash TEXT NOT NULL,
+            n_items INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            train_seconds REAL NOT NULL,
+            stale INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (task, kind, owner)
+        );
+        CREATE INDEX adapters_owner ON adapters(owner);
+        CREATE TABLE adapter_members (
+            task TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            member TEXT NOT NULL,
+            PRIMARY KEY (task, kind, owner, member)
+        );
+        CREATE INDEX adapter_members_member ON adapter_members(member);
+        """,
+    ),
+), forget=forget_user_adapters)

@@ -22,6 +22,7 @@ import torch
 
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import TrainingPair, pairs_hash, select_items, training_pairs
+from pllm.adapt.methods import get_method
 from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
 from pllm.errors import ArtifactError, InputError
 from pllm.io import sha1_text
@@ -58,9 +59,9 @@ def merge_task_adapter(generator: HFGenerator, record: AdapterRecord) -> None:
 
     if hasattr(generator.model, "peft_config"):
         raise ArtifactError("merge the task adapter before any other adapter is loaded")
-    if record.method == "prompt-tuning":
-        raise ArtifactError("a prompt-tuning task adapter cannot be merged into the base weights; "
-                            "train the task adapter with lora or ia3")
+    if get_method(record.method).prompt_learning:
+        raise ArtifactError(f"a {record.method} task adapter (soft tokens) cannot be merged into the base weights; "
+                            "train the task adapter with a weight method (lora, ia3)")
     peft_model = PeftModel.from_pretrained(generator.model, str(record.path), adapter_name=TRAIN_NAME)
     generator.model = peft_model.merge_and_unload()
     generator.model.eval()
@@ -72,7 +73,7 @@ def _encode(generator: HFGenerator, pairs: Sequence[TrainingPair]) -> list[tuple
     The boundary is found as `HFGenerator.score` finds it, so training and scoring see the same tokens."""
     out = []
     for i, pair in enumerate(pairs):
-        _, parts = generator._split_continuations(pair.prompt, [pair.target])
+        _, parts = generator.split_continuations(pair.prompt, [pair.target])
         k, full = parts[0]
         if len(full) - k < 1:
             raise InputError("training target encodes to no tokens", index=i, field="target")
@@ -82,7 +83,7 @@ def _encode(generator: HFGenerator, pairs: Sequence[TrainingPair]) -> list[tuple
 
 def _batch(generator: HFGenerator, rows: Sequence[tuple[list[int], int]]
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    ids, mask = generator._left_pad([r[0] for r in rows])  # (B, T), (B, T)
+    ids, mask = generator.left_pad([r[0] for r in rows])  # (B, T), (B, T)
     keep = max(n for _, n in rows) + 1
     labels = torch.full((len(rows), keep - 1), -100, dtype=torch.long, device=ids.device)  # (B, keep-1)
     for b, (full, n) in enumerate(rows):
@@ -108,7 +109,7 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
         torch.manual_seed(config.seed)
         peft_model = get_peft_model(base, config.peft_config(getattr(base.config, "num_hidden_layers", None)),
                                     adapter_name=TRAIN_NAME)
-    prompt_learning = config.method == "prompt-tuning"
+    prompt_learning = config.adapter_method.prompt_learning
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.effective_lr, weight_decay=0.0)
     order = list(range(len(rows)))
@@ -116,7 +117,7 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
     steps_per_epoch = (len(rows) + config.batch_size - 1) // config.batch_size
     total = config.max_steps or steps_per_epoch * config.epochs
     losses: list[float] = []
-    extra, _ = generator._forward_params()
+    extra, _ = generator.forward_params()
     t0 = time.perf_counter()
     peft_model.train()
     try:

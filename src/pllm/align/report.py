@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from pllm.align.adapters import AdapterStore, host_for
-from pllm.align.dpo import DPOSettings, LoraSettings, train_dpo, truncate_pairs
+from pllm.align.config import DPOSettings, LoraSettings, RiCSettings
+from pllm.align.dpo import train_dpo, truncate_pairs
 from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
 from pllm.align.importers import DSP_DOMAINS, import_dsp, read_dsp
 from pllm.align.judge import StyleJudge, dsp_answers, first_words, fit_dsp_judge
-from pllm.align.ric import RiCGenerator, RiCSettings, ric_examples, train_ric
+from pllm.align.ric import RiCGenerator, ric_examples, train_ric
 from pllm.align.soup import Soup, SoupSpec, SoupStore
 from pllm.align.store import PreferenceStore
 from pllm.errors import InputError

@@ -13,25 +13,16 @@ import copy
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pllm.align.adapters import AdapterGenerator, AdapterHost, AdapterRecord, AdapterStore, new_record
-from pllm.align.dpo import TrainResult, TrainSettings, _threads, save_trained, trainer_args
+from pllm.align.config import RiCSettings
+from pllm.align.dpo import TrainResult, _threads, save_trained, trainer_args
 from pllm.align.store import PreferencePair, PreferenceStore, check_vector
 from pllm.errors import InputError
 from pllm.models.base import Prompt
 from pllm.models.hf import HFGenerator
-
-
-@dataclass
-class RiCSettings(TrainSettings):
-    precision: int = field(default=2, metadata={"help": "Decimals of each score written into the prompt."})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 <= self.precision <= 4:
-            raise InputError(f"precision must be in [0, 4], got {self.precision}", field="precision")
 
 
 @dataclass

@@ -18,12 +18,15 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pllm.align.adapters import AdapterGenerator, AdapterHost
 from pllm.align.records import AdapterStore, align_root, check_name
 from pllm.align.store import check_vector
 from pllm.errors import ArtifactError, InputError, NotFoundError
 from pllm.io import atomic_write_json, sha1_text
+
+if TYPE_CHECKING:  # the models stay unloaded until a soup is served
+    from pllm.align.adapters import AdapterGenerator, AdapterHost
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,17 @@ class SoupStore:
         if not self.root.is_dir():
             return []
         return [self.get(p.stem) for p in sorted(self.root.glob("*.json")) if not p.name.startswith(".")]
+
+
+def pick_soup(soups: SoupStore, name: str | None, vector: dict[str, float]) -> SoupSpec | None:
+    """The soup serving `vector`: the one named, else the only stored soup covering its dimensions."""
+    if name is not None:
+        return soups.get(name)
+    fitting = [s for s in soups.list() if set(vector) <= set(s.dimensions)]
+    if len(fitting) > 1:
+        raise InputError(f"several soups cover the dimensions {sorted(vector)}: "
+                         f"{[s.name for s in fitting]}; assign one (pllm align assign USER soup=NAME)")
+    return fitting[0] if fitting else None
 
 
 def normalize_vector(spec: SoupSpec, vector: dict[str, float]) -> tuple[float, ...]:

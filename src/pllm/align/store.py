@@ -1,6 +1,7 @@
 """Per-user preferences in the user store: pairwise preferences `(prompt, chosen, rejected)`, an
-optional preference vector over named dimensions, and which aligned model (adapter, soup, RiC) serves
-the user. The tables carry `user_id`, so the store's `forget` deletes them with the user."""
+optional preference vector over named dimensions, and which adapter of each method (DPO adapter, soup, RiC
+adapter) serves the user, one `adapter_assignments` row per user and method. The tables carry `user_id`,
+so the store's `forget` deletes them with the user."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pllm.align.records import forget_user_adapters
 from pllm.errors import InputError
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import Feature, SQLiteUserStore
 
 SPLITS = ("train", "test")
 
@@ -38,15 +40,6 @@ class PreferencePair:
             self.query_id = self.prompt
         if self.split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {self.split!r}", field="split")
-
-
-@dataclass
-class Assignment:
-    """Which aligned model serves a user; any may be None (the server then falls back to the next)."""
-
-    adapter: str | None = None
-    soup: str | None = None
-    ric: str | None = None
 
 
 def query_split(query_id: str, *, test_fraction: float, seed: int = 0) -> str:
@@ -88,11 +81,68 @@ def parse_vector(items: Sequence[str]) -> dict[str, float]:
     return check_vector(out)
 
 
+# Preference pairs, vectors and adapter assignments (rows go with the user's `user_id` rows); forgetting
+# also deletes alignment adapters trained on the user's data alone.
+PREFERENCES = Feature(name="preferences", migrations=(
+    (
+        "0003_align_preferences",
+        """
+        CREATE TABLE preference_pairs (
+            user_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            query_id TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            split TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (user_id, id)
+        );
+        CREATE INDEX preference_pairs_user_split ON preference_pairs(user_id, split, seq);
+        CREATE TABLE preference_vectors (
+            user_id TEXT PRIMARY KEY,
+            vector TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE alignment_assignments (
+            user_id TEXT PRIMARY KEY,
+            adapter TEXT,
+            soup TEXT,
+            ric TEXT,
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        # One row per user and adapter method instead of a column per method: a new method needs no migration.
+        "0006_adapter_assignments",
+        """
+        CREATE TABLE adapter_assignments (
+            user_id TEXT NOT NULL,
+            method TEXT NOT NULL,
+            name TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (user_id, method)
+        );
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'dpo', adapter, updated_at FROM alignment_assignments WHERE adapter IS NOT NULL;
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'soup', soup, updated_at FROM alignment_assignments WHERE soup IS NOT NULL;
+        INSERT INTO adapter_assignments(user_id, method, name, updated_at)
+            SELECT user_id, 'ric', ric, updated_at FROM alignment_assignments WHERE ric IS NOT NULL;
+        DROP TABLE alignment_assignments;
+        """,
+    ),
+), forget=forget_user_adapters)
+
+
 class PreferenceStore:
     """Preference pairs, vectors and alignment assignments of users, on top of a `SQLiteUserStore`."""
 
     def __init__(self, store: SQLiteUserStore) -> None:
         self.store = store
+        store.register_feature(PREFERENCES)
 
     # -- pairs ----------------------------------------------------------------------------------
     def add_pairs(self, pairs: Sequence[PreferencePair], *, user_id: str) -> int:
@@ -154,23 +204,28 @@ class PreferenceStore:
         rows = self.store.execute("SELECT vector FROM preference_vectors WHERE user_id=?", (user_id,))
         return json.loads(rows[0][0]) if rows else None
 
-    # -- which aligned model serves the user ----------------------------------------------------
-    def assign(self, *, user_id: str, adapter: str | None = None, soup: str | None = None,
-               ric: str | None = None) -> Assignment:
-        """Record the aligned model(s) for a user; fields left None keep their stored value."""
+    # -- which adapter of each method serves the user -------------------------------------------
+    def assign(self, method: str, name: str, *, user_id: str) -> dict[str, str]:
+        """Record that `name` (an adapter, or a soup) of the registered `method` serves the user: one row per
+        user and method, replacing that method's earlier one. Returns the user's assignments."""
+        from pllm.adapt.methods import get_method
+
         _check_user_id(user_id)
-        current = self.get_assignment(user_id=user_id)
-        new = Assignment(adapter=adapter or current.adapter, soup=soup or current.soup, ric=ric or current.ric)
+        if get_method(method).serve is None:
+            raise InputError(f"method {method!r} does not serve users by assignment", field="method")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("the assigned name must be a non-empty string", field="name")
         with self.store.transaction() as conn:
             SQLiteUserStore._ensure_user(conn, user_id)
-            conn.execute(
-                "INSERT OR REPLACE INTO alignment_assignments(user_id, adapter, soup, ric, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)", (user_id, new.adapter, new.soup, new.ric, time.time()))
-        return new
+            conn.execute("INSERT OR REPLACE INTO adapter_assignments(user_id, method, name, updated_at) "
+                         "VALUES (?, ?, ?, ?)", (user_id, method, name, time.time()))
+        return self.get_assignment(user_id=user_id)
 
-    def get_assignment(self, *, user_id: str) -> Assignment:
-        rows = self.store.execute("SELECT adapter, soup, ric FROM alignment_assignments WHERE user_id=?", (user_id,))
-        return Assignment(*rows[0]) if rows else Assignment()
+    def get_assignment(self, *, user_id: str) -> dict[str, str]:
+        """method -> assigned name, for every method the user has an assignment for."""
+        rows = self.store.execute("SELECT method, name FROM adapter_assignments WHERE user_id=? ORDER BY method",
+                                  (user_id,))
+        return {r[0]: r[1] for r in rows}
 
 
 def _check_user_id(user_id: str) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-import pllm.adapt.store  # noqa: F401  (registers the forget hook, so `pllm users forget` reaches adapters)
 from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
@@ -34,7 +33,8 @@ def train(
                                      "omit to read users' items from the store."),
     split: str = typer.Option("test", "--split", help="Split whose users get private adapters."),
     users: str | None = typer.Option(None, "--users", help="Comma-separated user ids (default: all)."),
-    method: str = typer.Option("lora", "--method", help="lora | ia3 | prompt-tuning."),
+    method: str = typer.Option("lora", "--method", help="Adapter method (pllm.adapt.methods): lora | ia3 | "
+                                "prompt-tuning."),
     r: int = typer.Option(8, "--r", help="LoRA rank."),
     top_layers: int | None = typer.Option(None, "--top-layers", help="Adapt only the top N layers (faster "
                                           "training: backpropagation stops there)."),

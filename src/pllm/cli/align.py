@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-import pllm.align  # noqa: F401  (light; registers the forget hook, so `pllm users forget` reaches adapters)
 from pllm.cli.common import DbOption, console, err_console, open_db, progress_bar
 from pllm.errors import InputError
 
@@ -91,24 +90,30 @@ def set_vector(user_id: str = typer.Argument(..., help="User id."),
 
 @app.command("assign")
 def assign(user_id: str = typer.Argument(..., help="User id."),
-           adapter: str | None = typer.Option(None, "--adapter", help="DPO adapter serving this user."),
-           soup: str | None = typer.Option(None, "--soup", help="Soup combined at the user's vector."),
-           ric: str | None = typer.Option(None, "--ric", help="RiC adapter conditioned on the user's vector."),
+           uses: list[str] = typer.Argument(..., help="METHOD=NAME: the adapter (dpo, ric) or soup (soup) of a "
+                                            "registered adapter method that serves this user."),
            db: Path | None = DbOption) -> None:
-    """Choose which aligned model serves a user (the server prefers adapter, then soup, then RiC)."""
-    from pllm.align.adapters import AdapterStore
-    from pllm.align.soup import SoupStore
+    """Choose which aligned model serves a user (the server asks the methods in order: dpo, soup, ric)."""
+    from pllm.adapt.methods import get_method
 
-    if not (adapter or soup or ric):
-        raise InputError("give --adapter, --soup or --ric")
-    for name in (adapter, ric):
-        if name:
-            AdapterStore().get(name)
-    if soup:
-        SoupStore().get(soup)
+    pairs = []
+    for i, item in enumerate(uses):
+        method, sep, name = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"expected METHOD=NAME, got {item!r}", index=i, field="uses")
+        find = get_method(method.strip()).find
+        if find is None:
+            raise InputError(f"{method.strip()} adapters are not assigned to users", index=i, field="uses")
+        find(name.strip())
+        pairs.append((method.strip(), name.strip()))
     with open_db(db) as store:
-        a = _pstore(store).assign(user_id=user_id, adapter=adapter, soup=soup, ric=ric)
-    console.print(f"{user_id}: adapter={a.adapter} soup={a.soup} ric={a.ric}")
+        for method, name in pairs:
+            assigned = _pstore(store).assign(method, name, user_id=user_id)
+    console.print(f"{user_id}: {_assigned(assigned)}")
+
+
+def _assigned(assignment: dict[str, str]) -> str:
+    return " ".join(f"{m}={n}" for m, n in assignment.items()) or "no adapters assigned"
 
 
 @app.command("show")
@@ -118,12 +123,12 @@ def show(user_id: str = typer.Argument(..., help="User id."), db: Path | None = 
         ps = _pstore(store)
         counts, vec, a = ps.count_pairs(user_id=user_id), ps.get_vector(user_id=user_id), ps.get_assignment(
             user_id=user_id)
-    if not any(counts.values()) and vec is None and a.adapter is None and a.soup is None and a.ric is None:
+    if not any(counts.values()) and vec is None and not a:
         from pllm.errors import NotFoundError
 
         raise NotFoundError(f"user {user_id!r} has no preferences in the store")
     console.print(f"{user_id}: {counts['train']} train / {counts['test']} test pairs; vector {json.dumps(vec)}; "
-                  f"adapter={a.adapter} soup={a.soup} ric={a.ric}")
+                  f"{_assigned(a)}")
 
 
 @app.command("adapters")
@@ -143,7 +148,7 @@ def adapters_() -> None:
 
 def _train_options(epochs: float, max_steps: int, batch_size: int, lr: float, max_prompt_tokens: int,
                    max_answer_tokens: int, rank: int, seed: int, threads: int) -> dict:
-    from pllm.align.dpo import LoraSettings
+    from pllm.align.config import LoraSettings
 
     return dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=lr,
                 max_prompt_tokens=max_prompt_tokens, max_answer_tokens=max_answer_tokens, seed=seed,
@@ -172,7 +177,8 @@ def dpo(
     """Train a DPO LoRA adapter (trl) on the train pairs of one user, or pooled over a group."""
     from transformers import TrainerCallback
 
-    from pllm.align.dpo import DPOSettings, train_dpo
+    from pllm.align.config import DPOSettings
+    from pllm.align.dpo import train_dpo
 
     settings = DPOSettings(beta=beta, **_train_options(epochs, max_steps, batch_size, lr, max_prompt_tokens,
                                                        max_answer_tokens, rank, seed, threads))
@@ -192,7 +198,7 @@ def dpo(
             result = train_dpo(base, pairs, name=name, users=list(user), settings=settings, callbacks=[_Bar()])
         if do_assign:
             for u in user:
-                ps.assign(user_id=u, adapter=name)
+                ps.assign("dpo", name, user_id=u)
     console.print(f"adapter {name}: {result.n_rows} pairs, {result.seconds:.1f} s, "
                   f"metrics {json.dumps(result.record.metrics)}")
 
@@ -216,7 +222,8 @@ def ric(
     db: Path | None = DbOption,
 ) -> None:
     """Train one reward-conditioned (RiC) adapter: the user's vector written into the prompt."""
-    from pllm.align.ric import RiCSettings, ric_examples, train_ric
+    from pllm.align.config import RiCSettings
+    from pllm.align.ric import ric_examples, train_ric
 
     settings = RiCSettings(**_train_options(epochs, max_steps, batch_size, lr, max_prompt_tokens, max_answer_tokens,
                                             rank, seed, threads))
@@ -229,7 +236,7 @@ def ric(
             result = train_ric(base, examples, dims, name=name, users=list(user), settings=settings)
         if do_assign:
             for u in user:
-                ps.assign(user_id=u, ric=name)
+                ps.assign("ric", name, user_id=u)
     console.print(f"RiC adapter {name} over {dims}: {result.n_rows} rows, {result.seconds:.1f} s")
 
 
@@ -322,7 +329,8 @@ def eval_(
 ) -> None:
     """Held-out preference accuracy (implicit reward ranks chosen above rejected), optionally style share."""
     from pllm.align.adapters import AdapterStore, host_for
-    from pllm.align.dpo import TrainSettings, truncate_pairs
+    from pllm.align.config import TrainSettings
+    from pllm.align.dpo import truncate_pairs
     from pllm.align.evaluate import generate_answers, implicit_rewards, style_share
     from pllm.align.judge import StyleJudge
     from pllm.align.serving import generator_for_user

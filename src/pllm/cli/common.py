@@ -46,7 +46,10 @@ def task_callback(value: str | None) -> str | None:
 
 
 def open_db(db: Path | None) -> SQLiteUserStore:
-    return SQLiteUserStore(db)
+    """The user store with every built-in feature registered (so `pllm users forget` reaches them all)."""
+    from pllm.serve.features import register_features
+
+    return register_features(SQLiteUserStore(db))
 
 
 def duration(seconds: float) -> str:

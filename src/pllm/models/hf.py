@@ -303,7 +303,9 @@ class HFGenerator(Generator):
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         return len(self.encode_prompt(prompt))
 
-    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask), both (B, T) on the model's device: sequences right-aligned, as every
+        forward pass here (and adapter training) reads them."""
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -353,7 +355,7 @@ class HFGenerator(Generator):
         stop_list = [s for s in (stop or []) if s]
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            ids, mask = self._left_pad([encoded[i] for i in idx])
+            ids, mask = self.left_pad([encoded[i] for i in idx])
             kwargs = self._gen_kwargs(max_new_tokens, temperature)
             if stop_list:  # stop early in the model loop too, not just trim afterwards
                 from transformers import StoppingCriteriaList
@@ -377,7 +379,7 @@ class HFGenerator(Generator):
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        ids, mask = self._left_pad([self.encode_prompt(prompt)])
+        ids, mask = self.left_pad([self.encode_prompt(prompt)])
         kwargs = self._gen_kwargs(max_new_tokens, temperature)
         errors: list[BaseException] = []
 
@@ -399,7 +401,7 @@ class HFGenerator(Generator):
             raise errors[0]
 
     # ---------------------------------------------------------------------------------------- scoring
-    def _forward_params(self) -> tuple[dict[str, Any], str]:
+    def forward_params(self) -> tuple[dict[str, Any], str]:
         """Extra forward kwargs and the KV-cache argument name for this transformers version.
 
         Asks for last-position logits only when supported (saves a (B, T, V) tensor); the cache argument
@@ -410,8 +412,8 @@ class HFGenerator(Generator):
         extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         return extra, ("cache" if "cache" in params else "past_key_values")
 
-    def _split_continuations(self, prompt: Prompt, cands: Sequence[str]
-                             ) -> tuple[list[int], list[tuple[int, list[int]]]]:
+    def split_continuations(self, prompt: Prompt, cands: Sequence[str]
+                            ) -> tuple[list[int], list[tuple[int, list[int]]]]:
         """Tokenize at the prompt/continuation boundary.
 
         We tokenize the rendered prompt and rendered-prompt + continuation, and take the continuation's
@@ -453,17 +455,17 @@ class HFGenerator(Generator):
         fast: list[tuple[int, list[int], list[int], list[int]]] = []  # (prompt index, *one_forward_plan)
         slow: list[tuple[int, list[tuple[int, list[int]]]]] = []
         for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
-            _, parts = self._split_continuations(prompt, cands)
+            _, parts = self.split_continuations(prompt, cands)
             plan = one_forward_plan(parts) if _fast_path and not self.is_encoder_decoder else None
             if plan is not None:
                 fast.append((i, *plan))
             else:
                 slow.append((i, parts))
-        extra, cache_arg = self._forward_params()
+        extra, cache_arg = self.forward_params()
         fast.sort(key=lambda f: len(f[1]))  # similar lengths share a batch: less padding to compute
         for start in range(0, len(fast), batch_size):
             chunk = fast[start:start + batch_size]
-            ids, mask = self._left_pad([ctx for _, ctx, _, _ in chunk])
+            ids, mask = self.left_pad([ctx for _, ctx, _, _ in chunk])
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             keep = max(len(shared) for _, _, shared, _ in chunk) + 1  # rows end aligned (left padding)
             kw = {**extra, "logits_to_keep": keep} if "logits_to_keep" in extra else extra

@@ -309,7 +309,7 @@ class SoftPromptGenerator(DelegatingGenerator):
     def forward_logits(self, soft: torch.Tensor, seqs: Sequence[Sequence[int]], keep: int) -> torch.Tensor:
         """Logits (B, keep, V) of the last `keep` positions of [pad | soft | seq] rows."""
         embeds, mask, pos = self.build_inputs(soft, seqs)
-        extra, _ = self.base._forward_params()
+        extra, _ = self.base.forward_params()
         kwargs = {"logits_to_keep": keep} if extra else {}
         logits = self.base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
                                  **kwargs).logits
@@ -334,7 +334,7 @@ class SoftPromptGenerator(DelegatingGenerator):
         fast: list[tuple[int, list[int], list[int], list[int]]] = []  # (prompt index, *one_forward_plan)
         slow: list[tuple[int, list[tuple[int, list[int]]]]] = []  # (prompt index, [(context len, ids)])
         for i, (prompt, cands) in enumerate(zip(prompts, cand_lists, strict=True)):
-            _, parts = self.base._split_continuations(prompt, cands)
+            _, parts = self.base.split_continuations(prompt, cands)
             plan = one_forward_plan(parts)
             if plan is not None:
                 fast.append((i, *plan))
@@ -360,7 +360,7 @@ class SoftPromptGenerator(DelegatingGenerator):
         HFGenerator.score."""
         shared = min(k for k, _ in parts)
         counts = np.array([len(full) - k for k, full in parts], dtype=np.float64)
-        extra, cache_arg = self.base._forward_params()
+        extra, cache_arg = self.base.forward_params()
         embeds, mask, pos = self.build_inputs(soft, [parts[0][1][:shared]])  # (1, S + shared, H), no padding
         out = self.base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
         return score_on_prefix_cache(self.base.model, out, parts, embeds.shape[1], batch_size,

@@ -112,7 +112,7 @@ def build_examples(spec: TaskSpec, base: HFGenerator, questions: Sequence[Questi
     out = []
     for q, built in zip(questions, pers.build_prompts(questions), strict=True):
         cont = built.continuation_prefix + str(q.target)
-        _, [(k, full)] = base._split_continuations(built.prompt, [cont])
+        _, [(k, full)] = base.split_continuations(built.prompt, [cont])
         if len(full) - k < 1:
             raise InputError(f"target {q.target!r} has no tokens", source=q.id, field="target")
         out.append(_Example(question=q, ids=full, n_target=len(full) - k))

@@ -45,6 +45,7 @@ from pllm.serve.chat import (
 )
 from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
+from pllm.serve.features import register_features
 from pllm.serve.limits import BodyLimitMiddleware, GenerationLimiter
 from pllm.serve.memory import MemoryService
 from pllm.serve.personalizers import AUTO_ORDER
@@ -73,7 +74,7 @@ class ServerState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.store = SQLiteUserStore(config.db_path)
+        self.store = register_features(SQLiteUserStore(config.db_path))  # every feature's tables and forget
         self.store.execute(f"PRAGMA synchronous={config.synchronous}")
         self.keys = KeyStore(self.store, env_admin_key=config.resolved_admin_key())
         self.memory = MemoryService(self.store, embedder=self.embedder if config.embedder else None,

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from pllm.errors import InputError, NotFoundError
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import Feature, SQLiteUserStore
 
 KEY_PREFIX = "pllm"
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -71,11 +71,36 @@ def store_user_id(tenant: str, user: str) -> str:
     return f"{tenant}/{user}"
 
 
+# Tenants and their API keys (no user data: forgetting a user leaves them).
+KEYS = Feature(name="keys", migrations=(
+    (
+        "0004_serve_tenants_keys",
+        """
+        CREATE TABLE serve_tenants (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE serve_api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT REFERENCES serve_tenants(id),
+            role TEXT NOT NULL CHECK (role IN ('tenant', 'admin')),
+            key_hash TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE INDEX serve_api_keys_tenant ON serve_api_keys(tenant);
+        """,
+    ),
+))
+
+
 class KeyStore:
     """Keys and tenants in the user store's SQLite file (tables from migration 0004_serve_tenants_keys)."""
 
     def __init__(self, store: SQLiteUserStore, *, env_admin_key: str | None = None) -> None:
         self.store = store
+        store.register_feature(KEYS)
         self._env_admin_hash = hash_key(env_admin_key) if env_admin_key else None
 
     def create(self, *, tenant: str | None, role: str = "tenant", name: str = "") -> tuple[str, KeyInfo]:

@@ -9,8 +9,8 @@ its `adapter` field, or leaves "auto" (the first that has something for the user
 personalizer gets the whole `ChatContext` (tenant, the store's user id, memories, the prompt, the base
 generator, the server config) and may swap the generator (e.g. one with the user's adapter active, reading
 `prompt.question.user_id`) or edit the prompt, or answer None when it has nothing for this request.
-Artifacts it keeps per user are removed by `DELETE /v1/users/{id}` through the store's `FORGET_HOOKS` and
-its own `forget`.
+Artifacts it keeps per user are removed by `DELETE /v1/users/{id}` through the forget hooks of the features
+registered with the store (`pllm.serve.features`) and its own `forget`.
 """
 
 from __future__ import annotations

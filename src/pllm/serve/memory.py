@@ -45,16 +45,7 @@ class UserEmbeddingCache:
         self.store, self.user_id = store, user_id
 
     def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        hashes = list(dict.fromkeys(text_hashes))
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            rows = self.store.execute(
-                "SELECT text_hash, dim, vector FROM embeddings WHERE model=? AND user_id=? AND text_hash IN (%s)"
-                % ",".join("?" * len(chunk)), (model, self.user_id, *chunk))
-            for h, dim, blob in rows:
-                out[h] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()
-        return out
+        return self.store.get_embeddings(model, text_hashes, user_id=self.user_id)
 
     def put_embeddings(self, model: str, rows: Sequence[tuple[str, np.ndarray]], *,
                        user_id: str | None = None) -> None:
@@ -137,10 +128,10 @@ class MemoryService:
         return built
 
     def exists(self, user_id: str) -> bool:
-        return bool(self.store.execute("SELECT 1 FROM users WHERE id=?", (user_id,)))
+        return self.store.has_user(user_id=user_id)
 
     def count_items(self, user_id: str) -> int:
-        return int(self.store.execute("SELECT COUNT(*) FROM items WHERE user_id=?", (user_id,))[0][0])
+        return self.store.count_items(user_id=user_id)
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, user_id: str, items: Sequence[ProfileItem]) -> list[ProfileItem]:
@@ -168,21 +159,12 @@ class MemoryService:
         return [ProfileItem(id=it.id, fields=it.fields, user_id=user_id, timestamp=it.timestamp) for it in items]
 
     def _texts_of(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            rows = self.store.execute("SELECT id, fields FROM items WHERE user_id=? AND id IN (%s)"
-                                      % ",".join("?" * len(chunk)), (user_id, *chunk))
-            for item_id, fields in rows:
-                out[item_id] = item_text(ProfileItem(id=item_id, fields=json.loads(fields)))
-        return out
+        return {it.id: item_text(it) for it in self.store.get_items_by_id(ids, user_id=user_id)}
 
     def _drop_unused_embeddings(self, user_id: str, hashes: set[str]) -> int:
         """Delete this user's embeddings of `hashes` unless a remaining item still has that text."""
-        with self.store.transaction() as conn:  # check and delete in one transaction: no write slips between
-            in_use = {sha1_text(item_text(it)) for it in self.store.get_items(user_id=user_id)}
-            return sum(conn.execute("DELETE FROM embeddings WHERE user_id=? AND text_hash=?", (user_id, h)).rowcount
-                       for h in sorted(hashes - in_use))
+        return self.store.delete_embeddings(hashes, user_id=user_id,
+                                            in_use=lambda items: {sha1_text(item_text(it)) for it in items})
 
     def delete(self, user_id: str, item_id: str) -> bool:
         """Delete one item and, when no other item of the user has the same text, its embedding."""
@@ -210,13 +192,9 @@ class MemoryService:
         return self.store.get_items(user_id=user_id, limit=limit, offset=offset)
 
     def export(self, user_id: str) -> dict[str, Any]:
-        items = self.store.get_items(user_id=user_id)
-        summaries = self.store.execute("SELECT key, model, summary, created_at FROM profile_summaries "
-                                       "WHERE user_id=? ORDER BY created_at", (user_id,))
-        n_emb = int(self.store.execute("SELECT COUNT(*) FROM embeddings WHERE user_id=?", (user_id,))[0][0])
-        return {"items": items, "n_embeddings": n_emb,
-                "profile_summaries": [{"key": k, "model": m, "summary": s, "created_at": c}
-                                      for k, m, s, c in summaries]}
+        return {"items": self.store.get_items(user_id=user_id),
+                "n_embeddings": self.store.count_embeddings(user_id=user_id),
+                "profile_summaries": self.store.get_summaries(user_id=user_id)}
 
     def items(self, user_id: str) -> list[ProfileItem]:
         return list(self._user_index(user_id).items)

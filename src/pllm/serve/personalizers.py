@@ -8,10 +8,10 @@
   memories as soft tokens in front of the prompt; retrieved memories stay in the text (soft-fused).
 
 A request's `adapter` names one, or "auto" takes the first of `AUTO_ORDER` that has something for the user
-(each answers None otherwise), or "none" keeps memory-only chat. Importing this module also imports
-`pllm.adapt.store` and `pllm.align`, whose import registers their `FORGET_HOOKS`, so `DELETE /v1/users/{id}`
-removes the user's adapter files and rows too; both are light (no torch). Models, torch and peft are
-imported only when a personalizer first serves a user.
+(each answers None otherwise), or "none" keeps memory-only chat. The adapters and preferences features (their
+tables and forget hooks) are registered with the store at server start-up (`pllm.serve.features`), so
+`DELETE /v1/users/{id}` removes the user's adapter files and rows too. Models, torch and peft are imported
+only when a personalizer first serves a user.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pllm.align  # noqa: F401  (registers the forget hook of alignment adapters)
-from pllm.adapt.store import AdapterStore, adapter_name  # registers the forget hook of per-user adapters
+from pllm.adapt.store import AdapterStore, adapter_name
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
@@ -72,15 +71,14 @@ class UserAdapterPersonalizer(Personalizer):
 
     def _find(self, ctx: ChatContext) -> tuple[str, float, Path] | None:
         """(task, created_at, folder) of the user's adapter: the configured task's, else the user's only one."""
-        rows = self.store.execute("SELECT task, created_at, path FROM adapters WHERE kind='user' AND owner=?",
-                                  (ctx.store_user_id,))
+        rows = AdapterStore(db=self.store).indexed("user", ctx.store_user_id or "")
         task = ctx.config.adapt_task if ctx.config is not None else None
         if task is not None:
             rows = [r for r in rows if r[0] == task]
         if len(rows) > 1:
             raise InputError(f"user {ctx.user!r} has adapters for several tasks {sorted(r[0] for r in rows)}; "
                              "start the server with --adapt-task TASK", field="adapter")
-        return (rows[0][0], float(rows[0][1]), Path(rows[0][2])) if rows else None
+        return rows[0] if rows else None
 
     def _generator(self, task: str, folder: Path, base: Any) -> Any:
         from pllm.adapt.generator import AdapterGenerator
@@ -141,7 +139,7 @@ class PreferencePersonalizer(Personalizer):
         if uid is None or not _is_hf(ctx.generator):
             return None
         assigned = self.prefs.get_assignment(user_id=uid)
-        if not (assigned.adapter or assigned.soup or assigned.ric) and self.prefs.get_vector(user_id=uid) is None:
+        if not assigned and self.prefs.get_vector(user_id=uid) is None:
             return None  # the common case, answered without importing the alignment models
         from pllm.align.serving import generator_for_user
 
@@ -189,7 +187,7 @@ class SoftPersonalizer(Personalizer):
         spec = gen.spec
         needs = _template_fields(spec.item_text, spec.item_output)
         uid, limit = ctx.store_user_id, gen.config.max_items  # the encoder reads the latest max_items items
-        total = int(self.store.execute("SELECT COUNT(*) FROM items WHERE user_id=?", (uid,))[0][0])
+        total = self.store.count_items(user_id=uid)
         items: list[ProfileItem] = [it for it in self.store.get_items(user_id=uid, limit=limit,
                                                                       offset=max(0, total - limit))
                                     if needs <= set(it.fields)]  # the memories the encoder can read

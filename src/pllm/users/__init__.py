@@ -1,7 +1,7 @@
 """User store: users, profile items, questions, embeddings and cached summaries."""
 
 from pllm.users.store import (
-    FORGET_HOOKS,
+    Feature,
     ForgetReport,
     ImportReport,
     SQLiteUserStore,
@@ -10,5 +10,5 @@ from pllm.users.store import (
     open_store,
 )
 
-__all__ = ["FORGET_HOOKS", "ForgetReport", "ImportReport", "SQLiteUserStore", "UserStore", "UserSummary",
+__all__ = ["Feature", "ForgetReport", "ImportReport", "SQLiteUserStore", "UserStore", "UserSummary",
            "open_store"]

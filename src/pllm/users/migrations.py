@@ -1,13 +1,16 @@
 """Named, append-only schema migrations, recorded in the `_migrations` table.
 
-Never edit a migration that has shipped: append a new one. Other modules (adapters, preferences,
-tenants) add their tables the same way, by appending to `MIGRATIONS` here, the one place.
+Never edit a migration that has shipped: append a new one. `MIGRATIONS` holds the user store's own tables
+(users, items, questions, embeddings, summaries); a feature (keys, adapters, preferences) keeps its tables'
+migrations in its own package and applies them when registered with a store (`SQLiteUserStore.register_feature`).
+Migration names are one namespace across features (numbered in the order they shipped).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -71,94 +74,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
-    (
-        "0003_align_preferences",
-        """
-        CREATE TABLE preference_pairs (
-            user_id TEXT NOT NULL,
-            id TEXT NOT NULL,
-            query_id TEXT NOT NULL,
-            prompt TEXT NOT NULL,
-            chosen TEXT NOT NULL,
-            rejected TEXT NOT NULL,
-            split TEXT NOT NULL,
-            meta TEXT NOT NULL DEFAULT '{}',
-            seq INTEGER NOT NULL,
-            PRIMARY KEY (user_id, id)
-        );
-        CREATE INDEX preference_pairs_user_split ON preference_pairs(user_id, split, seq);
-        CREATE TABLE preference_vectors (
-            user_id TEXT PRIMARY KEY,
-            vector TEXT NOT NULL,
-            updated_at REAL NOT NULL
-        );
-        CREATE TABLE alignment_assignments (
-            user_id TEXT PRIMARY KEY,
-            adapter TEXT,
-            soup TEXT,
-            ric TEXT,
-            updated_at REAL NOT NULL
-        );
-        """,
-    ),
-    (
-        "0004_serve_tenants_keys",
-        """
-        CREATE TABLE serve_tenants (
-            id TEXT PRIMARY KEY,
-            created_at REAL NOT NULL
-        );
-        CREATE TABLE serve_api_keys (
-            id TEXT PRIMARY KEY,
-            tenant TEXT REFERENCES serve_tenants(id),
-            role TEXT NOT NULL CHECK (role IN ('tenant', 'admin')),
-            key_hash TEXT NOT NULL,
-            name TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL,
-            revoked_at REAL
-        );
-        CREATE INDEX serve_api_keys_tenant ON serve_api_keys(tenant);
-        """,
-    ),
-    (
-        "0005_adapters",
-        """
-        CREATE TABLE adapters (
-            task TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            owner TEXT NOT NULL,
-            name TEXT NOT NULL,
-            path TEXT NOT NULL,
-            method TEXT NOT NULL,
-            base_model TEXT NOT NULL,
-            data_hash TEXT NOT NULL,
-            n_items INTEGER NOT NULL,
-            bytes INTEGER NOT NULL,
-            train_seconds REAL NOT NULL,
-            stale INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (task, kind, owner)
-        );
-        CREATE INDEX adapters_owner ON adapters(owner);
-        CREATE TABLE adapter_members (
-            task TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            owner TEXT NOT NULL,
-            member TEXT NOT NULL,
-            PRIMARY KEY (task, kind, owner, member)
-        );
-        CREATE INDEX adapter_members_member ON adapter_members(member);
-        """,
-    ),
 ]
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]] = MIGRATIONS) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; return the names applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
-    for name, sql in MIGRATIONS:
+    for name, sql in migrations:
         if name in done:
             continue
         conn.execute("BEGIN IMMEDIATE")

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,20 @@ from pllm.paths import default_db_path
 from pllm.types import ProfileItem, Question
 from pllm.users.migrations import migrate
 
-# Called with (store, user_id) inside `forget`, after the rows are gone: adapters, encoders and other
-# artifacts derived from a user's data register here so forgetting reaches them too.
-FORGET_HOOKS: list[Callable[[UserStore, str], dict[str, int]]] = []
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature that keeps data in the user store (keys, adapters, preferences): its own tables' migrations and
+    what forgetting a user must also remove. Registered with a store explicitly (`register_feature`) by the
+    feature's storage class and at start-up, never by importing a module.
+
+    `forget(store, user_id)` runs after the user's rows are gone (tables with a `user_id` column are emptied
+    by the store itself); it removes artifacts derived from the user's data (adapter files) and returns
+    what it removed, by kind."""
+
+    name: str
+    migrations: tuple[tuple[str, str], ...] = ()
+    forget: Callable[[SQLiteUserStore, str], dict[str, int]] | None = None
 
 
 @dataclass
@@ -96,8 +107,24 @@ class SQLiteUserStore(UserStore):
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._features: dict[str, Feature] = {}
         with self._lock:
             migrate(self._conn)
+
+    def register_feature(self, feature: Feature) -> None:
+        """Apply the feature's pending migrations and add its forget hook (once per feature name)."""
+        with self._lock:
+            known = self._features.get(feature.name)
+            if known is not None:
+                if known != feature:
+                    raise ValueError(f"another feature named {feature.name!r} is registered with this store")
+                return
+            migrate(self._conn, feature.migrations)
+            self._features[feature.name] = feature
+
+    @property
+    def features(self) -> list[str]:
+        return sorted(self._features)
 
     # -- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -177,6 +204,22 @@ class SQLiteUserStore(UserStore):
         )
         return [ProfileItem(id=r[0], fields=json.loads(r[1]), user_id=user_id, timestamp=r[2]) for r in rows]
 
+    def get_items_by_id(self, ids: Sequence[str], *, user_id: str) -> list[ProfileItem]:
+        """The user's items with these ids (those that exist), in no particular order."""
+        out: list[ProfileItem] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            rows = self.execute("SELECT id, fields, timestamp FROM items WHERE user_id=? AND id IN (%s)"
+                                % ",".join("?" * len(chunk)), (user_id, *chunk))
+            out.extend(ProfileItem(id=r[0], fields=json.loads(r[1]), user_id=user_id, timestamp=r[2]) for r in rows)
+        return out
+
+    def count_items(self, *, user_id: str) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM items WHERE user_id=?", (user_id,))[0][0])
+
+    def has_user(self, *, user_id: str) -> bool:
+        return bool(self.execute("SELECT 1 FROM users WHERE id=?", (user_id,)))
+
     def delete_item(self, item_id: str, *, user_id: str) -> bool:
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM items WHERE user_id=? AND id=?", (user_id, item_id)).rowcount
@@ -211,8 +254,9 @@ class SQLiteUserStore(UserStore):
             for table in _extra_user_tables(conn):
                 report.rows[table] = conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
             report.rows["users"] = conn.execute("DELETE FROM users WHERE id=?", (user_id,)).rowcount
-        for hook in FORGET_HOOKS:
-            report.rows.update(hook(self, user_id))
+        for feature in list(self._features.values()):
+            if feature.forget is not None:
+                report.rows.update(feature.forget(self, user_id))
         if not any(report.rows.values()):
             raise NotFoundError(f"user {user_id!r} is not in the store ({self.path})")
         with self._lock:
@@ -269,14 +313,17 @@ class SQLiteUserStore(UserStore):
         return out
 
     # -- embeddings (the retrieval EmbeddingCache protocol) -------------------------------------
-    def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_embeddings(self, model: str, text_hashes: Sequence[str], *,
+                       user_id: str | None = None) -> dict[str, np.ndarray]:
+        """Stored vectors by text hash (only `user_id`'s rows when given: tenant-scoped reads)."""
         out: dict[str, np.ndarray] = {}
         hashes = list(dict.fromkeys(text_hashes))
+        owner = "" if user_id is None else " AND user_id=?"
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             rows = self.execute(
-                "SELECT text_hash, dim, vector FROM embeddings WHERE model=? AND text_hash IN (%s)"
-                % ",".join("?" * len(chunk)), (model, *chunk))
+                f"SELECT text_hash, dim, vector FROM embeddings WHERE model=?{owner} AND text_hash IN (%s)"
+                % ",".join("?" * len(chunk)), (model, *([] if user_id is None else [user_id]), *chunk))
             for h, dim, blob in rows:
                 out[h] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()
         return out
@@ -290,7 +337,25 @@ class SQLiteUserStore(UserStore):
                  for h, v in rows],
             )
 
+    def delete_embeddings(self, text_hashes: Iterable[str], *, user_id: str,
+                          in_use: Callable[[list[ProfileItem]], set[str]]) -> int:
+        """Delete the user's vectors of `text_hashes` except those `in_use(the user's items)` still needs,
+        checked and deleted in one transaction so no write slips between."""
+        with self.transaction() as conn:
+            keep = in_use(self.get_items(user_id=user_id))
+            return sum(conn.execute("DELETE FROM embeddings WHERE user_id=? AND text_hash=?", (user_id, h)).rowcount
+                       for h in sorted(set(text_hashes) - keep))
+
+    def count_embeddings(self, *, user_id: str) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM embeddings WHERE user_id=?", (user_id,))[0][0])
+
     # -- cached profile summaries ---------------------------------------------------------------
+    def get_summaries(self, *, user_id: str) -> list[dict[str, Any]]:
+        """Every cached summary of the user (key, model, summary, created_at), oldest first."""
+        rows = self.execute("SELECT key, model, summary, created_at FROM profile_summaries WHERE user_id=? "
+                            "ORDER BY created_at", (user_id,))
+        return [{"key": k, "model": m, "summary": s, "created_at": c} for k, m, s, c in rows]
+
     def get_summary(self, *, user_id: str, key: str) -> str | None:
         rows = self.execute("SELECT summary FROM profile_summaries WHERE user_id=? AND key=?", (user_id, key))
         return rows[0][0] if rows else None
@@ -303,7 +368,8 @@ class SQLiteUserStore(UserStore):
 
 
 def _extra_user_tables(conn: sqlite3.Connection) -> list[str]:
-    """Tables added by later migrations that carry a `user_id` column, so forget reaches them too."""
+    """Feature tables that carry a `user_id` column, so forget reaches them too (also those of features not
+    registered in this process: a user's rows never outlive `forget`)."""
     core = {"question_items", "questions", "items", "embeddings", "profile_summaries", "users"}
     names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     out = []
