@@ -16,7 +16,7 @@ from pllm.errors import InputError
 from pllm.models.base import Generator
 from pllm.prompting.profile import ProfileSummarizer, SummaryConfig, output_stats
 from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, default_style, get_style
-from pllm.retrieval.base import RETRIEVERS, Doc, RetrieverIndex, accepts_option, make_retriever
+from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
 from pllm.tasks.spec import TaskSpec
@@ -53,11 +53,10 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         # Names are checked here, on construction, so a typo fails before any model loads.
-        factory = RETRIEVERS.get(self.retriever)  # UnknownNameError lists the known ones
+        if retriever_needs_embedder(self.retriever):  # an unknown name raises UnknownNameError listing known ones
+            EMBEDDERS.get(self.embedder)
         if self.style is not None:
             PROMPT_STYLES.get(self.style)
-        if self.retriever != "none" and accepts_option(factory, "embedder"):
-            EMBEDDERS.get(self.embedder)
         if self.k < 0:
             raise InputError(f"k must be >= 0, got {self.k}", field="k")
         if self.k == 0 and self.retriever != "none":
@@ -145,13 +144,9 @@ class Personalizer:
 
     # -- retrieval ------------------------------------------------------------------------------
     def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
-        name = self.method.retriever
-        if name in ("dense", "hybrid"):
-            # Item embeddings persist in the store (when given), keyed by user for forgetting.
-            return {"embedder": self._embedder or self.method.embedder, "cache": self.store, "user_id": user_id}
-        if name == "random":
-            return {"seed": self.method.seed}
-        return {}
+        # Item embeddings persist in the store (when given), keyed by user for forgetting.
+        return retriever_options(self.method.retriever, embedder=self._embedder or self.method.embedder,
+                                 cache=self.store, user_id=user_id, seed=self.method.seed)
 
     def _index(self, question: Question) -> RetrieverIndex:
         key = (question.user_id, tuple(p.id for p in question.profile))

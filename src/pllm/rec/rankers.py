@@ -34,7 +34,7 @@ from pllm.pipeline import MethodConfig, Personalizer
 from pllm.prompting.styles import get_style
 from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task, target_index
 from pllm.registry import Registry
-from pllm.retrieval.base import Doc, make_retriever
+from pllm.retrieval.base import Doc, make_retriever, retriever_options
 from pllm.types import Question
 
 if TYPE_CHECKING:
@@ -503,12 +503,13 @@ class ListwiseRanker(Ranker):
         self.generator = generator
         self.config = config or ListwiseConfig()
         self.style = get_style("demonstrations")
-        self._retriever_options: dict[str, Any] = {}
-        if self.config.retriever in ("dense", "hybrid"):
-            self._retriever_options = {"embedder": embedder or self.config.embedder, "cache": store}
-        make_retriever(self.config.retriever, **self._retriever_options)  # fail early on a bad name
+        self._embedder, self._store = embedder or self.config.embedder, store
+        make_retriever(self.config.retriever, **self._retriever_options(None))  # fail early on a bad name
         self.prompt_tokens = 0
         self.unparseable = 0
+
+    def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
+        return retriever_options(self.config.retriever, embedder=self._embedder, cache=self._store, user_id=user_id)
 
     def history(self, question: Question) -> list[str]:
         """Retrieved history items rendered as demonstrations, best last (nearest the question)."""
@@ -516,10 +517,7 @@ class ListwiseRanker(Ranker):
             return []
         if self.config.retriever == "none":
             return []
-        opts = dict(self._retriever_options)
-        if "cache" in opts:
-            opts["user_id"] = question.user_id
-        index = make_retriever(self.config.retriever, **opts).build(
+        index = make_retriever(self.config.retriever, **self._retriever_options(question.user_id)).build(
             [Doc(text=REC_SPEC.retrieval_text(p), timestamp=p.timestamp) for p in question.profile])
         hits = index.search(REC_SPEC.retrieval_query(question), self.config.k, query_timestamp=question.timestamp,
                             seed_key=question.id)

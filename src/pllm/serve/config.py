@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pllm.errors import InputError
+from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
 
 ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
 
@@ -92,7 +93,8 @@ class ServeConfig:
             raise InputError(f"must be FULL, NORMAL or EXTRA, got {self.synchronous!r}", field="synchronous")
         if self.soft is not None and not Path(self.soft).is_dir():
             raise InputError(f"no soft-prompt encoder folder at {self.soft}", field="soft")
-        if self.retriever in ("dense", "hybrid") and self.embedder is None:
+        # An unknown retriever is refused per request (400, listing the known ones), as a request's own is.
+        if self.embedder is None and self.retriever in RETRIEVERS and retriever_needs_embedder(self.retriever):
             raise InputError(f"retriever {self.retriever!r} needs an embedder", field="retriever")
 
     @property
