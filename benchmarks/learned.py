@@ -25,11 +25,11 @@ from typing import Any
 from pllm.adapt.store import AdapterStore
 from pllm.eval.bench import BenchRunner, load_bench_config, machine_info
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
-from pllm.eval.metrics import get_metric
 from pllm.eval.report import MethodResult, markdown_table, summarize
-from pllm.eval.stats import paired_difference
 from pllm.io import atomic_write_json, atomic_write_text
+from pllm.metrics import get_metric
 from pllm.pipeline import MethodConfig, PredictionRecord
+from pllm.stats import paired_difference
 from pllm.tasks.readouts import read_out, readouts_for
 from pllm.tasks.spec import TaskSpec
 

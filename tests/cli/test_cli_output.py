@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pllm.cli import app
 from pllm.cli.common import PlainProgress, tracker
 from pllm.eval.report import MethodRow, method_table
-from pllm.eval.stats import Interval
+from pllm.stats import Interval
 from pllm.tasks.spec import get_task
 
 runner = CliRunner()

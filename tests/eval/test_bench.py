@@ -10,7 +10,7 @@ from pllm.data import BuildConfig, build_dataset
 from pllm.errors import InputError, UnknownNameError
 from pllm.eval.bench import BenchConfig, BenchRunner, CellLog, bench_config_from_dict, load_bench_config, parse_method
 from pllm.eval.report import compare_reports, fast_bootstrap
-from pllm.eval.stats import bootstrap_metric, paired_difference
+from pllm.stats import bootstrap_metric, paired_difference
 from pllm_testkit import write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
                 generator = AdapterGenerator(generator, spec.name, store=AdapterStore(adapters_dir, db=store),
                                              mode=adapter)
             if soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
-                from pllm.prompting.soft import load_soft_generator
+                from pllm.soft.model import load_soft_generator
 
                 generator = load_soft_generator(soft, generator, store=store)
             results = [run_method(spec, qs, generator, method, store=store, batch_size=batch_size,
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
                 results += [run_baseline(spec, qs, name, store=store, train=train_qs)
                             for name in _baseline_names(spec)]
         if soft is not None:
-            from pllm.prompting.soft import soft_label
+            from pllm.soft.model import soft_label
 
             results[0].method = soft_label(results[0].method)
         if adapter != "none":

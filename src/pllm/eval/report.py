@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pllm.eval.stats import Interval, bootstrap_metric, paired_difference
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import PredictionRecord, is_unparseable
+from pllm.stats import Interval, bootstrap_metric, paired_difference
 from pllm.tasks.spec import TaskSpec
 
 
@@ -157,7 +157,7 @@ def markdown_table(spec: TaskSpec, rows: Sequence[MethodRow]) -> str:
 
 
 def _higher(metric: str) -> bool:
-    from pllm.eval.metrics import METRICS
+    from pllm.metrics import METRICS
 
     return METRICS.get(metric).higher_is_better
 
@@ -306,7 +306,7 @@ _MEAN_OF = {"accuracy": (lambda x: x, lambda m: m), "mae": (lambda x: x, lambda 
 def _per_question(metric: str, preds: Sequence[str | None], golds: Sequence[str], labels) -> Any:
     import numpy as np
 
-    from pllm.eval.metrics import METRICS
+    from pllm.metrics import METRICS
 
     m = METRICS.get(metric)
     to, _ = _MEAN_OF[metric]
@@ -350,7 +350,7 @@ def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int
     values are noisier than the table's)."""
     import numpy as np
 
-    from pllm.eval.metrics import METRICS
+    from pllm.metrics import METRICS
 
     sizes_arr = np.array(sizes)
     edges = sorted(set(np.quantile(sizes_arr, np.linspace(0, 1, bins + 1)).round().astype(int).tolist()))

@@ -62,7 +62,7 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
                           progress: Callable[[str, int, int], None] | None = None,
                           score_missing: bool = True) -> dict[str, Any]:
     """Agreement rate (real reply wins both orders) with a bootstrap interval, tie and loss rates."""
-    from pllm.eval.stats import Interval
+    from pllm.stats import Interval
     from pllm.tasks.spec import get_task
 
     spec = get_task(TASK)

@@ -38,7 +38,7 @@ from pllm.retrieval.base import Doc, make_retriever, retriever_options
 from pllm.types import Question
 
 if TYPE_CHECKING:
-    from pllm.prompting.soft_train import SoftTrainConfig, SoftTrainResult
+    from pllm.soft.train import SoftTrainConfig, SoftTrainResult
 
 # ------------------------------------------------------------------------------------- training data
 
@@ -408,7 +408,7 @@ class AdapterPointwiseRanker(PointwiseRanker):
 
 @RANKERS.register("llm-pointwise-soft")
 class SoftPointwiseRanker(PointwiseRanker):
-    """`llm-pointwise` read through a soft-prompt user encoder (PPlug-style, `pllm.prompting.soft`): the
+    """`llm-pointwise` read through a soft-prompt user encoder (PPlug-style, `pllm.soft.model`): the
     user's whole history, embedded and pooled against each candidate, becomes a few soft tokens in front
     of that candidate's prompt, so the model sees all of the history rather than k retrieved lines. One
     encoder serves every user; `train_soft_ranker` (`pllm rec soft-train`) trains it on training users'
@@ -421,7 +421,7 @@ class SoftPointwiseRanker(PointwiseRanker):
                  store: Any = None, embedder: Any = None) -> None:
         """`generator`: a plain `HFGenerator` (wrapped with the encoder saved at `encoder`) or a
         `SoftPromptGenerator` for `POINTWISE_SPEC`."""
-        from pllm.prompting.soft import SoftPromptGenerator, load_soft_generator
+        from pllm.soft.model import SoftPromptGenerator, load_soft_generator
 
         if isinstance(generator, SoftPromptGenerator):
             soft = generator
@@ -462,7 +462,7 @@ def train_soft_ranker(base: Generator, questions: Sequence[Question], config: So
                       progress: Callable[[str, int, int], None] | None = None) -> SoftTrainResult:
     """Train the `llm-pointwise-soft` encoder on ranked lists of training users (never the evaluated
     users): `pointwise_training_questions` asked with the demonstrations style the ranker scores with."""
-    from pllm.prompting.soft_train import train_soft_encoder
+    from pllm.soft.train import train_soft_encoder
 
     qs = pointwise_training_questions(questions, negatives=negatives, seed=config.seed)
     config = dataclasses.replace(config, style="demonstrations")
