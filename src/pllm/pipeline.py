@@ -1,6 +1,7 @@
 """The input-level personalization pipeline: retrieve from the user's own history, build the prompt
 in a style within a token budget (optionally with a cached profile summary), then predict by label
-scoring or by generation plus parsing. Eval, bench and the server all go through `Personalizer`."""
+scoring or by generation plus parsing. Eval, bench, learned methods and the server's chat (the `chat`
+style) all go through `Personalizer`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pllm.errors import InputError
 from pllm.models.base import Generator
 from pllm.prompting.profile import ProfileSummarizer, SummaryConfig, output_stats
-from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, default_style, get_style
+from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, PromptStyle, default_style, get_style
 from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
@@ -23,6 +24,9 @@ from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem, Question
 
 PREDICT_MODES = ("auto", "score", "generate")
+# (question, its retrieval query, k) -> the user's items, best first: a caller's own search over indexes it
+# keeps (the server's memory service, current as items are written) in place of the Personalizer's.
+ItemSearch = Callable[[Question, str, int], list[ProfileItem]]
 
 
 @dataclass
@@ -117,13 +121,18 @@ class Timings:
 
 
 class Personalizer:
+    """Retrieve, summarize, render, predict. `style` is a configured instance in place of the method's style
+    name (chat's memory placement); `search` replaces the per-user indexes built here over `question.profile`."""
+
     def __init__(self, spec: TaskSpec, generator: Generator, method: MethodConfig | None = None, *,
                  store: Any = None, embedder: Any = None, summary_config: SummaryConfig | None = None,
-                 index_cache_size: int = 256) -> None:
+                 index_cache_size: int = 256, style: PromptStyle | None = None,
+                 search: ItemSearch | None = None) -> None:
         self.spec, self.generator = spec, generator
         self.method = method or MethodConfig()
         self.store = store
-        self.style = get_style(self.method.style or default_style(spec))
+        self.style = style or get_style(self.method.style or default_style(spec))
+        self.search = search
         self.builder = PromptBuilder(spec, self.style, count_tokens=generator.count_tokens,
                                      truncate_tokens=generator.truncate_to_tokens,
                                      max_prompt_tokens=self.method.max_prompt_tokens)
@@ -165,18 +174,25 @@ class Personalizer:
     def retrieve(self, question: Question) -> list[ProfileItem]:
         if self.method.retriever == "none" or self.method.k == 0 or not question.profile:
             return []
-        hits = self._index(question).search(self.spec.retrieval_query(question), self.method.k,
-                                            query_timestamp=question.timestamp, seed_key=question.id)
+        query = self.spec.retrieval_query(question)
+        if self.search is not None:
+            return self.search(question, query, self.method.k)
+        hits = self._index(question).search(query, self.method.k, query_timestamp=question.timestamp,
+                                            seed_key=question.id)
         return [question.profile[h.index] for h in hits]
 
     # -- prompts --------------------------------------------------------------------------------
-    def build_prompts(self, questions: Sequence[Question]) -> list[BuiltPrompt]:
-        return self._build(questions)[0]
+    def build_prompts(self, questions: Sequence[Question], *,
+                      retrieved: Sequence[list[ProfileItem]] | None = None) -> list[BuiltPrompt]:
+        """`retrieved`: each question's items when `retrieve` already ran (the server retrieves in its io pool
+        and builds in the generation thread, since a profile summary is a generation)."""
+        return self._build(questions, retrieved)[0]
 
-    def _build(self, questions: Sequence[Question]) -> tuple[list[BuiltPrompt], list[BuiltPrompt] | None]:
+    def _build(self, questions: Sequence[Question], retrieved: Sequence[list[ProfileItem]] | None = None
+               ) -> tuple[list[BuiltPrompt], list[BuiltPrompt] | None]:
         """The prompts, and (calibrated methods) their content-free twins: same items and summary."""
         t0 = time.perf_counter()
-        retrieved = [self.retrieve(q) for q in questions]
+        retrieved = list(retrieved) if retrieved is not None else [self.retrieve(q) for q in questions]
         t1 = time.perf_counter()
         summaries: list[str | None] = [None] * len(questions)
         if self.summarizer is not None:
