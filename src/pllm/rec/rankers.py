@@ -34,7 +34,6 @@ from pllm.pipeline import MethodConfig, Personalizer
 from pllm.prompting.styles import get_style
 from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task, target_index
 from pllm.registry import Registry
-from pllm.retrieval.base import Doc, make_retriever, retriever_options
 from pllm.types import Question
 
 if TYPE_CHECKING:
@@ -503,25 +502,16 @@ class ListwiseRanker(Ranker):
         self.generator = generator
         self.config = config or ListwiseConfig()
         self.style = get_style("demonstrations")
-        self._embedder, self._store = embedder or self.config.embedder, store
-        make_retriever(self.config.retriever, **self._retriever_options(None))  # fail early on a bad name
+        # The history is retrieved through the pipeline (REC_SPEC's query: all candidates' titles and genres).
+        method = MethodConfig(retriever=self.config.retriever if self.config.k else "none", k=self.config.k,
+                              embedder=self.config.embedder)
+        self.retrieval = Personalizer(REC_SPEC, generator, method, store=store, embedder=embedder)
         self.prompt_tokens = 0
         self.unparseable = 0
 
-    def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
-        return retriever_options(self.config.retriever, embedder=self._embedder, cache=self._store, user_id=user_id)
-
     def history(self, question: Question) -> list[str]:
         """Retrieved history items rendered as demonstrations, best last (nearest the question)."""
-        if self.config.k == 0 or not question.profile:
-            return []
-        if self.config.retriever == "none":
-            return []
-        index = make_retriever(self.config.retriever, **self._retriever_options(question.user_id)).build(
-            [Doc(text=REC_SPEC.retrieval_text(p), timestamp=p.timestamp) for p in question.profile])
-        hits = index.search(REC_SPEC.retrieval_query(question), self.config.k, query_timestamp=question.timestamp,
-                            seed_key=question.id)
-        return [self.style.render_item(POINTWISE_SPEC, question.profile[h.index]) for h in reversed(hits)]
+        return [self.style.render_item(POINTWISE_SPEC, item) for item in reversed(self.retrieval.retrieve(question))]
 
     def render(self, question: Question, order: Sequence[int], history: list[str]) -> str:
         cands = candidates_of(question)
