@@ -26,12 +26,12 @@ from pllm.adapt.store import AdapterStore
 from pllm.eval.bench import BenchRunner, machine_info
 from pllm.eval.grid import load_bench_config
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
-from pllm.eval.metrics import get_metric
 from pllm.eval.report import MethodResult, summarize
-from pllm.eval.stats import fast_bootstrap
 from pllm.eval.tables import method_table
 from pllm.io import atomic_write_json, atomic_write_text
+from pllm.metrics import get_metric
 from pllm.pipeline import MethodConfig, PredictionRecord
+from pllm.stats import fast_bootstrap
 from pllm.tasks.readouts import read_out, readouts_for
 from pllm.tasks.spec import TaskSpec
 

@@ -25,9 +25,9 @@ from pllm.data import BuildConfig, build_dataset
 from pllm.data.movielens import find_movielens
 from pllm.models import load_generator
 from pllm.pipeline import MethodConfig, Personalizer
-from pllm.prompting.soft import SoftPromptGenerator, load_soft_generator
-from pllm.prompting.soft_train import SoftTrainConfig, train_soft_encoder
 from pllm.retrieval import MemoryEmbeddingCache, load_embedder
+from pllm.soft.model import SoftPromptGenerator, load_soft_generator
+from pllm.soft.train import SoftTrainConfig, train_soft_encoder
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
 from pllm.users.store import SQLiteUserStore

@@ -1,6 +1,7 @@
 """The input-level personalization pipeline: retrieve from the user's own history, build the prompt
 in a style within a token budget (optionally with a cached profile summary), then predict by label
-scoring or by generation plus parsing. Eval, bench and the server all go through `Personalizer`."""
+scoring or by generation plus parsing. Eval, bench, learned methods and the server's chat (the `chat`
+style) all go through `Personalizer`."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pllm.errors import InputError
 from pllm.models.base import Generator
 from pllm.prompting.profile import ProfileSummarizer, SummaryConfig, output_stats
-from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, default_style, get_style
-from pllm.retrieval.base import RETRIEVERS, Doc, RetrieverIndex, accepts_option, make_retriever
+from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, PromptStyle, default_style, get_style
+from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem, Question
 
 PREDICT_MODES = ("auto", "score", "generate")
+# (question, its retrieval query, k) -> the user's items, best first: a caller's own search over indexes it
+# keeps (the server's memory service, current as items are written) in place of the Personalizer's.
+ItemSearch = Callable[[Question, str, int], list[ProfileItem]]
 
 
 @dataclass
@@ -53,11 +57,10 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         # Names are checked here, on construction, so a typo fails before any model loads.
-        factory = RETRIEVERS.get(self.retriever)  # UnknownNameError lists the known ones
+        if retriever_needs_embedder(self.retriever):  # an unknown name raises UnknownNameError listing known ones
+            EMBEDDERS.get(self.embedder)
         if self.style is not None:
             PROMPT_STYLES.get(self.style)
-        if self.retriever != "none" and accepts_option(factory, "embedder"):
-            EMBEDDERS.get(self.embedder)
         if self.k < 0:
             raise InputError(f"k must be >= 0, got {self.k}", field="k")
         if self.k == 0 and self.retriever != "none":
@@ -127,13 +130,18 @@ class Timings:
 
 
 class Personalizer:
+    """Retrieve, summarize, render, predict. `style` is a configured instance in place of the method's style
+    name (chat's memory placement); `search` replaces the per-user indexes built here over `question.profile`."""
+
     def __init__(self, spec: TaskSpec, generator: Generator, method: MethodConfig | None = None, *,
                  store: Any = None, embedder: Any = None, summary_config: SummaryConfig | None = None,
-                 index_cache_size: int = 256) -> None:
+                 index_cache_size: int = 256, style: PromptStyle | None = None,
+                 search: ItemSearch | None = None) -> None:
         self.spec, self.generator = spec, generator
         self.method = method or MethodConfig()
         self.store = store
-        self.style = get_style(self.method.style or default_style(spec))
+        self.style = style or get_style(self.method.style or default_style(spec))
+        self.search = search
         self.builder = PromptBuilder(spec, self.style, count_tokens=generator.count_tokens,
                                      truncate_tokens=generator.truncate_to_tokens,
                                      max_prompt_tokens=self.method.max_prompt_tokens)
@@ -154,13 +162,9 @@ class Personalizer:
 
     # -- retrieval ------------------------------------------------------------------------------
     def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
-        name = self.method.retriever
-        if name in ("dense", "hybrid"):
-            # Item embeddings persist in the store (when given), keyed by user for forgetting.
-            return {"embedder": self._embedder or self.method.embedder, "cache": self.store, "user_id": user_id}
-        if name == "random":
-            return {"seed": self.method.seed}
-        return {}
+        # Item embeddings persist in the store (when given), keyed by user for forgetting.
+        return retriever_options(self.method.retriever, embedder=self._embedder or self.method.embedder,
+                                 cache=self.store, user_id=user_id, seed=self.method.seed)
 
     def _index(self, question: Question) -> RetrieverIndex:
         key = (question.user_id, tuple(p.id for p in question.profile))
@@ -179,18 +183,25 @@ class Personalizer:
     def retrieve(self, question: Question) -> list[ProfileItem]:
         if self.method.retriever == "none" or self.method.k == 0 or not question.profile:
             return []
-        hits = self._index(question).search(self.spec.retrieval_query(question), self.method.k,
-                                            query_timestamp=question.timestamp, seed_key=question.id)
+        query = self.spec.retrieval_query(question)
+        if self.search is not None:
+            return self.search(question, query, self.method.k)
+        hits = self._index(question).search(query, self.method.k, query_timestamp=question.timestamp,
+                                            seed_key=question.id)
         return [question.profile[h.index] for h in hits]
 
     # -- prompts --------------------------------------------------------------------------------
-    def build_prompts(self, questions: Sequence[Question]) -> list[BuiltPrompt]:
-        return self._build(questions)[0]
+    def build_prompts(self, questions: Sequence[Question], *,
+                      retrieved: Sequence[list[ProfileItem]] | None = None) -> list[BuiltPrompt]:
+        """`retrieved`: each question's items when `retrieve` already ran (the server retrieves in its io pool
+        and builds in the generation thread, since a profile summary is a generation)."""
+        return self._build(questions, retrieved)[0]
 
-    def _build(self, questions: Sequence[Question]) -> tuple[list[BuiltPrompt], list[BuiltPrompt] | None]:
+    def _build(self, questions: Sequence[Question], retrieved: Sequence[list[ProfileItem]] | None = None
+               ) -> tuple[list[BuiltPrompt], list[BuiltPrompt] | None]:
         """The prompts, and (calibrated methods) their content-free twins: same items and summary."""
         t0 = time.perf_counter()
-        retrieved = [self.retrieve(q) for q in questions]
+        retrieved = list(retrieved) if retrieved is not None else [self.retrieve(q) for q in questions]
         t1 = time.perf_counter()
         summaries: list[str | None] = [None] * len(questions)
         if self.summarizer is not None:

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from pllm.cli import app
 from pllm.cli.common import PlainProgress, tracker
 from pllm.eval.report import MethodRow
-from pllm.eval.stats import Interval
 from pllm.eval.tables import method_table
+from pllm.stats import Interval
 from pllm.tasks.spec import get_task
 
 runner = CliRunner()

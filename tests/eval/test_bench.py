@@ -13,7 +13,7 @@ from pllm.eval.bench_report import compare_reports
 from pllm.eval.grid import BenchConfig, bench_config_from_dict, load_bench_config
 from pllm.eval.log import CellLog
 from pllm.eval.methods import parse_method
-from pllm.eval.stats import bootstrap_metric, fast_bootstrap, paired_difference
+from pllm.stats import bootstrap_metric, fast_bootstrap, paired_difference
 from pllm_testkit import write_recbole_movielens
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Romance"]

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from pllm.cli import app
 from pllm.errors import ArtifactError, InputError
 from pllm.models.testing import make_tiny_generator
-from pllm.prompting.soft_train import SoftTrainConfig, train_soft_encoder
 from pllm.rec.data import POINTWISE_SPEC, RecBuildConfig, candidates_of, target_index
 from pllm.rec.rankers import PointwiseConfig, make_ranker, pointwise_training_questions, train_soft_ranker
 from pllm.retrieval.embedders import EMBEDDERS
+from pllm.soft.train import SoftTrainConfig, train_soft_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,7 +13,7 @@ from pllm.align.adapters import AdapterStore as AlignAdapterStore
 from pllm.align.adapters import new_record
 from pllm.io import atomic_dir
 from pllm.models.hf import HFGenerator
-from pllm.prompting.soft import SoftConfig, UserEncoder, save_soft_encoder
+from pllm.soft.model import SoftConfig, UserEncoder, save_soft_encoder
 from pllm.tasks.spec import get_task
 from pllm_testkit import random_lora
 

@@ -24,9 +24,6 @@ from pllm.errors import InputError
 from pllm.registry import Registry
 
 if TYPE_CHECKING:
-    from pllm.align.adapters import AdapterHost
-    from pllm.align.records import AdapterStore as AlignAdapterStore
-    from pllm.align.soup import SoupStore
     from pllm.models.base import Generator
 
 
@@ -42,21 +39,11 @@ class AdapterMethod:
     lr_scale: float = 1.0  # optimizer step relative to the recipe's `lr`
     layer_subset: bool = False  # supports `top_layers` (peft's layers_to_transform)
     peft_config: Callable[[AdaptConfig, dict[str, Any]], Any] | None = None  # supervised peft methods
-    serve: Callable[[ServeRequest], Generator | None] | None = None  # alignment methods: a user's generator
+    # Alignment methods: a user's generator from a request (`pllm.align.serving.ServeRequest`: the method
+    # layer above this one defines what a request holds, so this registry does not import it).
+    serve: Callable[..., Generator | None] | None = None
     serve_rank: int = 0  # order among serving methods (lower first)
     find: Callable[[str], object] | None = None  # an assignable adapter (or soup) by name; raises if missing
-
-
-@dataclass
-class ServeRequest:
-    """What an alignment method may serve a user from: the shared adapter host over the base model, the name
-    assigned to the user for this method (or None), the user's preference vector, and the adapter stores."""
-
-    host: AdapterHost
-    assigned: str | None
-    vector: dict[str, float] | None
-    adapters: AlignAdapterStore
-    soups: SoupStore
 
 
 ADAPTER_METHODS: Registry[AdapterMethod] = Registry("adapter method")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pllm.align.store import PreferencePair
-from pllm.eval.stats import Interval
 from pllm.models.base import Generator, Prompt
+from pllm.stats import Interval
 
 
 def proportion_interval(hits: Sequence[bool] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,

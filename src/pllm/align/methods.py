@@ -6,13 +6,16 @@ adapter, else a soup at their vector, else the assigned RiC adapter. Light: mode
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pllm.adapt.methods import ServeRequest, register_adapter_method
+from pllm.adapt.methods import register_adapter_method
 from pllm.align.config import DPOSettings, RiCSettings
 from pllm.align.records import AdapterStore
 from pllm.align.soup import SoupSpec, SoupStore, pick_soup
 from pllm.models.base import Generator
+
+if TYPE_CHECKING:
+    from pllm.align.serving import ServeRequest
 
 
 def _train_dpo(*args: Any, **kwargs: Any) -> Any:

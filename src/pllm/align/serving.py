@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import threading
 import weakref
+from dataclasses import dataclass
 
-from pllm.adapt.methods import AdapterMethod, ServeRequest, methods
+from pllm.adapt.methods import AdapterMethod, methods
 from pllm.align.adapters import AdapterHost, AdapterStore, host_for
 from pllm.align.soup import Soup, SoupSpec, SoupStore
 from pllm.align.store import PreferenceStore
 from pllm.models.base import Generator
 from pllm.models.hf import HFGenerator
 from pllm.users.store import SQLiteUserStore
+
+
+@dataclass
+class ServeRequest:
+    """What an alignment method may serve a user from: the shared adapter host over the base model, the name
+    assigned to the user for this method (or None), the user's preference vector, and the adapter stores."""
+
+    host: AdapterHost
+    assigned: str | None
+    vector: dict[str, float] | None
+    adapters: AdapterStore
+    soups: SoupStore
+
 
 _SOUPS: weakref.WeakKeyDictionary[AdapterHost, dict[str, Soup]] = weakref.WeakKeyDictionary()
 _SOUPS_LOCK = threading.Lock()

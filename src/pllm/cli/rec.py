@@ -137,9 +137,9 @@ def soft_train(
 ) -> None:
     """Train the llm-pointwise-soft user encoder (PPlug-style) on a split's ranked lists, model frozen."""
     from pllm.models import load_generator
-    from pllm.prompting.soft_train import SoftTrainConfig
     from pllm.rec.data import ensure_task
     from pllm.rec.rankers import train_soft_ranker
+    from pllm.soft.train import SoftTrainConfig
     from pllm.tasks.lamp import read_questions
 
     ensure_task()

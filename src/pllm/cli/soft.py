@@ -51,7 +51,7 @@ def train(
 ) -> None:
     """Train a user encoder against the frozen generator on a task folder's training users."""
     from pllm.models import load_generator
-    from pllm.prompting.soft_train import SoftTrainConfig, train_soft_encoder
+    from pllm.soft.train import SoftTrainConfig, train_soft_encoder
     from pllm.tasks.lamp import read_questions
     from pllm.tasks.spec import get_task
 
@@ -71,7 +71,7 @@ def train(
 @app.command("info")
 def info(path: Path = typer.Argument(..., help="Encoder folder written by `pllm soft train`.")) -> None:
     """Show an encoder's config and training log."""
-    from pllm.prompting.soft import load_soft_encoder
+    from pllm.soft.model import load_soft_encoder
 
     encoder, spec = load_soft_encoder(path)
     console.print_json(json.dumps({"config": json.loads((path / "config.json").read_text()), "task": spec.name,
@@ -142,7 +142,7 @@ def compare(
     from pllm.io import atomic_write_json
     from pllm.models import load_generator
     from pllm.pipeline import MethodConfig
-    from pllm.prompting.soft import load_soft_generator, soft_label
+    from pllm.soft.model import load_soft_generator, soft_label
     from pllm.tasks.lamp import read_questions
     from pllm.tasks.spec import get_task
 

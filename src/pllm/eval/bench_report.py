@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pllm.eval.report import MethodResult, higher_is_better
-from pllm.eval.stats import Interval, draws, fast_bootstrap
 from pllm.eval.tables import Table, bench_table
 from pllm.pipeline import is_unparseable
+from pllm.stats import Interval, draws, fast_bootstrap
 from pllm.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int
     values are noisier than the table's)."""
     import numpy as np
 
-    from pllm.eval.metrics import METRICS
+    from pllm.metrics import METRICS
 
     sizes_arr = np.array(sizes)
     edges = sorted(set(np.quantile(sizes_arr, np.linspace(0, 1, bins + 1)).round().astype(int).tolist()))

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pllm.eval.stats import Interval, fast_bootstrap
 from pllm.eval.tables import devices_text, method_table
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.pipeline import PredictionRecord, is_unparseable
+from pllm.stats import Interval, fast_bootstrap
 from pllm.tasks.spec import TaskSpec
 
 
@@ -87,7 +87,7 @@ def summarize(spec: TaskSpec, results: Sequence[MethodResult], *, reference: str
 
 
 def higher_is_better(metric: str) -> bool:
-    from pllm.eval.metrics import METRICS
+    from pllm.metrics import METRICS
 
     return METRICS.get(metric).higher_is_better
 

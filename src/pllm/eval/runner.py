@@ -119,14 +119,14 @@ class GeneratorOptions:
             generator = AdapterGenerator(generator, spec.name, mode=self.adapter,  # type: ignore[arg-type]
                                          store=AdapterStore(self.adapters_dir, db=store))
         if self.soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
-            from pllm.prompting.soft import load_soft_generator
+            from pllm.soft.model import load_soft_generator
 
             generator = load_soft_generator(self.soft, generator, store=store)  # type: ignore[arg-type]
         return generator
 
     def label(self, method_label: str) -> str:
         if self.soft is not None:
-            from pllm.prompting.soft import soft_label
+            from pllm.soft.model import soft_label
 
             method_label = soft_label(method_label)
         return method_label if self.adapter == "none" else f"{self.adapter} adapter+{method_label}"

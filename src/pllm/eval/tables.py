@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pllm.eval.metrics import METRICS
-from pllm.eval.stats import Interval
+from pllm.metrics import METRICS
+from pllm.stats import Interval
 from pllm.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:

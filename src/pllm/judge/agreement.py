@@ -16,6 +16,7 @@ import numpy as np
 from pllm.errors import InputError
 from pllm.judge.judge import Judge, JudgeConfig, Verdict, Vote, summarize_verdicts
 from pllm.models.base import Generator, device_label
+from pllm.stats import Interval
 from pllm.types import Question
 
 TASK = "persona-chat-reply"
@@ -62,7 +63,6 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
                           progress: Callable[[str, int, int], None] | None = None,
                           score_missing: bool = True) -> dict[str, Any]:
     """Agreement rate (real reply wins both orders) with a bootstrap interval, tie and loss rates."""
-    from pllm.eval.stats import Interval
     from pllm.tasks.spec import get_task
 
     spec = get_task(TASK)

@@ -19,7 +19,7 @@ import numpy as np
 
 from pllm.errors import InputError
 from pllm.models.base import Generator, Prompt
-from pllm.retrieval.base import RETRIEVERS, Doc, make_retriever
+from pllm.retrieval.base import RETRIEVERS, Doc, make_retriever, retriever_options
 from pllm.tasks.spec import TaskSpec, render
 from pllm.types import ProfileItem, Question
 
@@ -108,9 +108,8 @@ class Judge:
 
     # -- profile --------------------------------------------------------------------------------
     def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
-        if self.config.retriever in ("dense", "hybrid"):
-            return {"embedder": self._embedder or self.config.embedder, "cache": self.store, "user_id": user_id}
-        return {}
+        return retriever_options(self.config.retriever, embedder=self._embedder or self.config.embedder,
+                                 cache=self.store, user_id=user_id)
 
     def item_text(self, item: ProfileItem) -> str:
         if self.spec is not None:

@@ -53,6 +53,16 @@ class PromptStyle(ABC):
     def render(self, spec: TaskSpec, question: Question, items: Sequence[str], summary: str | None) -> str:
         """Full prompt text from already-rendered items (best first)."""
 
+    def prompt(self, spec: TaskSpec, question: Question, items: Sequence[str], summary: str | None) -> Prompt:
+        """The model input; styles whose prompt is more than one text (a conversation) override this."""
+        return Prompt(text=self.render(spec, question, items, summary), chat=self.chat, question=question)
+
+    def fit(self, builder: PromptBuilder, question: Question, items: Sequence[ProfileItem],
+            summary: str | None) -> tuple[list[str], list[str], bool]:
+        """The rendered items that fit the builder's budget, their ids, and whether any was cut or dropped.
+        By default the whole prompt must fit (`PromptBuilder.fill`)."""
+        return builder.fill(question, items, summary)
+
 
 PROMPT_STYLES: Registry[type[PromptStyle]] = Registry("prompt style")
 
@@ -126,6 +136,16 @@ class PromptBuilder:
         self.max_prompt_tokens, self.min_item_tokens = max_prompt_tokens, min_item_tokens
 
     def build(self, question: Question, items: Sequence[ProfileItem], summary: str | None = None) -> BuiltPrompt:
+        rendered, used, truncated = self.style.fit(self, question, items, summary)
+        prompt = self.style.prompt(self.spec, question, rendered, summary)
+        return BuiltPrompt(prompt=prompt, continuation_prefix=self.style.continuation_prefix, item_ids=used,
+                           n_retrieved=len(items), truncated=truncated, prompt_tokens=self.count_tokens(prompt.text),
+                           stop=list(self.style.stop))
+
+    def fill(self, question: Question, items: Sequence[ProfileItem], summary: str | None
+             ) -> tuple[list[str], list[str], bool]:
+        """Items best first while the whole prompt stays within the budget; the one that overflows it is cut to
+        fit when at least `min_item_tokens` are left."""
         spec, style = self.spec, self.style
         base = style.render(spec, question, [], summary)
         # Budget left for items, after the prompt without items (counted in the generator's tokenizer).
@@ -156,9 +176,7 @@ class PromptBuilder:
             truncated = True
             text = style.render(spec, question, rendered, summary)
             n_tokens = self.count_tokens(text)
-        return BuiltPrompt(prompt=Prompt(text=text, chat=style.chat, question=question),
-                           continuation_prefix=style.continuation_prefix, item_ids=used, n_retrieved=len(items),
-                           truncated=truncated, prompt_tokens=n_tokens, stop=list(style.stop))
+        return rendered, used, truncated
 
     def _cut_item(self, item: ProfileItem, budget: int) -> str | None:
         """Shorten the item's longest text field until its rendering fits `budget` tokens."""

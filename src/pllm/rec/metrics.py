@@ -1,6 +1,6 @@
 """Ranking metrics for one held-out relevant item per user: the rank of the target among the
 candidates decides Recall@k (= hit rate, since there is one relevant item), NDCG@k and MRR.
-Confidence intervals resample users (the unit of independence), as `pllm.eval.stats` does for
+Confidence intervals resample users (the unit of independence), as `pllm.stats` does for
 questions."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pllm.errors import InputError
-from pllm.eval.stats import Interval
+from pllm.stats import Interval
 
 
 def rank_of_target(scores: Sequence[float] | np.ndarray, target_index: int) -> int:

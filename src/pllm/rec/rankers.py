@@ -34,11 +34,10 @@ from pllm.pipeline import MethodConfig, Personalizer
 from pllm.prompting.styles import get_style
 from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task, target_index
 from pllm.registry import Registry
-from pllm.retrieval.base import Doc, make_retriever
 from pllm.types import Question
 
 if TYPE_CHECKING:
-    from pllm.prompting.soft_train import SoftTrainConfig, SoftTrainResult
+    from pllm.soft.train import SoftTrainConfig, SoftTrainResult
 
 # ------------------------------------------------------------------------------------- training data
 
@@ -408,7 +407,7 @@ class AdapterPointwiseRanker(PointwiseRanker):
 
 @RANKERS.register("llm-pointwise-soft")
 class SoftPointwiseRanker(PointwiseRanker):
-    """`llm-pointwise` read through a soft-prompt user encoder (PPlug-style, `pllm.prompting.soft`): the
+    """`llm-pointwise` read through a soft-prompt user encoder (PPlug-style, `pllm.soft.model`): the
     user's whole history, embedded and pooled against each candidate, becomes a few soft tokens in front
     of that candidate's prompt, so the model sees all of the history rather than k retrieved lines. One
     encoder serves every user; `train_soft_ranker` (`pllm rec soft-train`) trains it on training users'
@@ -421,7 +420,7 @@ class SoftPointwiseRanker(PointwiseRanker):
                  store: Any = None, embedder: Any = None) -> None:
         """`generator`: a plain `HFGenerator` (wrapped with the encoder saved at `encoder`) or a
         `SoftPromptGenerator` for `POINTWISE_SPEC`."""
-        from pllm.prompting.soft import SoftPromptGenerator, load_soft_generator
+        from pllm.soft.model import SoftPromptGenerator, load_soft_generator
 
         if isinstance(generator, SoftPromptGenerator):
             soft = generator
@@ -462,7 +461,7 @@ def train_soft_ranker(base: Generator, questions: Sequence[Question], config: So
                       progress: Callable[[str, int, int], None] | None = None) -> SoftTrainResult:
     """Train the `llm-pointwise-soft` encoder on ranked lists of training users (never the evaluated
     users): `pointwise_training_questions` asked with the demonstrations style the ranker scores with."""
-    from pllm.prompting.soft_train import train_soft_encoder
+    from pllm.soft.train import train_soft_encoder
 
     qs = pointwise_training_questions(questions, negatives=negatives, seed=config.seed)
     config = dataclasses.replace(config, style="demonstrations")
@@ -503,27 +502,16 @@ class ListwiseRanker(Ranker):
         self.generator = generator
         self.config = config or ListwiseConfig()
         self.style = get_style("demonstrations")
-        self._retriever_options: dict[str, Any] = {}
-        if self.config.retriever in ("dense", "hybrid"):
-            self._retriever_options = {"embedder": embedder or self.config.embedder, "cache": store}
-        make_retriever(self.config.retriever, **self._retriever_options)  # fail early on a bad name
+        # The history is retrieved through the pipeline (REC_SPEC's query: all candidates' titles and genres).
+        method = MethodConfig(retriever=self.config.retriever if self.config.k else "none", k=self.config.k,
+                              embedder=self.config.embedder)
+        self.retrieval = Personalizer(REC_SPEC, generator, method, store=store, embedder=embedder)
         self.prompt_tokens = 0
         self.unparseable = 0
 
     def history(self, question: Question) -> list[str]:
         """Retrieved history items rendered as demonstrations, best last (nearest the question)."""
-        if self.config.k == 0 or not question.profile:
-            return []
-        if self.config.retriever == "none":
-            return []
-        opts = dict(self._retriever_options)
-        if "cache" in opts:
-            opts["user_id"] = question.user_id
-        index = make_retriever(self.config.retriever, **opts).build(
-            [Doc(text=REC_SPEC.retrieval_text(p), timestamp=p.timestamp) for p in question.profile])
-        hits = index.search(REC_SPEC.retrieval_query(question), self.config.k, query_timestamp=question.timestamp,
-                            seed_key=question.id)
-        return [self.style.render_item(POINTWISE_SPEC, question.profile[h.index]) for h in reversed(hits)]
+        return [self.style.render_item(POINTWISE_SPEC, item) for item in reversed(self.retrieval.retrieve(question))]
 
     def render(self, question: Question, order: Sequence[int], history: list[str]) -> str:
         cands = candidates_of(question)

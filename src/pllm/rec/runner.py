@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from pllm.eval.stats import Interval
 from pllm.eval.tables import devices_text
 from pllm.io import atomic_write_json, atomic_write_text
 from pllm.models.base import device_label
 from pllm.rec.data import target_index
 from pllm.rec.metrics import bootstrap_ranking, paired_ranking_difference, rank_of_target
 from pllm.rec.rankers import Ranker
+from pllm.stats import Interval
 from pllm.types import Question
 
 DEFAULT_METRICS = ("recall@1", "recall@5", "ndcg@5", "mrr")

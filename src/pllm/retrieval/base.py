@@ -4,15 +4,17 @@ broken by the document's position in the profile, so runs are reproducible acros
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from pllm.registry import Registry
+
+if TYPE_CHECKING:
+    from pllm.retrieval.embedders import Embedder, EmbeddingCache
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,22 @@ class RetrieverIndex(ABC):
 
 
 class Retriever(ABC):
-    """Factory of per-user indexes; stateless across users except for shared models and caches."""
+    """Factory of per-user indexes; stateless across users except for shared models and caches.
+
+    A retriever declares the shared resources it takes as keyword options, so callers ask it (through
+    `retriever_options`) instead of listing retriever names."""
 
     name: ClassVar[str]
+    needs_embedder: ClassVar[bool] = False  # encodes text: takes `embedder=` (a name or an Embedder)
+    uses_cache: ClassVar[bool] = False  # persists item embeddings: takes `cache=` and `user_id=` (their owner)
+    takes_seed: ClassVar[bool] = False  # takes `seed=`
 
     @abstractmethod
     def build(self, docs: Sequence[Doc]) -> RetrieverIndex:
         """Index one user's profile once so each later search is cheap."""
 
 
-RETRIEVERS: Registry[Callable[..., Retriever]] = Registry("retriever")
+RETRIEVERS: Registry[type[Retriever]] = Registry("retriever")
 
 
 def make_retriever(name: str, **options: Any) -> Retriever:
@@ -62,14 +70,23 @@ def make_retriever(name: str, **options: Any) -> Retriever:
     return RETRIEVERS.get(name)(**options)
 
 
-def accepts_option(factory: Any, option: str) -> bool:
-    """Whether a retriever factory takes keyword `option` (by name or **kwargs), so callers forward shared
-    resources (an embedder, an embedding cache) only to the retrievers that use them."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+def retriever_needs_embedder(name: str) -> bool:
+    """Whether retriever `name` encodes text (a caller without an embedder cannot serve it)."""
+    return RETRIEVERS.get(name).needs_embedder
+
+
+def retriever_options(name: str, *, embedder: str | Embedder | None = None, cache: EmbeddingCache | None = None,
+                      user_id: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Of the shared resources a caller holds, the ones retriever `name` declares it takes."""
+    cls = RETRIEVERS.get(name)
+    options: dict[str, Any] = {}
+    if cls.needs_embedder:
+        options["embedder"] = embedder
+    if cls.uses_cache:
+        options.update(cache=cache, user_id=user_id)
+    if cls.takes_seed:
+        options["seed"] = seed
+    return options
 
 
 def rank_scores(scores: np.ndarray, k: int) -> list[Hit]:

@@ -95,6 +95,7 @@ class DenseRetriever(Retriever):
     `user_id` is passed to the cache when new rows are stored."""
 
     name: ClassVar[str] = "dense"
+    needs_embedder = uses_cache = True
 
     def __init__(self, embedder: str | Embedder = "minilm", cache: EmbeddingCache | None = None,
                  user_id: str | None = None, *, embedder_options: dict[str, Any] | None = None,

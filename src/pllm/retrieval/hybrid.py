@@ -17,13 +17,13 @@ from pllm.retrieval.base import (
     Hit,
     Retriever,
     RetrieverIndex,
-    accepts_option,
     make_retriever,
     rank_scores,
 )
 
-# Options the hybrid forwards to every named member whose factory accepts them (e.g. dense's cache).
-_FORWARDED = ("embedder", "cache", "user_id", "seed", "embedder_options")
+# Options the hybrid forwards to the named members that declare they take them (e.g. dense's cache).
+_FORWARDED = {"embedder": "needs_embedder", "embedder_options": "needs_embedder", "cache": "uses_cache",
+              "user_id": "uses_cache", "seed": "takes_seed"}
 
 
 class HybridIndex(RetrieverIndex):
@@ -59,10 +59,12 @@ class HybridRetriever(Retriever):
     `weights` default to 1 each; `rrf_k` is the RRF constant (60, as in Cormack et al. 2009); `depth`
     is how many hits each member contributes (None: the whole profile, so every item is fused).
     `member_options` maps a member name to its options; `embedder`, `cache`, `user_id`, `seed` and
-    `embedder_options` given to the hybrid are forwarded to named members that accept them.
+    `embedder_options` given to the hybrid are forwarded to named members that declare they take them.
+    It declares what its default members need (an embedder, the cache) and takes a seed for any member.
     """
 
     name: ClassVar[str] = "hybrid"
+    needs_embedder = uses_cache = takes_seed = True
 
     def __init__(
         self, members: Sequence[str | Retriever | tuple[str, Mapping[str, Any]]] = ("bm25", "dense"),
@@ -88,9 +90,9 @@ class HybridRetriever(Retriever):
                 continue
             name, opts = (m, {}) if isinstance(m, str) else (m[0], dict(m[1]))
             opts = {**dict((member_options or {}).get(name, {})), **opts}
-            factory = RETRIEVERS.get(name)
+            member = RETRIEVERS.get(name)
             for key, value in forwarded.items():
-                if key not in opts and accepts_option(factory, key):
+                if key not in opts and getattr(member, _FORWARDED[key]):
                     opts[key] = value
             self.members.append(make_retriever(name, **opts))
         self.weights = [float(w) for w in weights]

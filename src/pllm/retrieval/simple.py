@@ -67,6 +67,7 @@ class RandomRetriever(Retriever):
     """Uniformly random items without replacement, deterministic for (seed, seed_key)."""
 
     name: ClassVar[str] = "random"
+    takes_seed = True
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = int(seed)

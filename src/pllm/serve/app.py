@@ -13,6 +13,7 @@ tenant's users answer 404 exactly like users that never existed. Store work runs
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -29,20 +30,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pllm import pipeline
 from pllm.errors import InputError, NotFoundError, PllmError, UnknownNameError
 from pllm.models.base import Generation, Generator, load_generator
+from pllm.prompting.chat import MEMORY_SPEC, ChatStyle, chat_question
 from pllm.retrieval import RETRIEVERS, Embedder, load_embedder
 from pllm.serve.auth import KeyStore, Principal, store_user_id
-from pllm.serve.chat import (
-    AUTO,
-    NONE,
-    PERSONALIZERS,
-    ChatContext,
-    Personalizer,
-    StopScanner,
-    build_prompt,
-    memory_lines,
-)
+from pllm.serve.chat import AUTO, NONE, PERSONALIZERS, ChatContext, Personalizer, StopScanner
 from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
 from pllm.serve.features import register_features
@@ -63,6 +57,7 @@ from pllm.serve.schemas import (
     UserExport,
     UserForgotten,
 )
+from pllm.types import ProfileItem, Question
 from pllm.users.store import SQLiteUserStore
 
 log = logging.getLogger(__name__)
@@ -433,7 +428,9 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
     config = state.config
     messages, max_tokens, k = _chat_checks(config, body)
     retriever = body.retriever or config.retriever
-    RETRIEVERS.get(retriever)
+    # The pipeline's method in the chat style (names checked here, before any work); k=0 asks for no memories.
+    method = pipeline.MethodConfig(retriever=retriever if k else "none", k=k, style="chat",
+                                   max_prompt_tokens=config.memory_token_budget)
     wanted = body.adapter or config.personalizer
     candidates = ([n for n in AUTO_ORDER if n in PERSONALIZERS] if wanted == AUTO
                   else [] if wanted == NONE else [wanted])
@@ -441,9 +438,9 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
         PERSONALIZERS.get(name)
     user = _check_user(body.user) if body.user is not None else None
     key = _bearer(request)
-    query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
 
-    def retrieve() -> tuple[str, str | None, list]:
+    def retrieve() -> tuple[str, str | None, pipeline.Personalizer, Question, list[ProfileItem]]:
         principal = _authenticate(state, key, admin=False)
         tenant = str(principal.tenant)
         served = state.model_id()
@@ -451,35 +448,34 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
             raise APIError(404, f"model {body.model!r} is not served here; available: {served}", param="model",
                            type="not_found_error", code="model_not_found")
         uid = store_user_id(tenant, user) if user is not None else None
-        memories = []
-        if uid is not None and k > 0 and query.strip():
-            memories = [h.item for h in state.memory.search(uid, query, k, retriever=retriever, scope=tenant)]
-        return tenant, uid, memories
+        question = chat_question(messages, id=request_id, user_id=uid or "",
+                                 profile=state.memory.items(uid) if uid is not None else [])
 
-    tenant, uid, memories = await state.run_io(retrieve)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        def search(q: Question, query: str, k: int) -> list[ProfileItem]:
+            return [h.item for h in state.memory.search(q.user_id, query, k, retriever=retriever, scope=tenant)
+                    ] if query.strip() else []
+
+        summarized = dataclasses.replace(method, profile=body.profile and bool(question.profile))  # needs memories
+        personalizer = pipeline.Personalizer(
+            MEMORY_SPEC, state.generator(), summarized, store=state.store, search=search,
+            style=ChatStyle(memory_in=config.memory_in, item_tokens=config.memory_item_tokens))
+        return tenant, uid, personalizer, question, personalizer.retrieve(question)
+
+    tenant, uid, personalizer, question, memories = await state.run_io(retrieve)
     created = int(time.time())
     temperature = body.temperature or 0.0
 
     def prepare() -> tuple[ChatContext, list[str], str | None]:
         """In the generation thread: the profile summary (a generation itself), the prompt, and the first of the
         candidate personalizers that has something for this request (its name, None if none)."""
-        gen = state.generator()
-        summary = None
-        if body.profile and uid is not None:
-            items = state.memory.items(uid)
-            if items:
-                from pllm.prompting import ProfileSummarizer
-                from pllm.serve.chat import memory_spec
-
-                summary = ProfileSummarizer(gen, memory_spec(), state.store).summaries([(uid, items)])[0]
-        lines, used = memory_lines(memories, gen, budget=config.memory_token_budget,
-                                   item_tokens=config.memory_item_tokens)
-        prompt = build_prompt(messages, lines, summary, memory_in=config.memory_in, request_id=request_id,
-                              store_user_id=uid, memories=[m for m in memories if m.id in set(used)])
+        built = personalizer.build_prompts([question], retrieved=[memories])[0]
+        used = built.item_ids
+        # Downstream (personalizers, generators) the question's profile is what the prompt shows.
+        prompt = dataclasses.replace(built.prompt, question=dataclasses.replace(
+            question, profile=[m for m in memories if m.id in set(used)]))
         ctx = ChatContext(tenant=tenant, user=user, store_user_id=uid, messages=messages, memories=memories,
-                          prompt=prompt, generator=gen, options={"max_tokens": max_tokens}, config=config,
-                          embedder=state.embedder if config.embedder else None)
+                          prompt=prompt, generator=personalizer.generator, options={"max_tokens": max_tokens},
+                          config=config, embedder=state.embedder if config.embedder else None)
         for name in candidates:
             personalized = state.personalizer(name).personalize(ctx)
             if personalized is not None:

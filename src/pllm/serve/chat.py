@@ -1,6 +1,6 @@
-"""Personalized chat: the conversation goes to the model through its chat template, with the user's
-retrieved memories in front of the last user message (or in the system message, `memory_in="system"`),
-an optional cached summary of them in the system message, and an optional named personalizer applied last.
+"""Personalized chat. The prompt comes from the pipeline (`pllm.pipeline.Personalizer` in the `chat` prompt
+style, `pllm.prompting.chat`): the conversation with the user's retrieved memories and an optional cached
+summary of them. A named personalizer is applied last, and generation streams through `StopScanner`.
 
 Personalizers are the hook for model-level personalization (per-user adapters from `pllm.adapt`,
 preference vectors from `pllm.align`, a soft-prompt encoder; the built-in ones are in
@@ -15,7 +15,6 @@ registered with the store (`pllm.serve.features`) and its own `forget`.
 
 from __future__ import annotations
 
-import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,20 +24,8 @@ from pllm.models.base import Generator, Prompt
 from pllm.registry import Registry
 from pllm.retrieval.embedders import Embedder
 from pllm.serve.config import ServeConfig
-from pllm.tasks.spec import TaskSpec
-from pllm.types import ProfileItem, Question
+from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
-
-BASE_INSTRUCTION = ("You are a helpful assistant. When it is relevant, use what you know about the user to "
-                    "personalize your answer.")
-
-
-@functools.lru_cache(maxsize=1)
-def memory_spec() -> TaskSpec:
-    """What the profile summarizer reads: a memory is its `text` field (see `pllm.prompting.ProfileSummarizer`).
-    Built on first use: validating a spec imports the metrics (rouge, nltk), which the server rarely needs."""
-    return TaskSpec(name="serve-memory", kind="generation", description="A user's free-text memories.",
-                    item_text="{text}", item_template="{text}", parser="text", metrics=["rouge-1"])
 
 
 @dataclass
@@ -76,64 +63,6 @@ class Personalizer(ABC):
 # A factory gets the server's store (to find per-user artifacts) and returns a Personalizer.
 PERSONALIZERS: Registry[Callable[[SQLiteUserStore], Personalizer]] = Registry("personalizer")
 AUTO, NONE = "auto", "none"  # request values besides the registered names
-
-
-MEMORY_PLACES = ("user", "system")
-
-
-def memory_lines(memories: Sequence[ProfileItem], generator: Generator, *, budget: int,
-                 item_tokens: int) -> tuple[list[str], list[str]]:
-    """The user's memories as "- text" lines, best first, within `budget` tokens of the generator's
-    tokenizer (each cut to `item_tokens`); returns the lines and the ids of the memories they hold."""
-    from pllm.serve.memory import item_text
-
-    used: list[str] = []
-    lines: list[str] = []
-    spent = 0
-    for item in memories:
-        line = "- " + generator.truncate_to_tokens(" ".join(item_text(item).split()), item_tokens)
-        cost = generator.count_tokens(line)
-        if spent + cost > budget:
-            break
-        lines.append(line)
-        used.append(item.id)
-        spent += cost
-    return lines, used
-
-
-def build_prompt(messages: Sequence[dict[str, str]], lines: Sequence[str], summary: str | None, *,
-                 memory_in: str, request_id: str, store_user_id: str | None,
-                 memories: Sequence[ProfileItem]) -> Prompt:
-    """A chat `Prompt` for the whole conversation.
-
-    One leading system turn (chat templates accept one, first) holds the personalization instruction, the
-    profile summary and the client's own system message(s). The memory lines go into that system turn
-    (memory_in="system") or in front of the last user message (memory_in="user", "Things I told you
-    before: ..."); small models such as the embedded SmolLM2-135M read context in the user turn and ignore
-    it in the system turn. `messages` is for chat-template backends, `text` a plain transcript for others.
-    """
-    if memory_in not in MEMORY_PLACES:
-        raise ValueError(f"memory_in must be one of {MEMORY_PLACES}, got {memory_in!r}")
-    parts = [BASE_INSTRUCTION] if lines or summary else []
-    if summary:
-        parts.append(f"About the user: {summary}")
-    if lines and memory_in == "system":
-        parts.append("What you know about the user:\n" + "\n".join(lines))
-    client_system = [m["content"] for m in messages if m["role"] == "system"]
-    merged = "\n\n".join([*parts, *client_system])
-    turns = [dict(m) for m in messages if m["role"] != "system"]
-    last_index = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "user"), None)
-    last_user = turns[last_index]["content"] if last_index is not None else ""
-    if lines and memory_in == "user" and last_index is not None:
-        turns[last_index]["content"] = "Things I told you before:\n" + "\n".join(lines) + "\n\n" + last_user
-    full = ([{"role": "system", "content": merged}] if merged else []) + turns
-    if len(turns) == 1 and turns[0]["role"] == "user":
-        text = turns[0]["content"]
-    else:
-        text = "\n".join(f"{m['role']}: {m['content']}" for m in turns)
-    question = Question(id=request_id, user_id=store_user_id or "", input=last_user, query={"input": last_user},
-                        profile=list(memories))
-    return Prompt(text=text, chat=True, system=merged or None, question=question, messages=full)
 
 
 class StopScanner:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pllm.errors import InputError
+from pllm.prompting.chat import MEMORY_PLACES
+from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
 
 ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
 
@@ -85,14 +87,17 @@ class ServeConfig:
                              f"{self.max_new_tokens}", field="default_max_tokens")
         if not self.request_timeout_s > 0:
             raise InputError(f"must be > 0, got {self.request_timeout_s!r}", field="request_timeout_s")
-        if self.memory_in not in ("user", "system"):
+        if self.memory_in not in MEMORY_PLACES:
             raise InputError(f"must be 'user' or 'system', got {self.memory_in!r}", field="memory_in")
+        if self.memory_token_budget < 16:  # the pipeline's smallest budget (chat's method budgets the memories)
+            raise InputError(f"must be >= 16, got {self.memory_token_budget!r}", field="memory_token_budget")
         self.synchronous = str(self.synchronous).upper()
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InputError(f"must be FULL, NORMAL or EXTRA, got {self.synchronous!r}", field="synchronous")
         if self.soft is not None and not Path(self.soft).is_dir():
             raise InputError(f"no soft-prompt encoder folder at {self.soft}", field="soft")
-        if self.retriever in ("dense", "hybrid") and self.embedder is None:
+        # An unknown retriever is refused per request (400, listing the known ones), as a request's own is.
+        if self.embedder is None and self.retriever in RETRIEVERS and retriever_needs_embedder(self.retriever):
             raise InputError(f"retriever {self.retriever!r} needs an embedder", field="retriever")
 
     @property

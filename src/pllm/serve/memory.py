@@ -22,8 +22,8 @@ import numpy as np
 
 from pllm.errors import InputError
 from pllm.io import sha1_text
-from pllm.retrieval import RETRIEVERS, DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
-from pllm.retrieval.base import accepts_option
+from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
+from pllm.retrieval.base import retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
@@ -202,8 +202,7 @@ class MemoryService:
     def search(self, user_id: str, query: str, k: int, *, retriever: str | None = None,
                scope: str | None = None) -> list[SearchHit]:
         """Top-k of the user's items; `scope` (the tenant) shares cached query vectors between its users."""
-        name = retriever or self.default_retriever
-        RETRIEVERS.get(name)  # unknown names fail with the list of known ones
+        name = retriever or self.default_retriever  # the routes have checked it (unknown names: 400)
         entry = self._user_index(user_id)
         if not entry.items or k <= 0:
             return []
@@ -240,17 +239,9 @@ class MemoryService:
         """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
         this server's embedder and the user's stored vectors (computed on write), so nothing is re-encoded."""
         docs = [Doc(text=item_text(it), timestamp=it.timestamp) for it in items]
-        factory = RETRIEVERS.get(name)
-        options: dict[str, Any] = {}
-        if accepts_option(factory, "embedder"):
-            emb = self.embedder
-            if emb is None:
-                raise InputError(f"retriever {name!r} needs an embedder, and this server has none",
-                                 field="retriever")
-            options["embedder"] = emb
-            if accepts_option(factory, "cache"):
-                options["cache"] = UserEmbeddingCache(self.store, user_id)
-            if accepts_option(factory, "user_id"):
-                options["user_id"] = user_id
-        retriever = make_retriever(name, **options)
+        emb = self.embedder if retriever_needs_embedder(name) else None
+        if emb is None and retriever_needs_embedder(name):
+            raise InputError(f"retriever {name!r} needs an embedder, and this server has none", field="retriever")
+        retriever = make_retriever(name, **retriever_options(name, embedder=emb, user_id=user_id,
+                                                             cache=UserEmbeddingCache(self.store, user_id)))
         return retry_busy(lambda: retriever.build(docs), self.busy_retries)

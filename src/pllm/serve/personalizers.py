@@ -165,7 +165,7 @@ class SoftPersonalizer(Personalizer):
         self.generator: Any = None  # the SoftPromptGenerator, loaded on first use
 
     def _generator(self, ctx: ChatContext, path: str) -> Any:
-        from pllm.prompting.soft import CONFIG_FILE, load_soft_generator
+        from pllm.soft.model import CONFIG_FILE, load_soft_generator
 
         with self.lock:
             if self.generator is None:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pllm.errors import InputError, UnknownNameError
+from pllm.metrics import METRICS
 from pllm.registry import Registry
 from pllm.types import ProfileItem, Question
 
@@ -80,9 +81,7 @@ class TaskSpec:
                 raise InputError(f"invalid regex: {exc}", field="query_pattern") from None
         else:
             self._query_re = None
-        from pllm.eval.metrics import METRICS  # metrics live in eval; checked here so bad specs fail early
-
-        for m in self.metrics:
+        for m in self.metrics:  # checked here so a bad spec fails on loading, not after a run
             if m not in METRICS:
                 raise InputError(f"unknown metric {m!r}; known: {', '.join(METRICS.names())}", field="metrics")
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from pllm.eval.metrics import METRICS, compute_all
-from pllm.eval.stats import bootstrap_metric, paired_difference
+from pllm.metrics import METRICS, compute_all
+from pllm.stats import bootstrap_metric, paired_difference
 
 
 def test_accuracy_counts_unparseable_as_wrong():

@@ -11,7 +11,7 @@ The generator never changes; one small encoder serves every user, so inference n
 `SoftPromptGenerator` is a `Generator`, so the pipeline, `pllm eval --soft` and the server use it like
 any backend, and it combines with retrieval (soft tokens + retrieved text). It reads the structured
 `Prompt.question` to find the user's history and query; it never parses the prompt text.
-Training lives in `pllm.prompting.soft_train`.
+Training lives in `pllm.soft.train`.
 """
 
 from __future__ import annotations

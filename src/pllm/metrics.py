@@ -6,10 +6,11 @@ possible error for MAE/RMSE, an empty string for ROUGE. Their count is reported 
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -112,10 +113,12 @@ class RMSE(Metric):
 class _Rouge(Metric):
     rouge_type: ClassVar[str]
 
-    def __init__(self) -> None:
+    @functools.cached_property
+    def _scorer(self) -> Any:
+        """Loaded on first use: rouge-score (and nltk) take seconds to import, and specs import this module."""
         from rouge_score import rouge_scorer
 
-        self._scorer = rouge_scorer.RougeScorer([self.rouge_type], use_stemmer=True)
+        return rouge_scorer.RougeScorer([self.rouge_type], use_stemmer=True)
 
     def compute(self, preds, golds, labels=None):
         _check(preds, golds)

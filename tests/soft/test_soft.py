@@ -16,15 +16,15 @@ from pllm.errors import ArtifactError, InputError
 from pllm.models.base import Prompt
 from pllm.models.testing import make_tiny_generator
 from pllm.pipeline import MethodConfig, Personalizer
-from pllm.prompting.soft import (
+from pllm.retrieval import EMBEDDERS, MemoryEmbeddingCache, load_embedder
+from pllm.soft.model import (
     SoftConfig,
     SoftPromptGenerator,
     UserEncoder,
     load_soft_encoder,
     load_soft_generator,
 )
-from pllm.prompting.soft_train import SoftTrainConfig, new_encoder, train_soft_encoder
-from pllm.retrieval import EMBEDDERS, MemoryEmbeddingCache, load_embedder
+from pllm.soft.train import SoftTrainConfig, new_encoder, train_soft_encoder
 from pllm.tasks.lamp import question_to_json
 from pllm.tasks.spec import get_task
 from pllm.types import ProfileItem, Question

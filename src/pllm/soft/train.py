@@ -17,7 +17,8 @@ import torch
 from pllm.errors import InputError
 from pllm.models.hf import HFGenerator
 from pllm.pipeline import MethodConfig, Personalizer
-from pllm.prompting.soft import (
+from pllm.retrieval.embedders import EMBEDDERS, Embedder, EmbeddingCache, load_embedder
+from pllm.soft.model import (
     POOLINGS,
     SoftConfig,
     SoftPromptGenerator,
@@ -25,7 +26,6 @@ from pllm.prompting.soft import (
     generator_hidden_size,
     save_soft_encoder,
 )
-from pllm.retrieval.embedders import EMBEDDERS, Embedder, EmbeddingCache, load_embedder
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pllm.eval.metrics import METRICS
+from pllm.metrics import METRICS
 
 
 @dataclass
