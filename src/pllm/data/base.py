@@ -99,6 +99,25 @@ def split_plan(user_id: str, assignment: dict[str, str], config: BuildConfig,
     return [("test", picked[-n:]), ("dev", picked[-2 * n:-n]), ("train", picked[:-2 * n])]
 
 
+Pick = Callable[[int], list[int]]  # want -> up to `want` of a user's latest eligible item indexes
+Make = Callable[[int], Question]  # item index -> its question
+Plan = Callable[[str], tuple[Pick, Make]]
+
+
+def build_splits(user_ids: Sequence[str], config: BuildConfig, plan: Plan) -> dict[str, list[Question]]:
+    """Every builder's split loop: sample the users, then put each user's questions in their splits.
+    `plan(user)` gives `pick(want)` (the user's latest eligible item indexes, see `split_plan`) and the
+    function that makes the question of one picked index."""
+    users = sample_users(user_ids, config)
+    assignment = split_users(users, config) if config.split == "user" else {}
+    splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
+    for u in users:
+        pick, make = plan(u)
+        for split, idxs in split_plan(u, assignment, config, pick):
+            splits[split].extend(make(i) for i in idxs)
+    return splits
+
+
 def sample_users(user_ids: Sequence[str], config: BuildConfig) -> list[str]:
     users = sorted(user_ids)
     if config.max_users is not None and config.max_users < len(users):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pllm.data.base import BUILDERS, DOWNLOADS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
+from pllm.data.base import BUILDERS, DOWNLOADS, BuildConfig, DatasetBuilder, Make, Pick, build_splits
 from pllm.errors import InputError, PllmError
 from pllm.io import atomic_dir
 from pllm.paths import cache_dir
@@ -283,13 +283,10 @@ class MovieLensRatingBuilder(DatasetBuilder):
     def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
         ml = load_movielens(config.source)
         by_user = ml.by_user()
-        users = sample_users(list(by_user), config)
-        splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        assignment = split_users(users, config) if config.split == "user" else {}
-        for u in users:
+
+        def plan(u: str) -> tuple[Pick, Make]:
             rs = by_user[u]
-            pick = partial(latest_questions, rs, skip=0, min_profile=config.min_profile)
-            for split, idxs in split_plan(u, assignment, config, pick):
-                splits[split].extend(rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile)
-                                     for idx in idxs)
-        return splits
+            return (partial(latest_questions, rs, skip=0, min_profile=config.min_profile),
+                    lambda idx: rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile))
+
+        return build_splits(list(by_user), config, plan)

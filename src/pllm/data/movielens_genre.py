@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, Make, Pick, build_splits
 from pllm.data.movielens import ML_GENRES, MovieLens, Rating, load_movielens, movie_fields
 from pllm.types import ProfileItem, Question
 
@@ -103,14 +103,11 @@ class MovieLensGenreBuilder(DatasetBuilder):
     def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
         ml = load_movielens(config.source)
         by_user = {u: [r for r in rs if r.movie_id in ml.movies] for u, rs in ml.by_user().items()}
-        users = sample_users(list(by_user), config)
-        splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        assignment = split_users(users, config) if config.split == "user" else {}
-        for u in users:
+
+        def plan(u: str) -> tuple[Pick, Make]:
             rs = by_user[u]
             tags = user_tags(rs, ml)
-            pick = partial(eligible, rs, tags, min_profile=config.min_profile)
-            for split, idxs in split_plan(u, assignment, config, pick):
-                splits[split].extend(genre_question(u, rs, tags, idx, ml, max_profile=config.max_profile)
-                                     for idx in idxs)
-        return splits
+            return (partial(eligible, rs, tags, min_profile=config.min_profile),
+                    lambda idx: genre_question(u, rs, tags, idx, ml, max_profile=config.max_profile))
+
+        return build_splits(list(by_user), config, plan)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
+from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, Make, Pick, build_splits
 from pllm.errors import InputError
 from pllm.types import ProfileItem, Question
 
@@ -183,12 +183,10 @@ class PersonaChatReplyBuilder(DatasetBuilder):
 
     def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
         logs = user_logs(load_conversations(config.source))
-        users = sample_users(list(logs), config)
-        splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
-        assignment = split_users(users, config) if config.split == "user" else {}
-        for u in users:
+
+        def plan(u: str) -> tuple[Pick, Make]:
             log = logs[u]
-            pick = partial(_eligible, log, min_profile=config.min_profile)
-            for split, idxs in split_plan(u, assignment, config, pick):
-                splits[split].extend(_finish(log, j, config.max_profile) for j in idxs)
-        return splits
+            return (partial(_eligible, log, min_profile=config.min_profile),
+                    lambda j: _finish(log, j, config.max_profile))
+
+        return build_splits(list(logs), config, plan)
