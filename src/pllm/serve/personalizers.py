@@ -30,7 +30,7 @@ from pllm.adapt.store import AdapterStore, adapter_name
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
-from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
+from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
 
@@ -58,7 +58,7 @@ class _Serialized(DelegatingGenerator):
                                        batch_size=batch_size)
 
 
-class UserAdapterPersonalizer(Personalizer):
+class UserAdapterPersonalizer(ChatPersonalizer):
     """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table)."""
 
     name = "user-adapter"
@@ -125,7 +125,7 @@ class UserAdapterPersonalizer(Personalizer):
         return len(tasks)
 
 
-class PreferencePersonalizer(Personalizer):
+class PreferencePersonalizer(ChatPersonalizer):
     """The user's alignment data from `pllm align` (assignment, preference vector) in the store."""
 
     name = "preference"
@@ -154,7 +154,7 @@ def _template_fields(*templates: str | None) -> set[str]:
     return {name for t in templates if t for _, name, _, _ in string.Formatter().parse(t) if name}
 
 
-class SoftPersonalizer(Personalizer):
+class SoftPersonalizer(ChatPersonalizer):
     """The server's soft-prompt user encoder (`ServeConfig.soft`) over the user's stored memories."""
 
     name = "soft"
