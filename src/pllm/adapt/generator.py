@@ -148,6 +148,7 @@ class AdapterGenerator(DelegatingGenerator):
         if record.name in self._loaded:
             self._loaded.move_to_end(record.name)
             return
+        assert record.path is not None
         self.store.load_record(record.path)  # sha256 of every file: a corrupt folder is refused here
         if self.method is not None and record.method != self.method:
             raise ArtifactError(f"adapter {record.path} is {record.method}, but this generator serves {self.method} "

@@ -20,6 +20,7 @@ trained on their data stale.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -329,8 +330,8 @@ class AdapterStore:
                                       config=config)
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, InputError) as exc:
                 raise ArtifactError(f"cannot move the align adapter folder {old} into {self.root}: {exc}") from None
-            self.write(record, lambda tmp, src=files: _copy_files(src, tmp),
-                       created=float(data.get("created_at") or 0.0) or None)
+            created = float(data.get("created_at") or 0.0) or None
+            self.write(record, functools.partial(_copy_files, files), created=created)
             shutil.rmtree(old, ignore_errors=True)
         if legacy != self.root:
             with contextlib.suppress(OSError):

@@ -85,7 +85,8 @@ class ReportConfig:
     @classmethod
     def quick(cls, dsp: Path) -> ReportConfig:
         """Smoke-run sizes: minutes, numbers meaningless."""
-        small = dict(epochs=1, batch_size=2, learning_rate=1e-3, max_prompt_tokens=32, max_answer_tokens=32)
+        small: dict[str, Any] = dict(epochs=1, batch_size=2, learning_rate=1e-3, max_prompt_tokens=32,
+                                     max_answer_tokens=32)
         return cls(dsp=dsp, train_pairs_per_domain=4, ric_rows_per_domain=4, test_prompts=2,
                    test_pairs_per_domain=4, max_new_tokens=8, pareto_weights=[0.0, 0.5, 1.0],
                    dpo=DPOSettings(**small), ric=RiCSettings(**small))
@@ -100,6 +101,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
 
     from pllm.models import load_generator
     from pllm.models.base import device_label
+    from pllm.models.hf import HFGenerator
 
     started = time.perf_counter()
     out = Path(out)
@@ -143,6 +145,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
 
     # 3. models: base, one DPO adapter per domain, one RiC adapter, the soup over the DPO adapters
     base = load_generator("hf", cfg.model)
+    assert isinstance(base, HFGenerator)
     result["machine"]["device"] = device_label(base)
     adapters = AdapterStore(work / "adapters")
     host = host_for(base)

@@ -78,7 +78,7 @@ def ric_examples(pstore: PreferenceStore, users: Sequence[str], *, split: str = 
 
 def _sft_rows(examples: Sequence[RiCExample], dims: Sequence[str], base: HFGenerator,
               settings: RiCSettings) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     chat = bool(getattr(base.tokenizer, "chat_template", None))
     for ex in examples:
         prompt = conditioned(base.truncate_to_tokens(ex.prompt, settings.max_prompt_tokens), ex.vector, dims,

@@ -173,9 +173,10 @@ class SoftPersonalizer(ChatPersonalizer):
                     wanted = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8")).get("embedder")
                 except (OSError, json.JSONDecodeError) as exc:
                     raise ArtifactError(f"{path} is not a soft-prompt encoder: {exc}") from None
-                same = ctx.config is not None and ctx.config.embedder == wanted and ctx.embedder is not None
+                embedder = ctx.embedder if ctx.config is not None and ctx.config.embedder == wanted else None
                 # No persistent embedding cache: the store's is not tenant-scoped; the generator's LRU is.
-                self.generator = load_soft_generator(path, ctx.generator, embedder=ctx.embedder() if same else None)
+                self.generator = load_soft_generator(path, ctx.generator,
+                                                     embedder=embedder() if embedder is not None else None)
             return self.generator
 
     def personalize(self, ctx: ChatContext) -> ChatContext | None:
