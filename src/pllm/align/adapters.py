@@ -45,23 +45,18 @@ class AdapterHost:
         with self.lock:
             if record.name in self.loaded:
                 return record.name
-            from peft import PeftModel
+            from pllm.adapt.generator import attach_adapter
 
             check_files(record)
-            folder = record.path
-            assert folder is not None
+            assert record.path is not None
             try:
-                if self.model is None:
-                    private = copy.deepcopy(self.base.model)
-                    self.model = PeftModel.from_pretrained(private, str(folder),
-                                                           adapter_name=record.name, is_trainable=False)
-                    self.model.eval()
+                first = self.model is None
+                self.model = attach_adapter(copy.deepcopy(self.base.model) if first else self.model, record)
+                if first:
                     self._inner = HFGenerator.from_model(self.model, self.base.tokenizer, self.base.model_id)
-                else:
-                    self.model.load_adapter(str(folder), adapter_name=record.name, is_trainable=False)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                raise ArtifactError(f"cannot load adapter {record.name!r} from {folder}: {exc}") from exc
-            self.loaded[record.name] = folder
+                raise ArtifactError(f"cannot load adapter {record.name!r} from {record.path}: {exc}") from exc
+            self.loaded[record.name] = record.path
             return record.name
 
     @property
