@@ -40,11 +40,11 @@ def run(*, n_pairs: int, epochs: float, prompt_tokens: int, answer_tokens: int, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from pllm.align.adapters import AdapterHost, AdapterStore, new_record
+    from pllm.adapt.store import AdapterStore, named_record
+    from pllm.align.adapters import AdapterHost
     from pllm.align.config import DPOSettings, LoraSettings
     from pllm.align.dpo import train_dpo, truncate_pairs
     from pllm.align.soup import Soup, SoupSpec
-    from pllm.io import atomic_dir
     from pllm.models import load_generator
     from pllm.models.base import Prompt
 
@@ -71,13 +71,12 @@ def run(*, n_pairs: int, epochs: float, prompt_tokens: int, answer_tokens: int, 
                 for name, p in model.named_parameters():
                     if "lora_" in name:
                         p.normal_(0, 0.02)
-            with atomic_dir(store.path(f"dim{i}")) as tmp:
-                model.save_pretrained(str(tmp / "adapter"))
-                store.write_meta(tmp, new_record(f"dim{i}", "dpo", base))
+            store.write(named_record(f"dim{i}", "dpo", base.model_id),
+                        lambda tmp, model=model: model.save_pretrained(str(tmp)))
             del model
         host = AdapterHost(base)
         t0 = time.perf_counter()
-        host.load(store.get("bench-dpo"))
+        host.load(store.get_named("bench-dpo"))
         load_s = time.perf_counter() - t0
         soup = Soup(host, SoupSpec(name="bench", dimensions={f"d{i}": f"dim{i}" for i in range(4)}, max_cached=64),
                     store)

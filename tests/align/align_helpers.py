@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pllm.align.adapters import AdapterRecord, AdapterStore, new_record
+from pllm.adapt.store import AdapterRecord, AdapterStore, named_record
 from pllm.align.store import PreferencePair
-from pllm.io import atomic_dir
 from pllm_testkit import random_lora
 
 # tests/conftest.py's SHARED_DATA: ../shared/data relative to the repo
@@ -42,11 +41,8 @@ def save_random_adapter(base, store: AdapterStore, name: str, seed: int, *, kind
                         r: int = 4, alpha: float = 8.0) -> AdapterRecord:
     """A LoRA adapter with random (non-zero) A and B, stored like a trained one: fast and distinct per seed."""
     model = random_lora(base, seed, r=r, alpha=alpha)
-    record = new_record(name, kind, base, users=users or [], dimensions=dimensions or [])
-    with atomic_dir(store.path(name)) as tmp:
-        model.save_pretrained(str(tmp / "adapter"))
-        store.write_meta(tmp, record)
-    return store.get(name)
+    record = named_record(name, kind, base.model_id, users=users or [], dimensions=dimensions or [])
+    return store.write(record, lambda tmp: model.save_pretrained(str(tmp)))
 
 
 @pytest.fixture(autouse=True)

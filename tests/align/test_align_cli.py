@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from align_helpers import dsp_file_fixture, one_thread, save_random_adapter  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
-from pllm.align.adapters import AdapterStore
+from pllm.adapt.store import AdapterStore
+from pllm.align.soup import SoupStore
 from pllm.cli import app
 
 runner = CliRunner()
@@ -53,4 +52,4 @@ def test_import_vectors_assignments_and_soups(dsp_file, tmp_path, tiny_generator
     assert "dim-a" in res.output and "soup ab" in res.output
     res = runner.invoke(app, ["align", "dpo", "--user", "ghost", "--name", "x", "--db", db])
     assert res.exit_code == 2 and "no train pairs" in res.output
-    assert json.loads((store.root.parent / "soups" / "ab.json").read_text())["dimensions"]["business"] == "dim-b"
+    assert SoupStore().get("ab").dimensions["business"] == "dim-b"

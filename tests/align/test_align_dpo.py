@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
-from pllm.align.adapters import AdapterStore, host_for
+from pllm.adapt.store import AdapterStore
+from pllm.align.adapters import host_for
 from pllm.align.config import DPOSettings, LoraSettings
 from pllm.align.dpo import build_dpo_trainer, train_dpo, truncate_pairs
 from pllm.align.evaluate import implicit_rewards
@@ -38,10 +39,10 @@ def test_dpo_changes_every_trainable_parameter(tiny_generator) -> None:
 def test_dpo_raises_the_implicit_reward_margin_and_is_stored(tiny_generator) -> None:
     pairs = movie_pairs(8)
     result = train_dpo(tiny_generator, pairs, name="u1-dpo", users=["u1"], settings=SETTINGS)
-    rec = AdapterStore().get("u1-dpo")
-    assert rec.kind == "dpo" and rec.users == ["u1"] and rec.base_model_id == tiny_generator.model_id
+    rec = AdapterStore().get_named("u1-dpo")
+    assert rec.method == "dpo" and rec.members == ["u1"] and rec.base_model == tiny_generator.model_id
     assert result.n_rows == 8 and rec.metrics["train_pairs"] == 8 and rec.metrics["steps"] == 6
-    assert (rec.path / "config.json").is_file()
+    assert rec.config["epochs"] == SETTINGS.epochs
     host = host_for(tiny_generator)
     policy, reference = host.generator(host.load(rec)), host.generator(None)
     trained = implicit_rewards(policy, reference, truncate_pairs(pairs, tiny_generator, SETTINGS))

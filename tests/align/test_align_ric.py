@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
-from pllm.align.adapters import AdapterStore, host_for
+from pllm.adapt.store import AdapterStore
+from pllm.align.adapters import host_for
 from pllm.align.config import LoraSettings, RiCSettings
 from pllm.align.ric import RiCGenerator, condition_tag, conditioned, ric_examples, train_ric
 from pllm.align.store import PreferenceStore
@@ -37,8 +38,8 @@ def test_ric_trains_one_shared_adapter_steered_by_the_vector(tiny_generator, tmp
         ric_examples(ps, ["novec"])
     settings = RiCSettings(epochs=4, batch_size=4, learning_rate=1e-2, lora=LoraSettings(r=4, alpha=8))
     result = train_ric(tiny_generator, examples, dims, name="ric", users=["likes", "hates"], settings=settings)
-    rec = AdapterStore().get("ric")
-    assert rec.kind == "ric" and rec.dimensions == ["good", "bad"] and result.n_rows == 12
+    rec = AdapterStore().get_named("ric")
+    assert rec.method == "ric" and rec.dimensions == ["good", "bad"] and result.n_rows == 12
     host = host_for(tiny_generator)
     likes = RiCGenerator(host, rec, {"good": 1.0})
     hates = RiCGenerator(host, rec, {"bad": 1.0})

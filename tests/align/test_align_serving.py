@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from align_helpers import one_thread, save_random_adapter  # noqa: F401  (fixtures)
 
-from pllm.align.adapters import AdapterGenerator, AdapterStore, host_for
+from pllm.adapt.store import AdapterStore
+from pllm.align.adapters import AdapterGenerator, host_for
 from pllm.align.ric import RiCGenerator
 from pllm.align.serving import generator_for_user, soup_for
 from pllm.align.soup import SoupSpec, SoupStore

@@ -8,7 +8,8 @@ import pytest
 import torch
 from align_helpers import one_thread, save_random_adapter  # noqa: F401  (fixtures)
 
-from pllm.align.adapters import AdapterHost, AdapterStore
+from pllm.adapt.store import AdapterStore
+from pllm.align.adapters import AdapterHost
 from pllm.align.soup import Soup, SoupSpec, SoupStore, normalize_vector
 from pllm.errors import InputError, NotFoundError
 from pllm.models.base import Prompt

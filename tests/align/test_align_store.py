@@ -16,7 +16,7 @@ from align_helpers import (  # noqa: F401  (fixtures)
 )
 
 import pllm.align  # noqa: F401  (registers the forget hook)
-from pllm.align.adapters import AdapterStore
+from pllm.adapt.store import AdapterStore
 from pllm.align.importers import DSP_DOMAINS, import_dsp, import_hh, read_dsp, split_hh
 from pllm.align.store import PreferencePair, PreferenceStore, parse_vector, query_split
 from pllm.errors import InputError, NotFoundError, UnknownNameError
@@ -130,10 +130,10 @@ def test_forget_removes_preferences_and_the_users_own_adapters(pstore: Preferenc
     assert report.rows["preference_pairs"] == 2 and report.rows["preference_vectors"] == 1
     assert report.rows["adapter_assignments"] == 1 and report.rows["align_adapters"] == 1
     assert pstore.get_pairs(user_id="u1") == [] and pstore.get_vector(user_id="u1") is None
-    assert not adapters.exists("mine") and adapters.exists("group")
+    assert not adapters.has_named("mine") and adapters.has_named("group")
     assert len(pstore.get_pairs(user_id="u2")) == 2
     with pytest.raises(NotFoundError):
-        adapters.get("mine")
+        adapters.get_named("mine")
 
 
 def test_real_dsp_file_format() -> None:

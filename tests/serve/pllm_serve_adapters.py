@@ -7,11 +7,8 @@ from pathlib import Path
 
 import torch
 
-from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
+from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name, named_record
 from pllm.adapt.train import base_key
-from pllm.align.adapters import AdapterStore as AlignAdapterStore
-from pllm.align.adapters import new_record
-from pllm.io import atomic_dir
 from pllm.models.hf import HFGenerator
 from pllm.soft.model import SoftConfig, UserEncoder, save_soft_encoder
 from pllm.tasks.spec import get_task
@@ -33,13 +30,12 @@ def save_adapt_adapter(base: HFGenerator, adapters: AdapterStore, owner: str, se
 
 def save_align_adapter(base: HFGenerator, name: str, seed: int, *, users: list[str], kind: str = "dpo",
                        dimensions: list[str] | None = None) -> Path:
-    """A `pllm align` adapter folder (peft files under adapter/, meta.json) trained for `users`."""
-    store = AlignAdapterStore()
+    """A `pllm align` adapter (a named owner of the default adapter store) trained for `users`; its folder."""
     model = random_lora(base, seed)
-    with atomic_dir(store.path(name)) as tmp:
-        model.save_pretrained(str(tmp / "adapter"))
-        store.write_meta(tmp, new_record(name, kind, base, users=users, dimensions=dimensions or []))
-    return store.path(name)
+    record = named_record(name, kind, base.model_id, users=users, dimensions=dimensions or [])
+    written = AdapterStore().write(record, lambda tmp: model.save_pretrained(str(tmp)))
+    assert written.path is not None
+    return written.path
 
 
 def save_soft(base: HFGenerator, path: Path, *, embedder: str, embed_dim: int) -> SoftConfig:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt
 from pllm.retrieval.embedders import EMBEDDERS
-from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
+from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
 from pllm_testkit import BowEmbedder
 
 
@@ -68,7 +68,7 @@ class ServeEcho(Generator):
             yield word if i == 0 else " " + word
 
 
-class TagPersonalizer(Personalizer):
+class TagPersonalizer(ChatPersonalizer):
     """Adds a marker to the system message; a real one would swap in a generator with the user's adapter."""
 
     name = "test-tag"

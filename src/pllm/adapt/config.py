@@ -102,7 +102,9 @@ class AdaptConfig:
                 raise InputError(f"top_layers={self.top_layers} needs a model with at least that many layers "
                                  f"(this one has {num_layers})", field="top_layers")
             layers = {"layers_to_transform": list(range(num_layers - self.top_layers, num_layers))}
-        return self.adapter_method.peft_config(self, layers)  # type: ignore[misc]  (checked non-None above)
+        build = self.adapter_method.peft_config
+        assert build is not None  # checked in __post_init__
+        return build(self, layers)
 
     @property
     def effective_lr(self) -> float:

@@ -38,6 +38,25 @@ BASE = "__base__"
 ROUTE_MODES = ("user", "group", "none")
 
 
+def attach_adapter(model: Any, record: AdapterRecord) -> Any:
+    """`model` with the stored adapter loaded under `record.name`: wrapped by peft with the first one, added
+    to the peft model after that. The one loading path of both adapter runtimes (this module's routing
+    generator and `pllm.align.adapters.AdapterHost`)."""
+    from peft import PeftModel
+
+    assert record.path is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not hasattr(model, "peft_config"):
+            model = PeftModel.from_pretrained(model, str(record.path), adapter_name=record.name, is_trainable=False)
+        else:
+            model.load_adapter(str(record.path), adapter_name=record.name, is_trainable=False)
+            if model.active_adapter not in model.peft_config:  # every earlier one was deleted
+                model.set_adapter(record.name)
+    model.eval()
+    return model
+
+
 @dataclass(frozen=True)
 class Route:
     kind: str  # user | group | base
@@ -143,25 +162,15 @@ class AdapterGenerator(DelegatingGenerator):
         return sum(self._loaded.values())
 
     def _load(self, record: AdapterRecord) -> None:
-        from peft import PeftModel
-
         if record.name in self._loaded:
             self._loaded.move_to_end(record.name)
             return
+        assert record.path is not None
         self.store.load_record(record.path)  # sha256 of every file: a corrupt folder is refused here
         if self.method is not None and record.method != self.method:
             raise ArtifactError(f"adapter {record.path} is {record.method}, but this generator serves {self.method} "
                                 "adapters (one peft method per model)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if not hasattr(self.base.model, "peft_config"):
-                self.base.model = PeftModel.from_pretrained(self.base.model, str(record.path),
-                                                            adapter_name=record.name, is_trainable=False)
-            else:
-                self.base.model.load_adapter(str(record.path), adapter_name=record.name, is_trainable=False)
-                if self.base.model.active_adapter not in self.base.model.peft_config:  # all earlier ones unloaded
-                    self.base.model.set_adapter(record.name)
-        self.base.model.eval()
+        self.base.model = attach_adapter(self.base.model, record)
         self.method = record.method
         self._loaded[record.name] = record.bytes
         self.stats["loads"] += 1

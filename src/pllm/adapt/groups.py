@@ -5,7 +5,7 @@ group whose centroid is nearest their (short) history."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def history_embedding(spec: TaskSpec, embedder_name: str, items: Sequence[Profil
     return (mean / norm).astype(np.float32) if norm > 0 else mean.astype(np.float32)
 
 
-def cluster_users(spec: TaskSpec, users_items: dict[str, Sequence[ProfileItem]], n_groups: int, *,
+def cluster_users(spec: TaskSpec, users_items: Mapping[str, Sequence[ProfileItem]], n_groups: int, *,
                   embedder: str, seed: int = 0) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
     """k-means over users' history embeddings -> (group id -> members, group id -> unit centroid)."""
     from sklearn.cluster import KMeans

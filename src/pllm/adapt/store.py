@@ -1,11 +1,15 @@
-"""Where adapters live and how they are recorded, validated and forgotten.
+"""Where adapters live and how they are recorded, validated and forgotten: every adapter method's, the
+per-task ones of `pllm adapt` and the named ones of `pllm align` alike.
 
-Layout: `<root>/<task>/{task,groups,users}/<owner>/` with peft's own files (`adapter_config.json`,
+Layout: `<root>/<task>/{task,groups,users,named}/<owner>/` with peft's own files (`adapter_config.json`,
 `adapter_model.safetensors`) plus `pllm_adapter.json`: base model, training config, data hash, item
 count, training time, loss curve, and the sha256 of every peft file. A folder is written under a temp
 name and renamed (`atomic_dir`), and the record is written last inside it, so a crash never leaves a
 folder that loads; a folder whose record is missing or whose files do not match it is refused with an
-`ArtifactError` naming the folder.
+`ArtifactError` naming the folder. Alignment adapters (DPO, RiC) are *named* owners: task "align", kind
+"named", owner = the adapter's name, which is also its peft adapter name. Folders written by earlier versions
+of `pllm align` (`<name>/{meta.json,config.json,adapter/}` under `pllm_home()/align/adapters`, or under an
+explicit root) are moved into this layout the first time a store over them is opened.
 
 The root defaults to `adapters/` beside the user store's database. Rows in the `adapters` and
 `adapter_members` tables (migration `0005_adapters` of the `ADAPTERS` feature, which owns them) index the
@@ -15,28 +19,33 @@ trained on their data stale.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pllm.errors import ArtifactError, NotFoundError
-from pllm.io import atomic_dir, atomic_write_json, sha1_text
+from pllm.errors import ArtifactError, InputError, NotFoundError
+from pllm.io import atomic_dir, atomic_write_json, sha1_text, to_jsonable
 from pllm.paths import pllm_home
 from pllm.users.store import Feature, SQLiteUserStore
 
-KINDS = ("task", "group", "user")
+KINDS = ("task", "group", "user", "named")
 RECORD_FILE = "pllm_adapter.json"
 # The shared task adapter user and group adapters are trained on top of (OPPU's first stage). Learned
 # methods' task adapters (`ft-...`, pllm.adapt.learned) are other owners of kind "task", used on their own.
 BASE_OWNER = "task"
 RECORD_VERSION = 1
-_FOLDERS = {"task": "task", "group": "groups", "user": "users"}
+_FOLDERS = {"task": "task", "group": "groups", "user": "users", "named": "named"}
+NAMED_TASK = "align"  # the task named (alignment) adapters are filed under
+LEGACY_META = "meta.json"  # the record of an align adapter folder written before the stores were one
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 @dataclass
@@ -45,7 +54,7 @@ class AdapterRecord:
 
     kind: str
     task: str
-    owner: str  # user id (user adapters), group id (group adapters) or "task"
+    owner: str  # user id (user adapters), group id (group adapters), "task", or the name (named adapters)
     name: str  # the peft adapter name it is loaded under (unique per owner, a valid module key)
     method: str
     base_model: str
@@ -56,10 +65,12 @@ class AdapterRecord:
     n_pairs: int
     train_seconds: float
     losses: list[float]
-    members: list[str] = field(default_factory=list)  # users whose data trained it (task/group adapters)
+    members: list[str] = field(default_factory=list)  # users whose data trained it (task/group/named adapters)
     centroid: list[float] | None = None  # group adapters: mean history embedding of the members
     embedder: str | None = None
     source: dict[str, Any] = field(default_factory=dict)  # where the training data came from (retrain-stale)
+    dimensions: list[str] = field(default_factory=list)  # RiC: the conditioning dimensions, in order
+    metrics: dict[str, Any] = field(default_factory=dict)  # training metrics (alignment methods)
     files: dict[str, str] = field(default_factory=dict)  # peft file -> sha256
     bytes: int = 0
     stale: bool = False
@@ -98,6 +109,37 @@ def slug(owner: str) -> str:
     return f"{safe}-{sha1_text(owner)[:10]}"
 
 
+def check_name(name: str, what: str = "adapter") -> str:
+    """A named adapter's (or soup's) name: it is a peft adapter name and part of a folder name."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(f"invalid {what} name {name!r}: use letters, digits, '_', '-', '.' (max 128)")
+    return name
+
+
+def named_record(name: str, method: str, base_model: str, *, users: Sequence[str] = (),
+                 dimensions: Sequence[str] = (), metrics: dict[str, Any] | None = None,
+                 config: object = None) -> AdapterRecord:
+    """The record of a named (alignment) adapter; `AdapterStore.write` fills in files, size and time."""
+    metrics = dict(metrics or {})
+    return AdapterRecord(kind="named", task=NAMED_TASK, owner=check_name(name), name=name, method=method,
+                         base_model=base_model, base_key=sha1_text(base_model), config=to_jsonable(config or {}),
+                         data_hash="", n_items=0, n_pairs=0, train_seconds=float(metrics.get("train_seconds") or 0.0),
+                         losses=[], members=list(users), dimensions=list(dimensions), metrics=metrics)
+
+
+def check_files(record: AdapterRecord) -> None:
+    """Refuse a folder whose peft files are missing or differ from the sha256 its record holds."""
+    folder = record.path
+    assert folder is not None
+    for name, digest in record.files.items():
+        f = folder / name
+        if not f.is_file():
+            raise ArtifactError(f"adapter folder {folder} is incomplete: {name} is missing")
+        if sha256_file(f) != digest:
+            raise ArtifactError(f"adapter folder {folder} is corrupt: {name} does not match its "
+                                "recorded sha256; delete it and retrain")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -110,12 +152,16 @@ class AdapterStore:
     """Adapter folders under `root`, indexed in a user store's tables when `db` is given."""
 
     def __init__(self, root: str | Path | None = None, *, db: SQLiteUserStore | None = None) -> None:
+        legacy = Path(root) if root is not None else None  # where earlier `pllm align` wrote named adapters
         if root is None:
             root = (Path(db.path).parent if db is not None else pllm_home()) / "adapters"
+            legacy = pllm_home() / "align" / "adapters" if db is None else None
         self.root = Path(root)
         self.db = db
         if db is not None:
             db.register_feature(ADAPTERS)
+        if legacy is not None:
+            self._migrate_legacy(legacy)
 
     # -- paths ----------------------------------------------------------------------------------
     def folder(self, task: str, kind: str, owner: str) -> Path:
@@ -124,9 +170,10 @@ class AdapterStore:
         return self.root / slug(task) / _FOLDERS[kind] / slug(owner)
 
     # -- writing --------------------------------------------------------------------------------
-    def write(self, record: AdapterRecord, save_files: Callable[[Path], None]) -> AdapterRecord:
+    def write(self, record: AdapterRecord, save_files: Callable[[Path], None], *,
+              created: float | None = None) -> AdapterRecord:
         """Write peft files (by `save_files(tmp)`), hash them, write the record last, rename into place,
-        then index it in the database (members included) in one transaction."""
+        then index it in the database (members included) in one transaction. `created` defaults to now."""
         dest = self.folder(record.task, record.kind, record.owner)
         with atomic_dir(dest) as tmp:
             save_files(tmp)
@@ -134,7 +181,7 @@ class AdapterStore:
                 raise ArtifactError(f"saving adapter {record.name}: peft wrote no adapter_config.json")
             record.files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             record.bytes = sum((tmp / n).stat().st_size for n in record.files)
-            record.created = time.time()
+            record.created = time.time() if created is None else created
             record.stale = False
             atomic_write_json(tmp / RECORD_FILE, record.to_json())
         record.path = dest
@@ -175,13 +222,7 @@ class AdapterStore:
         if "adapter_config.json" not in record.files:
             raise ArtifactError(f"adapter folder {folder}: the record lists no adapter_config.json")
         if verify:
-            for name, digest in record.files.items():
-                f = folder / name
-                if not f.is_file():
-                    raise ArtifactError(f"adapter folder {folder} is incomplete: {name} is missing")
-                if sha256_file(f) != digest:
-                    raise ArtifactError(f"adapter folder {folder} is corrupt: {name} does not match its "
-                                        "recorded sha256; delete it and retrain")
+            check_files(record)
         if self.db is not None and not record.stale:
             rows = self.db.execute("SELECT stale FROM adapters WHERE task=? AND kind=? AND owner=?",
                                    (record.task, record.kind, record.owner))
@@ -241,6 +282,67 @@ class AdapterStore:
     def stale(self, task: str) -> list[AdapterRecord]:
         return [r for kind in ("task", "group") for r in self.records(task, kind) if r.stale]
 
+    # -- named adapters (alignment methods) -------------------------------------------------------
+    def named_folder(self, name: str) -> Path:
+        return self.folder(NAMED_TASK, "named", check_name(name))
+
+    def has_named(self, name: str) -> bool:
+        return (self.named_folder(name) / RECORD_FILE).is_file()
+
+    def get_named(self, name: str, *, verify: bool = False) -> AdapterRecord:
+        """The named adapter's record (files are verified when a host first loads it); raises if missing."""
+        record = self.get(NAMED_TASK, "named", check_name(name), verify=verify)
+        if record is None:
+            known = ", ".join(r.owner for r in self.named()) or "(none)"
+            raise NotFoundError(f"no alignment adapter {name!r} under {self.root}; known: {known}")
+        return record
+
+    def named(self) -> list[AdapterRecord]:
+        """Every readable named adapter, by name (a broken folder is skipped here, refused by `get_named`)."""
+        base = self.root / slug(NAMED_TASK) / _FOLDERS["named"]
+        out = []
+        for folder in sorted(base.iterdir()) if base.is_dir() else []:
+            if folder.is_dir() and not folder.name.startswith("."):
+                with contextlib.suppress(ArtifactError):
+                    out.append(self.load_record(folder, verify=False))
+        return sorted(out, key=lambda r: r.owner)
+
+    def delete_named(self, name: str) -> bool:
+        existed = self.named_folder(name).exists()
+        self.delete(NAMED_TASK, "named", name)
+        return existed
+
+    def _migrate_legacy(self, legacy: Path) -> None:
+        """Move align adapter folders of the earlier layout (`<name>/{meta.json,config.json,adapter/}`) into
+        this store as named adapters; an old folder is removed once its new one is in place."""
+        if not legacy.is_dir():
+            return
+        for old in sorted(legacy.iterdir()):
+            meta, files = old / LEGACY_META, old / "adapter"
+            if old.name.startswith(".") or not meta.is_file() or not (files / "adapter_config.json").is_file():
+                continue
+            try:
+                data = json.loads(meta.read_text(encoding="utf-8"))
+                config = json.loads((old / "config.json").read_text(encoding="utf-8")) \
+                    if (old / "config.json").is_file() else {}
+                record = named_record(data["name"], data["kind"], data["base_model_id"], users=data.get("users", []),
+                                      dimensions=data.get("dimensions", []), metrics=data.get("metrics"),
+                                      config=config)
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, InputError) as exc:
+                raise ArtifactError(f"cannot move the align adapter folder {old} into {self.root}: {exc}") from None
+            created = float(data.get("created_at") or 0.0) or None
+            self.write(record, functools.partial(_copy_files, files), created=created)
+            shutil.rmtree(old, ignore_errors=True)
+        if legacy != self.root:
+            with contextlib.suppress(OSError):
+                legacy.rmdir()  # only if nothing else is left there
+
+
+def _copy_files(src: Path, dest: Path) -> None:
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+
 
 def _remove_tree(folder: Path) -> int:
     if not folder.exists():
@@ -273,6 +375,13 @@ def forget_user_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]
             data["stale"] = True
             atomic_write_json(record_path, data)
     return {"adapters": rows, "adapter_files": files, "stale_shared_adapters": len(shared)}
+
+
+def forget_named_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]:
+    """The preferences feature's forget hook: delete named adapters trained on this user's data alone (group
+    adapters trained on several users are kept; their records name the users so an operator can retrain them)."""
+    adapters = AdapterStore()
+    return {"align_adapters": sum(adapters.delete_named(r.owner) for r in adapters.named() if r.members == [user_id])}
 
 
 # The index of adapter folders in the user store; `AdapterStore(db=...)` and start-up register it.

@@ -1,6 +1,4 @@
-"""Stored alignment adapters (DPO, RiC) and the runtime that serves them.
-
-The on-disk records (`AdapterRecord`, `AdapterStore`) live in `pllm.align.records` and are re-exported here.
+"""The runtime that serves named (alignment) adapters, stored as named owners of `pllm.adapt.store.AdapterStore`.
 
 `AdapterHost` keeps ONE private copy of a base model wrapped by peft with any number of named adapters
 loaded; `AdapterGenerator` is a `Generator` bound to one adapter name (or none = the base model) that
@@ -13,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
-import time
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,16 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from pllm.align.records import AdapterRecord, AdapterStore, check_name  # noqa: F401  (AdapterStore re-exported)
+from pllm.adapt.store import AdapterRecord, check_files
 from pllm.errors import ArtifactError, InputError, NotFoundError
 from pllm.models.base import Generation, Generator, Prompt
 from pllm.models.hf import HFGenerator
-
-
-def new_record(name: str, kind: str, base: HFGenerator, *, users: Sequence[str] = (),
-               dimensions: Sequence[str] = (), metrics: dict[str, Any] | None = None) -> AdapterRecord:
-    return AdapterRecord(name=check_name(name), kind=kind, base_model_id=base.model_id, users=list(users),
-                         dimensions=list(dimensions), metrics=dict(metrics or {}), created_at=time.time())
 
 
 class AdapterHost:
@@ -46,27 +37,26 @@ class AdapterHost:
         self.loaded: dict[str, Path] = {}
 
     def load(self, record: AdapterRecord) -> str:
-        """Load a stored adapter under its own name (no-op if loaded); checks it fits this base model."""
-        if record.base_model_id != self.base.model_id:
-            raise ArtifactError(f"adapter {record.name!r} was trained on {record.base_model_id!r}, "
+        """Load a stored adapter under its own name (no-op if loaded); checks it fits this base model and that
+        its files match their recorded sha256."""
+        if record.base_model != self.base.model_id:
+            raise ArtifactError(f"adapter {record.name!r} was trained on {record.base_model!r}, "
                                 f"not on {self.base.model_id!r}")
         with self.lock:
             if record.name in self.loaded:
                 return record.name
-            from peft import PeftModel
+            from pllm.adapt.generator import attach_adapter
 
+            check_files(record)
+            assert record.path is not None
             try:
-                if self.model is None:
-                    private = copy.deepcopy(self.base.model)
-                    self.model = PeftModel.from_pretrained(private, str(record.adapter_dir),
-                                                           adapter_name=record.name, is_trainable=False)
-                    self.model.eval()
+                first = self.model is None
+                self.model = attach_adapter(copy.deepcopy(self.base.model) if first else self.model, record)
+                if first:
                     self._inner = HFGenerator.from_model(self.model, self.base.tokenizer, self.base.model_id)
-                else:
-                    self.model.load_adapter(str(record.adapter_dir), adapter_name=record.name, is_trainable=False)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                raise ArtifactError(f"cannot load adapter {record.name!r} from {record.adapter_dir}: {exc}") from exc
-            self.loaded[record.name] = record.adapter_dir
+                raise ArtifactError(f"cannot load adapter {record.name!r} from {record.path}: {exc}") from exc
+            self.loaded[record.name] = record.path
             return record.name
 
     @property

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pllm.align.adapters import AdapterRecord, AdapterStore, new_record
+from pllm.adapt.store import AdapterRecord, AdapterStore, named_record
 from pllm.align.config import DPOSettings, TrainSettings
 from pllm.align.store import PreferencePair
 from pllm.errors import InputError
-from pllm.io import atomic_dir, save_config
+from pllm.io import to_jsonable
 from pllm.models.hf import HFGenerator
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,10 @@ def _threads(n: int) -> Callable[[], None]:
     return lambda: torch.set_num_threads(old)
 
 
-def save_trained(trainer: Any, store: AdapterStore, record: AdapterRecord, settings: Any) -> AdapterRecord:
-    """Write the trained adapter, its config and metadata atomically under the store."""
-    with atomic_dir(store.path(record.name)) as tmp:
-        trainer.model.save_pretrained(str(tmp / "adapter"))
-        save_config(settings, tmp)
-        store.write_meta(tmp, record)
-    return store.get(record.name)
+def save_trained(trainer: Any, store: AdapterStore, record: AdapterRecord, settings: TrainSettings) -> AdapterRecord:
+    """Write the trained adapter with its training settings in its record, atomically, as a named owner."""
+    record.config = to_jsonable(settings)
+    return store.write(record, lambda tmp: trainer.model.save_pretrained(str(tmp)))
 
 
 def train_dpo(base: HFGenerator, pairs: Sequence[PreferencePair], *, name: str, users: Sequence[str],
@@ -126,8 +123,8 @@ def train_dpo(base: HFGenerator, pairs: Sequence[PreferencePair], *, name: str, 
             metrics = {"train_seconds": seconds, "train_pairs": n_rows, "steps": trainer.state.global_step,
                        "final_rewards_margin": last.get("rewards/margins"),
                        "final_rewards_accuracy": last.get("rewards/accuracies"), "final_loss": last.get("loss")}
-            record = save_trained(trainer, store, new_record(name, "dpo", base, users=users, metrics=metrics),
-                                  settings)
+            record = save_trained(trainer, store, named_record(name, "dpo", base.model_id, users=users,
+                                                               metrics=metrics), settings)
     finally:
         restore()
     return TrainResult(record=record, seconds=seconds, n_rows=n_rows, log=logs)

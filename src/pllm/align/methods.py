@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pllm.adapt.methods import register_adapter_method
+from pllm.adapt.store import AdapterStore
 from pllm.align.config import DPOSettings, RiCSettings
-from pllm.align.records import AdapterStore
 from pllm.align.soup import SoupSpec, SoupStore, pick_soup
 from pllm.models.base import Generator
 
@@ -38,7 +38,7 @@ def _save_soup(spec: SoupSpec, soups: Any) -> Any:
 def _serve_dpo(req: ServeRequest) -> Generator | None:
     if not req.assigned:
         return None
-    return req.host.generator(req.host.load(req.adapters.get(req.assigned)))
+    return req.host.generator(req.host.load(req.adapters.get_named(req.assigned)))
 
 
 def _serve_soup(req: ServeRequest) -> Generator | None:
@@ -57,11 +57,11 @@ def _serve_ric(req: ServeRequest) -> Generator | None:
         return None
     from pllm.align.ric import RiCGenerator
 
-    return RiCGenerator(req.host, req.adapters.get(req.assigned), req.vector)
+    return RiCGenerator(req.host, req.adapters.get_named(req.assigned), req.vector)
 
 
 def _find_adapter(name: str) -> object:
-    return AdapterStore().get(name)
+    return AdapterStore().get_named(name)
 
 
 def _find_soup(name: str) -> object:

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pllm.align.adapters import AdapterStore, host_for
+from pllm.adapt.store import AdapterStore
+from pllm.align.adapters import host_for
 from pllm.align.config import DPOSettings, LoraSettings, RiCSettings
 from pllm.align.dpo import train_dpo, truncate_pairs
 from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
@@ -84,7 +85,8 @@ class ReportConfig:
     @classmethod
     def quick(cls, dsp: Path) -> ReportConfig:
         """Smoke-run sizes: minutes, numbers meaningless."""
-        small = dict(epochs=1, batch_size=2, learning_rate=1e-3, max_prompt_tokens=32, max_answer_tokens=32)
+        small: dict[str, Any] = dict(epochs=1, batch_size=2, learning_rate=1e-3, max_prompt_tokens=32,
+                                     max_answer_tokens=32)
         return cls(dsp=dsp, train_pairs_per_domain=4, ric_rows_per_domain=4, test_prompts=2,
                    test_pairs_per_domain=4, max_new_tokens=8, pareto_weights=[0.0, 0.5, 1.0],
                    dpo=DPOSettings(**small), ric=RiCSettings(**small))
@@ -99,6 +101,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
 
     from pllm.models import load_generator
     from pllm.models.base import device_label
+    from pllm.models.hf import HFGenerator
 
     started = time.perf_counter()
     out = Path(out)
@@ -142,6 +145,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
 
     # 3. models: base, one DPO adapter per domain, one RiC adapter, the soup over the DPO adapters
     base = load_generator("hf", cfg.model)
+    assert isinstance(base, HFGenerator)
     result["machine"]["device"] = device_label(base)
     adapters = AdapterStore(work / "adapters")
     host = host_for(base)
@@ -150,7 +154,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         name = f"report-dpo-{d}"
         pairs = ps.get_pairs(user_id=users[d], split="train", limit=cfg.train_pairs_per_domain)
         if _reusable(adapters, name, cfg.dpo, base.model_id):
-            rec = adapters.get(name)
+            rec = adapters.get_named(name)
             log(f"reusing {name}")
         else:
             log(f"DPO {d}: {len(pairs)} pairs")
@@ -159,7 +163,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         host.load(rec)
     ric_name = "report-ric"
     if _reusable(adapters, ric_name, cfg.ric, base.model_id):
-        ric_rec = adapters.get(ric_name)
+        ric_rec = adapters.get_named(ric_name)
         log("reusing RiC adapter")
     else:
         examples, dims = ric_examples(ps, [users[d] for d in cfg.domains], limit_per_user=cfg.ric_rows_per_domain)
@@ -269,14 +273,13 @@ def _is_test(query_id: str, cfg: ReportConfig) -> bool:
 
 
 def _reusable(adapters: AdapterStore, name: str, settings: Any, model_id: str) -> bool:
-    if not adapters.exists(name):
+    if not adapters.has_named(name):
         return False
     try:
-        rec = adapters.get(name)
-        saved = json.loads((rec.path / "config.json").read_text())  # type: ignore[operator]
+        rec = adapters.get_named(name)
     except Exception:  # noqa: BLE001 - anything unreadable is simply retrained
         return False
-    return rec.base_model_id == model_id and saved == json.loads(json.dumps(asdict(settings), default=str))
+    return rec.base_model == model_id and rec.config == json.loads(json.dumps(asdict(settings), default=str))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

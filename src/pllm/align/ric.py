@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pllm.align.adapters import AdapterGenerator, AdapterHost, AdapterRecord, AdapterStore, new_record
+from pllm.adapt.store import AdapterRecord, AdapterStore, named_record
+from pllm.align.adapters import AdapterGenerator, AdapterHost
 from pllm.align.config import RiCSettings
 from pllm.align.dpo import TrainResult, _threads, save_trained, trainer_args
 from pllm.align.store import PreferencePair, PreferenceStore, check_vector
@@ -77,7 +78,7 @@ def ric_examples(pstore: PreferenceStore, users: Sequence[str], *, split: str = 
 
 def _sft_rows(examples: Sequence[RiCExample], dims: Sequence[str], base: HFGenerator,
               settings: RiCSettings) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     chat = bool(getattr(base.tokenizer, "chat_template", None))
     for ex in examples:
         prompt = conditioned(base.truncate_to_tokens(ex.prompt, settings.max_prompt_tokens), ex.vector, dims,
@@ -118,8 +119,8 @@ def train_ric(base: HFGenerator, examples: Sequence[RiCExample], dimensions: Seq
             last = next((x for x in reversed(logs) if "loss" in x), {})
             metrics = {"train_seconds": seconds, "train_rows": len(rows), "steps": trainer.state.global_step,
                        "final_loss": last.get("loss")}
-            record = save_trained(trainer, store, new_record(name, "ric", base, users=users, dimensions=dimensions,
-                                                             metrics=metrics), settings)
+            record = save_trained(trainer, store, named_record(name, "ric", base.model_id, users=users,
+                                                               dimensions=dimensions, metrics=metrics), settings)
     finally:
         restore()
     return TrainResult(record=record, seconds=seconds, n_rows=len(rows), log=logs)
@@ -132,8 +133,8 @@ class RiCGenerator(AdapterGenerator):
 
     def __init__(self, host: AdapterHost, record: AdapterRecord, vector: dict[str, float],
                  precision: int = 2) -> None:
-        if record.kind != "ric" or not record.dimensions:
-            raise InputError(f"adapter {record.name!r} is not a RiC adapter (kind {record.kind!r})")
+        if record.method != "ric" or not record.dimensions:
+            raise InputError(f"adapter {record.name!r} is not a RiC adapter (method {record.method!r})")
         super().__init__(host, host.load(record))
         self.dimensions = list(record.dimensions)
         self.vector = dict(vector)

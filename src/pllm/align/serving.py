@@ -14,7 +14,8 @@ import weakref
 from dataclasses import dataclass
 
 from pllm.adapt.methods import AdapterMethod, methods
-from pllm.align.adapters import AdapterHost, AdapterStore, host_for
+from pllm.adapt.store import AdapterStore
+from pllm.align.adapters import AdapterHost, host_for
 from pllm.align.soup import Soup, SoupSpec, SoupStore
 from pllm.align.store import PreferenceStore
 from pllm.models.base import Generator

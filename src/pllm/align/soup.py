@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pllm.align.records import AdapterStore, align_root, check_name
+from pllm.adapt.store import AdapterStore, check_name
 from pllm.align.store import check_vector
 from pllm.errors import ArtifactError, InputError, NotFoundError
 from pllm.io import atomic_write_json, sha1_text
+from pllm.paths import pllm_home
 
 if TYPE_CHECKING:  # the models stay unloaded until a soup is served
     from pllm.align.adapters import AdapterGenerator, AdapterHost
@@ -58,7 +59,7 @@ class SoupStore:
     """Soup specs as JSON files under `pllm_home()/align/soups/`."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else align_root() / "soups"
+        self.root = Path(root) if root is not None else pllm_home() / "align" / "soups"
 
     def save(self, spec: SoupSpec) -> Path:
         return atomic_write_json(self.root / f"{check_name(spec.name, 'soup')}.json", spec)
@@ -114,8 +115,7 @@ class Soup:
         self.host, self.spec = host, spec
         adapters = adapters or AdapterStore()
         for adapter in spec.dimensions.values():
-            record = adapters.get(adapter)
-            host.load(record)
+            host.load(adapters.get_named(adapter))
         self._cache: OrderedDict[tuple[float, ...], str] = OrderedDict()
 
     def adapter_for(self, vector: dict[str, float]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pllm.align.records import forget_user_adapters
+from pllm.adapt.store import forget_named_adapters
 from pllm.errors import InputError
 from pllm.users.store import Feature, SQLiteUserStore
 
@@ -134,7 +134,7 @@ PREFERENCES = Feature(name="preferences", migrations=(
         DROP TABLE alignment_assignments;
         """,
     ),
-), forget=forget_user_adapters)
+), forget=forget_named_adapters)
 
 
 class PreferenceStore:

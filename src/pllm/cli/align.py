@@ -134,12 +134,12 @@ def show(user_id: str = typer.Argument(..., help="User id."), db: Path | None = 
 @app.command("adapters")
 def adapters_() -> None:
     """List stored alignment adapters and soups."""
-    from pllm.align.adapters import AdapterStore
+    from pllm.adapt.store import AdapterStore
     from pllm.align.soup import SoupStore
 
     table = Table("name", "kind", "base model", "users", "metrics")
-    for r in AdapterStore().list():
-        table.add_row(r.name, r.kind, r.base_model_id, ",".join(r.users),
+    for r in AdapterStore().named():
+        table.add_row(r.owner, r.method, r.base_model, ",".join(r.members),
                       json.dumps({k: v for k, v in r.metrics.items() if v is not None})[:80])
     console.print(table)
     for s in SoupStore().list():
@@ -251,7 +251,8 @@ def soup(
     threads: int = ThreadsOption,
 ) -> None:
     """Define a preference soup (one adapter per dimension); optionally build it for a vector and generate."""
-    from pllm.align.adapters import AdapterStore, host_for
+    from pllm.adapt.store import AdapterStore
+    from pllm.align.adapters import host_for
     from pllm.align.serving import soup_for
     from pllm.align.soup import SoupSpec, SoupStore
     from pllm.align.store import parse_vector
@@ -264,7 +265,7 @@ def soup(
             d, sep, a = item.partition("=")
             if not sep:
                 raise InputError(f"expected DIMENSION=ADAPTER, got {item!r}", index=i, field="--dim")
-            adapters.get(a.strip())
+            adapters.get_named(a.strip())
             dims[d.strip()] = a.strip()
         spec = SoupSpec(name=name, dimensions=dims)
         soups.save(spec)
@@ -328,7 +329,8 @@ def eval_(
     db: Path | None = DbOption,
 ) -> None:
     """Held-out preference accuracy (implicit reward ranks chosen above rejected), optionally style share."""
-    from pllm.align.adapters import AdapterStore, host_for
+    from pllm.adapt.store import AdapterStore
+    from pllm.align.adapters import host_for
     from pllm.align.config import TrainSettings
     from pllm.align.dpo import truncate_pairs
     from pllm.align.evaluate import generate_answers, implicit_rewards, style_share
@@ -342,7 +344,7 @@ def eval_(
             raise InputError(f"user {user_id!r} has no held-out (test) pairs")
         vec = ps.get_vector(user_id=user_id)
         # The adapter, the judge and its target are checked before the model loads.
-        record = AdapterStore().get(adapter) if adapter else None
+        record = AdapterStore().get_named(adapter) if adapter else None
         j = StyleJudge.load(judge_dir) if judge_dir is not None else None
         goal = target or (max(vec, key=vec.get) if vec else None)
         if j is not None and goal is None:

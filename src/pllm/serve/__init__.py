@@ -12,7 +12,7 @@ from typing import Any
 
 from pllm.serve.app import ServerState, create_app
 from pllm.serve.auth import KeyStore, Principal, store_user_id
-from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
+from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
 from pllm.serve.config import ADMIN_KEY_ENV, ServeConfig
 
 
@@ -43,5 +43,5 @@ def run(config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int
                 on_ready=on_ready).run()
 
 
-__all__ = ["ADMIN_KEY_ENV", "PERSONALIZERS", "ChatContext", "KeyStore", "Personalizer", "Principal",
+__all__ = ["ADMIN_KEY_ENV", "PERSONALIZERS", "ChatContext", "ChatPersonalizer", "KeyStore", "Principal",
            "ServeConfig", "ServerState", "create_app", "make_server", "run", "store_user_id"]

@@ -36,7 +36,7 @@ from pllm.models.base import Generation, Generator, load_generator
 from pllm.prompting.chat import MEMORY_SPEC, ChatStyle, chat_question
 from pllm.retrieval import RETRIEVERS, Embedder, load_embedder
 from pllm.serve.auth import KeyStore, Principal, store_user_id
-from pllm.serve.chat import AUTO, NONE, PERSONALIZERS, ChatContext, Personalizer, StopScanner
+from pllm.serve.chat import AUTO, NONE, PERSONALIZERS, ChatContext, ChatPersonalizer, StopScanner
 from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
 from pllm.serve.features import register_features
@@ -79,7 +79,7 @@ class ServerState:
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="pllm-io")
         self._generator: Generator | None = None
         self._embedder: Embedder | None = None
-        self._personalizers: dict[str, Personalizer] = {}
+        self._personalizers: dict[str, ChatPersonalizer] = {}
         self._load_lock = threading.Lock()
         self.closed = False
 
@@ -99,13 +99,13 @@ class ServerState:
     def model_id(self) -> str:
         return self.config.model_name or self.generator().model_id
 
-    def personalizer(self, name: str) -> Personalizer:
+    def personalizer(self, name: str) -> ChatPersonalizer:
         with self._load_lock:
             if name not in self._personalizers:
                 self._personalizers[name] = PERSONALIZERS.get(name)(self.store)
             return self._personalizers[name]
 
-    def loaded_personalizers(self) -> list[Personalizer]:
+    def loaded_personalizers(self) -> list[ChatPersonalizer]:
         with self._load_lock:
             return list(self._personalizers.values())
 

@@ -44,7 +44,7 @@ class ChatContext:
     embedder: Callable[[], Embedder] | None = None  # the server's embedder (loaded on first call)
 
 
-class Personalizer(ABC):
+class ChatPersonalizer(ABC):
     """Model-level personalization for chat, registered by name in `PERSONALIZERS`."""
 
     name: ClassVar[str] = "personalizer"
@@ -60,8 +60,8 @@ class Personalizer(ABC):
         return 0
 
 
-# A factory gets the server's store (to find per-user artifacts) and returns a Personalizer.
-PERSONALIZERS: Registry[Callable[[SQLiteUserStore], Personalizer]] = Registry("personalizer")
+# A factory gets the server's store (to find per-user artifacts) and returns a ChatPersonalizer.
+PERSONALIZERS: Registry[Callable[[SQLiteUserStore], ChatPersonalizer]] = Registry("personalizer")
 AUTO, NONE = "auto", "none"  # request values besides the registered names
 
 

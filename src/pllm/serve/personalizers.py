@@ -30,7 +30,7 @@ from pllm.adapt.store import AdapterStore, adapter_name
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
-from pllm.serve.chat import PERSONALIZERS, ChatContext, Personalizer
+from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
 from pllm.types import ProfileItem
 from pllm.users.store import SQLiteUserStore
 
@@ -58,7 +58,7 @@ class _Serialized(DelegatingGenerator):
                                        batch_size=batch_size)
 
 
-class UserAdapterPersonalizer(Personalizer):
+class UserAdapterPersonalizer(ChatPersonalizer):
     """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table)."""
 
     name = "user-adapter"
@@ -125,7 +125,7 @@ class UserAdapterPersonalizer(Personalizer):
         return len(tasks)
 
 
-class PreferencePersonalizer(Personalizer):
+class PreferencePersonalizer(ChatPersonalizer):
     """The user's alignment data from `pllm align` (assignment, preference vector) in the store."""
 
     name = "preference"
@@ -154,7 +154,7 @@ def _template_fields(*templates: str | None) -> set[str]:
     return {name for t in templates if t for _, name, _, _ in string.Formatter().parse(t) if name}
 
 
-class SoftPersonalizer(Personalizer):
+class SoftPersonalizer(ChatPersonalizer):
     """The server's soft-prompt user encoder (`ServeConfig.soft`) over the user's stored memories."""
 
     name = "soft"
@@ -173,9 +173,10 @@ class SoftPersonalizer(Personalizer):
                     wanted = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8")).get("embedder")
                 except (OSError, json.JSONDecodeError) as exc:
                     raise ArtifactError(f"{path} is not a soft-prompt encoder: {exc}") from None
-                same = ctx.config is not None and ctx.config.embedder == wanted and ctx.embedder is not None
+                embedder = ctx.embedder if ctx.config is not None and ctx.config.embedder == wanted else None
                 # No persistent embedding cache: the store's is not tenant-scoped; the generator's LRU is.
-                self.generator = load_soft_generator(path, ctx.generator, embedder=ctx.embedder() if same else None)
+                self.generator = load_soft_generator(path, ctx.generator,
+                                                     embedder=embedder() if embedder is not None else None)
             return self.generator
 
     def personalize(self, ctx: ChatContext) -> ChatContext | None:
