@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -90,24 +90,27 @@ def _numeric_errors(preds, golds, labels) -> np.ndarray:
     return np.array(errs)
 
 
+class _ErrorMetric(Metric):
+    """A summary of the absolute errors (unparseable predictions count as the worst error)."""
+
+    higher_is_better = False
+    summarize: Callable[[np.ndarray], float]  # a staticmethod in each subclass
+
+    def compute(self, preds, golds, labels=None):
+        _check(preds, golds)
+        return float(self.summarize(_numeric_errors(preds, golds, labels)))
+
+
 @_register
-class MAE(Metric):
+class MAE(_ErrorMetric):
     name = "mae"
-    higher_is_better = False
-
-    def compute(self, preds, golds, labels=None):
-        _check(preds, golds)
-        return float(np.mean(_numeric_errors(preds, golds, labels)))
+    summarize = staticmethod(lambda errors: np.mean(errors))
 
 
 @_register
-class RMSE(Metric):
+class RMSE(_ErrorMetric):
     name = "rmse"
-    higher_is_better = False
-
-    def compute(self, preds, golds, labels=None):
-        _check(preds, golds)
-        return float(np.sqrt(np.mean(_numeric_errors(preds, golds, labels) ** 2)))
+    summarize = staticmethod(lambda errors: np.sqrt(np.mean(errors ** 2)))
 
 
 class _Rouge(Metric):

@@ -37,8 +37,9 @@ class Baseline(ABC):
         self.spec = spec
         self.fallbacks = 0  # questions answered by the global fallback (empty profile)
 
-    @classmethod
-    def applies_to(cls, spec: TaskSpec) -> bool:
+    @staticmethod
+    def applies_to(spec: TaskSpec) -> bool:
+        """Whether this baseline can answer the task's questions (subclasses name a predicate below)."""
         return True
 
     def fit(self, train: Sequence[Question]) -> Baseline:
@@ -64,6 +65,22 @@ BASELINES: Registry[type[Baseline]] = Registry("baseline")
 
 def _numeric(spec: TaskSpec) -> bool:
     return spec.kind == "regression"
+
+
+def _has_outputs(spec: TaskSpec) -> bool:  # profile items carry an output (a rating, a tag)
+    return spec.item_output is not None
+
+
+def _numeric_outputs(spec: TaskSpec) -> bool:
+    return _numeric(spec) and _has_outputs(spec)
+
+
+def _labelled_outputs(spec: TaskSpec) -> bool:
+    return bool(spec.labels) and _has_outputs(spec)
+
+
+def _candidate_texts(spec: TaskSpec) -> bool:  # labels stand for candidate texts (LaMP-1)
+    return bool(spec.label_texts)
 
 
 def _pooled(spec: TaskSpec, train: Sequence[Question]) -> list[str]:
@@ -106,18 +123,14 @@ class GlobalMean(_Global):
     name = "global-mean"
     reduce = staticmethod(_mean)
 
-    @classmethod
-    def applies_to(cls, spec):
-        return _numeric(spec)
+    applies_to = staticmethod(_numeric)
 
 
 @BASELINES.register("most-frequent")
 class MostFrequent(_Global):
     name = "most-frequent"
 
-    @classmethod
-    def applies_to(cls, spec):
-        return bool(spec.labels) and spec.item_output is not None
+    applies_to = staticmethod(_labelled_outputs)
 
 
 class _User(_Global):
@@ -134,9 +147,7 @@ class UserMean(_User):
     name = "user-mean"
     reduce = staticmethod(_mean)
 
-    @classmethod
-    def applies_to(cls, spec):
-        return _numeric(spec) and spec.item_output is not None
+    applies_to = staticmethod(_numeric_outputs)
 
 
 @BASELINES.register("user-median")
@@ -162,9 +173,7 @@ class BiasModel(_Global):
         self.mu = 0.0
         self.item_bias: dict[str, float] = {}
 
-    @classmethod
-    def applies_to(cls, spec):
-        return _numeric(spec) and spec.item_output is not None
+    applies_to = staticmethod(_numeric_outputs)
 
     def fit(self, train):
         ratings: dict[tuple[str, str], float] = {}  # (user, item key) -> rating, each pair once
@@ -203,9 +212,7 @@ class BiasModel(_Global):
 class UserMostFrequent(_User):
     name = "user-most-frequent"
 
-    @classmethod
-    def applies_to(cls, spec):
-        return bool(spec.labels) and spec.item_output is not None
+    applies_to = staticmethod(_labelled_outputs)
 
 
 class _ProfileSearch(_Global):
@@ -235,9 +242,7 @@ class NearestItems(_ProfileSearch):
         self.k = k
         self.reduce = _mean if _numeric(spec) else _mode
 
-    @classmethod
-    def applies_to(cls, spec):
-        return spec.item_output is not None
+    applies_to = staticmethod(_has_outputs)
 
     def predict_one(self, question):
         if not question.profile:
@@ -260,9 +265,7 @@ class CandidateSimilarity(_ProfileSearch):
         super().__init__(spec, **options)
         self.top = top
 
-    @classmethod
-    def applies_to(cls, spec):
-        return bool(spec.label_texts)
+    applies_to = staticmethod(_candidate_texts)
 
     def predict_one(self, question):
         from pllm.tasks.spec import render

@@ -11,15 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pllm.retrieval.base import (
-    RETRIEVERS,
-    Doc,
-    Hit,
-    Retriever,
-    RetrieverIndex,
-    make_retriever,
-    rank_scores,
-)
+from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, make_retriever, rank_scores
 
 # Options the hybrid forwards to the named members that declare they take them (e.g. dense's cache).
 _FORWARDED = {"embedder": "needs_embedder", "embedder_options": "needs_embedder", "cache": "uses_cache",
