@@ -27,6 +27,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m mypy src/pllm
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -34,6 +35,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m mypy src/pllm
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from pllm.errors import UnknownNameError
 
@@ -22,6 +22,12 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+
+    @overload
+    def register(self, name: str, obj: None = None, *, replace: bool = False) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, obj: T, *, replace: bool = False) -> T: ...
 
     def register(self, name: str, obj: T | None = None, *, replace: bool = False) -> Callable[[T], T] | T:
         if not isinstance(name, str) or not _NAME.match(name):

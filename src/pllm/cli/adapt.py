@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
+
+if TYPE_CHECKING:
+    from pllm.models.hf import HFGenerator
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
 
@@ -66,7 +70,7 @@ def train(
     from pllm.adapt.jobs import load_items, prepare_base, source_for, train_groups, train_task, train_users
     from pllm.adapt.store import AdapterStore
     from pllm.errors import InputError
-    from pllm.models import GENERATORS, load_generator
+    from pllm.models import GENERATORS
     from pllm.retrieval.embedders import EMBEDDERS
     from pllm.tasks.spec import get_task
 
@@ -84,9 +88,7 @@ def train(
         EMBEDDERS.get(embedder)
     data_source = source_for(data, split) if data is not None else None
     train_source = source_for(data, "train") if data is not None and (task_adapter or groups) else None
-    generator = load_generator(backend, model)
-    if not hasattr(generator, "tokenizer"):
-        raise InputError(f"adapters need a local transformers model; backend {backend!r} has none", field="backend")
+    generator = _load_hf(backend, model)
     with open_db(db) as store, progress_bar() as bar:
         adapters = AdapterStore(adapters_dir, db=store)
         progress = tracker(bar)
@@ -94,11 +96,13 @@ def train(
         if train_source is not None:
             train_items = load_items(spec, train_source)
         if task_adapter:
+            assert train_source is not None  # --task-adapter needs --data (checked above)
             record, trained = train_task(generator, spec, train_items, config, adapters, source=train_source,
                                          max_pairs=task_pairs, force=force, progress=progress)
             console.print(f"task adapter: {'trained' if trained else 'up to date'} ({record.n_pairs} pairs)")
         task_record = prepare_base(generator, spec, adapters)
         if groups:
+            assert train_source is not None  # --groups needs --data (checked above)
             recs = train_groups(generator, spec, train_items, config, adapters, n_groups=groups, embedder=embedder,
                                 source=train_source, task_record=task_record, max_pairs=group_pairs, force=force,
                                 progress=progress)
@@ -118,10 +122,17 @@ def train(
                   f"{adapters.root}")
 
 
-def _load_hf(backend: str, model: str | None):  # noqa: ANN202 - a picklable factory for Ray workers
+def _load_hf(backend: str, model: str | None) -> HFGenerator:
+    """The backend's generator, which must be a local transformers model (adapters train its weights); also
+    the picklable factory Ray workers call."""
+    from pllm.errors import InputError
     from pllm.models import load_generator
+    from pllm.models.hf import HFGenerator
 
-    return load_generator(backend, model)
+    generator = load_generator(backend, model)
+    if not isinstance(generator, HFGenerator):
+        raise InputError(f"adapters need a local transformers model; backend {backend!r} has none", field="backend")
+    return generator
 
 
 @app.command("list")
@@ -161,7 +172,6 @@ def retrain_stale(
     """Rebuild task/group adapters marked stale by `pllm users forget`, without the forgotten users."""
     from pllm.adapt.jobs import retrain_stale as run
     from pllm.adapt.store import AdapterStore
-    from pllm.models import load_generator
     from pllm.tasks.spec import get_task
 
     spec = get_task(task)
@@ -170,5 +180,5 @@ def retrain_stale(
         if not adapters.stale(spec.name):
             console.print("no stale adapters")
             return
-        rebuilt = run(load_generator(backend, model), spec, adapters, db=store, progress=tracker(bar))
+        rebuilt = run(_load_hf(backend, model), spec, adapters, db=store, progress=tracker(bar))
     console.print(f"rebuilt: {', '.join(f'{r.kind} {r.owner} ({len(r.members)} users)' for r in rebuilt) or 'none'}")

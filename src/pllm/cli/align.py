@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from pllm.cli.common import DbOption, console, err_console, open_db, progress_bar
 from pllm.errors import InputError
+
+if TYPE_CHECKING:
+    from pllm.models.base import Generator
 
 app = typer.Typer(no_args_is_help=True, help="Personalized alignment: preferences, DPO, soups, RiC, evaluation.")
 
@@ -351,6 +355,7 @@ def eval_(
             raise InputError("give --target: the user has no preference vector")
         base = _load(model, threads)
         host = host_for(base)
+        policy: Generator
         if record is not None:
             policy = host.generator(host.load(record))
         else:

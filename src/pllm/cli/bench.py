@@ -86,9 +86,10 @@ def register(app: typer.Typer) -> None:
                     raise InputError(f"cannot read bench report: {exc}", source=str(p)) from None
             print_compare(compare_reports(*reports))
             return
+        overrides: dict[str, list[str] | list[int]] = {"methods": method, "k": k, "styles": style, "models": model,
+                                                       "baselines": baseline}
         if config is not None:
             cfg = load_bench_config(config)
-            overrides = {"methods": method, "k": k, "styles": style, "models": model, "baselines": baseline}
             for name, value in overrides.items():
                 if value:
                     setattr(cfg, name, list(value))
@@ -104,8 +105,7 @@ def register(app: typer.Typer) -> None:
             if not task:
                 raise InputError("give --config GRID.yaml or at least one --task FOLDER")
             data: dict = {"tasks": _task_entries(task, limit, split)}
-            for name, value in {"methods": method, "k": k, "styles": style, "models": model,
-                                "baselines": baseline}.items():
+            for name, value in overrides.items():
                 if value:
                     data[name] = list(value)
             if batch_size is not None:

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from pllm.users.store import SQLiteUserStore
 
@@ -102,10 +110,10 @@ class PlainProgress:
                 if not task.finished and (task.total is None or task.printed_done != task.completed):
                     self._write(task, self.clock(), final=exc[0] is None and task.total is None)
 
-    def add_task(self, description: str, total: float | None = None, completed: float = 0, **extra: Any) -> int:
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **extra: Any) -> TaskID:
         with self._lock:
             now = self.clock()
-            task_id = len(self.tasks)
+            task_id = TaskID(len(self.tasks))
             self.tasks[task_id] = _Task(description, total, completed, now, completed, printed=now, extra=extra)
             return task_id
 
@@ -191,7 +199,7 @@ def progress_bar(description: str = "working", *, unit: str = "it") -> Iterator[
 
 def tracker(progress: Progress | PlainProgress):  # noqa: ANN201
     """A (label, done, total) callback that keeps one bar per label."""
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(label: str, done: int, total: int) -> None:
         if label not in tasks:

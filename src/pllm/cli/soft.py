@@ -51,6 +51,7 @@ def train(
 ) -> None:
     """Train a user encoder against the frozen generator on a task folder's training users."""
     from pllm.models import load_generator
+    from pllm.models.hf import HFGenerator
     from pllm.soft.train import SoftTrainConfig, train_soft_encoder
     from pllm.tasks.lamp import read_questions
     from pllm.tasks.spec import get_task
@@ -61,6 +62,8 @@ def train(
                              retriever=retriever, k=k, style=style)
     qs = read_questions(_split_file(data, split, "questions"), spec=spec, outputs=_split_file(data, split, "outputs"))
     base = load_generator("hf", model)
+    if not isinstance(base, HFGenerator):
+        raise InputError("soft prompts need a local transformers model (the hf backend)", field="model")
     with open_db(db) as store, progress_bar() as bar:
         res = train_soft_encoder(spec, base, qs, config, out, store=store, progress=tracker(bar))
     for i, (loss, sec) in enumerate(zip(res.epoch_losses, res.epoch_seconds, strict=True), start=1):
@@ -167,16 +170,16 @@ def compare(
         with open_db(db) as store, progress_bar(unit="q") as bar:
             soft = load_soft_generator(encoder, base, store=store) if encoder is not None else None
             for kind in wanted:
-                is_soft = kind.startswith("soft")
-                gen = soft if is_soft else base
+                soft_gen = soft if kind.startswith("soft") else None  # set for soft kinds: --encoder was checked
                 method = text_methods["none" if kind in ("none", "soft") else "retrieval"]
+                gen = soft_gen if soft_gen is not None else base
                 res = run_method(spec, qs, gen, method, store=store, batch_size=batch_size,
                                  progress=tracker(bar), name=names[kind])
-                if is_soft:  # the soft vectors occupy input positions like tokens
+                if soft_gen is not None:  # the soft vectors occupy input positions like tokens
                     for r in res.records:
-                        r.prompt_tokens += soft.config.n_soft
+                        r.prompt_tokens += soft_gen.config.n_soft
                     res.config["soft_encoder"] = str(encoder)
-                    res.config["soft"] = dataclasses.asdict(soft.config)
+                    res.config["soft"] = dataclasses.asdict(soft_gen.config)
                 write_predictions(out, spec, res.method, res.records, outputs=_split_file(data, split, "outputs"))
                 atomic_write_json(_result_file(out, res.method), res)
     ids = [q.id for q in qs]

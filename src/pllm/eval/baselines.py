@@ -219,7 +219,7 @@ class _ProfileSearch(_Global):
     """Baselines that search the user's profile by embedding (the dense retriever; vectors cached in the
     store, keyed by user so forgetting reaches them)."""
 
-    options = ("embedder",)
+    options: ClassVar[tuple[str, ...]] = ("embedder",)
 
     def __init__(self, spec, *, embedder: Any = "minilm", store: Any = None, **options):
         super().__init__(spec)

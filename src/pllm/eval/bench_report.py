@@ -39,18 +39,19 @@ def _by_profile_size(spec: TaskSpec, results: Sequence[Any], sizes: Sequence[int
         if mask.any():
             groups.append((lo, hi, last, np.flatnonzero(mask)))
     metric = METRICS.get(spec.primary_metric)
-    out = {"metric": spec.primary_metric,
-           "bins": [{"low": lo, "high": hi, "closed": last, "n": int(len(ix))} for lo, hi, last, ix in groups],
-           "methods": {}, "intervals": {}}
+    methods: dict[str, list[float]] = {}
+    intervals: dict[str, list[list[float]]] = {}
     for res in results:
         preds = [r.prediction for r in res.records]
         golds = [r.target for r in res.records]
-        out["methods"][res.method] = [metric.compute([preds[i] for i in ix], [golds[i] for i in ix], spec.labels)
+        methods[res.method] = [metric.compute([preds[i] for i in ix], [golds[i] for i in ix], spec.labels)
                                       for _, _, _, ix in groups]
         ivs = [fast_bootstrap(spec.primary_metric, [preds[i] for i in ix], [golds[i] for i in ix], spec.labels,
                               n_resamples=n_resamples, seed=seed) for _, _, _, ix in groups]
-        out["intervals"][res.method] = [[iv.low, iv.high] for iv in ivs]
-    return out
+        intervals[res.method] = [[iv.low, iv.high] for iv in ivs]
+    return {"metric": spec.primary_metric,
+            "bins": [{"low": lo, "high": hi, "closed": last, "n": int(len(ix))} for lo, hi, last, ix in groups],
+            "methods": methods, "intervals": intervals}
 
 
 def judge_summary(lines: Sequence[dict[str, Any]], *, n_resamples: int = 1000, seed: int = 0,

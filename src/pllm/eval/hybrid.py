@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -25,11 +26,20 @@ from pllm.tasks.readouts import probabilities, read_out
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
-ESTIMATORS: Registry[Callable[[int], object]] = Registry("hybrid estimator")  # seed -> sklearn estimator
+
+class Estimator(Protocol):
+    """The part of a scikit-learn regressor the hybrid uses."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> object: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
+ESTIMATORS: Registry[Callable[[int], Estimator]] = Registry("hybrid estimator")  # seed -> sklearn estimator
 
 
 @ESTIMATORS.register("gbm")
-def _gbm(seed: int) -> object:
+def _gbm(seed: int) -> Estimator:
     """Gradient-boosted trees on absolute error (MAE is the primary metric)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -38,7 +48,7 @@ def _gbm(seed: int) -> object:
 
 
 @ESTIMATORS.register("linear")
-def _linear(seed: int) -> object:
+def _linear(seed: int) -> Estimator:
     """Median (quantile 0.5) linear regression on standardised features."""
     from sklearn.linear_model import QuantileRegressor
     from sklearn.pipeline import make_pipeline
@@ -71,7 +81,7 @@ class HybridRater:
                              field="task")
         self.spec, self.config = spec, config or HybridConfig()
         self.bias = BiasModel(spec)
-        self.model: object | None = None
+        self.model: Estimator | None = None
         self.scale = [float(x) for x in spec.labels or []]
 
     def _row(self, q: Question, record: PredictionRecord | None) -> list[float]:
@@ -102,14 +112,14 @@ class HybridRater:
                              field="train")
         self.bias.fit([dataclasses.replace(q, target=None) for q in train])  # profiles only
         self.model = ESTIMATORS.get(self.config.estimator)(self.config.seed)
-        self.model.fit(self._matrix(rows, records), np.array([float(q.target) for q in rows]))  # type: ignore[attr-defined]
+        self.model.fit(self._matrix(rows, records), np.array([float(cast(str, q.target)) for q in rows]))
         return self
 
     def predict(self, questions: Sequence[Question], records: Sequence[PredictionRecord] | None = None
                 ) -> list[PredictionRecord]:
         if self.model is None:
             raise InputError("fit the hybrid before predicting", field="model")
-        raw = self.model.predict(self._matrix(questions, records))  # type: ignore[attr-defined]
+        raw = self.model.predict(self._matrix(questions, records))
         out = []
         for q, v in zip(questions, np.clip(raw, min(self.scale), max(self.scale))):
             pred = f"{float(v):.4f}"

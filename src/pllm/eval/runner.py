@@ -116,7 +116,7 @@ class GeneratorOptions:
         if self.adapter != "none":  # each question's user is routed to their adapter, many users per batch
             from pllm.adapt import AdapterGenerator, AdapterStore
 
-            generator = AdapterGenerator(generator, spec.name, mode=self.adapter,  # type: ignore[arg-type]
+            generator = AdapterGenerator(generator, spec.name, mode=self.adapter,
                                          store=AdapterStore(self.adapters_dir, db=store))
         if self.soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
             from pllm.soft.model import load_soft_generator

@@ -113,7 +113,7 @@ def known_truth_agreement(generator: Generator, *, source: str | Path | None = N
     agreement = Interval(float(wins.mean()), float(lo), float(hi))
     # With likelihood margins, summing both orders' log-odds for the real reply cancels a constant
     # position bias: the share of pairs where that sum favours the real reply.
-    margins = [sum(v.margin for v in verdict.votes) for verdict in verdicts
+    margins = [sum(v.margin for v in verdict.votes if v.margin is not None) for verdict in verdicts
                if all(v.margin is not None for v in verdict.votes)]
     debiased = float(np.mean([m > 0 for m in margins])) if margins else None
     return {"task": TASK, "n": summary.n, "judge_model": generator.model_id, "readout": judge.mode,

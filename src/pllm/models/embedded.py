@@ -11,6 +11,7 @@ concatenated in order and checked against its pinned SHA256 before anything is c
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -199,7 +200,7 @@ def assemble_gguf(model: EmbeddedModel, dest: Path) -> Path:
         with os.fdopen(fd, "wb") as out:
             for part in parts:
                 with part.open("rb") as fh:
-                    for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    for block in iter(functools.partial(fh.read, 1 << 20), b""):
                         digest.update(block)
                         out.write(block)
             out.flush()

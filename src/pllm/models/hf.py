@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -21,6 +21,10 @@ import torch
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt, normalize_continuations, trim_at_stop
 from pllm.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+    from transformers.cache_utils import Cache
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +93,8 @@ def use_row_major_small_batch_linears(model: torch.nn.Module) -> None:
 
     for module in model.modules():
         if type(module) is torch.nn.Linear and getattr(module.forward, "__func__", None) is not _small_batch_linear:
-            module.forward = types.MethodType(_small_batch_linear, module)
+            # patching this instance's forward is the point; mypy forbids assigning to a method
+            module.forward = types.MethodType(_small_batch_linear, module)  # type: ignore[method-assign]
 
 
 def _last_token_apart(parts: Sequence[tuple[int, list[int]]]) -> bool:
@@ -117,7 +122,16 @@ def read_one_forward(logprobs: torch.Tensor, shared: Sequence[int], cand_ids: Se
     return logprobs[-1, list(cand_ids)].double().cpu().numpy() + common
 
 
-def score_on_prefix_cache(model: Any, out: Any, parts: Sequence[tuple[int, list[int]]], ctx: int, batch_size: int,
+class ForwardOutput(Protocol):
+    """What the prefix-cache scorer reads from a transformers forward output: the logits (B, T, V) and the
+    KV cache, named `cache` in transformers >= 5.2x (read when present) and `past_key_values` before."""
+
+    logits: torch.Tensor
+    past_key_values: Cache
+
+
+def score_on_prefix_cache(model: torch.nn.Module, out: ForwardOutput, parts: Sequence[tuple[int, list[int]]],
+                          ctx: int, batch_size: int,
                           *, pad_id: int, cache_arg: str, device: torch.device, adapter: str | None = None
                           ) -> np.ndarray:
     """Summed log-probs of one prompt's candidates (parts as in `HFGenerator.score`) continuing the KV cache
@@ -223,11 +237,12 @@ class HFGenerator(Generator):
             hf_model = auto.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"cannot load model {model_id!r} from {path}: {exc}") from exc
-        hf_model.to(dev)
+        hf_model.to(dev)  # type: ignore[arg-type]  # transformers types `.to` as taking a model, not a device
         self._setup(hf_model, tokenizer, model_id)
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, model_id: str = "custom") -> HFGenerator:
+    def from_model(cls, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                   model_id: str = "custom") -> HFGenerator:
         """Wrap an already-built model and tokenizer (tests, adapters); the model stays on its device."""
         self = cls.__new__(cls)
         self._setup(model, tokenizer, model_id)
@@ -346,8 +361,8 @@ class HFGenerator(Generator):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         encoded = [self.encode_prompt(p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
+        for i, enc in enumerate(encoded):
+            if not enc:
                 raise InputError("prompt encodes to no tokens; give some text", index=i, field="text")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
@@ -401,7 +416,7 @@ class HFGenerator(Generator):
             raise errors[0]
 
     # ---------------------------------------------------------------------------------------- scoring
-    def forward_params(self) -> tuple[dict[str, Any], str]:
+    def forward_params(self) -> tuple[dict[str, int], str]:
         """Extra forward kwargs and the KV-cache argument name for this transformers version.
 
         Asks for last-position logits only when supported (saves a (B, T, V) tensor); the cache argument
@@ -486,7 +501,7 @@ class HFGenerator(Generator):
         return scores
 
     def _score_with_prefix_cache(self, parts: list[tuple[int, list[int]]], batch_size: int,
-                                 extra: dict[str, Any], cache_arg: str, adapter: str | None = None
+                                 extra: dict[str, int], cache_arg: str, adapter: str | None = None
                                  ) -> tuple[np.ndarray, np.ndarray]:
         """Score candidates of one prompt: the prefix shared by all of them runs once, its KV cache is
         copied across a right-padded batch of candidate suffixes (`score_on_prefix_cache`)."""

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pllm.errors import InputError, PllmError
 from pllm.models.base import (
@@ -22,6 +22,9 @@ from pllm.models.base import (
     approx_truncate_tokens,
     trim_at_stop,
 )
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +125,10 @@ class OpenAIGenerator(Generator):
         return super().render(prompt)
 
     @staticmethod
-    def _messages(prompt: Prompt) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    def _messages(prompt: Prompt) -> list[ChatCompletionMessageParam]:
+        messages: list[ChatCompletionMessageParam] = []
+        if prompt.system:
+            messages.append({"role": "system", "content": prompt.system})
         messages.append({"role": "user", "content": prompt.text})
         return messages
 

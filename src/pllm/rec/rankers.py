@@ -352,7 +352,12 @@ class PointwiseRanker(Ranker):
         cands = self.candidate_questions(question)
         records = self.personalizer.predict(cands, batch_size=len(cands))
         self.prompt_tokens += sum(r.prompt_tokens for r in records)
-        return np.array([r.label_scores["Yes"] - r.label_scores["No"] for r in records], dtype=np.float64)
+        margins = []
+        for r in records:
+            if r.label_scores is None:  # the pointwise spec is a classification task: always scored
+                raise PllmError(f"question {r.id!r} came back without label scores")
+            margins.append(r.label_scores["Yes"] - r.label_scores["No"])
+        return np.array(margins, dtype=np.float64)
 
     def describe(self) -> dict[str, Any]:
         return {"ranker": self.name, **dataclasses.asdict(self.config), "model": self.generator.model_id,

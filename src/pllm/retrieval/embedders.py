@@ -90,7 +90,10 @@ class MiniLMEmbedder(Embedder):
 
         self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.device = str(self._model.device)
-        self.dim = int(self._model.get_embedding_dimension())
+        dim = self._model.get_embedding_dimension()
+        if dim is None:
+            raise PllmError(f"the embedder under {path} reports no embedding dimension")
+        self.dim = int(dim)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         if len(texts) == 0:

@@ -32,7 +32,9 @@ def make_server(config: ServeConfig | None = None, *, host: str = "127.0.0.1", p
                 on_ready(f"http://{f'[{host}]' if ':' in host else host}:{bound}/v1")
 
     return _Server(uvicorn.Config(create_app(config), host=host, port=port, log_level=log_level, workers=1,
-                                  timeout_graceful_shutdown=graceful_timeout_s, access_log=False))
+                                  # uvicorn annotates this int but waits with asyncio, which takes float seconds
+                                  timeout_graceful_shutdown=graceful_timeout_s,  # type: ignore[arg-type]
+                                  access_log=False))
 
 
 def run(config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000,

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -158,7 +158,7 @@ def _check_user(user: str) -> str:
 
 
 # -- error handlers -----------------------------------------------------------------------------------
-def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+def _validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     parts, first = [], None
     for err in errors[:10]:
         loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path")]
@@ -482,7 +482,7 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
                 return personalized, used, name
         return ctx, used, None
 
-    extras = {"retriever": retriever, "memories": [], "adapter": None, "profile": body.profile}
+    extras: dict[str, Any] = {"retriever": retriever, "memories": [], "adapter": None, "profile": body.profile}
     deadline = time.monotonic() + config.request_timeout_s
     slot = await state.limiter.hold(config.request_timeout_s)
     try:

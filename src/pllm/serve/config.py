@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pllm.errors import InputError
 from pllm.prompting.chat import MEMORY_PLACES
 from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
 
 ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
+_T = TypeVar("_T")
 
 
-def _help(text: str, default: object) -> object:
+def _help(text: str, default: _T) -> _T:
     return field(default=default, metadata={"help": text})
 
 

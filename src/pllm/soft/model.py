@@ -112,6 +112,7 @@ class UserEncoder(nn.Module):
         # Start the soft vectors at the scale of real token embeddings, so the frozen LLM reads them as
         # plausible inputs from step 0 (GELU outputs are O(0.5), hence the sqrt(hidden) / 0.5 factor).
         last = self.mlp[2]
+        assert isinstance(last, nn.Linear)
         nn.init.normal_(last.weight, std=2.0 * config.init_std / math.sqrt(config.mlp_hidden))
         nn.init.zeros_(last.bias)
         self.instruction = nn.Parameter(torch.randn(1, h) * config.init_std) if config.instruction else None

@@ -154,6 +154,7 @@ def new_encoder(base: HFGenerator, config: SoftTrainConfig, spec: TaskSpec, embe
             encoder.instruction.copy_(start[:1])
             start = start[1:]
         last = encoder.mlp[2]
+        assert isinstance(last, torch.nn.Linear)
         last.bias.copy_(start.reshape(-1))
         last.weight.mul_(0.1)
     return encoder

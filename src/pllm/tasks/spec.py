@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 from pllm.errors import InputError, UnknownNameError
 from pllm.metrics import METRICS
 from pllm.registry import Registry
-from pllm.types import ProfileItem, Question
+from pllm.types import JSONValue, ProfileItem, Question
 
 KINDS = ("classification", "regression", "generation")
 
@@ -74,19 +75,18 @@ class TaskSpec:
                              field="label_texts")
         if self.parser not in PARSERS:
             raise InputError(f"unknown parser {self.parser!r}; known: {', '.join(PARSERS)}", field="parser")
+        self._query_re: re.Pattern[str] | None = None
         if self.query_pattern:
             try:
                 self._query_re = re.compile(self.query_pattern, re.DOTALL)
             except re.error as exc:
                 raise InputError(f"invalid regex: {exc}", field="query_pattern") from None
-        else:
-            self._query_re = None
         for m in self.metrics:  # checked here so a bad spec fails on loading, not after a run
             if m not in METRICS:
                 raise InputError(f"unknown metric {m!r}; known: {', '.join(METRICS.names())}", field="metrics")
 
     # -- structured fields ----------------------------------------------------------------------
-    def parse_query(self, raw_input: str) -> dict[str, Any]:
+    def parse_query(self, raw_input: str) -> dict[str, str]:
         """Structured query fields from the benchmark's raw input (a data-loading step, done once)."""
         if self._query_re is None:
             return {"input": raw_input}
@@ -125,7 +125,7 @@ class TaskSpec:
         """Generated text -> prediction, or None when it cannot be parsed (counted, never guessed)."""
         return PARSERS[self.parser](text, self)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -134,7 +134,7 @@ class _Strict(dict):
         raise KeyError(key)
 
 
-def render(template: str, values: dict[str, Any], *, what: str = "template") -> str:
+def render(template: str, values: Mapping[str, object], *, what: str = "template") -> str:
     """`str.format_map` that names the missing field and the template when a field is absent."""
     try:
         return string.Formatter().vformat(template, (), _Strict(values))
@@ -190,7 +190,7 @@ _SPEC_DIR = Path(__file__).parent / "specs"
 _loaded = False
 
 
-def spec_from_dict(data: Any, *, source: str = "spec") -> TaskSpec:
+def spec_from_dict(data: object, *, source: str = "spec") -> TaskSpec:
     if not isinstance(data, dict):
         raise InputError("a task spec must be an object", source=source)
     known = {f.name for f in fields(TaskSpec)}

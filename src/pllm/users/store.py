@@ -13,17 +13,20 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias, TypedDict
 
 import numpy as np
 
 from pllm.errors import InputError, NotFoundError
 from pllm.paths import default_db_path
-from pllm.types import ProfileItem, Question
+from pllm.types import JSONValue, ProfileItem, Question
 from pllm.users.migrations import migrate
+
+SQLValue: TypeAlias = str | int | float | bytes | None
+"""A value sqlite3 binds as a query parameter."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,16 @@ class UserSummary:
     id: str
     n_items: int
     n_questions: int
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, JSONValue] = field(default_factory=dict)
+
+
+class SummaryRecord(TypedDict):
+    """One cached profile summary, as `get_summaries` lists it."""
+
+    key: str
+    model: str
+    summary: str
+    created_at: float
 
 
 @dataclass
@@ -149,7 +161,7 @@ class SQLiteUserStore(UserStore):
                 self._conn.execute("ROLLBACK")
                 raise
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
@@ -158,16 +170,16 @@ class SQLiteUserStore(UserStore):
 
     # -- users and items ------------------------------------------------------------------------
     @staticmethod
-    def _ensure_user(conn: sqlite3.Connection, user_id: str, meta: dict[str, Any] | None = None) -> bool:
+    def _ensure_user(conn: sqlite3.Connection, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
         cur = conn.execute("INSERT OR IGNORE INTO users(id, meta, created_at) VALUES (?, ?, ?)",
-                           (user_id, json.dumps(meta or {}), time.time()))
+                           (user_id, json.dumps(dict(meta or {})), time.time()))
         return cur.rowcount > 0
 
     @staticmethod
     def _next_seq(conn: sqlite3.Connection, table: str) -> int:
         return int(conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]) + 1
 
-    def add_user(self, *, user_id: str, meta: dict[str, Any] | None = None) -> bool:
+    def add_user(self, *, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
         _check_user_id(user_id)
         with self.transaction() as conn:
             return self._ensure_user(conn, user_id, meta)
@@ -350,11 +362,11 @@ class SQLiteUserStore(UserStore):
         return int(self.execute("SELECT COUNT(*) FROM embeddings WHERE user_id=?", (user_id,))[0][0])
 
     # -- cached profile summaries ---------------------------------------------------------------
-    def get_summaries(self, *, user_id: str) -> list[dict[str, Any]]:
+    def get_summaries(self, *, user_id: str) -> list[SummaryRecord]:
         """Every cached summary of the user (key, model, summary, created_at), oldest first."""
         rows = self.execute("SELECT key, model, summary, created_at FROM profile_summaries WHERE user_id=? "
                             "ORDER BY created_at", (user_id,))
-        return [{"key": k, "model": m, "summary": s, "created_at": c} for k, m, s, c in rows]
+        return [SummaryRecord(key=k, model=m, summary=s, created_at=c) for k, m, s, c in rows]
 
     def get_summary(self, *, user_id: str, key: str) -> str | None:
         rows = self.execute("SELECT summary FROM profile_summaries WHERE user_id=? AND key=?", (user_id, key))
