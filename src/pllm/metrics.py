@@ -104,13 +104,13 @@ class _ErrorMetric(Metric):
 @_register
 class MAE(_ErrorMetric):
     name = "mae"
-    summarize = staticmethod(lambda errors: np.mean(errors))
+    summarize = staticmethod(lambda errors: float(np.mean(errors)))
 
 
 @_register
 class RMSE(_ErrorMetric):
     name = "rmse"
-    summarize = staticmethod(lambda errors: np.sqrt(np.mean(errors ** 2)))
+    summarize = staticmethod(lambda errors: float(np.sqrt(np.mean(errors ** 2))))
 
 
 class _Rouge(Metric):

@@ -5,7 +5,7 @@ group whose centroid is nearest their (short) history."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +27,12 @@ def history_embedding(spec: TaskSpec, embedder_name: str, items: Sequence[Profil
     return (mean / norm).astype(np.float32) if norm > 0 else mean.astype(np.float32)
 
 
+def history_matrix(spec: TaskSpec, embedder_name: str, histories: Iterable[Sequence[ProfileItem]]) -> np.ndarray:
+    """(U, dim): one `history_embedding` row per non-empty history."""
+    rows = [history_embedding(spec, embedder_name, h) for h in histories]
+    return np.stack([r for r in rows if r is not None])
+
+
 def cluster_users(spec: TaskSpec, users_items: Mapping[str, Sequence[ProfileItem]], n_groups: int, *,
                   embedder: str, seed: int = 0) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
     """k-means over users' history embeddings -> (group id -> members, group id -> unit centroid)."""
@@ -37,7 +43,7 @@ def cluster_users(spec: TaskSpec, users_items: Mapping[str, Sequence[ProfileItem
         raise InputError("n_groups must be >= 1", field="groups")
     if len(users) < n_groups:
         raise InputError(f"{len(users)} users with items cannot form {n_groups} groups", field="groups")
-    matrix = np.stack([history_embedding(spec, embedder, users_items[u]) for u in users])  # (U, dim)
+    matrix = history_matrix(spec, embedder, (users_items[u] for u in users))  # (U, dim)
     labels = KMeans(n_clusters=n_groups, n_init=10, random_state=seed).fit_predict(matrix)
     members: dict[str, list[str]] = {}
     centroids: dict[str, list[float]] = {}

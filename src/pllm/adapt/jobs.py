@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import user_items
-from pllm.adapt.groups import centroid_of, cluster_users, history_embedding
+from pllm.adapt.groups import centroid_of, cluster_users, history_matrix
 from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import merge_task_adapter
 from pllm.errors import InputError
@@ -160,7 +158,7 @@ def retrain_stale(generator: HFGenerator, spec: TaskSpec, store: AdapterStore, *
         else:
             if task_record is None and not hasattr(generator.model, "peft_config"):
                 task_record = _maybe_merge(generator, spec, store)
-            vecs = np.stack([history_embedding(spec, record.embedder or "", v) for v in items.values()])
+            vecs = history_matrix(spec, record.embedder or "", items.values())
             new, _ = _train(generator, spec, kind="group", owner=record.owner, items_by_user=items,
                             config=config, store=store, task_record=task_record, source=record.source,
                             centroid=centroid_of(vecs), embedder=record.embedder, max_pairs=max_pairs,

@@ -66,7 +66,7 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
         raise InputError(f"learned method {method.label!r} needs a train split (train_questions.json) to learn "
                          f"from; task {spec.name!r} has none here", field="train")
     config = config or ft_config(spec, method)
-    layers = getattr(generator.model.config, "num_hidden_layers", None)  # type: ignore[attr-defined]
+    layers = getattr(generator.model.config, "num_hidden_layers", None)
     if config.top_layers and layers and config.top_layers > layers:  # a small model: every layer
         config = dataclasses.replace(config, top_layers=layers)
     items = user_items(train)  # profiles only: a question's target is never read

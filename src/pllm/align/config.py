@@ -34,7 +34,8 @@ class LoraSettings:
     def peft_config(self) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+        # peft types alpha as int but only divides by it (scaling = alpha / r); float alphas are kept as saved.
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,  # type: ignore[arg-type]
                           target_modules=list(self.target_modules), task_type="CAUSAL_LM")
 
 
