@@ -21,12 +21,10 @@ ROWS = ["u8", "__base__", "u2", "u4", "u8", "__base__"]
 TEXTS = ["Heat Comedy", "Fargo", "Alien Drama Horror Sci-Fi Casino", "Babe Crime", "Clueless", "Heat Heat Fargo"]
 
 
-@pytest.fixture
-def multi():
-    """A tiny model holding three random LoRA adapters (B not zero-initialised, so every adapter matters)."""
+def _with_adapters(gen):
+    """`gen` holding three random LoRA adapters (B not zero-initialised, so every adapter matters)."""
     from peft import LoraConfig, get_peft_model
 
-    gen = make_tiny_generator(seed=0, vocab_words=WORDS)
     torch.manual_seed(0)
     for k, (name, r, alpha, targets) in enumerate(ADAPTERS):
         config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets or "all-linear", init_lora_weights=False,
@@ -37,6 +35,22 @@ def multi():
             gen.model.add_adapter(name, config)
     gen.model.eval()
     return gen
+
+
+@pytest.fixture
+def multi():
+    return _with_adapters(make_tiny_generator(seed=0, vocab_words=WORDS))
+
+
+def _logits_gap(gen) -> float:
+    """Max abs logit difference, peft's mixed batch vs the stacked path, over left-padded rows."""
+    ids, mask = gen.left_pad([gen.tokenizer(t)["input_ids"] for t in TEXTS])
+    assert (mask == 0).any()  # rows of different lengths: left padding is exercised
+    with torch.no_grad():
+        peft_logits = gen.model(input_ids=ids, attention_mask=mask, adapter_names=ROWS).logits
+        with BatchedLoRA(gen.model).active():
+            ours = gen.model(input_ids=ids, attention_mask=mask, adapter_names=ROWS).logits
+    return (peft_logits - ours).abs().max().item()
 
 
 def test_logits_equal_peft_mixed_batch_with_left_padding(multi):
@@ -90,3 +104,15 @@ def test_adapter_generator_batched_equals_peft_path(tiny, spec, store):
     np.testing.assert_allclose(scores, peft_scores, rtol=0, atol=1e-4)
     assert texts == peft_texts
     assert np.abs(scores[0] - scores[2]).max() > 1e-4  # two users, two adapters
+
+
+@pytest.mark.slow
+def test_embedded_model_batched_equals_peft():
+    from pllm.models import load_generator
+
+    gen = _with_adapters(load_generator("hf"))
+    assert _logits_gap(gen) < 1e-4
+    prompts = [Prompt(text=t) for t in TEXTS]
+    peft_texts = [g.text for g in gen.generate(prompts, max_new_tokens=8, adapter_names=ROWS)]
+    with BatchedLoRA(gen.model).active():
+        assert [g.text for g in gen.generate(prompts, max_new_tokens=8, adapter_names=ROWS)] == peft_texts
