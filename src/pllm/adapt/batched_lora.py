@@ -127,5 +127,6 @@ class BatchedLoRA:
         try:
             yield
         finally:
-            for layer in self.layers:
-                del layer._mixed_batch_forward, layer._pllm_stack
+            for layer in self.layers:  # tolerant of a nested block that already restored peft's method
+                layer.__dict__.pop("_mixed_batch_forward", None)
+                layer.__dict__.pop("_pllm_stack", None)
