@@ -169,7 +169,7 @@ def bench_batched(gen: Any, prompts: list, names: list[str], new_tokens: int, re
         with stacks.active():
             return run(names)
 
-    out: dict[str, Any] = {"users": len(set(names)), "max_new_tokens": new_tokens, "repeats": repeats,
+    out: dict[str, Any] = {"users": len(set(names) - {"__base__"}), "max_new_tokens": new_tokens, "repeats": repeats,
                            "unserved_layers": len(stacks.unserved)}
     for label, fn in (("bare", bare), ("peft_mixed", lambda: run(names)), ("batched", batched)):
         tokens = fn()
