@@ -4,12 +4,15 @@
 2. throughput: label scoring of a batch with 8 different users' adapters in one forward pass (peft's
    per-row `adapter_names`) vs the same 8 rows one user at a time (switching the active adapter),
    both with all adapters already loaded; the ratio is what matters on a shared machine.
+   --batched: generation for the same 8 users on the bare model (adapters off), through peft's mixed path
+   (a loop over adapters in every LoRA layer) and through `pllm.adapt.batched_lora` (stacked, two bmm).
 3. --movielens: on the `movielens-rating` test users (20+ items each): no personalization, RAG alone
    (bm25@k), user adapter alone, adapter + RAG; and for the same users cut to their latest few items
    (cold start): none, RAG, and the group adapter they are routed to. Metrics with 95% bootstrap CIs,
    written to --results (report.md / report.json).
 
     python benchmarks/adapters.py --quick
+    python benchmarks/adapters.py --batched --repeats 3
     python benchmarks/adapters.py --movielens --users 50 --results docs/results/adapters --out bench.json
 """
 
@@ -143,6 +146,37 @@ def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str
         "mixed_tok_per_s": round(tok_mixed / g_mixed, 1), "switching_tok_per_s": round(tok_switch / g_switch, 1),
         "speedup_mixed_vs_switching": round((tok_mixed / g_mixed) / (tok_switch / g_switch), 2),
         "repeats": gen_repeats}
+    if args.batched:
+        out["batched_generation"] = bench_batched(gen, prompts, names, new_tokens, gen_repeats)
+    return out
+
+
+def bench_batched(gen: Any, prompts: list, names: list[str], new_tokens: int, repeats: int) -> dict[str, Any]:
+    """One batch of 8 users' prompts: bare model vs peft's mixed path vs stacked LoRA, in tok/s."""
+    from pllm.adapt.batched_lora import BatchedLoRA
+
+    stacks = BatchedLoRA(gen.model)
+
+    def run(adapter_names: list[str] | None) -> int:
+        return sum(g.completion_tokens for g in gen.generate(prompts, max_new_tokens=new_tokens,
+                                                              batch_size=len(prompts), adapter_names=adapter_names))
+
+    def bare() -> int:
+        with gen.model.disable_adapter():
+            return run(None)
+
+    def batched() -> int:
+        with stacks.active():
+            return run(names)
+
+    out: dict[str, Any] = {"users": len(set(names) - {"__base__"}), "max_new_tokens": new_tokens, "repeats": repeats,
+                           "unserved_layers": len(stacks.unserved)}
+    for label, fn in (("bare", bare), ("peft_mixed", lambda: run(names)), ("batched", batched)):
+        tokens = fn()
+        out[f"{label}_tok_per_s"] = round(tokens / _timeit(fn, repeats), 1)
+    out["batched_vs_bare_slowdown"] = round(out["bare_tok_per_s"] / out["batched_tok_per_s"], 2)
+    out["batched_vs_peft_speedup"] = round(out["batched_tok_per_s"] / out["peft_mixed_tok_per_s"], 2)
+    print(json.dumps({"batched_generation": out}), file=sys.stderr, flush=True)
     return out
 
 
@@ -232,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="Dataset split seed.")
     parser.add_argument("--skip-speed", action="store_true", help="Skip parts 1-2 (train time, throughput).")
     parser.add_argument("--train-only", action="store_true", help="Part 1 only: time one adapter's training.")
+    parser.add_argument("--batched", action="store_true",
+                        help="Also compare generation: bare model / peft's mixed path / stacked LoRA (8 users).")
     parser.add_argument("--movielens", action="store_true", help="Also run the movielens-rating comparison.")
     parser.add_argument("--users", type=int, default=50, help="movielens: test users (20+ items each).")
     parser.add_argument("--ml-items", type=int, default=40, help="movielens: latest items per user adapter.")
@@ -272,6 +308,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"| generation, mixed batch of 8 users | {g['mixed_tok_per_s']} tok/s |\n"
                   f"| generation, one user at a time | {g['switching_tok_per_s']} tok/s |\n"
                   f"| speed-up (generation) | {g['speedup_mixed_vs_switching']}x |")
+        b = result.get("batched_generation")
+        if b:
+            print(f"| generation, 8 users: bare / peft mixed / batched LoRA | {b['bare_tok_per_s']} / "
+                  f"{b['peft_mixed_tok_per_s']} / {b['batched_tok_per_s']} tok/s |")
     if args.out:
         Path(args.out).write_text(text + "\n")
     return result

@@ -8,9 +8,11 @@ Routing reads the structured record on `Prompt.question` (user id and profile), 
 - otherwise the base model (peft's "__base__" row).
 
 Methods registered with `mixed_batch` (LoRA) take peft's per-row `adapter_names=`, so a batch of 8 users is
-one forward pass. Others (IA3, prompt tuning) have no per-row path in peft: their rows are grouped by adapter
-and run group by group (prompt-learning methods one row at a time, since peft drops position ids under them
-and padding would shift positions). Loaded adapters are kept in an LRU bounded by a byte budget.
+one forward pass; their Linear LoRA layers run stacked (`pllm.adapt.batched_lora`: two batched matmuls per
+layer instead of peft's loop over adapters) unless `batched_lora=False`. Others (IA3, prompt tuning) have
+no per-row path in peft: their rows are grouped by adapter and run group by group (prompt-learning methods
+one row at a time, since peft drops position ids under them and padding would shift positions).
+Loaded adapters are kept in an LRU bounded by a byte budget.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pllm.adapt.batched_lora import BatchedLoRA
 from pllm.adapt.methods import get_method
 from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import base_key, merge_task_adapter
@@ -72,7 +75,8 @@ class AdapterGenerator(DelegatingGenerator):
     supports_scoring = True
 
     def __init__(self, base: HFGenerator, task: str, *, store: AdapterStore | None = None, mode: str = "user",
-                 cold_start_items: int | None = None, memory_budget_mb: float = 256.0, merge_task: bool = True) -> None:
+                 cold_start_items: int | None = None, memory_budget_mb: float = 256.0, merge_task: bool = True,
+                 batched_lora: bool = True) -> None:
         if mode not in ROUTE_MODES:
             raise InputError(f"adapter mode must be one of {ROUTE_MODES}, got {mode!r}", field="adapter")
         if memory_budget_mb <= 0:
@@ -96,6 +100,8 @@ class AdapterGenerator(DelegatingGenerator):
         self.base_key = base_key(base, self.task_record)
         self.method: str | None = None
         self._loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, LRU order
+        self.batched_lora = batched_lora
+        self._stacks: BatchedLoRA | None = None  # the loaded LoRA adapters stacked; rebuilt after a load/unload
         self._groups: list[AdapterRecord] | None = None
         self._group_of: dict[tuple[str, tuple[str, ...]], Route] = {}
         self._user_routes: dict[str, AdapterRecord | None] = {}
@@ -173,6 +179,7 @@ class AdapterGenerator(DelegatingGenerator):
         self.base.model = attach_adapter(self.base.model, record)
         self.method = record.method
         self._loaded[record.name] = record.bytes
+        self._stacks = None
         self.stats["loads"] += 1
 
     def _unload(self, name: str) -> None:
@@ -184,6 +191,7 @@ class AdapterGenerator(DelegatingGenerator):
                 model.set_adapter(remaining[-1])
             model.delete_adapter(name)
         del self._loaded[name]
+        self._stacks = None
         self.stats["evictions"] += 1
 
     def _evict(self, pinned: set[str]) -> None:
@@ -214,6 +222,17 @@ class AdapterGenerator(DelegatingGenerator):
         self._evict(set(wanted))
 
     @contextmanager
+    def _stacked(self) -> Iterator[None]:
+        """Mixed LoRA batches through the stacked adapters (peft's per-adapter loop when `batched_lora=False`)."""
+        if not self.batched_lora or not hasattr(self.base.model, "peft_config"):
+            yield
+            return
+        if self._stacks is None:
+            self._stacks = BatchedLoRA(self.base.model)
+        with self._stacks.active():
+            yield
+
+    @contextmanager
     def _active(self, name: str) -> Iterator[None]:
         """IA3 / prompt tuning: one adapter at a time (or none, for base rows)."""
         model = self.base.model
@@ -240,7 +259,8 @@ class AdapterGenerator(DelegatingGenerator):
             self._prepare(routes, rows)
             method = get_method(self.method) if self.method is not None else None
             if method is None or method.mixed_batch:  # one pass, per-row adapters
-                results = call(rows, [routes[i].name for i in rows], None)
+                with self._stacked():
+                    results = call(rows, [routes[i].name for i in rows], None)
                 for i, res in zip(rows, results):
                     out[i] = res
                 continue
