@@ -181,6 +181,38 @@ def test_chat_validation(client: TestClient, alice: str) -> None:
     # Unknown OpenAI parameters are accepted (the client may send them) and ignored.
     ok = chat(client, alice, presence_penalty=0.5, seed=3, top_p=0.9)
     assert ok.status_code == 200
+    assert chat(client, alice, response_format={"type": "text"}, logprobs=False).status_code == 200
+
+
+def test_unsupported_options_are_refused_not_ignored(client: TestClient, alice: str) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases = [({"tools": [tool]}, "tools"), ({"response_format": {"type": "json_object"}}, "response_format"),
+             ({"logprobs": True}, "logprobs")]
+    for extra, param in cases:
+        r = chat(client, alice, **extra)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == param and err["code"] == "unsupported_parameter", r.text
+        assert err["message"].startswith(f"{param}: ") and "not" in err["message"], err
+    assert client.app.state.pllm.generator().prompts == []  # refused before any generation
+
+
+def test_malformed_json_names_the_problem(client: TestClient, alice: str) -> None:
+    r = client.post("/v1/chat/completions", content=b'{"model": "serve-echo" "messages": []}',
+                    headers={**auth(alice), "Content-Type": "application/json"})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["message"] == "request body is not valid JSON: Expecting ',' delimiter at character 23", err
+    assert err["param"] == "body" and err["type"] == "invalid_request_error"
+
+
+def test_model_by_id(client: TestClient, alice: str) -> None:
+    r = client.get("/v1/models/serve-echo", headers=auth(alice))
+    assert r.status_code == 200 and r.json() == {"id": "serve-echo", "object": "model", "created": 0,
+                                                 "owned_by": "pllm"}
+    missing = client.get("/v1/models/org/gpt-9", headers=auth(alice))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found" and "'org/gpt-9' is not served here" in \
+        missing.json()["error"]["message"]
 
 
 async def _concurrent_chats(app, key: str, n: int) -> list[httpx.Response]:  # noqa: ANN001
@@ -207,6 +239,30 @@ def test_queue_full_gets_429_with_retry_after(monkeypatch: pytest.MonkeyPatch) -
             assert int(r.headers["Retry-After"]) >= 1
             assert r.json()["error"]["type"] == "rate_limit_error" and "queue limit 1" in r.json()["error"]["message"]
         assert state.limiter.rejected == 2 and state.limiter.active == 0
+    finally:
+        state.close()
+
+
+def test_one_tenants_burst_does_not_refuse_another_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLLM_TEST_GEN_DELAY", "0.3")
+    app = create_app(ServeConfig(backend="serve-echo", embedder="serve-bow", gen_concurrency=1, gen_queue=1,
+                                 preload=False))
+    state = app.state.pllm
+    acme, globex = state.keys.create(tenant="acme")[0], state.keys.create(tenant="globex")[0]
+    state.generator()
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        burst = asyncio.ensure_future(_concurrent_chats(app, acme, 4))
+        await asyncio.sleep(0.05)  # the burst is admitted first
+        single = await _concurrent_chats(app, globex, 1)
+        return await burst, single
+
+    try:
+        burst, single = asyncio.run(scenario())
+        assert sorted(r.status_code for r in burst) == [200, 200, 429, 429]
+        assert "per tenant" in next(r for r in burst if r.status_code == 429).json()["error"]["message"]
+        assert [r.status_code for r in single] == [200]  # it waited its turn instead
+        assert state.limiter.active == 0 and state.limiter.admitted == {}
     finally:
         state.close()
 
