@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pllm_serve_testutil import auth
 
+from pllm.errors import InputError
 from pllm.models.base import GENERATORS, Prompt
 from pllm.serve import ServeConfig, create_app, store_user_id
 
@@ -289,3 +290,42 @@ def test_timeout_gives_504_and_the_slot_is_held_until_the_model_is_done(monkeypa
         assert len(state.generator().prompts) == 1
     finally:
         state.close()
+
+
+def test_raw_chat_memory_stores_each_user_turn_after_the_answer(make_client) -> None:  # noqa: ANN001
+    client = make_client()
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    first = [{"role": "user", "content": "my sister is called Ines"}]
+    r = chat(client, key, first[0]["content"], user="ada", memory="raw", session="s1")
+    assert r.status_code == 200 and r.json()["pllm"]["memories"] == []  # stored after, not used by itself
+    second = [*first, {"role": "assistant", "content": "noted"}, {"role": "user", "content": "I live in Porto"}]
+    streamed = client.post("/v1/chat/completions", headers=auth(key), json={
+        "model": "serve-echo", "messages": second, "user": "ada", "memory": "raw", "session": "s1", "stream": True})
+    assert sse(streamed)[-1]["choices"][0]["finish_reason"] == "stop"
+    chat(client, key, "I live in Porto", user="ada", memory="raw", session="s1",
+         messages=second)  # a retried turn replaces itself
+    items = client.get("/v1/users/ada/items", headers=auth(key)).json()["data"]
+    assert [(i["id"], i["text"], i["fields"]) for i in items] == [
+        ("chat-s1-0", "my sister is called Ines", {"source": "chat", "turn": 0, "session": "s1"}),
+        ("chat-s1-1", "I live in Porto", {"source": "chat", "turn": 1, "session": "s1"})]
+    assert all(time.time() - i["timestamp"] < 60 for i in items)
+    # The next turn finds what was said before.
+    later = chat(client, key, "where do I live", user="ada", k=1, retriever="bm25")
+    assert later.json()["pllm"]["memories"] == ["chat-s1-1"]
+    # Off by default, and "raw" needs a user.
+    chat(client, key, "I like tea", user="bob")
+    assert client.get("/v1/users/bob/items", headers=auth(key)).status_code == 404
+    refused = chat(client, key, "hi", memory="raw")
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "memory"
+
+
+def test_server_default_chat_memory(make_client) -> None:  # noqa: ANN001
+    client = make_client(chat_memory="raw")
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    assert chat(client, key, "I like tea", user="bob").status_code == 200
+    assert chat(client, key, "no user, nothing stored").status_code == 200
+    assert chat(client, key, "not this one", user="bob", memory="off").status_code == 200
+    [item] = client.get("/v1/users/bob/items", headers=auth(key)).json()["data"]
+    assert item["text"] == "I like tea" and item["fields"] == {"source": "chat", "turn": 0}
+    with pytest.raises(InputError):
+        ServeConfig(backend="serve-echo", chat_memory="extract")

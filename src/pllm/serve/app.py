@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Query, Request
+from fastapi import BackgroundTasks, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -407,8 +407,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
     # -- chat ---------------------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: ChatRequest) -> Any:
-        return await _chat(state, request, body)
+    async def chat_completions(request: Request, body: ChatRequest, background: BackgroundTasks) -> Any:
+        return await _chat(state, request, body, background)
 
     return app
 
@@ -452,9 +452,28 @@ def _chat_checks(config: ServeConfig, body: ChatRequest) -> tuple[list[dict[str,
     return messages, max_tokens, k
 
 
-async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
+def _chat_turn(body: ChatRequest, messages: list[dict[str, str]]) -> ProfileItem | None:
+    """The request's new user turn as a memory item (`memory: raw`): the last user message, its index among
+    the user messages, the session and the time. A session's turn has a stable id, so a retried request
+    replaces its turn instead of adding it twice."""
+    said = [m["content"] for m in messages if m["role"] == "user"]
+    if not said or not said[-1].strip():
+        return None
+    turn = len(said) - 1
+    fields: dict[str, Any] = {"text": said[-1], "source": "chat", "turn": turn}
+    if body.session is not None:
+        fields["session"] = body.session
+    item_id = f"chat-{body.session}-{turn}" if body.session is not None else f"chat-{uuid.uuid4().hex}"
+    return ProfileItem(id=item_id, fields=fields, timestamp=time.time())
+
+
+async def _chat(state: ServerState, request: Request, body: ChatRequest, background: BackgroundTasks) -> Any:
     config = state.config
     messages, max_tokens, k = _chat_checks(config, body)
+    remember = (body.memory or config.chat_memory) == "raw" and body.user is not None
+    if body.memory == "raw" and body.user is None:
+        raise APIError(422, "memory: 'raw' stores the turn in a user's memory; give `user`", param="memory",
+                       code="validation_error")
     retriever = body.retriever or config.retriever
     # The pipeline's method in the chat style (names checked here, before any work); k=0 asks for no memories.
     method = pipeline.MethodConfig(retriever=retriever if k else "none", k=k, style="chat",
@@ -490,6 +509,18 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
         return tenant, uid, personalizer, question, personalizer.retrieve(question)
 
     tenant, uid, personalizer, question, memories = await state.run_io(retrieve)
+    turn = _chat_turn(body, messages) if remember and uid is not None else None
+    if turn is not None and uid is not None:
+        def store_turn(uid: str = uid, turn: ProfileItem = turn) -> None:
+            state.memory.add(uid, [turn])
+
+        async def write_turn() -> None:  # runs after the response is sent: the reply does not wait for it
+            try:
+                await state.run_io(store_turn)
+            except Exception:  # noqa: BLE001 - the answer is already out; the failure is logged
+                log.exception("storing the chat turn of %s failed", request_id)
+
+        background.add_task(write_turn)
     created = int(time.time())
     temperature = body.temperature or 0.0
 

@@ -183,10 +183,23 @@ class ChatRequest(BaseModel):
     retriever: str | None = Field(default=None, description="Retriever over the user's memories.")
     k: int | None = Field(default=None, ge=0, description="Memories to retrieve (0: none).")
     profile: bool = Field(default=False, description="Add a cached summary of the user's memories.")
+    memory: Literal["off", "raw"] | None = Field(default=None, description="Memory from this chat: 'raw' stores "
+                                                 "the last user message as an item of `user` after the answer "
+                                                 "is sent; default: the server's --chat-memory.")
+    session: str | None = Field(default=None, min_length=1, max_length=256,
+                                description="Conversation id kept with stored turns (no '/'); a repeated "
+                                            "session and turn replaces the stored turn.")
     adapter: str | None = Field(default=None, description="Personalizer: 'auto' (the first with something for "
                                                           "the user), 'none' (memory only), or a name in "
                                                           "PERSONALIZERS (user-adapter, preference, soft...); "
                                                           "default: the server's --personalizer.")
+
+    @field_validator("session")
+    @classmethod
+    def _session_addressable(cls, v: str | None) -> str | None:
+        if v is not None and "/" in v:
+            raise ValueError("session id must not contain '/'")
+        return v
 
     @field_validator("stop")
     @classmethod
