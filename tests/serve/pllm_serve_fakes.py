@@ -4,7 +4,7 @@ conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYT
 - `serve-bow`: hashed bag-of-words embedder (deterministic, offline).
 - `serve-echo`: a generator whose answer shows what it was given: the last user message and how many
   memories the system message carried; streams word by word; `PLLM_TEST_GEN_DELAY` seconds per call
-  (to fill the generation queue in tests).
+  (to fill the generation queue in tests), `PLLM_TEST_TOKEN_DELAY` seconds per streamed word.
 - `test-tag` personalizer: marks the system prompt and records the users it personalized and forgot.
 """
 
@@ -34,6 +34,7 @@ class ServeEcho(Generator):
     def __init__(self, model: str | None = None) -> None:
         self.model_id = model or "serve-echo"
         self.delay = float(os.environ.get("PLLM_TEST_GEN_DELAY", "0"))
+        self.token_delay = float(os.environ.get("PLLM_TEST_TOKEN_DELAY", "0"))
         self.prompts: list[Prompt] = []
 
     def answer(self, prompt: Prompt, max_new_tokens: int) -> str:
@@ -65,6 +66,7 @@ class ServeEcho(Generator):
             time.sleep(self.delay)
         self.prompts.append(prompt)
         for i, word in enumerate(self.answer(prompt, max_new_tokens).split()):
+            time.sleep(self.token_delay)
             yield word if i == 0 else " " + word
 
 

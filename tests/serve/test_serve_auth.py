@@ -25,7 +25,7 @@ DATA_ROUTES = [
     ("DELETE", "/v1/users/alice/items/dog", None),
     ("DELETE", "/v1/users/alice", None),
 ]
-ALL_ROUTES = [("GET", "/v1/models", None), *DATA_ROUTES,
+ALL_ROUTES = [("GET", "/v1/models", None), ("GET", "/v1/models/serve-echo", None), *DATA_ROUTES,
               ("GET", "/v1/admin/keys", None), ("POST", "/v1/admin/keys", {"tenant": "x"}),
               ("DELETE", "/v1/admin/keys/0123456789abcdef", None)]
 

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pllm_serve_testutil import auth
 
+from pllm.errors import InputError
 from pllm.models.base import GENERATORS, Prompt
 from pllm.serve import ServeConfig, create_app, store_user_id
 
@@ -181,6 +182,38 @@ def test_chat_validation(client: TestClient, alice: str) -> None:
     # Unknown OpenAI parameters are accepted (the client may send them) and ignored.
     ok = chat(client, alice, presence_penalty=0.5, seed=3, top_p=0.9)
     assert ok.status_code == 200
+    assert chat(client, alice, response_format={"type": "text"}, logprobs=False).status_code == 200
+
+
+def test_unsupported_options_are_refused_not_ignored(client: TestClient, alice: str) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases = [({"tools": [tool]}, "tools"), ({"response_format": {"type": "json_object"}}, "response_format"),
+             ({"logprobs": True}, "logprobs")]
+    for extra, param in cases:
+        r = chat(client, alice, **extra)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == param and err["code"] == "unsupported_parameter", r.text
+        assert err["message"].startswith(f"{param}: ") and "not" in err["message"], err
+    assert client.app.state.pllm.generator().prompts == []  # refused before any generation
+
+
+def test_malformed_json_names_the_problem(client: TestClient, alice: str) -> None:
+    r = client.post("/v1/chat/completions", content=b'{"model": "serve-echo" "messages": []}',
+                    headers={**auth(alice), "Content-Type": "application/json"})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["message"] == "request body is not valid JSON: Expecting ',' delimiter at character 23", err
+    assert err["param"] == "body" and err["type"] == "invalid_request_error"
+
+
+def test_model_by_id(client: TestClient, alice: str) -> None:
+    r = client.get("/v1/models/serve-echo", headers=auth(alice))
+    assert r.status_code == 200 and r.json() == {"id": "serve-echo", "object": "model", "created": 0,
+                                                 "owned_by": "pllm"}
+    missing = client.get("/v1/models/org/gpt-9", headers=auth(alice))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found" and "'org/gpt-9' is not served here" in \
+        missing.json()["error"]["message"]
 
 
 async def _concurrent_chats(app, key: str, n: int) -> list[httpx.Response]:  # noqa: ANN001
@@ -211,6 +244,30 @@ def test_queue_full_gets_429_with_retry_after(monkeypatch: pytest.MonkeyPatch) -
         state.close()
 
 
+def test_one_tenants_burst_does_not_refuse_another_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLLM_TEST_GEN_DELAY", "0.3")
+    app = create_app(ServeConfig(backend="serve-echo", embedder="serve-bow", gen_concurrency=1, gen_queue=1,
+                                 preload=False))
+    state = app.state.pllm
+    acme, globex = state.keys.create(tenant="acme")[0], state.keys.create(tenant="globex")[0]
+    state.generator()
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        burst = asyncio.ensure_future(_concurrent_chats(app, acme, 4))
+        await asyncio.sleep(0.05)  # the burst is admitted first
+        single = await _concurrent_chats(app, globex, 1)
+        return await burst, single
+
+    try:
+        burst, single = asyncio.run(scenario())
+        assert sorted(r.status_code for r in burst) == [200, 200, 429, 429]
+        assert "per tenant" in next(r for r in burst if r.status_code == 429).json()["error"]["message"]
+        assert [r.status_code for r in single] == [200]  # it waited its turn instead
+        assert state.limiter.active == 0 and state.limiter.admitted == {}
+    finally:
+        state.close()
+
+
 def test_timeout_gives_504_and_the_slot_is_held_until_the_model_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLLM_TEST_GEN_DELAY", "1.0")
     app = create_app(ServeConfig(backend="serve-echo", embedder="serve-bow", request_timeout_s=0.3, preload=False))
@@ -233,3 +290,42 @@ def test_timeout_gives_504_and_the_slot_is_held_until_the_model_is_done(monkeypa
         assert len(state.generator().prompts) == 1
     finally:
         state.close()
+
+
+def test_raw_chat_memory_stores_each_user_turn_after_the_answer(make_client) -> None:  # noqa: ANN001
+    client = make_client()
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    first = [{"role": "user", "content": "my sister is called Ines"}]
+    r = chat(client, key, first[0]["content"], user="ada", memory="raw", session="s1")
+    assert r.status_code == 200 and r.json()["pllm"]["memories"] == []  # stored after, not used by itself
+    second = [*first, {"role": "assistant", "content": "noted"}, {"role": "user", "content": "I live in Porto"}]
+    streamed = client.post("/v1/chat/completions", headers=auth(key), json={
+        "model": "serve-echo", "messages": second, "user": "ada", "memory": "raw", "session": "s1", "stream": True})
+    assert sse(streamed)[-1]["choices"][0]["finish_reason"] == "stop"
+    chat(client, key, "I live in Porto", user="ada", memory="raw", session="s1",
+         messages=second)  # a retried turn replaces itself
+    items = client.get("/v1/users/ada/items", headers=auth(key)).json()["data"]
+    assert [(i["id"], i["text"], i["fields"]) for i in items] == [
+        ("chat-s1-0", "my sister is called Ines", {"source": "chat", "turn": 0, "session": "s1"}),
+        ("chat-s1-1", "I live in Porto", {"source": "chat", "turn": 1, "session": "s1"})]
+    assert all(time.time() - i["timestamp"] < 60 for i in items)
+    # The next turn finds what was said before.
+    later = chat(client, key, "where do I live", user="ada", k=1, retriever="bm25")
+    assert later.json()["pllm"]["memories"] == ["chat-s1-1"]
+    # Off by default, and "raw" needs a user.
+    chat(client, key, "I like tea", user="bob")
+    assert client.get("/v1/users/bob/items", headers=auth(key)).status_code == 404
+    refused = chat(client, key, "hi", memory="raw")
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "memory"
+
+
+def test_server_default_chat_memory(make_client) -> None:  # noqa: ANN001
+    client = make_client(chat_memory="raw")
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    assert chat(client, key, "I like tea", user="bob").status_code == 200
+    assert chat(client, key, "no user, nothing stored").status_code == 200
+    assert chat(client, key, "not this one", user="bob", memory="off").status_code == 200
+    [item] = client.get("/v1/users/bob/items", headers=auth(key)).json()["data"]
+    assert item["text"] == "I like tea" and item["fields"] == {"source": "chat", "turn": 0}
+    with pytest.raises(InputError):
+        ServeConfig(backend="serve-echo", chat_memory="extract")

@@ -133,6 +133,8 @@ def test_validation_errors_are_clear_422s(client: TestClient, keys: dict[str, st
         ({"text": "x", "fields": {"text": "y"}}, "put the memory in 'text'"),
         ({"text": "x", "timestamp": "yesterday-ish"}, "not a timestamp"),
         ({"items": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "item ids repeat"),
+        ({"items": [{"id": "ok", "text": "x"}, {"id": "a/b", "text": "y"}]}, "items.1.id: Value error, item id "
+                                                                              "must not contain '/'"),
     ]
     for body, message in cases:
         r = client.post("/v1/users/alice/items", json=body, headers=h)
@@ -140,7 +142,7 @@ def test_validation_errors_are_clear_422s(client: TestClient, keys: dict[str, st
         err = r.json()["error"]
         assert message in err["message"] and err["type"] == "invalid_request_error", (body, err)
     bad_json = client.post("/v1/users/alice/items", content=b"{not json", headers=h)
-    assert bad_json.status_code == 422 and "not valid JSON" in bad_json.json()["error"]["message"]
+    assert bad_json.status_code == 422 and "request body is not valid JSON" in bad_json.json()["error"]["message"]
     assert client.get("/v1/users/alice/search", params={"q": ""}, headers=h).status_code == 422
     assert client.get("/v1/users/alice/items", params={"limit": 0}, headers=h).status_code == 422
     # Nothing was written by any rejected request.
@@ -159,3 +161,21 @@ def test_size_limits(make_client, keys: dict[str, str]) -> None:  # noqa: ANN001
     assert long.status_code == 422 and "limit is 100" in long.json()["error"]["message"]
     small.post("/v1/users/alice/items", json={"text": "ok"}, headers=h)
     assert small.get("/v1/users/alice/search", params={"q": "ok", "k": 6}, headers=h).status_code == 422
+
+
+def test_ids_with_a_slash_are_refused_at_write_time(client: TestClient, keys: dict[str, str]) -> None:
+    """A '/' in an item or user id could never be addressed again as a path segment: refused with a 422 that
+    names the field, and nothing is stored."""
+    h = auth(keys["acme"])
+    item = client.post("/v1/users/alice/items", json={"id": "notes/1", "text": "x"}, headers=h)
+    assert item.status_code == 422 and item.json()["error"]["param"] == "id"
+    assert "must not contain '/'" in item.json()["error"]["message"]
+    # An encoded slash in the user segment matches no route; a chat's `user` field is refused like an item id.
+    user = client.post("/v1/users/a%2Fb/items", json={"text": "x"}, headers=h)
+    assert user.status_code == 404  # the router decodes %2F before matching: no route, nothing written
+    chat = client.post("/v1/chat/completions", headers=h, json={
+        "model": "serve-echo", "user": "a/b", "messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 422 and chat.json()["error"]["param"] == "user"
+    assert "must not contain '/'" in chat.json()["error"]["message"]
+    assert not client.app.state.pllm.memory.exists(store_user_id("acme", "alice"))
+    assert not client.app.state.pllm.memory.exists(store_user_id("acme", "a/b"))

@@ -139,6 +139,28 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
     assert top > 0.99 and kept in [h["item"]["id"] for h in hits if h["score"] == top]
 
 
+def test_a_dropped_stream_frees_the_generation_slot(server_factory) -> None:  # noqa: ANN001
+    """One generation slot, a slow token stream: the client reads one chunk and hangs up; the next request
+    must not wait for the abandoned answer to be generated to the end (~60 words x 0.3 s)."""
+    key = make_key()
+    server = server_factory(env={"PLLM_TEST_TOKEN_DELAY": "0.3"}).start()
+    words = " ".join(["word"] * 60)
+    body = {"model": "serve-echo", "stream": True, "max_tokens": 100,
+            "messages": [{"role": "user", "content": words}]}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=auth(key),
+                      timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if '"content": "you"' in line:
+                break  # the first token arrived: drop the connection
+    started = time.monotonic()
+    after = httpx.post(f"{server.url}/v1/chat/completions", headers=auth(key), timeout=60,
+                       json={"model": "serve-echo", "messages": [{"role": "user", "content": "hi"}]})
+    waited = time.monotonic() - started
+    assert after.status_code == 200
+    assert waited < 6.0, f"the next request waited {waited:.1f} s for the abandoned stream"
+
+
 def test_sigterm_finishes_in_flight_requests(server_factory) -> None:  # noqa: ANN001
     key = make_key()
     server = server_factory(env={"PLLM_TEST_GEN_DELAY": "1.5"}).start()

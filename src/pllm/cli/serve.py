@@ -83,6 +83,8 @@ def serve(
     k: int = typer.Option(4, "--k", help="Default memories per chat turn / search."),
     memory_in: str = typer.Option("user", "--memory-in", help="Where memories go in the chat prompt: 'user' "
                                                               "(before the last user message) or 'system'."),
+    chat_memory: str = typer.Option("off", "--chat-memory", help="Memory from chats when a request names none: "
+                                    "off, or raw (each user turn stored as an item after the answer)."),
     concurrency: int = typer.Option(1, "--concurrency", help="Generations at once."),
     queue: int = typer.Option(8, "--queue", help="Chat requests that may wait; more get 429 + Retry-After."),
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request deadline in seconds (504 past it)."),
@@ -112,7 +114,7 @@ def serve(
             raise InputError(f"cannot import plugin {module!r}: {exc}", field="--plugin") from None
     config = ServeConfig(db=str(db) if db else None, backend=backend, model=model, model_name=model_name,
                          embedder=None if embedder == "none" else embedder, retriever=retriever, k=k,
-                         memory_in=memory_in,
+                         memory_in=memory_in, chat_memory=chat_memory,
                          gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
                          torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,

@@ -390,12 +390,16 @@ class HFGenerator(Generator):
         return [r for r in results if r is not None]
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
-        """Yield decoded text pieces as the model produces them (generation runs in a worker thread)."""
-        from transformers import TextIteratorStreamer
+        """Yield decoded text pieces as the model produces them (generation runs in a worker thread). Closing
+        the iterator early stops the model at its next token and waits for it (a server frees its slot)."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         ids, mask = self.left_pad([self.encode_prompt(prompt)])
         kwargs = self._gen_kwargs(max_new_tokens, temperature)
+        closed = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([lambda input_ids, scores, **kw: torch.full(
+            (input_ids.shape[0],), closed.is_set(), dtype=torch.bool, device=input_ids.device)])
         errors: list[BaseException] = []
 
         def work() -> None:
@@ -408,10 +412,13 @@ class HFGenerator(Generator):
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            closed.set()
+            thread.join()
         if errors:
             raise errors[0]
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Query, Request
+from fastapi import BackgroundTasks, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -154,6 +154,8 @@ def _authenticate(state: ServerState, key: str | None, *, admin: bool) -> Princi
 def _check_user(user: str) -> str:
     if not user or len(user) > 256 or not user.strip() or any(ord(c) < 32 for c in user):
         raise APIError(422, "user id must be 1-256 printable characters", param="user")
+    if "/" in user:  # a user id is a URL path segment: one with '/' could never be addressed again
+        raise APIError(422, "user id must not contain '/'", param="user", code="validation_error")
     return user
 
 
@@ -161,6 +163,9 @@ def _check_user(user: str) -> str:
 def _validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     parts, first = [], None
     for err in errors[:10]:
+        if err.get("type") == "json_invalid":  # loc is (body, character offset): say what is wrong and where
+            detail = (err.get("ctx") or {}).get("error", "invalid JSON")
+            return f"request body is not valid JSON: {detail} at character {err['loc'][-1]}", "body"
         loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path")]
         where = ".".join(loc) or "body"
         first = first or where
@@ -264,7 +269,15 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         model = await tenant_call(request, lambda tenant: state.model_id())
-        return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "pllm"}]}
+        return {"object": "list", "data": [_model_card(model)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(request: Request, model_id: str) -> dict[str, Any]:
+        served = await tenant_call(request, lambda tenant: state.model_id())
+        if model_id != served:
+            raise APIError(404, f"model {model_id!r} is not served here; available: {served}", param="model",
+                           type="not_found_error", code="model_not_found")
+        return _model_card(served)
 
     # -- memory -------------------------------------------------------------------------------------
     @app.post("/v1/users/{user}/items", status_code=201, response_model=ItemsAdded)
@@ -273,7 +286,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         try:
             payload = json.loads(await request.body() or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(422, f"body is not valid JSON: {exc}", code="validation_error") from None
+            raise APIError(422, f"request body is not valid JSON: {exc}", param="body",
+                           code="validation_error") from None
         try:
             items_in = (ItemsIn.model_validate(payload).items if isinstance(payload, dict) and "items" in payload
                         else [ItemIn.model_validate(payload)])
@@ -393,14 +407,28 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
     # -- chat ---------------------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: ChatRequest) -> Any:
-        return await _chat(state, request, body)
+    async def chat_completions(request: Request, body: ChatRequest, background: BackgroundTasks) -> Any:
+        return await _chat(state, request, body, background)
 
     return app
 
 
+def _model_card(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "pllm"}
+
+
 def _chat_checks(config: ServeConfig, body: ChatRequest) -> tuple[list[dict[str, str]], int, int]:
-    """Config-dependent limits; returns the messages as role/content dicts, max tokens and k."""
+    """Config-dependent limits and unsupported options; returns the messages as role/content dicts, max tokens
+    and k."""
+    if body.tools:
+        raise APIError(400, "tools: tool calling is not supported by this server", param="tools",
+                       code="unsupported_parameter")
+    if body.logprobs:
+        raise APIError(400, "logprobs: token log-probabilities are not returned by this server", param="logprobs",
+                       code="unsupported_parameter")
+    if body.response_format is not None and body.response_format != {"type": "text"}:
+        raise APIError(400, "response_format: structured output is not supported (only {\"type\": \"text\"})",
+                       param="response_format", code="unsupported_parameter")
     if len(body.messages) > config.max_messages:
         raise APIError(422, f"messages: {len(body.messages)} messages; the limit is {config.max_messages}",
                        param="messages", code="validation_error")
@@ -424,9 +452,28 @@ def _chat_checks(config: ServeConfig, body: ChatRequest) -> tuple[list[dict[str,
     return messages, max_tokens, k
 
 
-async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
+def _chat_turn(body: ChatRequest, messages: list[dict[str, str]]) -> ProfileItem | None:
+    """The request's new user turn as a memory item (`memory: raw`): the last user message, its index among
+    the user messages, the session and the time. A session's turn has a stable id, so a retried request
+    replaces its turn instead of adding it twice."""
+    said = [m["content"] for m in messages if m["role"] == "user"]
+    if not said or not said[-1].strip():
+        return None
+    turn = len(said) - 1
+    fields: dict[str, Any] = {"text": said[-1], "source": "chat", "turn": turn}
+    if body.session is not None:
+        fields["session"] = body.session
+    item_id = f"chat-{body.session}-{turn}" if body.session is not None else f"chat-{uuid.uuid4().hex}"
+    return ProfileItem(id=item_id, fields=fields, timestamp=time.time())
+
+
+async def _chat(state: ServerState, request: Request, body: ChatRequest, background: BackgroundTasks) -> Any:
     config = state.config
     messages, max_tokens, k = _chat_checks(config, body)
+    remember = (body.memory or config.chat_memory) == "raw" and body.user is not None
+    if body.memory == "raw" and body.user is None:
+        raise APIError(422, "memory: 'raw' stores the turn in a user's memory; give `user`", param="memory",
+                       code="validation_error")
     retriever = body.retriever or config.retriever
     # The pipeline's method in the chat style (names checked here, before any work); k=0 asks for no memories.
     method = pipeline.MethodConfig(retriever=retriever if k else "none", k=k, style="chat",
@@ -462,6 +509,18 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
         return tenant, uid, personalizer, question, personalizer.retrieve(question)
 
     tenant, uid, personalizer, question, memories = await state.run_io(retrieve)
+    turn = _chat_turn(body, messages) if remember and uid is not None else None
+    if turn is not None and uid is not None:
+        def store_turn(uid: str = uid, turn: ProfileItem = turn) -> None:
+            state.memory.add(uid, [turn])
+
+        async def write_turn() -> None:  # runs after the response is sent: the reply does not wait for it
+            try:
+                await state.run_io(store_turn)
+            except Exception:  # noqa: BLE001 - the answer is already out; the failure is logged
+                log.exception("storing the chat turn of %s failed", request_id)
+
+        background.add_task(write_turn)
     created = int(time.time())
     temperature = body.temperature or 0.0
 
@@ -484,7 +543,7 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
 
     extras: dict[str, Any] = {"retriever": retriever, "memories": [], "adapter": None, "profile": body.profile}
     deadline = time.monotonic() + config.request_timeout_s
-    slot = await state.limiter.hold(config.request_timeout_s)
+    slot = await state.limiter.hold(config.request_timeout_s, tenant)
     try:
         ctx, used, extras["adapter"] = await slot.run(prepare, deadline - time.monotonic())
         extras["memories"] = used
@@ -519,7 +578,7 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest) -> Any:
 class _Stream:
     """One streamed completion: `produce` runs in the generation thread and hands pieces to the event loop;
     `events` turns them into OpenAI chunks. If the client goes away or the deadline passes, the producer
-    keeps draining the model (it cannot be stopped mid-generate) but stops handing pieces over."""
+    stops at the next piece and closes the model's stream, so the generation slot comes back promptly."""
 
     def __init__(self, ctx: ChatContext, *, max_tokens: int, temperature: float, stops: list[str],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -540,11 +599,19 @@ class _Stream:
         gen = self.ctx.generator
         pieces: list[str] = []
         try:
-            for piece in gen.stream(self.ctx.prompt, max_new_tokens=self.max_tokens, temperature=self.temperature):
+            pieces_in = gen.stream(self.ctx.prompt, max_new_tokens=self.max_tokens, temperature=self.temperature)
+            for piece in pieces_in:
                 pieces.append(piece)
                 out = self.scanner.feed(piece)
                 if out:
                     self._put("delta", out)
+                if self.abandoned.is_set() or self.scanner.stopped:  # nobody listens / the answer is complete
+                    close = getattr(pieces_in, "close", None)
+                    if close is not None:
+                        close()  # stops the model at its next token, so the slot comes back promptly
+                    break
+            if self.abandoned.is_set():
+                return
             tail = self.scanner.flush()
             if tail:
                 self._put("delta", tail)

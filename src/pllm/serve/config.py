@@ -12,6 +12,7 @@ from pllm.prompting.chat import MEMORY_PLACES
 from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
 
 ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
+CHAT_MEMORY = ("off", "raw")  # what a chat turn leaves in the user's memory
 _T = TypeVar("_T")
 
 
@@ -47,6 +48,8 @@ class ServeConfig:
     memory_token_budget: int = _help("Tokens of retrieved memories in the system message.", 384)
     memory_in: str = _help("Where retrieved memories go: 'user' (in front of the last user message; the "
                            "embedded SmolLM2-135M ignores context in the system turn) or 'system'.", "user")
+    chat_memory: str = _help("Memory from chats for requests that name none: 'off', or 'raw' (each new user "
+                             "turn is stored as an item of the request's user, after the answer is sent).", "off")
     memory_item_tokens: int = _help("Each memory is cut to this many tokens in the system message.", 96)
     gen_concurrency: int = _help("Generations run at once (one model on CPU: 1).", 1)
     gen_queue: int = _help("Chat requests that may wait for a generation slot; more get 429.", 8)
@@ -91,6 +94,8 @@ class ServeConfig:
             raise InputError(f"must be > 0, got {self.request_timeout_s!r}", field="request_timeout_s")
         if self.memory_in not in MEMORY_PLACES:
             raise InputError(f"must be 'user' or 'system', got {self.memory_in!r}", field="memory_in")
+        if self.chat_memory not in CHAT_MEMORY:
+            raise InputError(f"must be one of {list(CHAT_MEMORY)}, got {self.chat_memory!r}", field="chat_memory")
         if self.memory_token_budget < 16:  # the pipeline's smallest budget (chat's method budgets the memories)
             raise InputError(f"must be >= 16, got {self.memory_token_budget!r}", field="memory_token_budget")
         self.synchronous = str(self.synchronous).upper()

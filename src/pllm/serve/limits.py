@@ -1,7 +1,10 @@
 """Back-pressure and size limits.
 
-`GenerationLimiter`: at most `concurrency` generations run at once and at most `queue` requests wait;
-past that a request is refused at once with 429 and a Retry-After estimated from recent generation times.
+`GenerationLimiter`: at most `concurrency` generations run at once; each tenant may have at most
+`concurrency + queue` requests admitted (running or waiting), past that the tenant's request is refused at once
+with 429 and a Retry-After estimated from recent generation times. The bound is per tenant so that one
+tenant's burst only refuses that tenant: another tenant's request still waits its turn (slots are granted
+first come, first served).
 A slot is released only when the worker thread really finishes (a timed-out or abandoned generation
 keeps its slot until the model is done), so the bound on model work holds even under timeouts.
 
@@ -33,6 +36,7 @@ class GenerationLimiter:
         self.active = 0
         self.waiting = 0
         self.rejected = 0
+        self.admitted: dict[str, int] = {}  # per tenant: running + waiting
         self._durations: deque[float] = deque(maxlen=32)
 
     def _semaphore(self) -> asyncio.Semaphore:
@@ -46,34 +50,47 @@ class GenerationLimiter:
         ahead = self.waiting + self.active
         return max(1, math.ceil(mean * ahead / self.concurrency))
 
-    async def acquire(self, timeout: float) -> None:
-        """Wait for a slot (at most `timeout` s); 429 at once when the queue is full, 504 on timeout."""
+    async def acquire(self, timeout: float, tenant: str = "") -> None:
+        """Wait for a slot (at most `timeout` s); 429 at once when the tenant's queue is full, 504 on timeout."""
         sem = self._semaphore()
         # Admitted = running + waiting (a request counts as waiting until its semaphore acquire returns).
-        if self.active + self.waiting >= self.concurrency + self.queue:
+        mine = self.admitted.get(tenant, 0)
+        if mine >= self.concurrency + self.queue:
             self.rejected += 1
-            raise overloaded(self.retry_after(), f"the server is busy: {self.active} generation(s) running and "
-                                                 f"{self.waiting} waiting (queue limit {self.queue}); retry later")
+            raise overloaded(self.retry_after(), f"the server is busy: {mine} of your requests admitted, "
+                                                 f"{self.active} generation(s) running and {self.waiting} waiting "
+                                                 f"(queue limit {self.queue} per tenant); retry later")
+        self.admitted[tenant] = mine + 1
         self.waiting += 1
         try:
             await asyncio.wait_for(sem.acquire(), timeout)
         except asyncio.TimeoutError:
+            self._leave(tenant)
             raise timed_out(f"no generation slot became free within {timeout:.1f} s") from None
+        except BaseException:  # cancelled: the request is gone
+            self._leave(tenant)
+            raise
         finally:
             self.waiting -= 1
         self.active += 1
 
-    def release(self, started: float | None = None) -> None:
+    def _leave(self, tenant: str) -> None:
+        left = self.admitted.pop(tenant) - 1
+        if left:
+            self.admitted[tenant] = left
+
+    def release(self, started: float | None = None, tenant: str = "") -> None:
         """Give the slot back (call on the event loop thread)."""
         if started is not None:
             self._durations.append(time.monotonic() - started)
         self.active -= 1
+        self._leave(tenant)
         self._semaphore().release()
 
-    async def hold(self, timeout: float) -> Slot:
-        """Acquire a slot and return it; close it when no more jobs will be submitted."""
-        await self.acquire(timeout)
-        return Slot(self, asyncio.get_running_loop())
+    async def hold(self, timeout: float, tenant: str = "") -> Slot:
+        """Acquire a slot for `tenant` and return it; close it when no more jobs will be submitted."""
+        await self.acquire(timeout, tenant)
+        return Slot(self, asyncio.get_running_loop(), tenant)
 
     async def run(self, fn: Callable[[], T], timeout: float) -> T:
         """Acquire a slot, run `fn` in the generation thread, release when it is really done."""
@@ -93,8 +110,8 @@ class Slot:
     once it is closed and every job has really finished (a job cannot be interrupted, so a request that
     timed out or went away still holds the slot until the model is done)."""
 
-    def __init__(self, limiter: GenerationLimiter, loop: asyncio.AbstractEventLoop) -> None:
-        self.limiter, self.loop = limiter, loop
+    def __init__(self, limiter: GenerationLimiter, loop: asyncio.AbstractEventLoop, tenant: str = "") -> None:
+        self.limiter, self.loop, self.tenant = limiter, loop, tenant
         self.started = time.monotonic()
         self.pending = 0
         self.closed = False
@@ -133,7 +150,7 @@ class Slot:
     def _maybe_release(self) -> None:
         if self.closed and self.pending == 0 and not self.released:
             self.released = True
-            self.limiter.release(self.started)
+            self.limiter.release(self.started, self.tenant)
 
 
 class BodyLimitMiddleware:

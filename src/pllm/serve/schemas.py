@@ -20,10 +20,17 @@ class ItemIn(_Strict):
 
     id: str | None = Field(default=None, min_length=1, max_length=256,
                            description="Item id, unique per user (default: a new random id); an existing id "
-                                       "is replaced.")
+                                       "is replaced; no '/' (ids are path segments).")
     text: str = Field(min_length=1, description="The memory itself.")
     fields: dict[str, Any] = Field(default_factory=dict, description="Other typed fields (no 'text' key).")
     timestamp: float | str | None = Field(default=None, description="Epoch seconds or an ISO date.")
+
+    @field_validator("id")
+    @classmethod
+    def _id_addressable(cls, v: str | None) -> str | None:
+        if v is not None and "/" in v:
+            raise ValueError("item id must not contain '/' (it could not be addressed in a URL path)")
+        return v
 
     @field_validator("text")
     @classmethod
@@ -153,9 +160,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """OpenAI's chat completion request; unknown OpenAI parameters are accepted and ignored. pllm reads
-    `user` (whose memory personalizes the answer) and the extra fields `retriever`, `k`, `profile`,
-    `adapter` (pass them with the openai client's `extra_body=`)."""
+    """OpenAI's chat completion request; unknown OpenAI parameters are accepted and ignored, except the ones
+    that would change the answer's shape (`tools`, `response_format` other than text, `logprobs`), refused
+    with 400. pllm reads `user` (whose memory personalizes the answer) and the extra fields `retriever`, `k`,
+    `profile`, `adapter` (pass them with the openai client's `extra_body=`)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str
@@ -168,14 +176,30 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported.")
     stop: str | list[str] | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)
+    tools: list[Any] | None = Field(default=None, description="Unsupported: refused when given.")
+    response_format: dict[str, Any] | None = Field(default=None, description="Only {'type': 'text'}.")
+    logprobs: bool | None = Field(default=None, description="Unsupported: refused when true.")
     # pllm personalization (extra fields)
     retriever: str | None = Field(default=None, description="Retriever over the user's memories.")
     k: int | None = Field(default=None, ge=0, description="Memories to retrieve (0: none).")
     profile: bool = Field(default=False, description="Add a cached summary of the user's memories.")
+    memory: Literal["off", "raw"] | None = Field(default=None, description="Memory from this chat: 'raw' stores "
+                                                 "the last user message as an item of `user` after the answer "
+                                                 "is sent; default: the server's --chat-memory.")
+    session: str | None = Field(default=None, min_length=1, max_length=256,
+                                description="Conversation id kept with stored turns (no '/'); a repeated "
+                                            "session and turn replaces the stored turn.")
     adapter: str | None = Field(default=None, description="Personalizer: 'auto' (the first with something for "
                                                           "the user), 'none' (memory only), or a name in "
                                                           "PERSONALIZERS (user-adapter, preference, soft...); "
                                                           "default: the server's --personalizer.")
+
+    @field_validator("session")
+    @classmethod
+    def _session_addressable(cls, v: str | None) -> str | None:
+        if v is not None and "/" in v:
+            raise ValueError("session id must not contain '/'")
+        return v
 
     @field_validator("stop")
     @classmethod
