@@ -92,15 +92,6 @@ class GenerationLimiter:
         await self.acquire(timeout, tenant)
         return Slot(self, asyncio.get_running_loop(), tenant)
 
-    async def run(self, fn: Callable[[], T], timeout: float) -> T:
-        """Acquire a slot, run `fn` in the generation thread, release when it is really done."""
-        deadline = time.monotonic() + timeout
-        slot = await self.hold(timeout)
-        try:
-            return await slot.run(fn, deadline - time.monotonic())
-        finally:
-            slot.close()
-
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True)
 
