@@ -203,15 +203,16 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         return gens[key]
 
     base_texts = gen("base", host.generator(None))
+    base_preds = judge.predict(base_texts)  # judged once, compared with every domain
     style: dict[str, Any] = {}
     for d in cfg.domains:
         onehot = {x: float(x == d) for x in cfg.domains}
-        rows = {"base": base_texts,
-                "ric": gen(f"ric-{d}", RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)),
+        rows = {"ric": gen(f"ric-{d}", RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)),
                 "soup": gen(f"soup-{d}", soup.generator(onehot)),
                 "dpo": gen(f"dpo-{d}", host.generator(f"report-dpo-{d}"))}
-        hits = {m: [p == d for p in judge.predict(t)] for m, t in rows.items()}
-        style[d] = {m: {**style_share(judge.predict(t), d).__dict__, "n": len(t)} for m, t in rows.items()}
+        preds = {"base": base_preds, **{m: judge.predict(t) for m, t in rows.items()}}
+        hits = {m: [p == d for p in ps] for m, ps in preds.items()}
+        style[d] = {m: {**style_share(ps, d).__dict__, "n": len(ps)} for m, ps in preds.items()}
         # Paired over the same prompts: each method's in-domain share minus the base model's.
         style[d]["vs_base"] = {m: mean_interval(np.subtract(h, hits["base"], dtype=float)).__dict__
                                for m, h in hits.items() if m != "base"}
