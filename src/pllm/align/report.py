@@ -210,9 +210,9 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         rows = {"ric": gen(f"ric-{d}", RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)),
                 "soup": gen(f"soup-{d}", soup.generator(onehot)),
                 "dpo": gen(f"dpo-{d}", host.generator(f"report-dpo-{d}"))}
-        preds = {"base": base_preds, **{m: judge.predict(t) for m, t in rows.items()}}
-        hits = {m: [p == d for p in ps] for m, ps in preds.items()}
-        style[d] = {m: {**style_share(ps, d).__dict__, "n": len(ps)} for m, ps in preds.items()}
+        judged = {"base": base_preds, **{m: judge.predict(t) for m, t in rows.items()}}
+        hits = {m: [p == d for p in ps] for m, ps in judged.items()}
+        style[d] = {m: {**style_share(ps, d).__dict__, "n": len(ps)} for m, ps in judged.items()}
         # Paired over the same prompts: each method's in-domain share minus the base model's.
         style[d]["vs_base"] = {m: mean_interval(np.subtract(h, hits["base"], dtype=float)).__dict__
                                for m, h in hits.items() if m != "base"}
@@ -250,7 +250,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         texts = gen(key, host.generator(name))
         sims = judge.scores(texts)  # (N, L)
         ia, ib = judge.labels.index(a), judge.labels.index(b)
-        preds = judge.predict(texts)
+        preds = [judge.labels[i] for i in sims.argmax(axis=1)]  # judge.predict, from the scores already here
         front.append({"weight_" + a: w, f"mean_score_{a}": float(sims[:, ia].mean()),
                       f"mean_score_{b}": float(sims[:, ib].mean()),
                       f"share_{a}": style_share(preds, a).__dict__, f"share_{b}": style_share(preds, b).__dict__})
