@@ -40,8 +40,8 @@ def run(*, n_pairs: int, epochs: float, prompt_tokens: int, answer_tokens: int, 
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from pllm.adapt.pool import AdapterPool, PoolConfig
     from pllm.adapt.store import AdapterStore, named_record
-    from pllm.align.adapters import AdapterHost
     from pllm.align.config import DPOSettings, LoraSettings
     from pllm.align.dpo import train_dpo, truncate_pairs
     from pllm.align.soup import Soup, SoupSpec
@@ -74,11 +74,11 @@ def run(*, n_pairs: int, epochs: float, prompt_tokens: int, answer_tokens: int, 
             store.write(named_record(f"dim{i}", "dpo", base.model_id),
                         lambda tmp, model=model: model.save_pretrained(str(tmp)))
             del model
-        host = AdapterHost(base)
+        pool = AdapterPool(base, PoolConfig(private=True))
         t0 = time.perf_counter()
-        host.load(store.get_named("bench-dpo"))
+        pool.load(store.get_named("bench-dpo"))
         load_s = time.perf_counter() - t0
-        soup = Soup(host, SoupSpec(name="bench", dimensions={f"d{i}": f"dim{i}" for i in range(4)}, max_cached=64),
+        soup = Soup(pool, SoupSpec(name="bench", dimensions={f"d{i}": f"dim{i}" for i in range(4)}, max_cached=64),
                     store)
         builds, lookups = [], []
         for k in range(5):

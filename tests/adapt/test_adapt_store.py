@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from pllm.adapt.pool import AdapterPool, PoolConfig
 from pllm.adapt.store import RECORD_FILE, AdapterStore, named_record
-from pllm.align.adapters import AdapterHost
 from pllm.align.config import DPOSettings
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError, NotFoundError
@@ -60,8 +60,8 @@ def test_legacy_align_folders_move_into_the_store_on_first_open(tiny_generator) 
     assert store.get_named("ric").dimensions == ["x", "y"]
     assert [r.owner for r in store.named()] == ["ric", "u1-dpo"]
 
-    host = AdapterHost(tiny_generator)
-    adapted = host.generator(host.load(rec)).score(PROMPT, CANDS)
+    pool = AdapterPool(tiny_generator, PoolConfig(private=True))
+    adapted = pool.generator(pool.load(rec)).score(PROMPT, CANDS)
     assert not np.array_equal(adapted, tiny_generator.score(PROMPT, CANDS))
     assert AdapterStore().get_named("u1-dpo").created == 123.0  # opening again moves nothing
 
@@ -98,4 +98,4 @@ def test_named_adapters_are_checked(tiny_generator) -> None:
     assert rec.path is not None
     (rec.path / "adapter_model.safetensors").write_bytes(b"broken")
     with pytest.raises(ArtifactError, match="corrupt"):
-        AdapterHost(tiny_generator).load(store.get_named("x"))
+        AdapterPool(tiny_generator, PoolConfig(private=True)).load(store.get_named("x"))

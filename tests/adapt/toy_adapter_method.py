@@ -27,6 +27,6 @@ def train(*args: Any, owner: str, **kwargs: Any) -> Any:
 
 
 def register() -> None:
-    # No per-row `adapter_names` path assumed: the generator serves its rows adapter by adapter.
-    register_adapter_method(NAME, AdaptConfig, train, mixed_batch=False, layer_subset=True, peft_config=loha_config,
+    # peft has no per-row `adapter_names` path for LoHa: the pool (asking peft) serves its rows adapter by adapter.
+    register_adapter_method(NAME, AdaptConfig, train, layer_subset=True, peft_config=loha_config,
                             replace=True)

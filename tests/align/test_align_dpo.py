@@ -1,6 +1,6 @@
 """Per-user DPO with trl on a LoRA adapter over a tiny random Llama: every trainable parameter moves,
 the implicit-reward margin on the training pairs rises, the caller's model is untouched, and the stored
-adapter serves through the host exactly like the trained one."""
+adapter serves through the pool exactly like the trained one."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
+from pllm.adapt.pool import shared_pool
 from pllm.adapt.store import AdapterStore
-from pllm.align.adapters import host_for
 from pllm.align.config import DPOSettings, LoraSettings
 from pllm.align.dpo import build_dpo_trainer, train_dpo, truncate_pairs
 from pllm.align.evaluate import implicit_rewards
@@ -43,8 +43,8 @@ def test_dpo_raises_the_implicit_reward_margin_and_is_stored(tiny_generator) -> 
     assert rec.method == "dpo" and rec.members == ["u1"] and rec.base_model == tiny_generator.model_id
     assert result.n_rows == 8 and rec.metrics["train_pairs"] == 8 and rec.metrics["steps"] == 6
     assert rec.config["epochs"] == SETTINGS.epochs
-    host = host_for(tiny_generator)
-    policy, reference = host.generator(host.load(rec)), host.generator(None)
+    pool = shared_pool(tiny_generator)
+    policy, reference = pool.generator(pool.load(rec)), pool.generator(None)
     trained = implicit_rewards(policy, reference, truncate_pairs(pairs, tiny_generator, SETTINGS))
     untrained = implicit_rewards(reference, reference, pairs)
     assert np.all(untrained.margins == 0)  # the policy starts as the reference (LoRA B = 0)
@@ -52,7 +52,7 @@ def test_dpo_raises_the_implicit_reward_margin_and_is_stored(tiny_generator) -> 
     # trl's own log agrees that the margin grew during training
     margins = [x["rewards/margins"] for x in result.log if "rewards/margins" in x]
     assert margins[-1] > margins[0]
-    # the base generator and the host's adapters-off view give identical scores
+    # the base generator and the pool's adapters-off view give identical scores
     prompt = [Prompt(text=pairs[0].prompt)]
     cands = [[pairs[0].chosen]]
     assert np.array_equal(reference.score(prompt, cands), tiny_generator.score(prompt, cands))

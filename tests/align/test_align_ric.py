@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
+from pllm.adapt.pool import shared_pool
 from pllm.adapt.store import AdapterStore
-from pllm.align.adapters import host_for
 from pllm.align.config import LoraSettings, RiCSettings
 from pllm.align.ric import RiCGenerator, condition_tag, conditioned, ric_examples, train_ric
 from pllm.align.store import PreferenceStore
@@ -40,9 +40,9 @@ def test_ric_trains_one_shared_adapter_steered_by_the_vector(tiny_generator, tmp
     result = train_ric(tiny_generator, examples, dims, name="ric", users=["likes", "hates"], settings=settings)
     rec = AdapterStore().get_named("ric")
     assert rec.method == "ric" and rec.dimensions == ["good", "bad"] and result.n_rows == 12
-    host = host_for(tiny_generator)
-    likes = RiCGenerator(host, rec, {"good": 1.0})
-    hates = RiCGenerator(host, rec, {"bad": 1.0})
+    pool = shared_pool(tiny_generator)
+    likes = RiCGenerator(pool, rec, {"good": 1.0})
+    hates = RiCGenerator(pool, rec, {"bad": 1.0})
     prompt = [Prompt(text=movie_pairs(1)[0].prompt)]
     assert "<good=1.00 bad=0.00>" in likes.render(prompt[0]) and "<good=0.00 bad=1.00>" in hates.render(prompt[0])
     cands = [["great movie , I love it", "bad movie , I hate it"]]
@@ -51,5 +51,5 @@ def test_ric_trains_one_shared_adapter_steered_by_the_vector(tiny_generator, tmp
     assert s_likes[0] - s_likes[1] > s_hates[0] - s_hates[1]
     assert not np.array_equal(s_likes, s_hates)
     with pytest.raises(InputError):
-        RiCGenerator(host, rec, {"unknown": 1.0})
+        RiCGenerator(pool, rec, {"unknown": 1.0})
     store.close()

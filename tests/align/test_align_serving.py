@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from align_helpers import one_thread, save_random_adapter  # noqa: F401  (fixtures)
 
+from pllm.adapt.pool import PoolGenerator, shared_pool
 from pllm.adapt.store import AdapterStore
-from pllm.align.adapters import AdapterGenerator, host_for
 from pllm.align.ric import RiCGenerator
 from pllm.align.serving import generator_for_user, soup_for
 from pllm.align.soup import SoupSpec, SoupStore
@@ -36,11 +36,11 @@ def test_generator_for_user_picks_adapter_then_soup_then_ric(tiny_generator, tmp
     ps.assign("dpo", "dpo-u1", user_id="u1")
     ps.set_vector({"x": 1.0}, user_id="u1")
     g1 = generator_for_user(store, tiny_generator, user_id="u1")
-    assert isinstance(g1, AdapterGenerator) and g1.adapter == "dpo-u1"
+    assert isinstance(g1, PoolGenerator) and g1.adapter == "dpo-u1"
     # a vector alone: the soup covering its dimensions, at that vector (built once, shared)
     ps.set_vector({"x": 0.5, "y": 0.5}, user_id="u2")
     g2 = generator_for_user(store, tiny_generator, user_id="u2")
-    soup = soup_for(host_for(tiny_generator), SoupStore().get("xy"))
+    soup = soup_for(shared_pool(tiny_generator), SoupStore().get("xy"))
     assert g2.adapter == soup.adapter_for({"x": 0.5, "y": 0.5})
     assert np.array_equal(g2.score(PROMPT, CANDS), soup.generator({"x": 1, "y": 1}).score(PROMPT, CANDS))
     assert not np.array_equal(g2.score(PROMPT, CANDS), tiny_generator.score(PROMPT, CANDS))
@@ -77,7 +77,7 @@ def test_a_registered_serving_method_needs_no_serving_branch(tiny_generator, tmp
         if not req.assigned:
             return None
         served.append(req.assigned)
-        return req.host.generator(None)  # the base model through the shared host
+        return req.pool.generator(None)  # the base model through the shared pool
 
     register_adapter_method("toy-style", StyleRecipe, lambda recipe: recipe, serve=serve, serve_rank=5)
     try:
@@ -87,7 +87,7 @@ def test_a_registered_serving_method_needs_no_serving_branch(tiny_generator, tmp
         assert generator_for_user(store, tiny_generator, user_id="u1") is tiny_generator
         ps.assign("toy-style", "short", user_id="u1")
         gen = generator_for_user(store, tiny_generator, user_id="u1")
-        assert isinstance(gen, AdapterGenerator) and gen.adapter is None and served == ["short"]
+        assert isinstance(gen, PoolGenerator) and gen.adapter is None and served == ["short"]
         assert store.forget(user_id="u1").rows["adapter_assignments"] == 1
         assert generator_for_user(store, tiny_generator, user_id="u1") is tiny_generator
         store.close()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from align_helpers import one_thread, save_random_adapter  # noqa: F401  (fixtures)
 
+from pllm.adapt.pool import AdapterPool, PoolConfig
 from pllm.adapt.store import AdapterStore
-from pllm.align.adapters import AdapterHost
 from pllm.align.soup import Soup, SoupSpec, SoupStore, normalize_vector
 from pllm.errors import InputError, NotFoundError
 from pllm.models.base import Prompt
@@ -25,12 +25,12 @@ def soup(tiny_generator) -> Soup:
     save_random_adapter(tiny_generator, store, "dim-y", 2)
     spec = SoupSpec(name="xy", dimensions={"x": "dim-x", "y": "dim-y"}, max_cached=2)
     SoupStore().save(spec)
-    return Soup(AdapterHost(tiny_generator), spec, store)
+    return Soup(AdapterPool(tiny_generator, PoolConfig(private=True)), spec, store)
 
 
 def _logits(soup: Soup, adapter: str) -> torch.Tensor:
     ids = torch.tensor([[1, 7, 9, 12, 30, 41, 5]])
-    with soup.host.active(adapter) as gen, torch.no_grad():
+    with soup.pool.active(adapter) as gen, torch.no_grad():
         return gen.model(input_ids=ids).logits
 
 
@@ -39,7 +39,7 @@ def test_one_hot_weights_reproduce_each_dimension_exactly(soup: Soup) -> None:
         name = soup.adapter_for(vec)
         assert torch.equal(_logits(soup, name), _logits(soup, dim))
         got = soup.generator(vec)
-        ref = soup.host.generator(dim)
+        ref = soup.pool.generator(dim)
         assert np.array_equal(got.score(PROMPTS, CANDS), ref.score(PROMPTS, CANDS))
         assert [g.text for g in got.generate(PROMPTS, max_new_tokens=6)] == \
                [g.text for g in ref.generate(PROMPTS, max_new_tokens=6)]
@@ -48,7 +48,7 @@ def test_one_hot_weights_reproduce_each_dimension_exactly(soup: Soup) -> None:
 
 def test_mixture_is_the_weighted_sum_of_dimension_deltas(soup: Soup) -> None:
     name = soup.adapter_for({"x": 0.25, "y": 0.75})
-    layer = soup.host.model.base_model.model.model.layers[0].self_attn.q_proj
+    layer = soup.pool.model.base_model.model.model.layers[0].self_attn.q_proj
     mixed = layer.get_delta_weight(name)
     expected = 0.25 * layer.get_delta_weight("dim-x") + 0.75 * layer.get_delta_weight("dim-y")
     assert torch.allclose(mixed, expected, atol=1e-6)
@@ -61,14 +61,14 @@ def test_soups_are_cached_per_distinct_vector(soup: Soup) -> None:
     a = soup.adapter_for({"x": 0.5, "y": 0.5})
     assert soup.adapter_for({"x": 2.0, "y": 2.0}) == a  # same normalized vector
     assert soup.adapter_for({"x": 0.501, "y": 0.499}) == a  # same after rounding to 2 decimals
-    n_adapters = len(soup.host.adapter_names())
+    n_adapters = len(soup.pool.adapter_names())
     b = soup.adapter_for({"x": 0.3, "y": 0.7})
-    assert b != a and len(soup.host.adapter_names()) == n_adapters + 1
+    assert b != a and len(soup.pool.adapter_names()) == n_adapters + 1
     soup.adapter_for({"x": 0.9, "y": 0.1})  # max_cached=2: evicts the least recently used (a)
-    assert a not in soup.host.adapter_names() and b in soup.host.adapter_names()
+    assert a not in soup.pool.adapter_names() and b in soup.pool.adapter_names()
     soup.adapter_for({"x": 1.0})
     soup.adapter_for({"y": 1.0})  # one-hot entries alias the dimension adapters, which are never deleted
-    assert {"dim-x", "dim-y"} <= set(soup.host.adapter_names())
+    assert {"dim-x", "dim-y"} <= set(soup.pool.adapter_names())
 
 
 def test_bad_vectors_and_specs(soup: Soup) -> None:

@@ -93,11 +93,11 @@ def test_chat_serves_the_users_alignment_preference(tiny_app, tiny_generator) ->
 
 
 def test_ric_conditions_the_last_user_turn_of_a_conversation(tiny_generator) -> None:  # noqa: ANN001
-    from pllm.align.adapters import host_for
+    from pllm.adapt.pool import shared_pool
     from pllm.align.ric import RiCGenerator
 
     save_align_adapter(tiny_generator, "ric", 6, users=[], kind="ric", dimensions=["x", "y"])
-    gen = RiCGenerator(host_for(tiny_generator), AdapterStore().get_named("ric"), {"x": 1.0})
+    gen = RiCGenerator(shared_pool(tiny_generator), AdapterStore().get_named("ric"), {"x": 1.0})
     prompt = Prompt(text="user: hi\nassistant: hello\nuser: rate it", system="S",
                     messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
                               {"role": "assistant", "content": "hello"}, {"role": "user", "content": "rate it"}])

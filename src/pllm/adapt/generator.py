@@ -7,57 +7,30 @@ Routing reads the structured record on `Prompt.question` (user id and profile), 
 - otherwise the group adapter whose centroid is nearest the user's history embedding;
 - otherwise the base model (peft's "__base__" row).
 
-Methods registered with `mixed_batch` (LoRA) take peft's per-row `adapter_names=`, so a batch of 8 users is
-one forward pass; their Linear LoRA layers run stacked (`pllm.adapt.batched_lora`: two batched matmuls per
-layer instead of peft's loop over adapters) unless `batched_lora=False`. Others (IA3, prompt tuning) have
-no per-row path in peft: their rows are grouped by adapter and run group by group (prompt-learning methods
-one row at a time, since peft drops position ids under them and padding would shift positions).
-Loaded adapters are kept in an LRU bounded by a byte budget.
+The adapters live in an `AdapterPool` (`pllm.adapt.pool`: the LRU under a byte budget, one forward pass with
+per-row adapters where peft can run one, stacked LoRA layers), over the base model in place.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pllm.adapt.batched_lora import BatchedLoRA
-from pllm.adapt.methods import get_method
+from pllm.adapt.pool import BASE, AdapterPool, PoolConfig
 from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import base_key, merge_task_adapter
-from pllm.errors import ArtifactError, InputError
+from pllm.errors import InputError
 from pllm.models.base import DelegatingGenerator, Generation, Prompt
 from pllm.models.hf import HFGenerator
 from pllm.types import Question
 
 log = logging.getLogger(__name__)
-BASE = "__base__"
 ROUTE_MODES = ("user", "group", "none")
-
-
-def attach_adapter(model: Any, record: AdapterRecord) -> Any:
-    """`model` with the stored adapter loaded under `record.name`: wrapped by peft with the first one, added
-    to the peft model after that. The one loading path of both adapter runtimes (this module's routing
-    generator and `pllm.align.adapters.AdapterHost`)."""
-    from peft import PeftModel
-
-    assert record.path is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if not hasattr(model, "peft_config"):
-            model = PeftModel.from_pretrained(model, str(record.path), adapter_name=record.name, is_trainable=False)
-        else:
-            model.load_adapter(str(record.path), adapter_name=record.name, is_trainable=False)
-            if model.active_adapter not in model.peft_config:  # every earlier one was deleted
-                model.set_adapter(record.name)
-    model.eval()
-    return model
 
 
 @dataclass(frozen=True)
@@ -79,14 +52,10 @@ class AdapterGenerator(DelegatingGenerator):
                  batched_lora: bool = True) -> None:
         if mode not in ROUTE_MODES:
             raise InputError(f"adapter mode must be one of {ROUTE_MODES}, got {mode!r}", field="adapter")
-        if memory_budget_mb <= 0:
-            raise InputError("memory_budget_mb must be > 0", field="memory_budget_mb")
-        if hasattr(base.model, "peft_config"):
-            raise ArtifactError("AdapterGenerator needs a plain base model (this one already holds peft adapters)")
+        self.pool = AdapterPool(base, PoolConfig(memory_budget_mb=memory_budget_mb, batched_lora=batched_lora))
         self.base, self.task, self.mode = base, task, mode
         self.store = store or AdapterStore()
         self.cold_start_items = cold_start_items
-        self.budget = int(memory_budget_mb * 1024 * 1024)
         self.model_id = f"{base.model_id}+adapters"
         self.task_record: AdapterRecord | None = None
         if merge_task and mode != "none":
@@ -98,14 +67,9 @@ class AdapterGenerator(DelegatingGenerator):
                 merge_task_adapter(base, record)
                 self.task_record = record
         self.base_key = base_key(base, self.task_record)
-        self.method: str | None = None
-        self._loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, LRU order
-        self.batched_lora = batched_lora
-        self._stacks: BatchedLoRA | None = None  # the loaded LoRA adapters stacked; rebuilt after a load/unload
         self._groups: list[AdapterRecord] | None = None
         self._group_of: dict[tuple[str, tuple[str, ...]], Route] = {}
         self._user_routes: dict[str, AdapterRecord | None] = {}
-        self.stats: Counter[str] = Counter()
 
     # -- routing ----------------------------------------------------------------------------------
     def _fresh(self, record: AdapterRecord | None) -> bool:
@@ -155,146 +119,37 @@ class AdapterGenerator(DelegatingGenerator):
     def invalidate(self) -> None:
         """Drop cached routing (after adapters were trained, retrained or forgotten)."""
         self._groups, self._group_of, self._user_routes = None, {}, {}
-        for name in list(self._loaded):
-            self._unload(name)
+        self.pool.clear()
 
     # -- the adapter cache ------------------------------------------------------------------------
     @property
     def loaded_adapters(self) -> list[str]:
-        return list(self._loaded)
+        return self.pool.adapter_names()
 
     @property
     def loaded_bytes(self) -> int:
-        return sum(self._loaded.values())
+        return self.pool.loaded_bytes
 
-    def _load(self, record: AdapterRecord) -> None:
-        if record.name in self._loaded:
-            self._loaded.move_to_end(record.name)
-            return
-        assert record.path is not None
-        self.store.load_record(record.path)  # sha256 of every file: a corrupt folder is refused here
-        if self.method is not None and record.method != self.method:
-            raise ArtifactError(f"adapter {record.path} is {record.method}, but this generator serves {self.method} "
-                                "adapters (one peft method per model)")
-        self.base.model = attach_adapter(self.base.model, record)
-        self.method = record.method
-        self._loaded[record.name] = record.bytes
-        self._stacks = None
-        self.stats["loads"] += 1
+    @property
+    def stats(self) -> Counter[str]:
+        """Routed rows by kind (`rows_user`, ...) and the pool's `loads` / `evictions`."""
+        return self.pool.stats
 
-    def _unload(self, name: str) -> None:
-        model = self.base.model
-        remaining = [n for n in self._loaded if n != name]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if remaining and name in getattr(model, "active_adapters", [name]):
-                model.set_adapter(remaining[-1])
-            model.delete_adapter(name)
-        del self._loaded[name]
-        self._stacks = None
-        self.stats["evictions"] += 1
-
-    def _evict(self, pinned: set[str]) -> None:
-        for name in list(self._loaded):
-            if self.loaded_bytes <= self.budget:
-                return
-            if name not in pinned and len(self._loaded) > 1:
-                self._unload(name)
-
-    def _chunks(self, routes: Sequence[Route]) -> Iterator[list[int]]:
-        """Row groups whose distinct adapters fit the memory budget together (usually the whole batch)."""
-        rows: list[int] = []
-        names: dict[str, int] = {}
-        for i, r in enumerate(routes):
-            size = r.record.bytes if r.record is not None else 0
-            if r.name not in names and rows and sum(names.values()) + size > self.budget:
-                yield rows
-                rows, names = [], {}
-            names.setdefault(r.name, size)
-            rows.append(i)
-        if rows:
-            yield rows
-
-    def _prepare(self, routes: Sequence[Route], rows: Sequence[int]) -> None:
-        wanted = {routes[i].name: routes[i].record for i in rows if routes[i].record is not None}
-        for record in wanted.values():
-            self._load(record)  # type: ignore[arg-type]
-        self._evict(set(wanted))
-
-    @contextmanager
-    def _stacked(self) -> Iterator[None]:
-        """Mixed LoRA batches through the stacked adapters (peft's per-adapter loop when `batched_lora=False`)."""
-        if not self.batched_lora or not hasattr(self.base.model, "peft_config"):
-            yield
-            return
-        if self._stacks is None:
-            self._stacks = BatchedLoRA(self.base.model)
-        with self._stacks.active():
-            yield
-
-    @contextmanager
-    def _active(self, name: str) -> Iterator[None]:
-        """IA3 / prompt tuning: one adapter at a time (or none, for base rows)."""
-        model = self.base.model
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if name == BASE:
-                with model.disable_adapter():
-                    yield
-            else:
-                model.set_adapter(name)
-                yield
-
-    def _run(self, prompts: Sequence[Prompt], call: Any) -> list[Any]:
-        """Route, then call `call(row_indices, adapter_names|None, batch_size_cap|None)` per chunk/group."""
+    def _routes(self, prompts: Sequence[Prompt]) -> tuple[list[str], dict[str, AdapterRecord]]:
         routes = [self.route(p.question) for p in prompts]
         for r in routes:
             self.stats[f"rows_{r.kind}"] += 1
-        out: list[Any] = [None] * len(prompts)
-        if all(r.record is None for r in routes) and not hasattr(self.base.model, "peft_config"):
-            for i, res in enumerate(call(list(range(len(prompts))), None, None)):
-                out[i] = res
-            return out
-        for rows in self._chunks(routes):
-            self._prepare(routes, rows)
-            method = get_method(self.method) if self.method is not None else None
-            if method is None or method.mixed_batch:  # one pass, per-row adapters
-                with self._stacked():
-                    results = call(rows, [routes[i].name for i in rows], None)
-                for i, res in zip(rows, results):
-                    out[i] = res
-                continue
-            by_name: dict[str, list[int]] = {}
-            for i in rows:
-                by_name.setdefault(routes[i].name, []).append(i)
-            cap = 1 if method.prompt_learning else None
-            for name, group_rows in by_name.items():
-                with self._active(name):
-                    results = call(group_rows, None, cap)
-                for i, res in zip(group_rows, results):
-                    out[i] = res
-        return out
+        return [r.name for r in routes], {r.name: r.record for r in routes if r.record is not None}
 
     # -- Generator API --------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, temperature: float = 0.0,
                  stop: Sequence[str] | None = None, batch_size: int = 8) -> list[Generation]:
-        def call(rows: list[int], names: list[str] | None, cap: int | None) -> list[Generation]:
-            return self.base.generate([prompts[i] for i in rows], max_new_tokens=max_new_tokens,
-                                      temperature=temperature, stop=stop,
-                                      batch_size=min(batch_size, cap or batch_size), adapter_names=names)
-
-        return self._run(prompts, call)
+        names, records = self._routes(prompts)
+        return self.pool.generate(prompts, names, records=records, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, stop=stop, batch_size=batch_size)
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]] | Sequence[str], *,
               batch_size: int = 8, normalize: bool = False) -> np.ndarray:
-        from pllm.models.base import normalize_continuations
-
-        cand_lists = normalize_continuations(len(prompts), continuations)
-
-        def call(rows: list[int], names: list[str] | None, cap: int | None) -> list[np.ndarray]:
-            return list(self.base.score([prompts[i] for i in rows], [cand_lists[i] for i in rows],
-                                        batch_size=min(batch_size, cap or batch_size),
-                                        normalize=normalize, adapter_names=names))
-
-        rows = self._run(prompts, call)
-        return np.array(rows, dtype=np.float64).reshape(len(prompts), len(cand_lists[0]) if cand_lists else 0)
+        names, records = self._routes(prompts)
+        return self.pool.score(prompts, names, continuations, records=records, batch_size=batch_size,
+                               normalize=normalize)

@@ -34,7 +34,6 @@ class AdapterMethod:
     name: str
     config_cls: type  # the recipe dataclass, saved beside every adapter it trained
     train_fn: Callable[..., Any]  # trains (and stores) one adapter
-    mixed_batch: bool = False  # peft layers take per-row `adapter_names=`: many users' rows in one forward pass
     prompt_learning: bool = False  # soft tokens: no position ids, one row at a time, never merged into weights
     lr_scale: float = 1.0  # optimizer step relative to the recipe's `lr`
     layer_subset: bool = False  # supports `top_layers` (peft's layers_to_transform)
@@ -51,13 +50,14 @@ BUILTIN_MODULES = ("pllm.align.methods",)  # built-in methods registered outside
 
 
 def register_adapter_method(name: str, config_cls: type, train_fn: Callable[..., Any], *,
-                            mixed_batch: bool = False, replace: bool = False, **options: Any) -> AdapterMethod:
-    """Register an adapter method (see `AdapterMethod` for the options); duplicate names are refused."""
+                            replace: bool = False, **options: Any) -> AdapterMethod:
+    """Register an adapter method (see `AdapterMethod` for the options); duplicate names are refused. Whether
+    its adapters run many users' rows in one pass is read from peft when they load (`pllm.adapt.pool`)."""
     if not isinstance(config_cls, type):
         raise InputError(f"adapter method {name!r}: config_cls must be a class, got {config_cls!r}")
     if not callable(train_fn):
         raise InputError(f"adapter method {name!r}: train_fn must be callable")
-    method = AdapterMethod(name=name, config_cls=config_cls, train_fn=train_fn, mixed_batch=mixed_batch, **options)
+    method = AdapterMethod(name=name, config_cls=config_cls, train_fn=train_fn, **options)
     ADAPTER_METHODS.register(name, method, replace=replace)
     return method
 
@@ -108,7 +108,7 @@ def _prompt_tuning(config: AdaptConfig, layers: dict[str, Any]) -> Any:
     return PromptTuningConfig(num_virtual_tokens=config.num_virtual_tokens, task_type=TaskType.CAUSAL_LM)
 
 
-register_adapter_method("lora", AdaptConfig, _train_supervised, mixed_batch=True, layer_subset=True,
+register_adapter_method("lora", AdaptConfig, _train_supervised, layer_subset=True,
                         peft_config=_lora)
 register_adapter_method("ia3", AdaptConfig, _train_supervised, peft_config=_ia3)
 # Soft prompts sit in embedding space and need a larger step than low-rank weight deltas.

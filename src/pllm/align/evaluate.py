@@ -64,7 +64,7 @@ def implicit_rewards(policy: Generator, reference: Generator, pairs: Sequence[Pr
 
 
 def _chat(gen: Generator) -> bool:
-    base = getattr(getattr(gen, "host", None), "base", gen)
+    base = getattr(getattr(gen, "pool", None), "base", gen)
     return bool(getattr(getattr(base, "tokenizer", None), "chat_template", None))
 
 

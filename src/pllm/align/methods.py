@@ -38,7 +38,7 @@ def _save_soup(spec: SoupSpec, soups: Any) -> Any:
 def _serve_dpo(req: ServeRequest) -> Generator | None:
     if not req.assigned:
         return None
-    return req.host.generator(req.host.load(req.adapters.get_named(req.assigned)))
+    return req.pool.generator(req.pool.load(req.adapters.get_named(req.assigned)))
 
 
 def _serve_soup(req: ServeRequest) -> Generator | None:
@@ -49,7 +49,7 @@ def _serve_soup(req: ServeRequest) -> Generator | None:
         return None
     from pllm.align.serving import soup_for
 
-    return soup_for(req.host, spec, req.adapters).generator(req.vector)
+    return soup_for(req.pool, spec, req.adapters).generator(req.vector)
 
 
 def _serve_ric(req: ServeRequest) -> Generator | None:
@@ -57,7 +57,7 @@ def _serve_ric(req: ServeRequest) -> Generator | None:
         return None
     from pllm.align.ric import RiCGenerator
 
-    return RiCGenerator(req.host, req.adapters.get_named(req.assigned), req.vector)
+    return RiCGenerator(req.pool, req.adapters.get_named(req.assigned), req.vector)
 
 
 def _find_adapter(name: str) -> object:

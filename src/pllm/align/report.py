@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from pllm.adapt.pool import shared_pool
 from pllm.adapt.store import AdapterStore
-from pllm.align.adapters import host_for
 from pllm.align.config import DPOSettings, LoraSettings, RiCSettings
 from pllm.align.dpo import train_dpo, truncate_pairs
 from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
@@ -148,7 +148,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     assert isinstance(base, HFGenerator)
     result["machine"]["device"] = device_label(base)
     adapters = AdapterStore(work / "adapters")
-    host = host_for(base)
+    pool = shared_pool(base)
     train_info: dict[str, Any] = {}
     for d in cfg.domains:
         name = f"report-dpo-{d}"
@@ -160,7 +160,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
             log(f"DPO {d}: {len(pairs)} pairs")
             rec = train_dpo(base, pairs, name=name, users=[users[d]], settings=cfg.dpo, store=adapters).record
         train_info[name] = rec.metrics
-        host.load(rec)
+        pool.load(rec)
     ric_name = "report-ric"
     if _reusable(adapters, ric_name, cfg.ric, base.model_id):
         ric_rec = adapters.get_named(ric_name)
@@ -177,7 +177,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
     result["timings"]["dpo_seconds_per_100_pairs_per_epoch"] = 100 * sum(dpo_secs) / len(dpo_secs) / cfg.dpo.epochs
     spec = SoupSpec(name="report-dsp", dimensions={d: f"report-dpo-{d}" for d in cfg.domains})
     SoupStore(work / "soups").save(spec)
-    soup = Soup(host, spec, adapters)
+    soup = Soup(pool, spec, adapters)
 
     # 4. held-out prompts (same queries for every model) and generation
     test_queries = [q for q in queries if _is_test(q.id, cfg)][: cfg.test_prompts]
@@ -202,14 +202,14 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
                 log(f"generated {key} ({time.perf_counter() - t0:.0f} s)")
         return gens[key]
 
-    base_texts = gen("base", host.generator(None))
+    base_texts = gen("base", pool.generator(None))
     base_preds = judge.predict(base_texts)  # judged once, compared with every domain
     style: dict[str, Any] = {}
     for d in cfg.domains:
         onehot = {x: float(x == d) for x in cfg.domains}
-        rows = {"ric": gen(f"ric-{d}", RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)),
+        rows = {"ric": gen(f"ric-{d}", RiCGenerator(pool, ric_rec, onehot, cfg.ric.precision)),
                 "soup": gen(f"soup-{d}", soup.generator(onehot)),
-                "dpo": gen(f"dpo-{d}", host.generator(f"report-dpo-{d}"))}
+                "dpo": gen(f"dpo-{d}", pool.generator(f"report-dpo-{d}"))}
         judged = {"base": base_preds, **{m: judge.predict(t) for m, t in rows.items()}}
         hits = {m: [p == d for p in ps] for m, ps in judged.items()}
         style[d] = {m: {**style_share(ps, d).__dict__, "n": len(ps)} for m, ps in judged.items()}
@@ -221,13 +221,13 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
 
     # 5. preference accuracy on held-out pairs (implicit reward, reference = adapters off)
     pref: dict[str, Any] = {}
-    ref = host.generator(None)
+    ref = pool.generator(None)
     for d in cfg.domains:
         onehot = {x: float(x == d) for x in cfg.domains}
         pairs = truncate_pairs(ps.get_pairs(user_id=users[d], split="test", limit=cfg.test_pairs_per_domain),
                                base, cfg.dpo)
-        pols = {"dpo": host.generator(f"report-dpo-{d}"), "soup": soup.generator(onehot),
-                "ric": RiCGenerator(host, ric_rec, onehot, cfg.ric.precision)}
+        pols = {"dpo": pool.generator(f"report-dpo-{d}"), "soup": soup.generator(onehot),
+                "ric": RiCGenerator(pool, ric_rec, onehot, cfg.ric.precision)}
         pref[d] = {}
         for m, pol in pols.items():  # RiC's policy reads the conditioned prompt, its reference the plain one
             r = implicit_rewards(pol, ref, pairs, beta=cfg.dpo.beta)
@@ -247,7 +247,7 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         if 0 < w < 1:
             build_times.append(time.perf_counter() - t0)
         key = f"soup-{b}" if w == 0 else f"soup-{a}" if w == 1 else f"pareto-{w}"  # one-hot ends: already made
-        texts = gen(key, host.generator(name))
+        texts = gen(key, pool.generator(name))
         sims = judge.scores(texts)  # (N, L)
         ia, ib = judge.labels.index(a), judge.labels.index(b)
         preds = [judge.labels[i] for i in sims.argmax(axis=1)]  # judge.predict, from the scores already here

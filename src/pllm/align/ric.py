@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pllm.adapt.pool import AdapterPool, PoolGenerator
 from pllm.adapt.store import AdapterRecord, AdapterStore, named_record
-from pllm.align.adapters import AdapterGenerator, AdapterHost
 from pllm.align.config import RiCSettings
 from pllm.align.dpo import TrainResult, _threads, save_trained, trainer_args
 from pllm.align.store import PreferencePair, PreferenceStore, check_vector
@@ -126,16 +126,16 @@ def train_ric(base: HFGenerator, examples: Sequence[RiCExample], dimensions: Seq
     return TrainResult(record=record, seconds=seconds, n_rows=len(rows), log=logs)
 
 
-class RiCGenerator(AdapterGenerator):
+class RiCGenerator(PoolGenerator):
     """The shared RiC adapter with one user's vector written into every prompt."""
 
     name = "hf+ric"
 
-    def __init__(self, host: AdapterHost, record: AdapterRecord, vector: dict[str, float],
+    def __init__(self, pool: AdapterPool, record: AdapterRecord, vector: dict[str, float],
                  precision: int = 2) -> None:
         if record.method != "ric" or not record.dimensions:
             raise InputError(f"adapter {record.name!r} is not a RiC adapter (method {record.method!r})")
-        super().__init__(host, host.load(record))
+        super().__init__(pool, pool.load(record))
         self.dimensions = list(record.dimensions)
         self.vector = dict(vector)
         self.precision = precision

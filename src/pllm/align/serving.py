@@ -3,8 +3,8 @@
 Each registered adapter method with a `serve` function is asked in `serve_rank` order (built in: the user's
 assigned DPO adapter; else a soup at the user's preference vector, the assigned one or the only stored soup
 covering the vector's dimensions; else the assigned RiC adapter conditioned on the vector); else the base
-generator unchanged. Every adapted generator shares one private model copy per base generator (`host_for`),
-and soups are built once per distinct vector.
+generator unchanged. Every adapted generator runs on one private model copy per base generator
+(`pllm.adapt.pool.shared_pool`), and soups are built once per distinct vector.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import weakref
 from dataclasses import dataclass
 
 from pllm.adapt.methods import AdapterMethod, methods
+from pllm.adapt.pool import AdapterPool, shared_pool
 from pllm.adapt.store import AdapterStore
-from pllm.align.adapters import AdapterHost, host_for
 from pllm.align.soup import Soup, SoupSpec, SoupStore
 from pllm.align.store import PreferenceStore
 from pllm.models.base import Generator
@@ -25,27 +25,27 @@ from pllm.users.store import SQLiteUserStore
 
 @dataclass
 class ServeRequest:
-    """What an alignment method may serve a user from: the shared adapter host over the base model, the name
+    """What an alignment method may serve a user from: the shared adapter pool over the base model, the name
     assigned to the user for this method (or None), the user's preference vector, and the adapter stores."""
 
-    host: AdapterHost
+    pool: AdapterPool
     assigned: str | None
     vector: dict[str, float] | None
     adapters: AdapterStore
     soups: SoupStore
 
 
-_SOUPS: weakref.WeakKeyDictionary[AdapterHost, dict[str, Soup]] = weakref.WeakKeyDictionary()
+_SOUPS: weakref.WeakKeyDictionary[AdapterPool, dict[str, Soup]] = weakref.WeakKeyDictionary()
 _SOUPS_LOCK = threading.Lock()
 
 
-def soup_for(host: AdapterHost, spec: SoupSpec, adapters: AdapterStore | None = None) -> Soup:
-    """The host's `Soup` for `spec` (built once, so its per-vector cache is shared by every request)."""
+def soup_for(pool: AdapterPool, spec: SoupSpec, adapters: AdapterStore | None = None) -> Soup:
+    """The pool's `Soup` for `spec` (built once, so its per-vector cache is shared by every request)."""
     with _SOUPS_LOCK:
-        soups = _SOUPS.setdefault(host, {})
+        soups = _SOUPS.setdefault(pool, {})
         soup = soups.get(spec.name)
         if soup is None or soup.spec != spec:
-            soup = Soup(host, spec, adapters)
+            soup = Soup(pool, spec, adapters)
             soups[spec.name] = soup
         return soup
 
@@ -59,11 +59,11 @@ def generator_for_user(store: SQLiteUserStore, base_generator: Generator, *, use
     vector = pstore.get_vector(user_id=user_id)
     if not isinstance(base_generator, HFGenerator):
         return base_generator
-    host = host_for(base_generator)
+    pool = shared_pool(base_generator)
     adapters, soups = adapters or AdapterStore(), soups or SoupStore()
     for method in serving_methods():
         assert method.serve is not None
-        gen = method.serve(ServeRequest(host=host, assigned=assignment.get(method.name), vector=vector,
+        gen = method.serve(ServeRequest(pool=pool, assigned=assignment.get(method.name), vector=vector,
                                         adapters=adapters, soups=soups))
         if gen is not None:
             return gen

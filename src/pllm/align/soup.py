@@ -27,7 +27,7 @@ from pllm.io import atomic_write_json, sha1_text
 from pllm.paths import pllm_home
 
 if TYPE_CHECKING:  # the models stay unloaded until a soup is served
-    from pllm.align.adapters import AdapterGenerator, AdapterHost
+    from pllm.adapt.pool import AdapterPool, PoolGenerator
 
 log = logging.getLogger(__name__)
 
@@ -109,39 +109,43 @@ def normalize_vector(spec: SoupSpec, vector: dict[str, float]) -> tuple[float, .
 
 
 class Soup:
-    """A soup spec bound to an `AdapterHost`: builds (and caches) one combined adapter per vector."""
+    """A soup spec bound to an `AdapterPool`: builds (and caches) one combined adapter per vector. The pool may
+    unload a dimension or a built soup under its byte budget; both come back on the next use."""
 
-    def __init__(self, host: AdapterHost, spec: SoupSpec, adapters: AdapterStore | None = None) -> None:
-        self.host, self.spec = host, spec
+    def __init__(self, pool: AdapterPool, spec: SoupSpec, adapters: AdapterStore | None = None) -> None:
+        self.pool, self.spec = pool, spec
         adapters = adapters or AdapterStore()
-        for adapter in spec.dimensions.values():
-            host.load(adapters.get_named(adapter))
+        self.records = {a: adapters.get_named(a) for a in spec.dimensions.values()}
+        for record in self.records.values():
+            pool.load(record)
         self._cache: OrderedDict[tuple[float, ...], str] = OrderedDict()
 
     def adapter_for(self, vector: dict[str, float]) -> str:
-        """Name of the host adapter for `vector`, building it on first use."""
+        """Name of the pool adapter for `vector`, building it on first use."""
         weights = normalize_vector(self.spec, vector)
-        with self.host.lock:
+        with self.pool.lock:
             name = self._cache.get(weights)
-            if name is not None:
+            if name is not None and name in self.pool:
                 self._cache.move_to_end(weights)
                 return name
             name = f"soup-{self.spec.name}-{sha1_text(*map(repr, weights))[:12]}"
-            used = [(self.spec.dimensions[d], w) for d, w in zip(self.spec.dimensions, weights, strict=True) if w > 0]
+            used = [(self.records[self.spec.dimensions[d]], w)
+                    for d, w in zip(self.spec.dimensions, weights, strict=True) if w > 0]
             if len(used) == 1:  # one-hot: the dimension's own adapter, exactly
-                self._cache[weights] = used[0][0]
-                return used[0][0]
-            self.host.model.add_weighted_adapter(adapters=[a for a, _ in used], weights=[w for _, w in used],
-                                                 adapter_name=name, combination_type="cat")
+                name = self.pool.load(used[0][0])
+            else:
+                self.pool.add_weighted(name, used)
             self._cache[weights] = name
+            self._cache.move_to_end(weights)
             while len(self._cache) > self.spec.max_cached:
                 _, old = self._cache.popitem(last=False)
-                if old not in self.spec.dimensions.values() and old not in self._cache.values():
-                    self.host.model.delete_adapter(old)
+                if old not in self.records and old not in self._cache.values():
+                    self.pool.unload(old)
             return name
 
-    def generator(self, vector: dict[str, float]) -> AdapterGenerator:
-        return self.host.generator(self.adapter_for(vector))
+    def generator(self, vector: dict[str, float]) -> PoolGenerator:
+        name = self.adapter_for(vector)
+        return self.pool.generator(name)
 
     def cached_vectors(self) -> list[tuple[float, ...]]:
         return list(self._cache)

@@ -255,8 +255,8 @@ def soup(
     threads: int = ThreadsOption,
 ) -> None:
     """Define a preference soup (one adapter per dimension); optionally build it for a vector and generate."""
+    from pllm.adapt.pool import shared_pool
     from pllm.adapt.store import AdapterStore
-    from pllm.align.adapters import host_for
     from pllm.align.serving import soup_for
     from pllm.align.soup import SoupSpec, SoupStore
     from pllm.align.store import parse_vector
@@ -280,12 +280,12 @@ def soup(
         return
     vec = parse_vector(vector)
     base = _load(model, threads)
-    s = soup_for(host_for(base), spec, adapters)
+    s = soup_for(shared_pool(base), spec, adapters)
     started = time.perf_counter()
     adapter = s.adapter_for(vec)
     console.print(f"built {adapter} for {json.dumps(vec)} in {time.perf_counter() - started:.3f} s")
     if prompt:
-        out = s.host.generator(adapter).generate([Prompt(text=prompt)], max_new_tokens=max_new_tokens)[0]
+        out = s.pool.generator(adapter).generate([Prompt(text=prompt)], max_new_tokens=max_new_tokens)[0]
         console.print(out.text)
 
 
@@ -333,8 +333,8 @@ def eval_(
     db: Path | None = DbOption,
 ) -> None:
     """Held-out preference accuracy (implicit reward ranks chosen above rejected), optionally style share."""
+    from pllm.adapt.pool import shared_pool
     from pllm.adapt.store import AdapterStore
-    from pllm.align.adapters import host_for
     from pllm.align.config import TrainSettings
     from pllm.align.dpo import truncate_pairs
     from pllm.align.evaluate import generate_answers, implicit_rewards, style_share
@@ -354,10 +354,10 @@ def eval_(
         if j is not None and goal is None:
             raise InputError("give --target: the user has no preference vector")
         base = _load(model, threads)
-        host = host_for(base)
+        pool = shared_pool(base)
         policy: Generator
         if record is not None:
-            policy = host.generator(host.load(record))
+            policy = pool.generator(pool.load(record))
         else:
             policy = generator_for_user(store, base, user_id=user_id)
             if policy is base:
@@ -366,7 +366,7 @@ def eval_(
     pairs = truncate_pairs(pairs, base, budget)
     with progress_bar() as progress:
         progress.add_task(f"scoring {len(pairs)} pairs", total=None)
-        rewards = implicit_rewards(policy, host.generator(None), pairs, beta=beta)
+        rewards = implicit_rewards(policy, pool.generator(None), pairs, beta=beta)
     acc = rewards.accuracy
     result = {"user": user_id, "policy": policy.model_id, "pairs": len(pairs), "preference_accuracy": acc.__dict__,
               "mean_margin": float(rewards.margins.mean())}
