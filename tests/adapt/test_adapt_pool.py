@@ -88,3 +88,58 @@ def test_bad_inputs_are_refused(tiny, store):
     with pytest.raises(ArtifactError, match="trained on 'another-model'"):
         pool.load(_save_lora(other, store, "x", 5))
     assert pool.adapter_names() == [] and pool.model is None  # nothing loaded by the refused calls
+
+
+def _rotation(tiny, store, n: int, r: int = 4) -> dict:
+    return {f"u{i}": _save_lora(tiny, store, f"u{i}", 10 + i, r=r if i % 2 else 2 * r) for i in range(n)}
+
+
+def test_lru_evicts_the_least_recently_used_and_reuses_its_zeroed_slot(tiny, store):
+    recs = _rotation(tiny, store, 3)
+    budget = 2.5 * max(r.bytes for r in recs.values())
+    pool = AdapterPool(tiny, PoolConfig(private=True, memory_budget_mb=budget / 2**20))
+    pool.score(PROMPTS[:2], ["u0", "u1"], LABELS, records=recs)
+    pool.score(PROMPTS[:1], ["u0"], LABELS, records=recs)  # u0 used last: u1 is the least recently used
+    slot_u1 = pool.stacks.slots["u1"]
+    pool.score(PROMPTS[:1], ["u2"], LABELS, records=recs)
+    assert pool.adapter_names() == ["u0", "u2"] and pool.stats["evictions"] == 1
+    assert pool.stacks.slots["u2"] == slot_u1 and pool.stacks.capacity == 2  # the freed slot, no growth
+    assert pool.loaded_bytes <= budget
+
+
+def test_budget_holds_over_a_rotation_and_weights_live_only_in_their_slot(tiny, store):
+    recs = _rotation(tiny, store, 6)
+    one = max(r.bytes for r in recs.values())
+    pool = AdapterPool(tiny, PoolConfig(private=True, memory_budget_mb=2.5 * one / 2**20))
+    roomy = AdapterPool(make_tiny_generator(seed=0, vocab_words=WORDS), PoolConfig(private=True))
+    for start in (0, 2, 4, 1, 3, 5):
+        names = [f"u{start}", f"u{(start + 1) % 6}", BASE, f"u{start}"]
+        got = pool.score(PROMPTS, names, LABELS, records=recs)
+        assert pool.loaded_bytes <= 2.5 * one and len(pool.adapter_names()) == 2
+        np.testing.assert_allclose(got, roomy.score(PROMPTS, names, LABELS, records=recs), rtol=0, atol=1e-5)
+    assert pool.stacks.capacity == 2 and len(roomy.adapter_names()) == 6 and roomy.stacks.capacity == 6
+    for layer, stack in pool.stacks.layers.items():  # peft's weights are views of the stack: no second copy
+        for name, slot in stack.slot.items():
+            assert layer.lora_A[name].weight.data_ptr() == stack.a[slot].data_ptr()
+            assert layer.lora_B[name].weight.untyped_storage().data_ptr() == stack.b.untyped_storage().data_ptr()
+        free = [s for s in range(1, stack.a.shape[0]) if s not in stack.slot.values()]
+        assert all(not stack.a[s].any() and not stack.b[s].any() for s in free)
+
+
+def test_outputs_are_unchanged_after_eviction_and_reload_and_equal_peft(tiny, store):
+    recs = _rotation(tiny, store, 3)
+    one = max(r.bytes for r in recs.values())
+    names = ["u0", BASE, "u0", "u0"]
+    pool = AdapterPool(tiny, PoolConfig(private=True, memory_budget_mb=1.5 * one / 2**20))
+    first = pool.score(PROMPTS, names, LABELS, records=recs)
+    texts = [g.text for g in pool.generate(PROMPTS, names, records=recs, max_new_tokens=4)]
+    pool.score(PROMPTS[:2], ["u1", "u2"], LABELS, records=recs)  # u0 evicted, its slot reused
+    assert "u0" not in pool
+    np.testing.assert_allclose(pool.score(PROMPTS, names, LABELS, records=recs), first, rtol=0, atol=1e-6)
+    assert [g.text for g in pool.generate(PROMPTS, names, records=recs, max_new_tokens=4)] == texts
+    peft = AdapterPool(make_tiny_generator(seed=0, vocab_words=WORDS),
+                       PoolConfig(private=True, batched_lora=False))
+    mixed = ["u2", "u0", BASE, "u1"]
+    assert peft.stacks is None
+    np.testing.assert_allclose(pool.score(PROMPTS, mixed, LABELS, records=recs),
+                               peft.score(PROMPTS, mixed, LABELS, records=recs), rtol=0, atol=1e-4)

@@ -10,7 +10,8 @@ checks, the same byte-budgeted LRU and the same batch paths:
 - grouped, one adapter active at a time: everything else (IA3, LoHa, ...); prompt learning one row at a time,
   because peft drops position ids under it and left padding would shift them.
 
-A pool wraps its base generator's model in place (the routing generator's historical behaviour: the caller
+Loaded LoRA weights are held once, in the stacks (peft's weights are views of their slot; an evicted adapter's
+slot is zeroed and reused). A pool wraps its base generator's model in place (the routing generator's historical behaviour: the caller
 gave it the model) or, with `private=True`, a deep copy made at the first load, so the caller's generator
 stays bare (alignment serving, one per base generator: `shared_pool`).
 """
@@ -103,7 +104,8 @@ class AdapterPool:
         self.lock = threading.RLock()
         self.peft_type: str | None = None
         self._sizes: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, least recently used first
-        self._stacks: BatchedLoRA | None = None  # the loaded LoRA adapters stacked; rebuilt after a load/unload
+        self._pinned: set[str] = set()  # adapters the call in progress needs (never evicted for room)
+        self.stacks: BatchedLoRA | None = None  # the loaded LoRA adapters' weights, stacked (batched_lora)
         self.stats: Counter[str] = Counter()
 
     # -- what is loaded ---------------------------------------------------------------------------------
@@ -138,6 +140,7 @@ class AdapterPool:
             if self.peft_type is not None and self._sizes and peft_type != self.peft_type:
                 raise ArtifactError(f"adapter {record.path} is {peft_type}, but this pool holds {self.peft_type} "
                                     "adapters (one peft type per model)")
+            self._evict(record.bytes)  # room first, so the stacks reuse the evicted adapter's slot
             if self.config.private and self.gen is self.base:
                 self.gen = HFGenerator.from_model(copy.deepcopy(self.base.model), self.base.tokenizer,
                                                   self.base.model_id)
@@ -154,8 +157,12 @@ class AdapterPool:
         """A new adapter `name` = sum of weight * delta of the given stored LoRA adapters (peft's
         `add_weighted_adapter`, "cat": exact), e.g. a preference soup; the sources are loaded first."""
         with self.lock:
-            for record, _ in sources:
-                self.load(record)
+            self._pinned = {r.name for r, _ in sources}
+            try:
+                for record, _ in sources:
+                    self.load(record)
+            finally:
+                self._pinned = set()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.model.add_weighted_adapter(adapters=[r.name for r, _ in sources],
@@ -167,7 +174,10 @@ class AdapterPool:
 
     def _added(self, name: str, size: int) -> None:
         self._sizes[name] = size
-        self._stacks = None
+        if self.config.batched_lora:
+            if self.stacks is None:
+                self.stacks = BatchedLoRA(self.model)
+            self.stacks.add(name)
 
     def unload(self, name: str) -> None:
         with self.lock:
@@ -175,13 +185,14 @@ class AdapterPool:
                 return
             model = self.model
             remaining = [n for n in self._sizes if n != name]
+            if self.stacks is not None:
+                self.stacks.remove(name)  # its slot zeroed, for the next adapter
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if remaining and name in getattr(model, "active_adapters", [name]):
                     model.set_adapter(remaining[-1])
                 model.delete_adapter(name)
             del self._sizes[name]
-            self._stacks = None
             self.stats["evictions"] += 1
 
     def clear(self) -> None:
@@ -189,11 +200,12 @@ class AdapterPool:
             for name in list(self._sizes):
                 self.unload(name)
 
-    def _evict(self, pinned: set[str]) -> None:
+    def _evict(self, room: int = 0) -> None:
+        """Unload the least recently used adapters (not pinned) until `room` more bytes fit the budget."""
         for name in list(self._sizes):
-            if self.loaded_bytes <= self.config.budget_bytes:
+            if self.loaded_bytes + room <= self.config.budget_bytes:
                 return
-            if name not in pinned and len(self._sizes) > 1:
+            if name not in self._pinned:
                 self.unload(name)
 
     # -- running batches --------------------------------------------------------------------------------
@@ -222,12 +234,10 @@ class AdapterPool:
 
     @contextmanager
     def _stacked(self) -> Iterator[None]:
-        if not self.config.batched_lora or self.model is None:
+        if self.stacks is None:
             yield
             return
-        if self._stacks is None:
-            self._stacks = BatchedLoRA(self.model)
-        with self._stacks.active():
+        with self.stacks.active():
             yield
 
     @contextmanager
@@ -262,13 +272,18 @@ class AdapterPool:
                 return call(self.gen, list(range(len(names))), None, None)
             for rows in self._chunks(names, records):
                 wanted = list(dict.fromkeys(names[i] for i in rows if names[i] != BASE))  # in row order
-                for name in wanted:
-                    if name not in self._sizes:
-                        if name not in records:
-                            raise NotFoundError(f"adapter {name!r} is not loaded; loaded: {self.adapter_names()}")
-                        self.load(records[name])
-                    self._sizes.move_to_end(name)
-                self._evict(set(wanted))
+                missing = [n for n in wanted if n not in self._sizes and n not in records]
+                if missing:
+                    raise NotFoundError(f"adapter {missing[0]!r} is not loaded; loaded: {self.adapter_names()}")
+                self._pinned = set(wanted)
+                try:
+                    for name in wanted:
+                        if name in self._sizes:
+                            self._sizes.move_to_end(name)
+                        else:
+                            self.load(records[name])
+                finally:
+                    self._pinned = set()
                 if self.per_row():
                     with self._stacked():
                         results = call(self.gen, rows, [names[i] for i in rows], None)
