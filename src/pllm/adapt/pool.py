@@ -10,10 +10,11 @@ checks, the same byte-budgeted LRU and the same batch paths:
 - grouped, one adapter active at a time: everything else (IA3, LoHa, ...); prompt learning one row at a time,
   because peft drops position ids under it and left padding would shift them.
 
-Loaded LoRA weights are held once, in the stacks (peft's weights are views of their slot; an evicted adapter's
-slot is zeroed and reused). A pool wraps its base generator's model in place (the routing generator's historical behaviour: the caller
-gave it the model) or, with `private=True`, a deep copy made at the first load, so the caller's generator
-stays bare (alignment serving, one per base generator: `shared_pool`).
+Loaded LoRA weights are held once, in the stacks (peft's weights are views of their slot; an evicted
+adapter's slot is zeroed and reused). A pool wraps its base generator's model in place (the routing
+generator's historical behaviour: the caller gave it the model) or, with `private=True`, a deep copy made at
+the first load, so the caller's generator stays bare (alignment serving, one per base generator:
+`shared_pool`).
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ def serve(
     plugin: list[str] = typer.Option([], "--plugin", help="Module to import first (registers personalizers, "
                                                            "generators, embedders); repeatable."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    prefix_cache_users: int = typer.Option(0, "--prefix-cache-users", help="Users whose last chat prompt's KV "
+                                           "cache is kept for their next turn (LRU; 0: off; hf backend)."),
 ) -> None:
     """Run the personalization server (OpenAI-compatible chat + memory API) until Ctrl-C / SIGTERM."""
     from pllm.paths import default_db_path
@@ -118,7 +120,7 @@ def serve(
                          gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
                          torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,
-                         soft=str(soft) if soft else None)
+                         soft=str(soft) if soft else None, prefix_cache_users=prefix_cache_users)
     store = (config.db_path or default_db_path()).resolve()
     what = f"{config.backend} model" + (f" and {config.embedder} embedder" if config.embedder else "")
     err_console.print(f"pllm serve: loading the {what} (store {store})..." if config.preload else

@@ -21,6 +21,7 @@ import torch
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt, normalize_continuations, trim_at_stop
 from pllm.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
+from pllm.models.prefix_cache import PrefixCache, common_prefix_len
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -183,14 +184,6 @@ def through_eos(toks: list[int], eos_ids: set[int], pad: int | None = None) -> l
     return toks
 
 
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class _StopOnStrings:
     """Stopping criterion: a row is done once its decoded new text contains a stop string.
 
@@ -207,15 +200,42 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def token_streamer(tokenizer: Any) -> Any:
+    """A `TextIteratorStreamer` that hands over each token's text as soon as it is decoded (transformers' own
+    holds a word back until the next space, so the first piece of an answer waited for the second word); it
+    waits only while the text ends in an incomplete multi-byte character."""
+    from transformers import TextIteratorStreamer
+
+    class TokenStreamer(TextIteratorStreamer):
+        def put(self, value: torch.Tensor) -> None:
+            if value.dim() > 1:
+                value = value[0]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.token_cache.extend(value.tolist())
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if text.endswith("\ufffd"):
+                return
+            piece, self.print_len = text[self.print_len:], len(text)
+            if piece:
+                self.on_finalized_text(piece)
+
+    return TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
 @GENERATORS.register("hf")
 class HFGenerator(Generator):
     """A transformers model and tokenizer behind the `Generator` interface.
 
-    `.model` and `.tokenizer` are public: adapter code wraps `.model` with peft in place.
+    `.model` and `.tokenizer` are public: adapter code wraps `.model` with peft in place. `prefix_cache`
+    (None unless the owner sets one, as `pllm serve --prefix-cache-users N` does) reuses a user's previous
+    prompt's KV cache for single-prompt generation (`pllm.models.prefix_cache`).
     """
 
     name = "hf"
     supports_scoring = True
+    prefix_cache: PrefixCache | None = None
 
     def __init__(self, model: str | None = None, *, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
@@ -378,8 +398,11 @@ class HFGenerator(Generator):
                 offset = 1 if self.is_encoder_decoder else ids.shape[1]
                 kwargs["stopping_criteria"] = StoppingCriteriaList(
                     [_StopOnStrings(self.tokenizer, stop_list, offset)])
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs,
-                                      **_adapter_kwargs(adapter_names, idx))
+            if len(idx) == 1 and adapter_names is None:
+                out = self._generate_cached(prompts[idx[0]], encoded[idx[0]], ids, mask, kwargs)
+            else:
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs,
+                                          **_adapter_kwargs(adapter_names, idx))
             new = out[:, 1:] if self.is_encoder_decoder else out[:, ids.shape[1]:]
             for row, i in enumerate(idx):
                 toks = through_eos(new[row].tolist(), eos_ids, self.tokenizer.pad_token_id if stop_list else None)
@@ -392,10 +415,11 @@ class HFGenerator(Generator):
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
         """Yield decoded text pieces as the model produces them (generation runs in a worker thread). Closing
         the iterator early stops the model at its next token and waits for it (a server frees its slot)."""
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteriaList
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        ids, mask = self.left_pad([self.encode_prompt(prompt)])
+        streamer = token_streamer(self.tokenizer)
+        encoded = self.encode_prompt(prompt)
+        ids, mask = self.left_pad([encoded])
         kwargs = self._gen_kwargs(max_new_tokens, temperature)
         closed = threading.Event()
         kwargs["stopping_criteria"] = StoppingCriteriaList([lambda input_ids, scores, **kw: torch.full(
@@ -405,7 +429,7 @@ class HFGenerator(Generator):
         def work() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kwargs)
+                    self._generate_cached(prompt, encoded, ids, mask, {**kwargs, "streamer": streamer})
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
                 streamer.end()
@@ -421,6 +445,24 @@ class HFGenerator(Generator):
             thread.join()
         if errors:
             raise errors[0]
+
+    def _generate_cached(self, prompt: Prompt, encoded: list[int], ids: torch.Tensor, mask: torch.Tensor,
+                         kwargs: dict[str, Any]) -> torch.Tensor:
+        """`model.generate` for one prompt, through the user's prefix cache when there is one: only the tokens
+        after the prefix it holds are computed, and the prompt and answer's cache is kept for the next turn."""
+        question = prompt.question
+        key = question.user_id if question is not None and question.user_id else None
+        if self.prefix_cache is None or key is None or self.is_encoder_decoder:
+            return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        _, cache = self.prefix_cache.take(key, encoded)
+        if cache is not None:
+            kwargs = {**kwargs, self.forward_params()[1]: cache}
+        out = self.model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True, **kwargs)
+        held = getattr(out, "cache", None)
+        held = held if held is not None else getattr(out, "past_key_values", None)
+        if held is not None:
+            self.prefix_cache.put(key, out.sequences[0].tolist(), held)
+        return out.sequences
 
     # ---------------------------------------------------------------------------------------- scoring
     def forward_params(self) -> tuple[dict[str, int], str]:
@@ -449,7 +491,7 @@ class HFGenerator(Generator):
         parts = []
         for cand in cands:
             full = self._encode_text(rendered + cand, prompt.chat)
-            k = _common_prefix_len(p_ids, full)
+            k = common_prefix_len(p_ids, full)
             if k == 0:  # nothing to condition on: the first token becomes the context
                 k = min(1, len(full))
             parts.append((k, full))

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pllm import pipeline
 from pllm.errors import InputError, NotFoundError, PllmError, UnknownNameError
 from pllm.models.base import Generation, Generator, load_generator
+from pllm.models.prefix_cache import PrefixCache
 from pllm.prompting.chat import MEMORY_SPEC, ChatStyle, chat_question
 from pllm.retrieval import RETRIEVERS, Embedder, load_embedder
 from pllm.serve.auth import KeyStore, Principal, store_user_id
@@ -88,7 +89,14 @@ class ServerState:
         with self._load_lock:
             if self._generator is None:
                 self._generator = load_generator(self.config.backend, self.config.model)
+                if self.config.prefix_cache_users and hasattr(self._generator, "prefix_cache"):
+                    self._generator.prefix_cache = PrefixCache(self.config.prefix_cache_users)
             return self._generator
+
+    def forget_prefix(self, uid: str) -> int:
+        """Drop the user's cached chat prefix (a forget hook of the served model, not of the store)."""
+        cache = getattr(self._generator, "prefix_cache", None)
+        return cache.forget(uid) if isinstance(cache, PrefixCache) else 0
 
     def embedder(self) -> Embedder:
         with self._load_lock:
@@ -359,6 +367,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         def work(tenant: str) -> UserForgotten:
             uid = existing_user(tenant, user)
             rows = state.memory.forget(uid)
+            if config.prefix_cache_users:
+                rows["prefix_cache"] = state.forget_prefix(uid)
             for p in state.loaded_personalizers():
                 rows[f"personalizer:{p.name}"] = p.forget(uid)
             return UserForgotten(id=user, rows=rows)

@@ -68,6 +68,9 @@ class ServeConfig:
     soft: str | None = _help("Soft-prompt user encoder folder (pllm soft train) for the 'soft' personalizer "
                              "(None: no soft prompting).", None)
     preload: bool = _help("Load the generator and embedder at startup rather than on first use.", True)
+    prefix_cache_users: int = _help("Users whose last chat turn's KV cache (prompt and answer) is kept so their "
+                                    "next turn computes only its new tokens (LRU over users; 0: off). Needs a "
+                                    "backend with a prefix cache (hf).", 0)
     torch_threads: int | None = _help("torch intra-op threads (None: torch's default). On a small shared CPU "
                                       "box 1 avoids thread oversubscription between concurrent requests.", None)
 
@@ -83,6 +86,8 @@ class ServeConfig:
             raise InputError(f"must be >= 0, got {self.gen_queue!r}", field="gen_queue")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise InputError(f"must be >= 1, got {self.torch_threads!r}", field="torch_threads")
+        if self.prefix_cache_users < 0:
+            raise InputError(f"must be >= 0, got {self.prefix_cache_users!r}", field="prefix_cache_users")
         if self.busy_retries < 0:
             raise InputError(f"must be >= 0, got {self.busy_retries!r}", field="busy_retries")
         if self.k > self.max_k:

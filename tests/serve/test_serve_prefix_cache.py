@@ -1,0 +1,51 @@
+"""`pllm serve --prefix-cache-users N` on a real (tiny) transformers model: a user's later turns reuse their
+cached prefix with the same greedy answers, and `DELETE /v1/users/{id}` drops the cache."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from pllm_serve_testutil import auth
+
+from pllm.errors import InputError
+from pllm.models.base import GENERATORS
+from pllm.models.testing import make_tiny_generator
+from pllm.serve import ServeConfig, store_user_id
+
+GENERATORS.register("serve-tiny-hf", lambda model=None: make_tiny_generator(seed=0), replace=True)
+
+
+def _conversation(client: TestClient, key: str) -> list[str]:
+    messages = [{"role": "system", "content": "you are a movie critic"}]
+    answers = []
+    for text in ("great movie", "and the book is bad", "what about the movie"):
+        messages.append({"role": "user", "content": text})
+        body = {"model": "tiny-llama-seed0", "user": "alice", "messages": messages, "max_tokens": 6}
+        r = client.post("/v1/chat/completions", json=body, headers=auth(key))
+        assert r.status_code == 200
+        answers.append(r.json()["choices"][0]["message"]["content"])
+        messages.append({"role": "assistant", "content": answers[-1]})
+    return answers
+
+
+def test_cached_turns_answer_as_uncached_ones_and_forget_drops_the_cache(make_client) -> None:
+    answers = {}
+    for users in (0, 4):
+        client = make_client(backend="serve-tiny-hf", prefix_cache_users=users)
+        key = client.app.state.pllm.keys.create(tenant="acme")[0]
+        r = client.post("/v1/users/alice/items", json={"items": [{"id": "a", "text": "I love this movie"}]},
+                        headers=auth(key))
+        assert r.status_code == 201
+        answers[users] = _conversation(client, key)
+    assert answers[4] == answers[0]
+    gen = client.app.state.pllm.generator()
+    uid = store_user_id("acme", "alice")
+    assert len(gen.prefix_cache) == 1 and gen.prefix_cache.stats["hits"] == 2
+    forgot = client.delete("/v1/users/alice", headers=auth(key)).json()
+    assert forgot["rows"]["prefix_cache"] == 1 and len(gen.prefix_cache) == 0
+    assert gen.prefix_cache.forget(uid) == 0
+
+
+def test_a_negative_prefix_cache_size_is_refused() -> None:
+    with pytest.raises(InputError, match="prefix_cache_users"):
+        ServeConfig(prefix_cache_users=-1)
