@@ -4,15 +4,16 @@
 2. throughput: label scoring of a batch with 8 different users' adapters in one forward pass (peft's
    per-row `adapter_names`) vs the same 8 rows one user at a time (switching the active adapter),
    both with all adapters already loaded; the ratio is what matters on a shared machine.
-   --batched: generation for the same 8 users on the bare model (adapters off), through peft's mixed path
-   (a loop over adapters in every LoRA layer) and through `pllm.adapt.batched_lora` (stacked, two bmm).
+   --batched (alone): generation for batches of 8 users' adapters on the bare model, through peft's mixed
+   path (a loop over adapters in every LoRA layer) and through `pllm.adapt.batched_lora` (stacked, two bmm),
+   with 8, 64 (or `--rotation N ...`) adapters in rotation.
 3. --movielens: on the `movielens-rating` test users (20+ items each): no personalization, RAG alone
    (bm25@k), user adapter alone, adapter + RAG; and for the same users cut to their latest few items
    (cold start): none, RAG, and the group adapter they are routed to. Metrics with 95% bootstrap CIs,
    written to --results (report.md / report.json).
 
     python benchmarks/adapters.py --quick
-    python benchmarks/adapters.py --batched --repeats 3
+    python benchmarks/adapters.py --batched --threads 1 --rotation 8 64
     python benchmarks/adapters.py --movielens --users 50 --results docs/results/adapters --out bench.json
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -146,37 +148,82 @@ def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str
         "mixed_tok_per_s": round(tok_mixed / g_mixed, 1), "switching_tok_per_s": round(tok_switch / g_switch, 1),
         "speedup_mixed_vs_switching": round((tok_mixed / g_mixed) / (tok_switch / g_switch), 2),
         "repeats": gen_repeats}
-    if args.batched:
-        out["batched_generation"] = bench_batched(gen, prompts, names, new_tokens, gen_repeats)
     return out
 
 
-def bench_batched(gen: Any, prompts: list, names: list[str], new_tokens: int, repeats: int) -> dict[str, Any]:
-    """One batch of 8 users' prompts: bare model vs peft's mixed path vs stacked LoRA, in tok/s."""
-    from pllm.adapt.batched_lora import BatchedLoRA
+REVIEW_PROMPTS = ["Write a long review of the movie {0}: the plot, the actors, the music and the ending.",
+                  "Tell a friend about {0} in detail: who should watch it and why, scene by scene."]
+MOVIES = ["Heat", "Fargo", "Alien", "Casablanca", "Vertigo", "Jaws", "Rocky", "Amelie"]
 
-    stacks = BatchedLoRA(gen.model)
 
-    def run(adapter_names: list[str] | None) -> int:
-        return sum(g.completion_tokens for g in gen.generate(prompts, max_new_tokens=new_tokens,
-                                                              batch_size=len(prompts), adapter_names=adapter_names))
+def bench_batched(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Generation for batches of 8 rows, each row a different user's LoRA adapter (r=8 on q/v, the default
+    recipe's shape; random small weights, which do not change the speed), on the bare model, through peft's
+    mixed path and through batched LoRA (both `AdapterPool`s), with N adapters in rotation: a pass runs N/8
+    batches so every adapter serves once. Modes alternate pass by pass (in reversed order every other pass),
+    so the machine's other load, and its drift, falls on all three alike; tok/s is the median over timed
+    passes (after one warm-up pass that loads the adapters)."""
+    import copy
 
-    def bare() -> int:
-        with gen.model.disable_adapter():
-            return run(None)
+    import torch
+    from peft import LoraConfig, get_peft_model
 
-    def batched() -> int:
-        with stacks.active():
-            return run(names)
+    from pllm.adapt.pool import AdapterPool, PoolConfig
+    from pllm.adapt.store import AdapterStore, named_record
+    from pllm.models import load_generator
+    from pllm.models.base import Prompt
+    from pllm.models.hf import HFGenerator
 
-    out: dict[str, Any] = {"users": len(set(names) - {"__base__"}), "max_new_tokens": new_tokens, "repeats": repeats,
-                           "unserved_layers": len(stacks.unserved)}
-    for label, fn in (("bare", bare), ("peft_mixed", lambda: run(names)), ("batched", batched)):
-        tokens = fn()
-        out[f"{label}_tok_per_s"] = round(tokens / _timeit(fn, repeats), 1)
-    out["batched_vs_bare_slowdown"] = round(out["bare_tok_per_s"] / out["batched_tok_per_s"], 2)
-    out["batched_vs_peft_speedup"] = round(out["batched_tok_per_s"] / out["peft_mixed_tok_per_s"], 2)
-    print(json.dumps({"batched_generation": out}), file=sys.stderr, flush=True)
+    bare = load_generator("hf")
+    assert isinstance(bare, HFGenerator)
+    prompts = [Prompt(text=REVIEW_PROMPTS[i % 2].format(m)) for i, m in enumerate(MOVIES)]
+    store = AdapterStore(root)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = get_peft_model(copy.deepcopy(bare.model), lora)
+    records = {}
+    t0 = time.perf_counter()
+    for i in range(max(args.rotation)):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.normal_(0, 0.02)
+        records[f"u{i}"] = store.write(named_record(f"u{i}", "lora", bare.model_id),
+                                       model.save_pretrained)
+    print(f"wrote {len(records)} adapters in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    pools = {mode: AdapterPool(bare, PoolConfig(private=True, batched_lora=mode == "batched",
+                                                memory_budget_mb=args.budget_mb))
+             for mode in ("peft_mixed", "batched")}
+
+    def one_pass(mode: str, n: int) -> tuple[int, float]:
+        tokens, t0 = 0, time.perf_counter()
+        for b in range(n // len(prompts)):
+            names = [f"u{(b * len(prompts) + j) % n}" for j in range(len(prompts))]
+            kw = {"max_new_tokens": args.new_tokens, "batch_size": len(prompts)}
+            gens = (bare.generate(prompts, **kw) if mode == "bare" else
+                    pools[mode].generate(prompts, names, records=records, **kw))
+            tokens += sum(g.completion_tokens for g in gens)
+        return tokens, time.perf_counter() - t0
+
+    out: dict[str, Any] = {"batch": len(prompts), "max_new_tokens": args.new_tokens, "adapter_bytes":
+                           records["u0"].bytes, "budget_mb": args.budget_mb, "rotations": {}}
+    for n in args.rotation:
+        runs: dict[str, list[float]] = {"bare": [], "peft_mixed": [], "batched": []}
+        tokens: dict[str, int] = {}
+        for rep in range(args.rotation_repeats + 1):
+            for mode in (list(runs) if rep % 2 else list(runs)[::-1]):  # alternate the order: load drifts
+                tok, secs = one_pass(mode, n)
+                if rep:  # the first pass warms up (and loads the adapters)
+                    runs[mode].append(tok / secs)
+                    tokens[mode] = tok
+        row = {f"{m}_tok_per_s": round(statistics.median(v), 1) for m, v in runs.items()}
+        row.update(tokens_per_pass=tokens, passes=args.rotation_repeats,
+                   batched_vs_bare_slowdown=round(row["bare_tok_per_s"] / row["batched_tok_per_s"], 2),
+                   batched_vs_peft_speedup=round(row["batched_tok_per_s"] / row["peft_mixed_tok_per_s"], 2),
+                   resident={m: len(p.adapter_names()) for m, p in pools.items()},
+                   loads={m: p.stats["loads"] for m, p in pools.items()},
+                   load_avg_1min=round(os.getloadavg()[0], 2))
+        out["rotations"][str(n)] = row
+        print(json.dumps({f"rotation_{n}": row}), file=sys.stderr, flush=True)
     return out
 
 
@@ -267,7 +314,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-speed", action="store_true", help="Skip parts 1-2 (train time, throughput).")
     parser.add_argument("--train-only", action="store_true", help="Part 1 only: time one adapter's training.")
     parser.add_argument("--batched", action="store_true",
-                        help="Also compare generation: bare model / peft's mixed path / stacked LoRA (8 users).")
+                        help="Only compare generation: bare model / peft's mixed path / batched LoRA (8 rows).")
+    parser.add_argument("--rotation", type=int, nargs="+", default=[8, 64],
+                        help="--batched: adapters in rotation (multiples of 8).")
+    parser.add_argument("--rotation-repeats", type=int, default=2, help="--batched: timed passes per rotation.")
+    parser.add_argument("--new-tokens", type=int, default=32, help="--batched: tokens generated per row.")
+    parser.add_argument("--budget-mb", type=float, default=1024.0, help="--batched: the pools' memory budget.")
     parser.add_argument("--movielens", action="store_true", help="Also run the movielens-rating comparison.")
     parser.add_argument("--users", type=int, default=50, help="movielens: test users (20+ items each).")
     parser.add_argument("--ml-items", type=int, default=40, help="movielens: latest items per user adapter.")
@@ -286,12 +338,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    import os
-
     result: dict[str, Any] = {"threads": args.threads, "cpu_count": os.cpu_count(),
                               "load_avg_1min_at_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="pllm-bench-adapters-") as tmp:
-        if not args.skip_speed:
+        if args.batched:
+            result["batched_generation"] = bench_batched(args, Path(tmp) / "batched")
+        elif not args.skip_speed:
             result.update(bench_train_and_throughput(args, Path(tmp) / "speed"))
         if args.movielens:
             result["movielens"] = bench_movielens(args, Path(tmp) / "movielens")
@@ -308,10 +360,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"| generation, mixed batch of 8 users | {g['mixed_tok_per_s']} tok/s |\n"
                   f"| generation, one user at a time | {g['switching_tok_per_s']} tok/s |\n"
                   f"| speed-up (generation) | {g['speedup_mixed_vs_switching']}x |")
-        b = result.get("batched_generation")
-        if b:
-            print(f"| generation, 8 users: bare / peft mixed / batched LoRA | {b['bare_tok_per_s']} / "
-                  f"{b['peft_mixed_tok_per_s']} / {b['batched_tok_per_s']} tok/s |")
+    for n, b in result.get("batched_generation", {}).get("rotations", {}).items():
+        print(f"| batch 8, {n} adapters in rotation: bare / peft mixed / batched LoRA | {b['bare_tok_per_s']} / "
+              f"{b['peft_mixed_tok_per_s']} / {b['batched_tok_per_s']} tok/s |")
     if args.out:
         Path(args.out).write_text(text + "\n")
     return result

@@ -158,14 +158,14 @@ class BatchedLoRA:
             self._free.remove(slot)
         self.slots[adapter] = slot
         for name, module in self.model.named_modules():
-            if not isinstance(module, LoraLayer) or adapter not in module.lora_A:
+            layer: Any = module  # a peft LoRA layer (an nn.Module), once the check below passed
+            if not isinstance(layer, LoraLayer) or adapter not in layer.lora_A:
                 continue
-            reason = _servable(module)
+            reason = _servable(layer)
             if reason is not None:
                 self.unserved[name] = reason
                 self._release(module)
                 continue
-            layer: Any = module
             wa, wb = layer.lora_A[adapter].weight.detach(), layer.lora_B[adapter].weight.detach()
             stack = _grown(layer, self.layers.get(module), slot, wa.shape[0])
             self.layers[module] = stack
