@@ -66,6 +66,12 @@ def _servable(layer: Any) -> str | None:
     return None
 
 
+def _is_lora_layer(module: object) -> bool:
+    from peft.tuners.lora.layer import LoraLayer
+
+    return isinstance(module, LoraLayer)
+
+
 def _view(layer: Any, name: str, stack: _Stack) -> None:
     """Point peft's weights of adapter `name` at its slot (a view: the stack holds the only copy)."""
     slot, r = stack.slot[name], stack.rank[name]
@@ -149,8 +155,6 @@ class BatchedLoRA:
     def add(self, adapter: str) -> None:
         """Copy a loaded adapter's LoRA weights into a free slot of every layer it targets; peft's weights
         become views of that slot."""
-        from peft.tuners.lora.layer import LoraLayer
-
         if adapter in self.slots:
             return
         slot = min(self._free) if self._free else len(self.slots) + 1
@@ -159,7 +163,7 @@ class BatchedLoRA:
         self.slots[adapter] = slot
         for name, module in self.model.named_modules():
             layer: Any = module  # a peft LoRA layer (an nn.Module), once the check below passed
-            if not isinstance(layer, LoraLayer) or adapter not in layer.lora_A:
+            if not _is_lora_layer(layer) or adapter not in layer.lora_A:
                 continue
             reason = _servable(layer)
             if reason is not None:
