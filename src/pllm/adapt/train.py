@@ -27,6 +27,7 @@ from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
 from pllm.errors import ArtifactError, InputError
 from pllm.io import sha1_text
 from pllm.models.hf import HFGenerator
+from pllm.prompting.profile import ItemCrowd
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem
 
@@ -188,9 +189,10 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
                   items_by_user: dict[str, Sequence[ProfileItem]], config: AdaptConfig, store: AdapterStore,
                   task_record: AdapterRecord | None = None, source: dict[str, Any] | None = None,
                   centroid: list[float] | None = None, embedder: str | None = None, max_pairs: int | None = None,
-                  force: bool = False, step_callback: Callable[[int, int], None] | None = None
-                  ) -> tuple[AdapterRecord, bool]:
-    """Train (or skip, if up to date) one adapter; returns (record, trained?).
+                  force: bool = False, step_callback: Callable[[int, int], None] | None = None,
+                  crowd: ItemCrowd | None = None) -> tuple[AdapterRecord, bool]:
+    """Train (or skip, if up to date) one adapter; returns (record, trained?). `crowd`: other users' outputs
+    per item, for a recipe with collaborative context.
 
     A user adapter gets `{user: items}`; a group or task adapter every member's items (pairs are
     rendered per member, so retrieved demonstrations never cross users)."""
@@ -198,7 +200,8 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
     pairs: list[TrainingPair] = []
     for user, items in sorted(items_by_user.items()):
         if chosen.get(user):
-            pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user]))
+            pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user],
+                                        crowd=crowd))
     if not pairs:
         raise InputError(f"{kind} adapter {owner!r}: no training items")
     key = base_key(generator, task_record)
