@@ -34,7 +34,7 @@ from typing import Any
 from pllm.errors import ArtifactError, InputError, NotFoundError
 from pllm.io import atomic_dir, atomic_write_json, sha1_text, to_jsonable
 from pllm.paths import pllm_home
-from pllm.users.store import Feature, SQLiteUserStore
+from pllm.users.store import Feature, UserStore
 
 KINDS = ("task", "group", "user", "named")
 RECORD_FILE = "pllm_adapter.json"
@@ -151,10 +151,10 @@ def sha256_file(path: Path) -> str:
 class AdapterStore:
     """Adapter folders under `root`, indexed in a user store's tables when `db` is given."""
 
-    def __init__(self, root: str | Path | None = None, *, db: SQLiteUserStore | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, db: UserStore | None = None) -> None:
         legacy = Path(root) if root is not None else None  # where earlier `pllm align` wrote named adapters
         if root is None:
-            root = (Path(db.path).parent if db is not None else pllm_home()) / "adapters"
+            root = (db.home if db is not None else pllm_home()) / "adapters"
             legacy = pllm_home() / "align" / "adapters" if db is None else None
         self.root = Path(root)
         self.db = db
@@ -352,7 +352,7 @@ def _remove_tree(folder: Path) -> int:
     return n
 
 
-def forget_user_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]:
+def forget_user_adapters(store: UserStore, user_id: str) -> dict[str, int]:
     """The adapters feature's forget hook: delete the user's own adapters (files and rows) and mark every task/group
     adapter trained on their data stale, with the user dropped from its members.
 
@@ -377,7 +377,7 @@ def forget_user_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]
     return {"adapters": rows, "adapter_files": files, "stale_shared_adapters": len(shared)}
 
 
-def forget_named_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]:
+def forget_named_adapters(store: UserStore, user_id: str) -> dict[str, int]:
     """The preferences feature's forget hook: delete named adapters trained on this user's data alone (group
     adapters trained on several users are kept; their records name the users so an operator can retrain them)."""
     adapters = AdapterStore()

@@ -64,7 +64,7 @@ def train(
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Train private adapters for users (resumable), optionally after a shared task adapter and with groups."""
     from pllm.adapt.jobs import load_items, prepare_base, source_for, train_groups, train_task, train_users
@@ -92,7 +92,7 @@ def train(
     with open_db(db) as store, progress_bar() as bar:
         adapters = AdapterStore(adapters_dir, db=store)
         progress = tracker(bar)
-        source = data_source or {"db": str(store.path)}
+        source = data_source or {"db": store.location}
         if train_source is not None:
             train_items = load_items(spec, train_source)
         if task_adapter:
@@ -140,7 +140,7 @@ def list_(
     task: str = typer.Option(..., "--task", help="Task name or spec file.",
                              callback=task_callback),
     adapters_dir: Path | None = AdaptersDirOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """List a task's adapters with their size, items, training time, last loss and staleness."""
     from pllm.adapt.store import KINDS, AdapterStore
@@ -167,7 +167,7 @@ def retrain_stale(
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Rebuild task/group adapters marked stale by `pllm users forget`, without the forgotten users."""
     from pllm.adapt.jobs import retrain_stale as run

@@ -32,7 +32,7 @@ from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
 from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
 from pllm.types import ProfileItem
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import UserStore
 
 AUTO_ORDER = ("user-adapter", "preference", "soft")
 
@@ -63,7 +63,7 @@ class UserAdapterPersonalizer(ChatPersonalizer):
 
     name = "user-adapter"
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         self.lock = threading.RLock()
         self._generators: dict[str, Any] = {}  # task -> AdapterGenerator over a private copy of the base model
@@ -130,7 +130,7 @@ class PreferencePersonalizer(ChatPersonalizer):
 
     name = "preference"
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         self.prefs = PreferenceStore(store)
 
@@ -159,7 +159,7 @@ class SoftPersonalizer(ChatPersonalizer):
 
     name = "soft"
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         self.lock = threading.Lock()
         self.generator: Any = None  # the SoftPromptGenerator, loaded on first use
