@@ -372,7 +372,7 @@ class UserStore(ABC):
                 conn.execute(
                     "INSERT INTO questions(id, user_id, input, query, target, timestamp, seq) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET user_id=excluded.user_id, "
-                    "input=excluded.input, query=excluded.query, target=COALESCE(excluded.target, target), "
+                    "input=excluded.input, query=excluded.query, target=COALESCE(excluded.target, questions.target), "
                     "timestamp=excluded.timestamp",
                     (q.id, q.user_id, q.input, json.dumps(q.query, ensure_ascii=False), q.target, q.timestamp,
                      qseq + n),
