@@ -103,6 +103,12 @@ def adapter_name(kind: str, owner: str) -> str:
     return f"{kind[0]}_{sha1_text(kind, owner)[:16]}"
 
 
+def engine_name(task: str, kind: str, owner: str) -> str:
+    """The adapter's name on a serving engine (vLLM's `--lora-modules NAME=PATH`, then `model: NAME` per
+    request): one engine holds every task's adapters, so unlike `adapter_name` it includes the task."""
+    return f"{kind[0]}_{sha1_text(task, kind, owner)[:16]}"
+
+
 def slug(owner: str) -> str:
     """A folder name for any user/group id: readable prefix + hash (ids may hold '/', '..', spaces)."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", owner)[:40]
@@ -246,6 +252,25 @@ class AdapterStore:
             if folder.is_dir() and not folder.name.startswith("."):
                 out.append(self.load_record(folder, verify=verify))
         return out
+
+    def lora_modules(self, task: str, kind: str = "user") -> tuple[list[tuple[str, AdapterRecord]], list[str]]:
+        """(engine name, record) of every fresh LoRA adapter of `kind` for the task, which a serving engine
+        loads from its folder as it is (peft's adapter_config.json + adapter_model.safetensors); and why
+        the others were left out (stale, or a peft type other than LoRA, which vLLM does not serve)."""
+        served, skipped = [], []
+        for record in self.records(task, kind):
+            assert record.path is not None
+            try:
+                peft_type = json.loads((record.path / "adapter_config.json").read_text(encoding="utf-8"))["peft_type"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ArtifactError(f"adapter folder {record.path}: unreadable adapter_config.json ({exc})") from None
+            if record.stale:
+                skipped.append(f"{record.owner}: stale (retrain it: pllm adapt retrain-stale)")
+            elif str(peft_type).upper() != "LORA":
+                skipped.append(f"{record.owner}: {peft_type} adapter (vLLM serves LoRA only)")
+            else:
+                served.append((engine_name(task, kind, record.owner), record))
+        return served, skipped
 
     def indexed(self, kind: str, owner: str) -> list[tuple[str, float, Path]]:
         """(task, created_at, folder) of every adapter of `owner` indexed in the database, under any root."""

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pllm.adapt.store import AdapterStore, adapter_name
+from pllm.adapt.store import AdapterStore, adapter_name, engine_name
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
@@ -59,7 +59,9 @@ class _Serialized(DelegatingGenerator):
 
 
 class UserAdapterPersonalizer(ChatPersonalizer):
-    """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table)."""
+    """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table): loaded
+    on a local transformers model, or, on a serving engine (the openai backend to vLLM with `--lora-modules`
+    from `pllm adapt list --lora-modules`), named as the request's model (`engine_name`)."""
 
     name = "user-adapter"
 
@@ -91,7 +93,15 @@ class UserAdapterPersonalizer(ChatPersonalizer):
         return self._generators[task]
 
     def personalize(self, ctx: ChatContext) -> ChatContext | None:
-        if ctx.store_user_id is None or not _is_hf(ctx.generator):
+        if ctx.store_user_id is None:
+            return None
+        if ctx.generator.serves_engine_adapters:  # the engine holds the adapters: name the user's one
+            found = self._find(ctx)
+            if found is None:
+                return None
+            ctx.generator = ctx.generator.with_engine_adapter(engine_name(found[0], "user", ctx.store_user_id))
+            return ctx
+        if not _is_hf(ctx.generator):
             return None
         found = self._find(ctx)
         if found is None:
