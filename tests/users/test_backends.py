@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from pllm_testkit import POSTGRES_ENV
 from typer.testing import CliRunner
 
 from pllm.adapt.store import AdapterStore
@@ -20,6 +19,7 @@ from pllm.serve.features import open_with_features
 from pllm.types import ProfileItem
 from pllm.users.dialect import POSTGRES
 from pllm.users.store import PostgresUserStore, SQLiteUserStore, StoreError, UserStore, open_store, redact_url
+from pllm_testkit import POSTGRES_ENV
 
 
 def test_open_store_picks_the_implementation(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,7 +92,8 @@ def test_concurrent_writers_from_two_connections(store_location: str) -> None:
 
 
 @pytest.mark.parametrize(("sql", "expected"), [
-    ("SELECT id FROM items WHERE user_id=? AND id LIKE '%x'", "SELECT id FROM items WHERE user_id=%s AND id LIKE '%%x'"),
+    ("SELECT id FROM items WHERE user_id=? AND id LIKE '%x'",
+     "SELECT id FROM items WHERE user_id=%s AND id LIKE '%%x'"),
     ("INSERT OR IGNORE INTO users(id, meta, created_at) VALUES (?, ?, ?)",
      "INSERT INTO users(id, meta, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"),
     ("INSERT OR REPLACE INTO preference_vectors(user_id, vector) VALUES (?, ?)",

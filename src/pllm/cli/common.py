@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
@@ -34,8 +33,8 @@ err_console = Console(stderr=True)
 
 MODEL_HELP = "Model id/path, or an embedded model by name (`pllm models list`; default: smollm2-135m-instruct)."
 
-DbOption = typer.Option(None, "--store", "--db", help="The user store: a SQLite path or a postgresql://user:pass@host/db "
-                        "URL (default: $PLLM_STORE, else $PLLM_HOME/pllm.sqlite3).")
+DbOption = typer.Option(None, "--store", "--db", help="The user store: a SQLite path or a "
+                        "postgresql://user:pass@host/db URL (default: $PLLM_STORE, else $PLLM_HOME/pllm.sqlite3).")
 
 PROGRESS_SECONDS_ENV = "PLLM_PROGRESS_SECONDS"  # seconds between plain progress lines (0: every update)
 

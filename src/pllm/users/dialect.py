@@ -49,7 +49,8 @@ class PostgresDialect(Dialect):
     begin_write = "BEGIN"  # writers are serialized by an advisory lock taken right after (see PostgresUserStore)
     user_tables_sql = ("SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
                        "AND column_name = 'user_id' ORDER BY table_name")
-    table_exists_sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
+    table_exists_sql = ("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+                        "AND table_name = ?")
 
     def query(self, sql: str) -> str:
         return _to_postgres(sql)
