@@ -49,7 +49,7 @@ class StoreError(PllmError):
     """A store that cannot be opened as asked: unreachable, malformed URL, missing database, newer schema."""
 
 
-class Cursor(Protocol):
+class _Cursor(Protocol):
     """What a statement returns (sqlite3's and psycopg's cursors both are one)."""
 
     @property
@@ -59,13 +59,15 @@ class Cursor(Protocol):
 
     def fetchall(self) -> list[Any]: ...
 
+    def __iter__(self) -> Iterator[Any]: ...
 
-class SQLConnection(Protocol):
+
+class _Connection(Protocol):
     """The connection a write transaction hands out: statements in SQLite's dialect, whatever the database."""
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> _Cursor: ...
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _Cursor: ...
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class UserStore(ABC):
 
     # -- what an implementation provides ----------------------------------------------------------
     @abstractmethod
-    def transaction(self) -> contextlib.AbstractContextManager[SQLConnection]:
+    def transaction(self) -> contextlib.AbstractContextManager[_Connection]:
         """One write transaction; writers are serialized (a busy writer waits instead of failing later)."""
 
     @abstractmethod
@@ -216,7 +218,7 @@ class UserStore(ABC):
 
     # -- versions -----------------------------------------------------------------------------------
     @staticmethod
-    def bump_version(conn: SQLConnection, user_id: str) -> int:
+    def bump_version(conn: _Connection, user_id: str) -> int:
         """Inside a write transaction: give the user a new version from the store-wide clock (so a version
         never repeats, even after the user is forgotten and written again)."""
         conn.execute("UPDATE store_clock SET value = value + 1 WHERE id = 1")
@@ -233,13 +235,13 @@ class UserStore(ABC):
 
     # -- users and items ------------------------------------------------------------------------
     @staticmethod
-    def _ensure_user(conn: SQLConnection, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
+    def _ensure_user(conn: _Connection, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
         cur = conn.execute("INSERT OR IGNORE INTO users(id, meta, created_at) VALUES (?, ?, ?)",
                            (user_id, json.dumps(dict(meta or {})), time.time()))
         return cur.rowcount > 0
 
     @staticmethod
-    def _next_seq(conn: SQLConnection, table: str) -> int:
+    def _next_seq(conn: _Connection, table: str) -> int:
         return int(conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]) + 1
 
     def add_user(self, *, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
@@ -248,7 +250,7 @@ class UserStore(ABC):
             self.bump_version(conn, user_id)
             return self._ensure_user(conn, user_id, meta)
 
-    def _insert_items(self, conn: SQLConnection, items: Sequence[ProfileItem], user_id: str) -> int:
+    def _insert_items(self, conn: _Connection, items: Sequence[ProfileItem], user_id: str) -> int:
         seq = self._next_seq(conn, "items")
         now = time.time()
         n = 0
@@ -343,7 +345,7 @@ class UserStore(ABC):
         self._after_forget([t for t, n in report.rows.items() if n])
         return report
 
-    def _extra_user_tables(self, conn: SQLConnection) -> list[str]:
+    def _extra_user_tables(self, conn: _Connection) -> list[str]:
         """Feature tables that carry a `user_id` column, so forget reaches them too (also those of features not
         registered in this process: a user's rows never outlive `forget`)."""
         names = dict.fromkeys(r[0] for r in conn.execute(self.dialect.user_tables_sql, ()).fetchall())
@@ -504,7 +506,7 @@ class SQLiteUserStore(UserStore):
         return self
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[SQLConnection]:
+    def transaction(self) -> Iterator[_Connection]:
         with self._lock:
             self._conn.execute(self.dialect.begin_write)
             try:
@@ -534,10 +536,10 @@ class _PgConnection:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
         return self._conn.execute(POSTGRES.query(sql), tuple(parameters))
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _Cursor:
         cur = self._conn.cursor()
         cur.executemany(POSTGRES.query(sql), [tuple(p) for p in parameters])
         return cur
@@ -587,7 +589,7 @@ class PostgresUserStore(UserStore):
         return self
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[SQLConnection]:
+    def transaction(self) -> Iterator[_Connection]:
         with self._lock:
             conn = self._connection()
             with conn.transaction():
