@@ -331,7 +331,7 @@ async def load(args: argparse.Namespace, server: Server, key: str, rng: random.R
             ok_after = sum(1 for s in after if isinstance(s, int) and 200 <= s < 300)
             out["kill"] = {"killed_pid": killed.get("pid"), "requests_after_kill": len(after), "ok_after": ok_after,
                            "failed_after": len(after) - ok_after,
-                           "survivors": len(children(server.proc.pid))}
+                           "server_children_at_end": len(children(server.proc.pid))}
 
         # 4. chat completions with the embedded model (32-token answers), bounded by the server's queue
         if args.chats:
