@@ -50,7 +50,8 @@ class StoreError(PllmError):
 
 
 class _Cursor(Protocol):
-    """What a statement returns (sqlite3's and psycopg's cursors both are one)."""
+    """What a statement returns (sqlite3's and psycopg's cursors both are one; rows are as dynamic as the drivers
+    type them, which is why these two protocols stay private)."""
 
     @property
     def rowcount(self) -> int: ...
