@@ -91,6 +91,19 @@ def test_concurrent_writers_from_two_connections(store_location: str) -> None:
         s.close()
 
 
+def test_a_dropped_connection_is_reopened(postgres_url: str) -> None:
+    """A server restart or failover: the statement that meets the loss fails, the next one reconnects."""
+    import psycopg
+
+    with open_store(postgres_url) as store, psycopg.connect(postgres_url, autocommit=True) as admin:
+        assert isinstance(store, PostgresUserStore)
+        store.add_items([ProfileItem(id="a", fields={"text": "x"})], user_id="u")
+        admin.execute("SELECT pg_terminate_backend(%s)", (store._conn.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError):
+            store.get_items(user_id="u")
+        assert [i.id for i in store.get_items(user_id="u")] == ["a"]
+
+
 @pytest.mark.parametrize(("sql", "expected"), [
     ("SELECT id FROM items WHERE user_id=? AND id LIKE '%x'",
      "SELECT id FROM items WHERE user_id=%s AND id LIKE '%%x'"),
