@@ -19,7 +19,7 @@ from pllm.serve.features import open_with_features
 from pllm.types import ProfileItem
 from pllm.users.dialect import POSTGRES
 from pllm.users.store import PostgresUserStore, SQLiteUserStore, StoreError, UserStore, open_store, redact_url
-from pllm_testkit import POSTGRES_ENV
+from pllm_testkit import POSTGRES_ENV, POSTGRES_REQUIRED_ENV
 
 
 def test_open_store_picks_the_implementation(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,6 +133,8 @@ def _cli(*args: str) -> tuple[int, str]:
 def _postgres_server() -> str:
     url = os.environ.get(POSTGRES_ENV, "")
     if not url:
+        if os.environ.get(POSTGRES_REQUIRED_ENV) == "1":
+            pytest.fail(f"needs ${POSTGRES_ENV}")
         pytest.skip(f"needs ${POSTGRES_ENV}")
     return url
 
