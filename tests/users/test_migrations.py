@@ -57,7 +57,8 @@ def test_an_old_store_opens_and_migrates_every_feature(tmp_path):
     _old_store(path)
     with register_features(SQLiteUserStore(path)) as store:
         assert store.features == ["adapters", "keys", "preferences"]
-        assert [m for m in store.applied_migrations() if m not in SHIPPED] == ["0006_adapter_assignments"]
+        assert [m for m in store.applied_migrations() if m not in SHIPPED] == ["0006_adapter_assignments",
+                                                                               "0007_user_versions"]
         prefs = PreferenceStore(store)
         assert prefs.get_assignment(user_id="ada") == {"dpo": "dpo-ada", "soup": "dsp"}
         assert prefs.get_assignment(user_id="bob") == {"ric": "ric-all"}
@@ -71,7 +72,7 @@ def test_an_old_store_opens_and_migrates_every_feature(tmp_path):
         assert rows["adapters"] == 1  # the adapters feature's hook ran
     with SQLiteUserStore(path) as store:  # reopening applies nothing twice
         assert PreferenceStore(store).get_assignment(user_id="bob") == {"ric": "ric-all"}
-        assert store.applied_migrations() == sorted([*SHIPPED, "0006_adapter_assignments"])
+        assert store.applied_migrations() == sorted([*SHIPPED, "0006_adapter_assignments", "0007_user_versions"])
 
 
 def test_a_new_store_holds_only_the_features_registered_with_it(tmp_path):
@@ -81,4 +82,5 @@ def test_a_new_store_holds_only_the_features_registered_with_it(tmp_path):
         PreferenceStore(store)
         assert store.features == ["preferences"]
         assert store.applied_migrations() == ["0001_users_items", "0002_embeddings_summaries",
-                                              "0003_align_preferences", "0006_adapter_assignments"]
+                                              "0003_align_preferences", "0006_adapter_assignments",
+                                              "0007_user_versions"]

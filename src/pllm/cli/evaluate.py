@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         adapters_dir: Path | None = typer.Option(None, "--adapters-dir", help="Adapter folder (default: beside "
                                                  "the store)."),
         out: Path = typer.Option(Path("pllm-eval"), "--out", help="Output folder for predictions and metrics."),
-        db: Path | None = DbOption,
+        db: str | None = DbOption,
     ) -> None:
         """Run one personalization method over a LaMP questions file; write predictions, metrics and a table."""
         spec = get_task(task)

@@ -123,7 +123,7 @@ class GeneratorOptions:
         if self.soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
             from pllm.soft.model import load_soft_generator
 
-            generator = load_soft_generator(self.soft, generator, store=store)  # type: ignore[arg-type]
+            generator = load_soft_generator(self.soft, generator, store=store)
         return generator
 
     def label(self, method_label: str) -> str:
