@@ -103,9 +103,9 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
     and remove it again, leaving the base weights untouched.
 
     With `checkpoint` (a file named by the run's data hash), the adapter weights, optimizer state and losses
-    are written there every `checkpoint_every` steps (default CHECKPOINT_EVERY), and a killed run started again continues from the last
-    one: the batch schedule is fixed by the seed up front, so the resumed run takes the batches the
-    uninterrupted one would have. The file is removed once the adapter is saved."""
+    are written there every `checkpoint_every` steps (default CHECKPOINT_EVERY), and a killed run started
+    again continues from the last one: the batch schedule is fixed by the seed up front, so the resumed run
+    takes the batches the uninterrupted one would have. The file is removed once the adapter is saved."""
     from peft import get_peft_model
 
     if not pairs:
