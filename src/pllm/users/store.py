@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
 
@@ -117,6 +117,9 @@ class ForgetReport:
     rows: dict[str, int] = field(default_factory=dict)
 
 
+_Store = TypeVar("_Store", bound="UserStore")
+
+
 class UserStore(ABC):
     """Every user store: users, items, questions, embeddings, summaries and the features registered with it.
 
@@ -127,6 +130,9 @@ class UserStore(ABC):
 
     dialect: Dialect = SQLITE
     location: str  # where the store is, for messages (a URL without its password)
+    # Every implementation holds one connection, used under one lock (threads share the store).
+    _lock: threading.RLock
+    _conn: Any
 
     def __init__(self, features: Sequence[Feature] = ()) -> None:
         self._features: dict[str, Feature] = {}
@@ -145,8 +151,9 @@ class UserStore(ABC):
     def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple]:
         """One statement outside a write transaction; its rows (none for a statement without a result)."""
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
     @property
     def home(self) -> Path:
@@ -160,7 +167,7 @@ class UserStore(ABC):
     def _after_forget(self, tables: Sequence[str]) -> None:
         """Make the forgotten rows unrecoverable from the files (tables: those that lost rows)."""
 
-    def __enter__(self) -> UserStore:
+    def __enter__(self: _Store) -> _Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -499,13 +506,6 @@ class SQLiteUserStore(UserStore):
     def home(self) -> Path:
         return self.path.parent
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> SQLiteUserStore:
-        return self
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Connection]:
         with self._lock:
@@ -581,13 +581,6 @@ class PostgresUserStore(UserStore):
         if self._conn.closed or self._conn.broken:
             self._conn = self._connect()
         return self._conn
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> PostgresUserStore:
-        return self
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Connection]:
