@@ -141,12 +141,13 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
 
 def test_a_dropped_stream_frees_the_generation_slot(server_factory) -> None:  # noqa: ANN001
     """One generation slot, a slow token stream: the client reads one chunk and hangs up; the next request
-    must not wait for the abandoned answer to be generated to the end (~60 words x 0.3 s)."""
+    must not wait for the abandoned answer to be generated to the end (~60 words x 0.3 s). The dropped chat's
+    turn is still remembered (memory: raw)."""
     key = make_key()
     server = server_factory(env={"PLLM_TEST_TOKEN_DELAY": "0.3"}).start()
     words = " ".join(["word"] * 60)
-    body = {"model": "serve-echo", "stream": True, "max_tokens": 100,
-            "messages": [{"role": "user", "content": words}]}
+    body = {"model": "serve-echo", "stream": True, "max_tokens": 100, "user": "dora", "memory": "raw",
+            "session": "s", "messages": [{"role": "user", "content": words}]}
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=auth(key),
                       timeout=30) as r:
         assert r.status_code == 200
@@ -159,6 +160,12 @@ def test_a_dropped_stream_frees_the_generation_slot(server_factory) -> None:  # 
     waited = time.monotonic() - started
     assert after.status_code == 200
     assert waited < 6.0, f"the next request waited {waited:.1f} s for the abandoned stream"
+    deadline = time.monotonic() + 10  # written in the background once the stream is gone
+    while not all_item_ids(server.url, key, "dora") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all_item_ids(server.url, key, "dora") == {"chat-s-0"}
+    stats = httpx.get(f"{server.url}/v1/memory/stats", headers=auth(key)).json()
+    assert stats["turns_stored"] == 1 and stats["turn_failures"] == 0
 
 
 def test_sigterm_finishes_in_flight_requests(server_factory) -> None:  # noqa: ANN001

@@ -26,7 +26,7 @@ from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with
 from pllm.retrieval.base import retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import ItemVersion, SQLiteUserStore
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
@@ -136,7 +136,8 @@ class MemoryService:
     # -- writes ----------------------------------------------------------------------------------
     def add(self, user_id: str, items: Sequence[ProfileItem]) -> list[ProfileItem]:
         """Embed (if an embedder is configured), then write the items in one transaction; returns them with
-        ids filled in. Replacing an item by id drops the old text's embedding when nothing else uses it."""
+        ids filled in. Replacing an item by id archives its previous version (`history`) and drops the old
+        text's embedding when nothing else uses it."""
         items = [ProfileItem(id=it.id or uuid.uuid4().hex, fields=it.fields, user_id=None, timestamp=it.timestamp)
                  for it in items]
         ids = [it.id for it in items]
@@ -149,7 +150,7 @@ class MemoryService:
                        self.busy_retries)
         old = self._texts_of(user_id, ids)
         try:
-            retry_busy(lambda: self.store.add_items(items, user_id=user_id), self.busy_retries)
+            retry_busy(lambda: self.store.add_items(items, user_id=user_id, keep_history=True), self.busy_retries)
         finally:
             self._invalidate(user_id)
         new_hashes = {sha1_text(item_text(it)) for it in items}
@@ -195,6 +196,20 @@ class MemoryService:
         return {"items": self.store.get_items(user_id=user_id),
                 "n_embeddings": self.store.count_embeddings(user_id=user_id),
                 "profile_summaries": self.store.get_summaries(user_id=user_id)}
+
+    def history(self, user_id: str, item_id: str) -> list[ItemVersion]:
+        """Every version of one item, oldest first ([] when the item does not exist)."""
+        return self.store.get_item_history(item_id, user_id=user_id)
+
+    def vectors(self, user_id: str, texts: Sequence[str], *, stored: bool) -> np.ndarray | None:
+        """Unit vectors of `texts`, None without an embedder. `stored`: the texts are the user's items, so
+        their vectors are read from (or added to) the store; otherwise they are encoded and not kept."""
+        emb = self.embedder
+        if emb is None or not texts:
+            return None
+        cache = UserEmbeddingCache(self.store, user_id) if stored else None
+        vecs = retry_busy(lambda: embed_with_cache(emb, list(texts), cache, user_id=user_id), self.busy_retries)
+        return l2_normalize(np.asarray(vecs, dtype=np.float32))
 
     def items(self, user_id: str) -> list[ProfileItem]:
         return list(self._user_index(user_id).items)
