@@ -193,3 +193,24 @@ def test_a_streamed_chat_remembers_after_the_stream(notes) -> None:  # noqa: ANN
     assert text.startswith("you said I live in Porto")
     stats(client, key, until=lambda s: s["facts_added"] == 1)
     assert {i["text"] for i in items(client, key).values()} == {"I live in Porto", "city: Porto"}
+
+
+def test_remembered_turns_are_searchable_by_the_conversation_retrievers(notes) -> None:  # noqa: ANN001
+    client, key, oa = notes
+    turns = ["my sister has a new job", "she flies planes for a living"]
+    say(oa, turns[0], memory="raw")
+    say(oa, turns[1], memory="raw", history=[{"role": "user", "content": turns[0]}])
+    say(oa, "I drink tea every morning", memory="raw", session="s2")
+    stats(client, key, until=lambda s: s["turns_stored"] == 3)
+
+    def search(q: str, retriever: str) -> list[str]:
+        r = client.get("/v1/users/ada/search", params={"q": q, "k": 2, "retriever": retriever}, headers=auth(key))
+        assert r.status_code == 200, r.text
+        return [h["item"]["id"] for h in r.json()["data"]]
+
+    # The second turn alone says nothing of the sister; indexed with its neighbour it is found.
+    assert sorted(search("what does my sister do", "window")) == ["chat-s1-0", "chat-s1-1"]
+    bm25 = client.get("/v1/users/ada/search", params={"q": "what does my sister do", "k": 3, "retriever": "bm25"},
+                      headers=auth(key)).json()["data"]
+    assert {h["item"]["id"]: h["score"] for h in bm25}["chat-s1-1"] == 0.0  # alone, it matches nothing
+    assert search("what did I say today about tea", "dated")[0] == "chat-s2-0"

@@ -2,7 +2,8 @@
 
 `make_retriever(name, **options)` gives a `Retriever`; `build(docs)` indexes one user's profile once and
 the returned `RetrieverIndex.search(query, k)` ranks it per question. Registered: bm25, dense, hybrid,
-recency, random, none. Heavy libraries (bm25s, torch, sentence-transformers) load on first use.
+recency, random, none, and for conversations dated and window (`retrieval/conversation.py`). Heavy
+libraries (bm25s, torch, sentence-transformers) load on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pllm.retrieval.base import (
     make_retriever,
     rank_scores,
 )
+from pllm.retrieval.conversation import DatedRetriever, WindowRetriever
 from pllm.retrieval.dense import DenseIndex, DenseRetriever
 from pllm.retrieval.embedders import (
     EMBEDDERS,
@@ -36,6 +38,7 @@ __all__ = [
     "RETRIEVERS",
     "BM25Index",
     "BM25Retriever",
+    "DatedRetriever",
     "DenseIndex",
     "DenseRetriever",
     "Doc",
@@ -51,6 +54,7 @@ __all__ = [
     "RecencyRetriever",
     "Retriever",
     "RetrieverIndex",
+    "WindowRetriever",
     "clear_loaded_embedders",
     "embed_with_cache",
     "load_embedder",

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Doc:
-    """What a retriever indexes: one profile item's retrieval text and its time (epoch seconds)."""
+    """What a retriever indexes: one profile item's retrieval text, its time (epoch seconds) and the group it
+    belongs to (a conversation's session: the `window` retriever indexes neighbouring turns of a group together)."""
 
     text: str
     timestamp: float | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,12 @@ T = TypeVar("T")
 TEXT_FIELD = "text"
 
 
+def _session(item: ProfileItem) -> str | None:
+    """A chat turn's session (the `window` retriever's group)."""
+    value = item.fields.get("session")
+    return value if isinstance(value, str) else None
+
+
 def item_text(item: ProfileItem) -> str:
     value = item.fields.get(TEXT_FIELD)
     return value if isinstance(value, str) else json.dumps(item.fields, ensure_ascii=False, sort_keys=True)
@@ -253,7 +259,7 @@ class MemoryService:
     def _build(self, user_id: str, name: str, items: list[ProfileItem]) -> RetrieverIndex:
         """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
         this server's embedder and the user's stored vectors (computed on write), so nothing is re-encoded."""
-        docs = [Doc(text=item_text(it), timestamp=it.timestamp) for it in items]
+        docs = [Doc(text=item_text(it), timestamp=it.timestamp, group=_session(it)) for it in items]
         emb = self.embedder if retriever_needs_embedder(name) else None
         if emb is None and retriever_needs_embedder(name):
             raise InputError(f"retriever {name!r} needs an embedder, and this server has none", field="retriever")
