@@ -3,8 +3,10 @@
 - `dated`: a time phrase in the query ("last May", "in 2023", "two weeks ago", `retrieval.dates`) ranks the
   items whose timestamp falls in that period first, in the base retriever's order (searched without the
   phrase); a query without one is the base ranking unchanged;
-- `window`: each item is indexed with its neighbouring items of the same group (a chat session), so a fact
-  spread over two turns, or a turn that only makes sense after the previous one, is found as a whole.
+- `window`: each item is also indexed with its neighbouring items of the same group (a chat session), so a
+  fact spread over two turns, or a turn that only makes sense after the previous one, is found as a whole;
+  the ranking fuses (RRF) the base retriever over the items alone and over their windows, so an item that
+  matches on its own does not lose to its diluted window.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 
 from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, rank_only_hits
 from pllm.retrieval.dates import parse_period, strip_phrase
-from pllm.retrieval.hybrid import member_retriever
+from pllm.retrieval.hybrid import HybridIndex, member_retriever
 
 
 class _Composite(Retriever):
@@ -54,20 +56,9 @@ class DatedRetriever(_Composite):
         return DatedIndex(self.base.build(docs), [d.timestamp for d in docs])
 
 
-class WindowIndex(RetrieverIndex):
-    def __init__(self, base: RetrieverIndex, n: int) -> None:
-        self.base, self.n = base, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def search(self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = "") -> list[Hit]:
-        return self.base.search(query, k, query_timestamp=query_timestamp, seed_key=seed_key)
-
-
 class WindowRetriever(_Composite):
-    """Each item indexed with `size` neighbours on each side from its own group, in profile order; an item
-    without a group is indexed alone. Hits are the items themselves (the centres of their windows)."""
+    """Each item indexed alone and with `size` neighbours on each side from its own group (profile order),
+    the two rankings fused by RRF; an item without a group is its own window. Hits are the items."""
 
     name: ClassVar[str] = "window"
 
@@ -91,8 +82,9 @@ class WindowRetriever(_Composite):
             out.append(Doc(text="\n".join(docs[j].text for j in near), timestamp=d.timestamp, group=d.group))
         return out
 
-    def build(self, docs: Sequence[Doc]) -> WindowIndex:
-        return WindowIndex(self.base.build(self.windows(docs)), len(docs))
+    def build(self, docs: Sequence[Doc]) -> HybridIndex:
+        return HybridIndex([self.base.build(docs), self.base.build(self.windows(docs))], [1.0, 1.0], len(docs),
+                           rrf_k=60.0, depth=None)
 
 
 RETRIEVERS.register("dated", DatedRetriever)
