@@ -9,11 +9,14 @@ type (single, update, temporal, multi) and overall, with 95% bootstrap intervals
 - hit@k: at least one evidence turn in the top k;
 - full@k: every evidence turn in the top k (differs from hit only for two-turn facts).
 
-Also the paired difference in recall@10 of each option against bm25, and (`--ingest N`) raw-memory ingestion
-speed: N chat turns written through the memory API (`POST /v1/users/{u}/items`, in-process, `--batch` turns
-per request, embeddings batched per request) into a fresh store.
+Also the paired difference in recall@10 of each option against bm25; (`--answers N`) answer accuracy of the
+embedded model (SmolLM2-135M, greedy) on N questions spread over the types, through the pipeline's prompts with
+k=5 memories of each `--answer-retrievers` option (the answer counts when the planted value is in it); and
+(`--ingest N`) raw-memory ingestion speed: N chat turns written through the memory API
+(`POST /v1/users/{u}/items`, in-process, `--batch` turns per request, embeddings batched per request) into a
+fresh store.
 
-    python benchmarks/memory.py --users 48 --out docs/results/memory          # 12 test users, MiniLM
+    python benchmarks/memory.py --users 48 --answers 24 --ingest 2000 --out docs/results/memory  # 12 test users
     python benchmarks/memory.py --quick                                      # 16 users (4 test), bag of words
     python benchmarks/memory.py --ingest 2000 --skip-retrieval
 """
@@ -37,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pllm.data import BuildConfig, build_dataset  # noqa: E402
 from pllm.retrieval import Doc, Embedder, MemoryEmbeddingCache, load_embedder, make_retriever  # noqa: E402
-from pllm.retrieval.base import retriever_options  # noqa: E402
+from pllm.retrieval.base import item_group, retriever_options  # noqa: E402
 from pllm.stats import mean_interval, paired_mean_difference  # noqa: E402
 from pllm.tasks.lamp import read_questions  # noqa: E402
 from pllm.types import Question  # noqa: E402
@@ -66,7 +69,7 @@ def evaluate(questions: Sequence[Question], retrievers: Sequence[str], embedder:
         types: list[str] = []
         build_s = search_s = 0.0
         for user, qs in by_user.items():
-            docs = [Doc(text=str(p.fields["text"]), timestamp=p.timestamp, group=str(p.fields.get("session")))
+            docs = [Doc(text=str(p.fields["text"]), timestamp=p.timestamp, group=item_group(p.fields))
                     for p in qs[0].profile]
             ids = [p.id for p in qs[0].profile]
             t0 = time.perf_counter()
@@ -107,6 +110,37 @@ def summarize(results: dict[str, dict[str, Any]], seed: int = 0) -> dict[str, An
                                                                      base["scores"]["recall@10"], seed=seed))
         summary[name] = row
     return summary
+
+
+def answer_accuracy(questions: Sequence[Question], n: int, retrievers: Sequence[str], seed: int = 0
+                    ) -> dict[str, Any]:
+    """Share of `n` questions (round-robin over the types) whose generated answer contains the planted value,
+    per retriever ('none': no memories), through `pipeline.Personalizer` in the task's instruction prompt."""
+    from pllm.models.base import load_generator
+    from pllm.pipeline import MethodConfig, Personalizer
+    from pllm.tasks.spec import get_task
+
+    by_type = {t: [q for q in questions if q.query["type"] == t] for t in TYPES}
+    picked = [by_type[t][i] for i in range(max(map(len, by_type.values()))) for t in TYPES
+              if i < len(by_type[t])][:n]
+    generator = load_generator("hf", None)
+    spec = get_task("persona-chat-memory")
+    out: dict[str, Any] = {"questions": len(picked), "model": generator.model_id, "by_retriever": {}}
+    for name in retrievers:
+        method = MethodConfig(retriever=name, k=5 if name != "none" else 0, style="instruction", predict="generate")
+        t0 = time.perf_counter()
+        records = Personalizer(spec, generator, method).predict(picked, batch_size=4)
+        correct = [float(bool(r.prediction) and str(r.target).lower() in str(r.prediction).lower())
+                   for r in records]
+        types = np.array([str(q.query["type"]) for q in picked])
+        out["by_retriever"][name] = {
+            "accuracy": _iv(mean_interval(correct, seed=seed)),
+            "by_type": {t: round(float(np.mean(np.asarray(correct)[types == t])), 3) for t in TYPES
+                        if (types == t).any()},
+            "seconds": round(time.perf_counter() - t0, 1),
+            "examples": [{"question": q.input, "target": r.target, "answer": r.prediction}
+                         for q, r in list(zip(picked, records, strict=True))[:4]]}
+    return out
 
 
 def _iv(iv: Any) -> dict[str, float]:
@@ -161,6 +195,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["## recall@10 minus bm25 (paired)", ""]
     lines += [f"- {name}: {_fmt(row['recall@10_minus_bm25'], signed=True)}" for name, row in summary.items()
               if "recall@10_minus_bm25" in row]
+    if report.get("answers"):
+        a = report["answers"]
+        lines += ["", f"## Answer accuracy ({a['questions']} questions, {a['model']}, k=5)", "",
+                  "| retriever | accuracy | " + " | ".join(TYPES) + " |", "|---|---|" + "---|" * len(TYPES)]
+        for name, row in a["by_retriever"].items():
+            lines.append(f"| {name} | {_fmt(row['accuracy'])} | "
+                         + " | ".join(f"{row['by_type'].get(t, float('nan')):.3f}" for t in TYPES) + " |")
     if report.get("ingest"):
         g = report["ingest"]
         lines += ["", "## Raw-memory ingestion", "",
@@ -186,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--retrievers", nargs="+", default=list(RETRIEVERS))
     p.add_argument("--embedder", default="minilm", help="embedder name, or 'bow' for a hashed bag of words")
     p.add_argument("--quick", action="store_true", help="16 users (4 test) and the bag-of-words embedder")
+    p.add_argument("--answers", type=int, default=0, help="also the embedded model's answer accuracy on this "
+                                                          "many questions")
+    p.add_argument("--answer-retrievers", nargs="+", default=["none", "hybrid", "dated"])
     p.add_argument("--ingest", type=int, default=0, help="also time writing this many raw chat turns")
     p.add_argument("--batch", type=int, default=64, help="turns per write request when ingesting")
     p.add_argument("--skip-retrieval", action="store_true", help="only the ingestion timing")
@@ -211,8 +255,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         results = evaluate(questions, args.retrievers, embedder, KS)
         report.update(questions=len(questions), users=len({q.user_id for q in questions}),
-                      turns_per_user=round(np.mean([len(q.profile) for q in questions]), 1),
+                      turns_per_user=round(float(np.mean([len(q.profile) for q in questions])), 1),
                       seconds=round(time.perf_counter() - t0, 1), summary=summarize(results, args.seed))
+        if args.answers:
+            report["answers"] = answer_accuracy(questions, args.answers, args.answer_retrievers, args.seed)
     if args.ingest:
         report["ingest"] = ingest(args.ingest, args.batch, "minilm" if args.embedder == "bow" else args.embedder)
     report["loadavg_end"] = os.getloadavg()[0]

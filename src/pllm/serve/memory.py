@@ -23,19 +23,13 @@ import numpy as np
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
-from pllm.retrieval.base import retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
 from pllm.users.store import ItemVersion, SQLiteUserStore
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
-
-
-def _session(item: ProfileItem) -> str | None:
-    """A chat turn's session (the `window` retriever's group)."""
-    value = item.fields.get("session")
-    return value if isinstance(value, str) else None
 
 
 def item_text(item: ProfileItem) -> str:
@@ -259,7 +253,7 @@ class MemoryService:
     def _build(self, user_id: str, name: str, items: list[ProfileItem]) -> RetrieverIndex:
         """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
         this server's embedder and the user's stored vectors (computed on write), so nothing is re-encoded."""
-        docs = [Doc(text=item_text(it), timestamp=it.timestamp, group=_session(it)) for it in items]
+        docs = [Doc(text=item_text(it), timestamp=it.timestamp, group=item_group(it.fields)) for it in items]
         emb = self.embedder if retriever_needs_embedder(name) else None
         if emb is None and retriever_needs_embedder(name):
             raise InputError(f"retriever {name!r} needs an embedder, and this server has none", field="retriever")
