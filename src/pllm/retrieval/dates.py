@@ -77,12 +77,12 @@ def parse_period(query: str, now: float) -> Period | None:
             return Period(t0 - DAY, t0, phrase)
         if phrase == "today":
             return Period(t0, t0 + DAY, phrase)
-        which, unit = phrase.split()
-        if unit == "week":
+        which, span = phrase.split()
+        if span == "week":
             monday = t0 - today.weekday() * DAY
-            return Period(monday - 7 * DAY, monday, phrase) if which == "last" else Period(monday, monday + 7 * DAY,
-                                                                                         phrase)
-        if unit == "month":
+            start = monday - 7 * DAY if which == "last" else monday
+            return Period(start, start + 7 * DAY, phrase)
+        if span == "month":
             year, month = (today.year, today.month) if which == "this" else (
                 (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12))
             return Period(*_month(year, month), phrase)
