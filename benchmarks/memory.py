@@ -1,7 +1,7 @@
 """Conversation memory: can each retriever option find the turn that holds the answer in a long history?
 
 On `pllm data build persona-chat-memory` (built here into a temporary folder from Synthetic-Persona-Chat
-unless `--data` names a built one), every test user's turns (30 dated sessions, ~440 turns) are indexed once
+unless `--data` names a built one), every test user's turns (30 dated sessions, ~430 turns) are indexed once
 per retriever and searched with each of the user's questions at the question's time. Reported per question
 type (single, update, temporal, multi) and overall, with 95% bootstrap intervals over questions:
 
