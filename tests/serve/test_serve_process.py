@@ -97,16 +97,38 @@ def _writer(base: str, key: str, user: str, stop: threading.Event, acked: list[s
             n += 1
 
 
+def _chatter(base: str, key: str, user: str, stop: threading.Event, answered: list[str]) -> None:
+    """Chats of `user` with `memory: raw` while the writers write: 20 turns per session, so turn n of the run is
+    stored as `chat-k<n // 20>-<n % 20>` with the text `chat turn n`."""
+    with httpx.Client(base_url=base, headers=auth(key), timeout=30) as http:
+        n = 0
+        while not stop.is_set():
+            said = [{"role": "user", "content": f"chat turn {m}"} for m in range(n - n % 20, n + 1)]
+            try:
+                r = http.post("/v1/chat/completions", json={"model": "serve-echo", "user": user, "memory": "raw",
+                                                            "session": f"k{n // 20}", "messages": said})
+            except httpx.HTTPError:
+                return
+            if r.status_code == 200:
+                answered.append(f"chat-k{n // 20}-{n % 20}")
+            n += 1
+
+
 def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  # noqa: ANN001
+    """Writers, deleters and a chat with memory from chats on (`--chat-memory raw`) run until SIGKILL: every
+    acknowledged write survives and no deleted item comes back; the chat's stored turns are whole, and only the
+    last answered turns (written after their answer) may be missing."""
     key = make_key()
-    server = server_factory().start()
+    server = server_factory(config={"chat_memory": "raw"}).start()
     stop = threading.Event()
     users = [f"u{i}" for i in range(4)]
     acked: dict[str, list[str]] = {u: [] for u in users}
     deleted: dict[str, list[str]] = {u: [] for u in users}
     attempted: dict[str, list[str]] = {u: [] for u in users}
-    with ThreadPoolExecutor(len(users)) as pool:
+    answered: list[str] = []
+    with ThreadPoolExecutor(len(users) + 1) as pool:
         futures = [pool.submit(_writer, server.url, key, u, stop, acked[u], deleted[u], attempted[u]) for u in users]
+        futures.append(pool.submit(_chatter, server.url, key, "talker", stop, answered))
         deadline = time.monotonic() + 30
         while sum(map(len, acked.values())) < 150 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -126,6 +148,18 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
         resurrected = set(deleted[u]) & present
         assert not missing, f"{len(missing)} acknowledged writes lost for {u}: {sorted(missing)[:5]}"
         assert not resurrected, f"acknowledged deletes came back for {u}: {sorted(resurrected)[:5]}"
+    assert len(answered) >= 3
+    turns = {}
+    for offset in range(0, 10_000, 1000):
+        page = httpx.get(f"{restarted.url}/v1/users/talker/items", params={"limit": 1000, "offset": offset},
+                         headers=auth(key)).json()
+        turns.update({d["id"]: d["text"] for d in page["data"]})
+        if not page["has_more"]:
+            break
+    for item_id, text in turns.items():
+        session, t = item_id.removeprefix("chat-k").split("-")
+        assert text == f"chat turn {int(session) * 20 + int(t)}"
+    assert set(answered[:-3]) <= set(turns), sorted(set(answered[:-3]) - set(turns))[:5]
     # Stored embeddings still serve dense search after the restart: an item's own text finds it first. serve-bow
     # hashes words into 64 buckets, so an older item whose number shares the bucket has the very same vector and
     # is listed first (e.g. "47" ties with "3"; which number is kept depends on how many writes got in before the
