@@ -31,6 +31,7 @@ from pllm.retrieval.embedders import (
 )
 from pllm.retrieval.hybrid import HybridIndex, HybridRetriever
 from pllm.retrieval.lexical import BM25Index, BM25Retriever
+from pllm.retrieval.mpnet import MPNetEmbedder
 from pllm.retrieval.simple import NoneRetriever, RandomRetriever, RecencyRetriever
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Hit",
     "HybridIndex",
     "HybridRetriever",
+    "MPNetEmbedder",
     "MemoryEmbeddingCache",
     "MiniLMEmbedder",
     "NoneRetriever",
