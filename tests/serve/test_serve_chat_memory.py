@@ -57,7 +57,7 @@ def test_extract_stores_the_turn_and_facts_with_their_source_turn(notes) -> None
     s = stats(client, key, until=lambda s: s["facts_added"] == 2)
     assert s == {"object": "memory.stats", "turns_stored": 1, "turn_failures": 0, "extractions": 1,
                  "extraction_errors": 0, "extraction_unparsed": 0, "facts_added": 2, "facts_merged": 0,
-                 "facts_superseded": 0}
+                 "facts_superseded": 0, "facts_ungrounded": 0}
     got = items(client, key)
     assert got["chat-s1-0"]["text"] == "I live in Porto and my sister is called Ines"
     assert got["chat-s1-0"]["fields"] == {"source": "chat", "turn": 0, "session": "s1"}
@@ -81,9 +81,11 @@ def test_raw_mode_extracts_nothing_and_failures_are_counted_with_the_turn_kept(n
     say(oa, "explode", history=[{"role": "user", "content": "I live in Porto"}])  # the model raises
     say(oa, "I said many things", session="s2")  # no fact line in the model's answer
     say(oa, "I feel fine", session="s3")  # an explicit 'none': no fact, no failure
-    s = stats(client, key, until=lambda s: s["extractions"] == 3 and s["turns_stored"] == 4)
+    say(oa, "I am a copycat", session="s4")  # facts that are not in the message: dropped and counted
+    s = stats(client, key, until=lambda s: s["extractions"] == 4 and s["turns_stored"] == 5)
     assert (s["extraction_errors"], s["extraction_unparsed"], s["facts_added"], s["turn_failures"]) == (1, 1, 0, 0)
-    assert set(items(client, key)) == {"chat-s1-0", "chat-s1-1", "chat-s2-0", "chat-s3-0"}  # every turn kept
+    assert s["facts_ungrounded"] == 2
+    assert set(items(client, key)) == {"chat-s1-0", "chat-s1-1", "chat-s2-0", "chat-s3-0", "chat-s4-0"}
 
 
 def test_repeated_fact_merges_with_count_and_sources(notes) -> None:  # noqa: ANN001
@@ -214,3 +216,16 @@ def test_remembered_turns_are_searchable_by_the_conversation_retrievers(notes) -
                       headers=auth(key)).json()["data"]
     assert {h["item"]["id"]: h["score"] for h in bm25}["chat-s1-1"] == 0.0  # alone, it matches nothing
     assert search("what did I say today about tea", "dated")[0] == "chat-s2-0"
+
+
+def test_fact_lines_are_read_leniently_and_kept_only_when_grounded() -> None:
+    from pllm.serve.remember import grounded, parse_facts
+
+    out = "- City: Lyon.\n2) my_job : nurse\nslot: x\nThe user seems nice\n* pet name: Rex"
+    facts = parse_facts(out, sources=("t1",), timestamp=5.0)
+    assert facts is not None
+    assert [(f.slot, f.value, f.sources, f.timestamp) for f in facts] == [
+        ("city", "Lyon", ("t1",), 5.0), ("my job", "nurse", ("t1",), 5.0), ("pet name", "Rex", ("t1",), 5.0)]
+    assert parse_facts("None.", sources=(), timestamp=None) == []
+    assert parse_facts("I'm allergic to peanuts.", sources=(), timestamp=None) is None
+    assert [f.value for f in grounded(facts, "I moved to lyon, I am a nurse")] == ["Lyon", "nurse"]

@@ -53,9 +53,13 @@ MEMORY_MODES.register("off", MemoryMode(store_turn=False, extract=False))
 MEMORY_MODES.register("raw", MemoryMode(store_turn=True, extract=False))
 MEMORY_MODES.register("extract", MemoryMode(store_turn=True, extract=True))
 
-EXTRACT_SYSTEM = ("You keep notes about the user. Write each fact the user's message states about themselves "
-                  "on its own line as 'slot: fact', where slot is one or two lowercase words (city, job, pet, "
-                  "sister) and fact is a few words. Write 'none' if the message states no such fact.")
+# A few-shot completion prompt: the embedded SmolLM2-135M, asked by instruction alone, answered the message
+# instead of writing facts (5 of 5 tried); with examples it writes 'slot: fact' lines, though it may copy an
+# example's fact, which `grounded` drops.
+EXTRACT_HEADER = "Write what each message says about its author as lines 'slot: fact'; 'none' if nothing."
+EXTRACT_EXAMPLES = ("Message: I live in Paris and my dog is called Rex.\nNotes:\ncity: Paris\ndog: Rex\n\n"
+                    "Message: What time is it?\nNotes:\nnone\n\n"
+                    "Message: I work as a teacher and my brother Sam plays chess.\nNotes:\njob: teacher\nbrother: Sam")
 MAX_FACTS = 8
 _FACT_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])?\s*([A-Za-z][A-Za-z _'-]{0,39}?)\s*:\s*(\S.{0,199}?)\s*$")
 
@@ -72,6 +76,7 @@ class MemoryStats:
     facts_added: int = 0
     facts_merged: int = 0
     facts_superseded: int = 0
+    facts_ungrounded: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -93,8 +98,15 @@ def chat_turn(messages: list[dict[str, str]], session: str | None, *, now: float
 
 
 def extraction_prompt(text: str) -> Prompt:
-    return Prompt(text=text, chat=True, system=EXTRACT_SYSTEM,
-                  messages=[{"role": "system", "content": EXTRACT_SYSTEM}, {"role": "user", "content": text}])
+    message = " ".join(text.split())  # one line, like the examples
+    return Prompt(text=f"{EXTRACT_HEADER}\n\n{EXTRACT_EXAMPLES}\n\nMessage: {message}\nNotes:\n", chat=False)
+
+
+def grounded(facts: list[Fact], text: str) -> list[Fact]:
+    """The facts whose value's words all occur in the message they cite (a model's copy of an example or an
+    invented value is dropped)."""
+    said = set(re.findall(r"\w+", text.lower()))
+    return [f for f in facts if set(re.findall(r"\w+", f.value.lower())) <= said]
 
 
 def parse_facts(output: str, *, sources: tuple[str, ...], timestamp: float | None) -> list[Fact] | None:
@@ -164,7 +176,7 @@ class ChatMemory:
             try:
                 gen = await slot.run(lambda: self.generator().generate(
                     [extraction_prompt(text)], max_new_tokens=self.extract_max_tokens, temperature=0.0,
-                    batch_size=1)[0], self.timeout_s)
+                    stop=["\n\n"], batch_size=1)[0], self.timeout_s)
             finally:
                 slot.close()
         except Exception:  # noqa: BLE001 - a busy or failing model: counted, the raw turn is kept
@@ -176,8 +188,11 @@ class ChatMemory:
             log.warning("no 'slot: fact' line in the extraction of chat turn %s: %r", turn.id, gen.text[:200])
             self._count(tenant, extraction_unparsed=1)
             return
-        if not facts:
+        kept = grounded(facts, text)
+        self._count(tenant, facts_ungrounded=len(facts) - len(kept))
+        if not kept:
             return
+        facts = kept
         try:
             report = await self.io(lambda: self.updater.apply(user_id, facts))
         except Exception:  # noqa: BLE001
