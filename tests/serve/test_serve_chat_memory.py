@@ -12,12 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pllm_serve_testutil import auth
 
+from pllm.serve import store_user_id
+
 MODEL = "serve-notes"
 
 
 @pytest.fixture
-def notes(make_client: Callable[..., TestClient]) -> tuple[TestClient, str, openai.OpenAI]:
-    client = make_client(backend=MODEL)
+def notes(make_client: Callable[..., TestClient], store_location: str) -> tuple[TestClient, str, openai.OpenAI]:
+    client = make_client(backend=MODEL, db=store_location)  # each test on both stores (SQLite, PostgreSQL)
     key = client.app.state.pllm.keys.create(tenant="acme")[0]
     return client, key, openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client,
                                       max_retries=0)
@@ -165,13 +167,13 @@ def test_forgetting_a_user_removes_facts_and_their_history(notes) -> None:  # no
     say(oa, "I live in Lisbon", session="b")
     stats(client, key, until=lambda s: s["facts_superseded"] == 1)
     store = client.app.state.pllm.store
-    uid = next(iter(u.id for u in store.list_users()))
+    uid = store_user_id("acme", "ada")
     assert len(store.get_item_history("fact-city", user_id=uid)) == 2
     r = client.delete("/v1/users/ada", headers=auth(key))
     assert r.status_code == 200 and r.json()["rows"]["item_history"] == 1
     assert client.get("/v1/users/ada/items", headers=auth(key)).status_code == 404
     assert store.get_item_history("fact-city", user_id=uid) == []
-    assert store.execute("SELECT COUNT(*) FROM item_history")[0][0] == 0
+    assert store.execute("SELECT COUNT(*) FROM item_history WHERE user_id=?", (uid,))[0][0] == 0
 
 
 def test_memory_needs_a_user_and_an_unknown_mode_is_refused(notes) -> None:  # noqa: ANN001

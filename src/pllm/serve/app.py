@@ -39,7 +39,7 @@ from pllm.serve.auth import KeyStore, Principal, store_user_id
 from pllm.serve.chat import AUTO, NONE, PERSONALIZERS, ChatContext, ChatPersonalizer, StopScanner
 from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
-from pllm.serve.features import register_features
+from pllm.serve.features import open_with_features
 from pllm.serve.limits import BodyLimitMiddleware, GenerationLimiter
 from pllm.serve.memory import MemoryService
 from pllm.serve.personalizers import AUTO_ORDER
@@ -61,7 +61,6 @@ from pllm.serve.schemas import (
     UserForgotten,
 )
 from pllm.types import ProfileItem, Question
-from pllm.users.store import SQLiteUserStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,12 +71,12 @@ class ServerState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.store = register_features(SQLiteUserStore(config.db_path))  # every feature's tables and forget
-        self.store.execute(f"PRAGMA synchronous={config.synchronous}")
+        self.store = open_with_features(config.db)  # every feature's tables and forget
+        self.store.set_synchronous(config.synchronous)
         self.keys = KeyStore(self.store, env_admin_key=config.resolved_admin_key())
         self.memory = MemoryService(self.store, embedder=self.embedder if config.embedder else None,
                                     default_retriever=config.retriever, cache_users=config.index_cache_users,
-                                    busy_retries=config.busy_retries)
+                                    busy_retries=config.busy_retries, version_check=config.version_check)
         self.limiter = GenerationLimiter(config.gen_concurrency, config.gen_queue)
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="pllm-io")
         self.chat_memory = ChatMemory(self.memory, self.limiter, self.generator, run_io=self.run_io,

@@ -11,6 +11,7 @@ from pllm.errors import InputError
 from pllm.prompting.chat import MEMORY_PLACES
 from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
 from pllm.serve.remember import MEMORY_MODES
+from pllm.users.store import is_postgres_url
 
 ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
 _T = TypeVar("_T")
@@ -24,7 +25,8 @@ def _help(text: str, default: _T) -> _T:
 class ServeConfig:
     """Everything `create_app` needs; every limit here is enforced per request."""
 
-    db: str | None = _help("SQLite store path (None: $PLLM_HOME/pllm.sqlite3).", None)
+    db: str | None = _help("The user store: a SQLite path or a postgresql:// URL (None: $PLLM_STORE, else "
+                           "$PLLM_HOME/pllm.sqlite3).", None)
     backend: str = _help("Generator backend registered in GENERATORS (hf, openai, or a plugin's).", "hf")
     model: str | None = _help("Model for the backend (None: the embedded SmolLM2-135M-Instruct).", None)
     model_name: str | None = _help("Model id served at /v1/models and accepted in requests "
@@ -63,6 +65,9 @@ class ServeConfig:
     index_cache_users: int = _help("Users whose search indexes stay in memory (LRU).", 2048)
     synchronous: str = _help("SQLite synchronous mode for this server's connection: FULL makes every "
                              "acknowledged write survive power loss, NORMAL only a process crash.", "FULL")
+    version_check: bool = _help("Check the user's version in the store on every request and rebuild a cached "
+                                "index that is behind (another worker or machine wrote). Off only for one worker "
+                                "alone on its store: it saves one query per request.", True)
     busy_retries: int = _help("Retries of a write that finds the database busy (another process).", 5)
     personalizer: str = _help("Personalizer for chat requests that name none: 'auto' (the user's own adapter, "
                               "else their alignment preference, else the soft encoder, whichever has something "
@@ -119,7 +124,8 @@ class ServeConfig:
 
     @property
     def db_path(self) -> Path | None:
-        return Path(self.db) if self.db else None
+        """The SQLite file given (None: the default, $PLLM_STORE, or a postgresql:// URL)."""
+        return Path(self.db) if self.db and not is_postgres_url(self.db) else None
 
     def resolved_admin_key(self) -> str | None:
         return self.admin_key or os.environ.get(ADMIN_KEY_ENV) or None

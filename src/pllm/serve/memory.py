@@ -3,7 +3,8 @@
 Items are `ProfileItem`s whose `fields["text"]` is the memory; their embeddings are computed and stored
 (scoped to the user) before the items are written, so a new item is searchable as soon as the write is
 acknowledged. Searches run on a per-user in-memory index (the stored embedding matrix as a `DenseIndex`,
-or any registered retriever built over the user's items), cached and invalidated on every write.
+or any registered retriever built over the user's items), cached, invalidated on every write, and checked per
+request against the user's version in the store, so writes by other workers or machines are never missed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with
 from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
-from pllm.users.store import ItemVersion, SQLiteUserStore
+from pllm.users.store import ItemVersion, UserStore
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
@@ -41,7 +42,7 @@ class UserEmbeddingCache:
     """The store's embeddings table seen through one user: reads and writes only that user's rows, so
     forgetting a user removes every vector derived from their text and no tenant reads another's."""
 
-    def __init__(self, store: SQLiteUserStore, user_id: str) -> None:
+    def __init__(self, store: UserStore, user_id: str) -> None:
         self.store, self.user_id = store, user_id
 
     def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -57,6 +58,7 @@ class _UserIndex:
     """One user's items and lazily built search indexes (one per retriever name)."""
 
     items: list[ProfileItem]
+    store_version: int = 0  # the user's version in the store when the items were read
     indexes: dict[str, RetrieverIndex] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,10 +88,11 @@ def retry_busy(fn: Callable[[], T], retries: int) -> T:
 class MemoryService:
     """Memory operations on store user ids (already tenant-namespaced by the caller)."""
 
-    def __init__(self, store: SQLiteUserStore, *, embedder: Callable[[], Embedder] | None,
+    def __init__(self, store: UserStore, *, embedder: Callable[[], Embedder] | None,
                  default_retriever: str = "dense", cache_users: int = 2048, busy_retries: int = 5,
-                 query_cache_size: int = 4096) -> None:
+                 query_cache_size: int = 4096, version_check: bool = True) -> None:
         self.store = store
+        self.version_check = version_check
         self._embedder_factory = embedder
         self.default_retriever = default_retriever
         self.cache_users = cache_users
@@ -111,13 +114,15 @@ class MemoryService:
             self._cache.pop(user_id, None)
 
     def _user_index(self, user_id: str) -> _UserIndex:
+        # Read before the items: a write landing in between leaves the cache one version behind, never ahead.
+        store_version = self.store.user_version(user_id=user_id) if self.version_check else 0
         with self._lock:
             cached = self._cache.get(user_id)
-            if cached is not None:
+            if cached is not None and cached.store_version == store_version:
                 self._cache.move_to_end(user_id)
                 return cached
             version = self._versions.get(user_id, 0)
-        built = _UserIndex(items=self.store.get_items(user_id=user_id))
+        built = _UserIndex(items=self.store.get_items(user_id=user_id), store_version=store_version)
         with self._lock:
             # A write that landed while we read would have bumped the version: keep our copy out of the cache.
             if self._versions.get(user_id, 0) == version:
