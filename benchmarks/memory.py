@@ -18,7 +18,7 @@ fresh store.
 
     python benchmarks/memory.py --users 48 --answers 24 --ingest 2000 --out docs/results/memory  # 12 test users
     python benchmarks/memory.py --quick                                      # 16 users (4 test), bag of words
-    python benchmarks/memory.py --ingest 2000 --skip-retrieval
+    python benchmarks/memory.py --ingest 2000 --latency 10 --skip-retrieval
 """
 
 from __future__ import annotations
@@ -173,6 +173,36 @@ def ingest(n_turns: int, batch: int, embedder_name: str) -> dict[str, Any]:
             "turns_per_s": round(n_turns / elapsed, 1)}
 
 
+def chat_latency(n: int) -> dict[str, Any]:
+    """Reply latency of the embedded model through `POST /v1/chat/completions` (in-process, 16 new tokens), with
+    `memory: off` and `memory: raw` alternating on the same server, so load drifts hit both alike; the raw
+    write runs after each reply, beside the next request, as in a live server."""
+    from fastapi.testclient import TestClient
+
+    from pllm.serve import ServeConfig, create_app
+
+    turns = _sample_turns(2 * n + 2)
+    lat: dict[str, list[float]] = {"off": [], "raw": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = ServeConfig(db=str(Path(tmp) / "bench.sqlite3"), embedder="minilm")
+        with TestClient(create_app(config)) as client:
+            key = client.app.state.pllm.keys.create(tenant="bench")[0]
+            headers = {"Authorization": f"Bearer {key}"}
+            model = client.app.state.pllm.model_id()
+            for i in range(2 * n + 2):
+                mode = ("off", "raw")[i % 2]
+                body = {"model": model, "user": "bench-user", "memory": mode, "session": "s", "max_tokens": 16,
+                        "temperature": 0, "k": 0, "messages": [{"role": "user", "content": turns[i]}]}
+                t0 = time.perf_counter()
+                r = client.post("/v1/chat/completions", json=body, headers=headers)
+                assert r.status_code == 200, r.text
+                if i >= 2:  # the first pair warms the model up
+                    lat[mode].append(time.perf_counter() - t0)
+    med = {m: float(np.median(v)) for m, v in lat.items()}
+    return {"pairs": n, "median_s": {m: round(v, 3) for m, v in med.items()},
+            "raw_over_off": round(med["raw"] / med["off"], 3)}
+
+
 def _sample_turns(n: int) -> list[str]:
     from pllm.data.persona_chat import load_conversations
 
@@ -202,6 +232,11 @@ def markdown(report: dict[str, Any]) -> str:
         for name, row in a["by_retriever"].items():
             lines.append(f"| {name} | {_fmt(row['accuracy'])} | "
                          + " | ".join(f"{row['by_type'].get(t, float('nan')):.3f}" for t in TYPES) + " |")
+    if report.get("latency"):
+        la = report["latency"]
+        lines += ["", "## Chat latency, memory off vs raw", "",
+                  f"{la['pairs']} alternating pairs, embedded model, 16 new tokens: median {la['median_s']['off']} s "
+                  f"off, {la['median_s']['raw']} s raw ({la['raw_over_off']}x)."]
     if report.get("ingest"):
         g = report["ingest"]
         lines += ["", "## Raw-memory ingestion", "",
@@ -231,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                           "many questions")
     p.add_argument("--answer-retrievers", nargs="+", default=["none", "hybrid", "dated"])
     p.add_argument("--ingest", type=int, default=0, help="also time writing this many raw chat turns")
+    p.add_argument("--latency", type=int, default=0, help="also time this many chat pairs, memory off vs raw")
     p.add_argument("--batch", type=int, default=64, help="turns per write request when ingesting")
     p.add_argument("--skip-retrieval", action="store_true", help="only the ingestion timing")
     p.add_argument("--out", type=Path, default=None, help="folder for report.json and report.md")
@@ -261,11 +297,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             report["answers"] = answer_accuracy(questions, args.answers, args.answer_retrievers, args.seed)
     if args.ingest:
         report["ingest"] = ingest(args.ingest, args.batch, "minilm" if args.embedder == "bow" else args.embedder)
+    if args.latency:
+        report["latency"] = chat_latency(args.latency)
     report["loadavg_end"] = os.getloadavg()[0]
     report["note"] = (f"Load average {report['loadavg_start']:.1f} at the start and {report['loadavg_end']:.1f} at "
                       f"the end (2 cores shared with other agents); OMP_NUM_THREADS={report['threads']}.")
     if "summary" in report:
         print(markdown(report))
+    print(json.dumps({k: report[k] for k in ("ingest", "latency") if k in report}))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
