@@ -17,7 +17,14 @@ from pllm.errors import InputError
 from pllm.models.base import Generator
 from pllm.prompting.profile import ItemCrowd, ProfileSummarizer, SummaryConfig, output_stats
 from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, PromptStyle, default_style, get_style
-from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever, retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import (
+    Doc,
+    RetrieverIndex,
+    item_group,
+    make_retriever,
+    retriever_needs_embedder,
+    retriever_options,
+)
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
 from pllm.tasks.spec import TaskSpec
@@ -184,8 +191,8 @@ class Personalizer:
             self._indexes.move_to_end(key)
             return index
         retriever = make_retriever(self.method.retriever, **self._retriever_options(question.user_id))
-        index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp)
-                                 for p in question.profile])
+        index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp,
+                                     group=item_group(p.fields)) for p in question.profile])
         self._indexes[key] = index
         while len(self._indexes) > self._index_cache_size:
             self._indexes.popitem(last=False)

@@ -164,3 +164,21 @@ def test_per_user_reads_and_embedding_cleanup(tmp_path, store_location):
         assert store.count_embeddings(user_id="u") == 1 and store.count_embeddings(user_id="v") == 1
         store.put_summary(user_id="u", key="k", model="m", summary="likes x")
         assert [s["summary"] for s in store.get_summaries(user_id="u")] == ["likes x"]
+
+
+def test_item_history_keeps_replaced_versions_and_goes_with_the_item(store_location):
+    with open_store(store_location) as store:
+        store.add_items([ProfileItem(id="a", fields={"text": "v1"}, timestamp=1.0)], user_id="u")
+        store.add_items([ProfileItem(id="a", fields={"text": "v2"}, timestamp=2.0)], user_id="u")  # no history
+        store.add_items([ProfileItem(id="a", fields={"text": "v3"}, timestamp=3.0)], user_id="u", keep_history=True)
+        store.add_items([ProfileItem(id="b", fields={"text": "x"})], user_id="u", keep_history=True)  # new: none
+        versions = store.get_item_history("a", user_id="u")
+        assert [(v.version, v.fields["text"], v.timestamp) for v in versions] == [(1, "v2", 2.0), (2, "v3", 3.0)]
+        assert versions[0].replaced_at is not None and versions[1].replaced_at is None
+        assert [v.fields["text"] for v in store.get_item_history("b", user_id="u")] == ["x"]
+        assert store.get_item_history("a", user_id="other") == [] and store.get_item_history("z", user_id="u") == []
+        assert store.delete_item("a", user_id="u")
+        assert store.execute("SELECT COUNT(*) FROM item_history WHERE item_id='a'") == [(0,)]
+        store.add_items([ProfileItem(id="b", fields={"text": "y"})], user_id="u", keep_history=True)
+        assert store.forget(user_id="u").rows["item_history"] == 1
+        assert store.execute("SELECT COUNT(*) FROM item_history") == [(0,)]

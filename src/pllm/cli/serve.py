@@ -88,7 +88,8 @@ def serve(
     memory_in: str = typer.Option("user", "--memory-in", help="Where memories go in the chat prompt: 'user' "
                                                               "(before the last user message) or 'system'."),
     chat_memory: str = typer.Option("off", "--chat-memory", help="Memory from chats when a request names none: "
-                                    "off, or raw (each user turn stored as an item after the answer)."),
+                                    "off, raw (each user turn stored as an item after the answer) or extract "
+                                    "(also 'slot: fact' lines the model writes from it)."),
     concurrency: int = typer.Option(1, "--concurrency", help="Generations at once."),
     queue: int = typer.Option(8, "--queue", help="Chat requests that may wait; more get 429 + Retry-After."),
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request deadline in seconds (504 past it)."),

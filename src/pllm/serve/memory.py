@@ -24,10 +24,10 @@ import numpy as np
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
-from pllm.retrieval.base import retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
-from pllm.users.store import UserStore
+from pllm.users.store import ItemVersion, UserStore
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
@@ -141,7 +141,8 @@ class MemoryService:
     # -- writes ----------------------------------------------------------------------------------
     def add(self, user_id: str, items: Sequence[ProfileItem]) -> list[ProfileItem]:
         """Embed (if an embedder is configured), then write the items in one transaction; returns them with
-        ids filled in. Replacing an item by id drops the old text's embedding when nothing else uses it."""
+        ids filled in. Replacing an item by id archives its previous version (`history`) and drops the old
+        text's embedding when nothing else uses it."""
         items = [ProfileItem(id=it.id or uuid.uuid4().hex, fields=it.fields, user_id=None, timestamp=it.timestamp)
                  for it in items]
         ids = [it.id for it in items]
@@ -154,7 +155,7 @@ class MemoryService:
                        self.busy_retries)
         old = self._texts_of(user_id, ids)
         try:
-            retry_busy(lambda: self.store.add_items(items, user_id=user_id), self.busy_retries)
+            retry_busy(lambda: self.store.add_items(items, user_id=user_id, keep_history=True), self.busy_retries)
         finally:
             self._invalidate(user_id)
         new_hashes = {sha1_text(item_text(it)) for it in items}
@@ -201,6 +202,20 @@ class MemoryService:
                 "n_embeddings": self.store.count_embeddings(user_id=user_id),
                 "profile_summaries": self.store.get_summaries(user_id=user_id)}
 
+    def history(self, user_id: str, item_id: str) -> list[ItemVersion]:
+        """Every version of one item, oldest first ([] when the item does not exist)."""
+        return self.store.get_item_history(item_id, user_id=user_id)
+
+    def vectors(self, user_id: str, texts: Sequence[str], *, stored: bool) -> np.ndarray | None:
+        """Unit vectors of `texts`, None without an embedder. `stored`: the texts are the user's items, so
+        their vectors are read from (or added to) the store; otherwise they are encoded and not kept."""
+        emb = self.embedder
+        if emb is None or not texts:
+            return None
+        cache = UserEmbeddingCache(self.store, user_id) if stored else None
+        vecs = retry_busy(lambda: embed_with_cache(emb, list(texts), cache, user_id=user_id), self.busy_retries)
+        return l2_normalize(np.asarray(vecs, dtype=np.float32))
+
     def items(self, user_id: str) -> list[ProfileItem]:
         return list(self._user_index(user_id).items)
 
@@ -243,7 +258,7 @@ class MemoryService:
     def _build(self, user_id: str, name: str, items: list[ProfileItem]) -> RetrieverIndex:
         """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
         this server's embedder and the user's stored vectors (computed on write), so nothing is re-encoded."""
-        docs = [Doc(text=item_text(it), timestamp=it.timestamp) for it in items]
+        docs = [Doc(text=item_text(it), timestamp=it.timestamp, group=item_group(it.fields)) for it in items]
         emb = self.embedder if retriever_needs_embedder(name) else None
         if emb is None and retriever_needs_embedder(name):
             raise InputError(f"retriever {name!r} needs an embedder, and this server has none", field="retriever")

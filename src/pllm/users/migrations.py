@@ -87,4 +87,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Earlier versions of an item, archived when a write replaces it (a merged or superseded memory, a
+        # re-posted id), so `get_item_history` shows every version; deleting the item deletes them.
+        "0008_memory_history",
+        """
+        CREATE TABLE item_history (
+            user_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            fields TEXT NOT NULL,
+            timestamp REAL,
+            replaced_at REAL NOT NULL,
+            PRIMARY KEY (user_id, item_id, version)
+        );
+        """,
+    ),
 ]

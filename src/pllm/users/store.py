@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 SQLValue: TypeAlias = str | int | float | bytes | None
 """A value the database driver binds as a query parameter."""
 STORE_ENV = "PLLM_STORE"  # the store when no --store/--db is given: a SQLite path or a postgresql:// URL
-_CORE_TABLES = frozenset({"question_items", "questions", "items", "embeddings", "profile_summaries", "users",
-                          "user_versions"})
+_CORE_TABLES = frozenset({"question_items", "questions", "items", "item_history", "embeddings",
+                          "profile_summaries", "users", "user_versions"})
 _NO_LIMIT = 2**62  # LIMIT for "all rows" that both dialects accept
 
 
@@ -101,6 +101,17 @@ class SummaryRecord(TypedDict):
     model: str
     summary: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class ItemVersion:
+    """One version of an item: `version` counts from 1; `replaced_at` is when a later write replaced it
+    (None for the current one)."""
+
+    version: int
+    fields: dict[str, JSONValue]
+    timestamp: float | None
+    replaced_at: float | None
 
 
 @dataclass
@@ -271,8 +282,9 @@ class UserStore(ABC):
             n += 1
         return n
 
-    def add_items(self, items: Sequence[ProfileItem], *, user_id: str) -> int:
-        """Add or replace items (by id) for a user, creating the user if new; one transaction."""
+    def add_items(self, items: Sequence[ProfileItem], *, user_id: str, keep_history: bool = False) -> int:
+        """Add or replace items (by id) for a user, creating the user if new; one transaction. With
+        `keep_history`, a replaced item's previous version is archived in the same transaction."""
         _check_user_id(user_id)
         for i, item in enumerate(items):
             if not isinstance(item.id, str) or not item.id:
@@ -281,8 +293,31 @@ class UserStore(ABC):
                 raise InputError("item fields must be an object", index=i, field="fields")
         with self.transaction() as conn:
             self._ensure_user(conn, user_id)
+            if keep_history:
+                self._archive(conn, [it.id for it in items], user_id)
             self.bump_version(conn, user_id)
             return self._insert_items(conn, items, user_id)
+
+    @staticmethod
+    def _archive(conn: _Connection, ids: Sequence[str], user_id: str) -> None:
+        now = time.time()
+        for item_id in ids:
+            conn.execute(
+                "INSERT INTO item_history(user_id, item_id, version, fields, timestamp, replaced_at) "
+                "SELECT i.user_id, i.id, (SELECT COUNT(*) FROM item_history h WHERE h.user_id=i.user_id "
+                "AND h.item_id=i.id) + 1, i.fields, i.timestamp, ? FROM items i WHERE i.user_id=? AND i.id=?",
+                (now, user_id, item_id))
+
+    def get_item_history(self, item_id: str, *, user_id: str) -> list[ItemVersion]:
+        """Every version of the item, oldest first, the current one last; [] when the item does not exist."""
+        current = self.get_items_by_id([item_id], user_id=user_id)
+        if not current:
+            return []
+        rows = self.execute("SELECT version, fields, timestamp, replaced_at FROM item_history "
+                            "WHERE user_id=? AND item_id=? ORDER BY version", (user_id, item_id))
+        out = [ItemVersion(version=r[0], fields=json.loads(r[1]), timestamp=r[2], replaced_at=r[3]) for r in rows]
+        return [*out, ItemVersion(version=len(out) + 1, fields=dict(current[0].fields),
+                                  timestamp=current[0].timestamp, replaced_at=None)]
 
     def get_items(self, *, user_id: str, limit: int | None = None, offset: int = 0) -> list[ProfileItem]:
         rows = self.execute(
@@ -310,6 +345,7 @@ class UserStore(ABC):
     def delete_item(self, item_id: str, *, user_id: str) -> bool:
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM items WHERE user_id=? AND id=?", (user_id, item_id)).rowcount
+            conn.execute("DELETE FROM item_history WHERE user_id=? AND item_id=?", (user_id, item_id))
             if n:
                 self.bump_version(conn, user_id)
         return n > 0
@@ -338,7 +374,8 @@ class UserStore(ABC):
         file), so a user counts as unknown only when nothing at all was found to delete."""
         report = ForgetReport(user_id=user_id)
         with self.transaction() as conn:
-            for table in ("question_items", "questions", "items", "embeddings", "profile_summaries"):
+            for table in ("question_items", "questions", "items", "item_history", "embeddings",
+                          "profile_summaries"):
                 report.rows[table] = conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
             for table in self._extra_user_tables(conn):
                 report.rows[table] = conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
