@@ -10,6 +10,14 @@ server's own index type (no HTTP, no auth, no store), so `http_over_inprocess` i
     python benchmarks/serve_load.py                  # 100 users x 100 items, MiniLM, embedded SmolLM2
     python benchmarks/serve_load.py --quick          # 20 users x 50 items, fewer requests
     python benchmarks/serve_load.py --embedder hash  # hashed bag-of-words embedder (no model) for memory
+
+Scaling out: `--store postgresql://...` (each run in a fresh schema, dropped afterwards) and `--workers 1 2`
+(uvicorn workers on one port, as `pllm serve --workers`); several stores and worker counts run one after
+another in the same invocation. `--kill-worker` SIGKILLs one of two workers a third of the way into the mixed phase
+and reports the acknowledged writes lost (from the store) and the requests served after the kill.
+
+    python benchmarks/serve_load.py --quick --embedder hash --chats 0 --workers 1 2 \
+        --store sqlite postgresql://pllm:pllm@127.0.0.1/pllm_bench
 """
 
 from __future__ import annotations
@@ -92,18 +100,23 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db: Path, config: dict[str, Any]) -> None:
+    def __init__(self, store: str, config: dict[str, Any], log_dir: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT / "src"),
                                                              os.environ.get("PYTHONPATH", "")]),
-               "PLLM_SERVE_PLUGINS": "serve_load", "PLLM_SERVE_CONFIG": json.dumps({"db": str(db), **config})}
-        self.log = db.parent / "server.log"
+               "PLLM_SERVE_PLUGINS": "serve_load", "PLLM_SERVE_CONFIG": json.dumps({"db": store, **config})}
+        self.log = log_dir / f"server-{self.port}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "pllm.serve.app:app_from_env", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+                 "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+                 *(["--workers", str(workers)] if workers > 1 else [])],
                 env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def pids(self) -> list[int]:
+        """The server's processes: the supervisor and, with several workers, each worker."""
+        return [self.proc.pid, *children(self.proc.pid)]
 
     def wait_ready(self, timeout: float) -> float:
         import httpx
@@ -131,23 +144,38 @@ class Server:
         return int(self.proc.returncode)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None where unavailable."""
+def children(pid: int) -> list[int]:
+    """Child processes of `pid` (Linux /proc; empty elsewhere)."""
+    out: list[int] = []
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
 
 
-SERVER_PID: int | None = None
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User + system CPU time of processes (Linux /proc), or None where unavailable."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
+
+
+SERVER: Server | None = None
 
 
 async def run_phase(n_requests: int, concurrency: int, time_limit: float, make_request) -> dict[str, Any]:  # noqa: ANN001
     """`concurrency` workers issue up to `n_requests` requests in total, stopping at `time_limit` seconds.
     CPU per request (server process, and this client process) says what the load costs whatever the
     machine's other load; wall-clock numbers depend on it."""
-    server_cpu0 = cpu_seconds(SERVER_PID) if SERVER_PID else None
+    pids = SERVER.pids() if SERVER else []
+    server_cpu0 = cpu_seconds(pids) if pids else None
     client_cpu0 = time.process_time()
     latencies: list[float] = []
     codes: dict[str, int] = {}
@@ -173,7 +201,7 @@ async def run_phase(n_requests: int, concurrency: int, time_limit: float, make_r
     print(f"  {sum(codes.values())} requests in {wall:.1f} s: {codes}", file=sys.stderr, flush=True)
     ok = len(latencies)
     n = max(1, sum(codes.values()))
-    server_cpu1 = cpu_seconds(SERVER_PID) if SERVER_PID else None
+    server_cpu1 = cpu_seconds([p for p in pids if Path(f"/proc/{p}").exists()]) if pids else None
     server_cpu = (server_cpu1 - server_cpu0) if server_cpu0 is not None and server_cpu1 is not None else None
     return {"requests": sum(codes.values()), "ok": ok, "errors": sum(codes.values()) - ok, "status_counts": codes,
             "wall_s": round(wall, 3), "throughput_rps": round(ok / wall, 1) if wall else None,
@@ -256,10 +284,28 @@ async def load(args: argparse.Namespace, server: Server, key: str, rng: random.R
             out[f"search_{retriever}"] = await run_phase(args.searches, args.search_concurrency, args.time_limit,
                                                          search)
 
-        # 3. mixed add / search / delete
+        # 3. mixed add / search / delete (with --kill-worker: one of two workers SIGKILLed a third of the way in)
         mixed_users = users[: max(1, len(users) // 2)]
+        statuses: list[tuple[float, int | str]] = []
+        killed: dict[str, Any] = {}
 
-        async def mixed(i: int) -> int:
+        def kill_one() -> None:
+            workers = children(server.proc.pid)
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                killed.update(pid=workers[0], at=time.perf_counter())
+
+        async def mixed(i: int) -> int | str:
+            if args.kill_worker and i == args.mixed // 3 and not killed:
+                kill_one()
+            try:
+                status = await mixed_op(i)
+            except Exception as exc:  # noqa: BLE001 - a request the killed worker held: not acknowledged
+                status = type(exc).__name__
+            statuses.append((time.perf_counter(), status))
+            return status
+
+        async def mixed_op(i: int) -> int:
             user = mixed_users[i % len(mixed_users)]
             op = i % 4
             if op == 0:
@@ -280,6 +326,12 @@ async def load(args: argparse.Namespace, server: Server, key: str, rng: random.R
             return r.status_code
 
         out["mixed"] = await run_phase(args.mixed, args.search_concurrency, args.time_limit, mixed)
+        if args.kill_worker:
+            after = [s for t, s in statuses if killed and t >= killed["at"]]
+            ok_after = sum(1 for s in after if isinstance(s, int) and 200 <= s < 300)
+            out["kill"] = {"killed_pid": killed.get("pid"), "requests_after_kill": len(after), "ok_after": ok_after,
+                           "failed_after": len(after) - ok_after,
+                           "server_children_at_end": len(children(server.proc.pid))}
 
         # 4. chat completions with the embedded model (32-token answers), bounded by the server's queue
         if args.chats:
@@ -305,13 +357,13 @@ async def load(args: argparse.Namespace, server: Server, key: str, rng: random.R
     return out
 
 
-def verify(db: Path, tenant: str, acked_writes: dict[tuple[str, str], str],
+def verify(location: str, tenant: str, acked_writes: dict[tuple[str, str], str],
            acked_deletes: set[tuple[str, str]]) -> dict[str, int]:
     """From the store itself (server stopped): acknowledged writes present with their text, deletes gone."""
     from pllm.serve import store_user_id
-    from pllm.users.store import SQLiteUserStore
+    from pllm.users.store import open_store
 
-    with SQLiteUserStore(db) as store:
+    with open_store(location) as store:
         present: dict[tuple[str, str], str] = {}
         for user in {u for u, _ in acked_writes}:
             for it in store.get_items(user_id=store_user_id(tenant, user)):
@@ -333,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--searches", type=int, default=3000)
     p.add_argument("--query-pool", type=int, default=200, help="distinct query strings")
     p.add_argument("--mixed", type=int, default=2000, help="mixed add/search/delete requests")
-    p.add_argument("--chats", type=int, default=8)
+    p.add_argument("--chats", type=int, default=None, help="chat completions (default 8; --quick: 3)")
     p.add_argument("--chat-tokens", type=int, default=32)
     p.add_argument("--write-concurrency", type=int, default=4)
     p.add_argument("--search-concurrency", type=int, default=4)
@@ -342,32 +394,87 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--populate-time-limit", type=float, default=1800.0, help="seconds to fill the store")
     p.add_argument("--synchronous", default="FULL")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads in the server and the baseline")
+    p.add_argument("--store", nargs="+", default=["sqlite"],
+                   help="'sqlite' (a temp file) and/or postgresql:// URLs (a fresh schema per run); one run each")
+    p.add_argument("--workers", type=int, nargs="+", default=[1], help="server worker counts; one run each")
+    p.add_argument("--kill-worker", action="store_true", help="also run each store with 2 workers, SIGKILLing "
+                   "one a third of the way into the mixed phase")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.users, args.items_per_user, args.searches, args.mixed, args.chats = 20, 50, 600, 400, 3
-    rng = random.Random(args.seed)
+        args.users, args.items_per_user, args.searches, args.mixed = 20, 50, 600, 400
+    if args.chats is None:
+        args.chats = 3 if args.quick else 8
     embedder = "bench-hash" if args.embedder == "hash" else args.embedder
+    plan = [(store, workers, False) for store in args.store for workers in args.workers]
+    plan += [(store, 2, True) for store in args.store] if args.kill_worker else []
+    runs = []
+    for store, workers, kill in plan:
+        args.kill_worker = kill
+        print(f"run: store {_store_kind(store)}, {workers} worker(s){', one killed' if kill else ''}",
+              file=sys.stderr, flush=True)
+        runs.append(run_one(args, store, workers, embedder))
+    result = runs[0] if len(runs) == 1 else {
+        "benchmark": "serve_load", "machine": runs[-1]["machine"], "config": runs[0]["config"], "runs": runs}
+    text = json.dumps(result, indent=2)
+    print(text)
+    print()
+    for run in runs:
+        print(f"## store {run['store']}, {run['workers']} worker(s){' (one killed)' if 'kill' in run else ''}")
+        print(_table(run, args.retrievers))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return result
 
+
+def _store_kind(store: str) -> str:
+    return "postgresql" if store.startswith(("postgresql://", "postgres://")) else "sqlite"
+
+
+def fresh_store(store: str, tmp: Path) -> tuple[str, Any]:
+    """A location for one run: a new SQLite file, or a new schema on the PostgreSQL server (and its drop)."""
+    if _store_kind(store) == "sqlite":
+        return str(tmp / "store.sqlite3"), lambda: None
+    import psycopg
+
+    schema = f"pllm_bench_{os.getpid()}_{int(time.time() * 1000) % 10**9}"
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with psycopg.connect(store, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    return f"{store}{'&' if '?' in store else '?'}options=-csearch_path%3D{schema}", drop
+
+
+def run_one(args: argparse.Namespace, store: str, workers: int, embedder: str) -> dict[str, Any]:
     from pllm.serve.auth import KeyStore
-    from pllm.users.store import SQLiteUserStore
+    from pllm.serve.features import open_with_features
 
+    global SERVER
+    rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="pllm-serve-load-") as tmp:
-        db = Path(tmp) / "store.sqlite3"
-        with SQLiteUserStore(db) as store:
-            key = KeyStore(store).create(tenant="bench")[0]
-        server = Server(db, {"embedder": embedder, "retriever": "dense", "synchronous": args.synchronous,
-                             "gen_queue": 8, "max_k": 50, "torch_threads": args.torch_threads})
+        location, drop = fresh_store(store, Path(tmp))
         try:
-            startup = server.wait_ready(600)
-            global SERVER_PID
-            SERVER_PID = server.proc.pid
-            out = asyncio.run(load(args, server, key, rng))
+            with open_with_features(location) as opened:
+                key = KeyStore(opened).create(tenant="bench")[0]
+            server = Server(location, {"embedder": embedder, "retriever": "dense", "synchronous": args.synchronous,
+                                       "gen_queue": 8, "max_k": 50, "torch_threads": args.torch_threads},
+                            Path(tmp), workers=workers)
+            try:
+                startup = server.wait_ready(600)
+                SERVER = server
+                out = asyncio.run(load(args, server, key, rng))
+            finally:
+                exit_code = server.stop()
+                SERVER = None
+            items, queries = out.pop("_items"), out.pop("_queries")
+            check = verify(location, "bench", out.pop("_acked_writes"), out.pop("_acked_deletes"))
         finally:
-            exit_code = server.stop()
-        items, queries = out.pop("_items"), out.pop("_queries")
-        check = verify(db, "bench", out.pop("_acked_writes"), out.pop("_acked_deletes"))
+            drop()
     import torch
 
     torch.set_num_threads(args.torch_threads)
@@ -377,8 +484,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s = out[f"search_{r}"]
         b = baseline[r]
         s["http_over_inprocess_p50"] = round(s["p50_ms"] / b["p50_ms"], 1) if s["p50_ms"] and b["p50_ms"] else None
-    result = {
+    return {
         "benchmark": "serve_load",
+        "store": _store_kind(store),
+        "workers": workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, shared (load average {os.getloadavg()[0]:.1f} "
                    "at the end)",
         "config": {"users": args.users, "items_per_user": args.items_per_user, "embedder": embedder,
@@ -391,14 +500,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "inprocess_baseline": baseline,
         "verification": check,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    print()
-    print(_table(result, args.retrievers))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return result
 
 
 def _table(result: dict[str, Any], retrievers: list[str]) -> str:
@@ -410,6 +511,10 @@ def _table(result: dict[str, Any], retrievers: list[str]) -> str:
                          str(r["p99_ms"]), str(r["server_cpu_ms_per_request"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    if "kill" in result:
+        k = result["kill"]
+        lines.append(f"kill: one of 2 workers SIGKILLed mid-phase; after it {k['ok_after']} of "
+                     f"{k['requests_after_kill']} requests ok ({k['failed_after']} failed)")
     v = result["verification"]
     lines.append(f"verification: {v['acked_writes']} acked writes, {v['lost_acked_writes']} lost; "
                  f"{v['acked_deletes']} acked deletes, {v['resurrected_acked_deletes']} came back")

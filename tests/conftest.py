@@ -13,7 +13,15 @@ import pytest
 
 from pllm.models.base import GENERATORS
 from pllm.retrieval.embedders import EMBEDDERS, clear_loaded_embedders
-from pllm_testkit import BowEmbedder, EchoGenerator, lamp3_outputs, lamp3_records
+from pllm_testkit import (
+    POSTGRES_ENV,
+    POSTGRES_REQUIRED_ENV,
+    BowEmbedder,
+    EchoGenerator,
+    lamp3_outputs,
+    lamp3_records,
+    postgres_schema_url,
+)
 
 # The embedded model is converted once per machine (about 20-50 s), not once per test: every test gets a
 # fresh PLLM_HOME, but converted weights live in a shared models folder.
@@ -26,6 +34,46 @@ def pllm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "pllm-home"
     monkeypatch.setenv("PLLM_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL on the PostgreSQL server named by $PLLM_TEST_POSTGRES, in a schema of its own that is
+    dropped afterwards. Skipped without the variable; with $PLLM_TEST_POSTGRES_REQUIRED=1 (CI) a missing
+    variable or an unreachable server fails the test instead."""
+    import uuid
+
+    required = os.environ.get(POSTGRES_REQUIRED_ENV) == "1"
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not url:
+        reason = f"PostgreSQL store tests need ${POSTGRES_ENV}=postgresql://... (.ci/run starts a server)"
+        if required:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import psycopg
+
+    try:
+        admin = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        reason = f"${POSTGRES_ENV} is unreachable: {' '.join(str(exc).split())}"
+        if required:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"pllm_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield postgres_schema_url(url, schema)
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's store lives, once per implementation: a SQLite file, and a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite3")
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

@@ -155,3 +155,13 @@ def write_persona_csv(path: Path, n: int = 8) -> Path:
             w.writerow([f"I fish.\nI have a dad.\nI am {c}.", f"I play chess.\nI live {c}.\nI like parks.",
                         "\n".join(turns)])
     return path
+
+
+POSTGRES_ENV = "PLLM_TEST_POSTGRES"  # postgresql://... of a database the tests may create schemas in
+POSTGRES_REQUIRED_ENV = "PLLM_TEST_POSTGRES_REQUIRED"  # 1: a missing or unreachable server fails, not skips
+
+
+def postgres_schema_url(url: str, schema: str) -> str:
+    """`url` with every connection's search_path set to `schema` (a fresh schema per test: isolation
+    without creating a database each time)."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"

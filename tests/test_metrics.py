@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pllm.metrics import METRICS, compute_all
-from pllm.stats import bootstrap_metric, paired_difference
+from pllm.stats import bootstrap_metric, mean_interval, paired_difference, paired_mean_difference
 
 
 def test_accuracy_counts_unparseable_as_wrong():
@@ -49,3 +49,15 @@ def test_bootstrap_interval_contains_value_and_paired_difference():
     assert ci.low <= ci.value == 0.5 <= ci.high and ci.high - ci.low > 0.05
     diff = paired_difference("accuracy", good, bad, golds, n_resamples=200)
     assert diff.value == pytest.approx(0.5) and diff.low > 0.3
+
+
+def test_mean_interval_and_paired_mean_difference():
+    values = [0.0, 0.5, 1.0, 1.0]
+    iv = mean_interval(values, n_resamples=500)
+    assert iv.value == 0.625 and 0.0 <= iv.low <= iv.value <= iv.high <= 1.0
+    assert mean_interval([1.0] * 5).fmt() == "1.000 [1.000, 1.000]"
+    assert math.isnan(mean_interval([]).value)
+    diff = paired_mean_difference([1.0, 1.0, 0.5], [0.0, 0.5, 0.5], n_resamples=500)
+    assert diff.value == pytest.approx(0.5) and diff.low >= 0.0 and diff.excludes_zero is (diff.low > 0)
+    with pytest.raises(ValueError, match="3 scores for A but 2"):
+        paired_mean_difference([1.0, 1.0, 1.0], [0.0, 0.0])

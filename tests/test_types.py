@@ -75,7 +75,7 @@ CALLABLES = dict(_callables())
 
 
 def test_the_surface_is_found() -> None:
-    for name in ("pllm.users.store.SQLiteUserStore.add_user", "pllm.tasks.spec.TaskSpec.to_dict",
+    for name in ("pllm.users.store.UserStore.add_user", "pllm.tasks.spec.TaskSpec.to_dict",
                  "pllm.models.base.Generator.generate", "pllm.models.hf.HFGenerator.from_model",
                  "pllm.models.openai_backend.OpenAIGenerator.generate"):
         assert name in CALLABLES

@@ -15,9 +15,16 @@ from typing import Any
 
 from pllm.errors import InputError
 from pllm.models.base import Generator
-from pllm.prompting.profile import ProfileSummarizer, SummaryConfig, output_stats
+from pllm.prompting.profile import ItemCrowd, ProfileSummarizer, SummaryConfig, output_stats
 from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, PromptStyle, default_style, get_style
-from pllm.retrieval.base import Doc, RetrieverIndex, make_retriever, retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import (
+    Doc,
+    RetrieverIndex,
+    item_group,
+    make_retriever,
+    retriever_needs_embedder,
+    retriever_options,
+)
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
 from pllm.tasks.spec import TaskSpec
@@ -38,6 +45,9 @@ class MethodConfig:
     profile: bool = field(default=False, metadata={"help": "Prepend a cached LLM-written user summary."})
     stats: bool = field(default=False, metadata={
         "help": "Prepend a statistical profile: the distribution of the user's own past outputs (no LLM call)."})
+    crowd: bool = field(default=False, metadata={
+        "help": "Prepend collaborative context: other users' outputs for the queried item, from the train split "
+                "(the asking user's own never; see pllm.prompting.profile.ItemCrowd)."})
     style: str | None = field(default=None, metadata={
         "help": "Prompt style: demonstrations|instruction (default: demonstrations where the task has them)."})
     predict: str = field(default="auto", metadata={
@@ -78,8 +88,11 @@ class MethodConfig:
 
     @property
     def label(self) -> str:
-        """`[ft+][profile+][stats+]retriever@k`, with `/readout` and `+cal` when those differ from the default."""
+        """`[ft+][profile+][stats+][crowd+]retriever@k`, with `/readout` and `+cal` when those differ from the
+        default."""
         parts = [] if self.retriever == "none" else [f"{self.retriever}@{self.k}"]
+        if self.crowd:
+            parts.insert(0, "crowd")
         if self.stats:
             parts.insert(0, "stats")
         if self.profile:
@@ -131,12 +144,13 @@ class Timings:
 
 class Personalizer:
     """Retrieve, summarize, render, predict. `style` is a configured instance in place of the method's style
-    name (chat's memory placement); `search` replaces the per-user indexes built here over `question.profile`."""
+    name (chat's memory placement); `search` replaces the per-user indexes built here over `question.profile`;
+    `crowd` (fitted on the train split) is required by a method with collaborative context."""
 
     def __init__(self, spec: TaskSpec, generator: Generator, method: MethodConfig | None = None, *,
                  store: Any = None, embedder: Any = None, summary_config: SummaryConfig | None = None,
                  index_cache_size: int = 256, style: PromptStyle | None = None,
-                 search: ItemSearch | None = None) -> None:
+                 search: ItemSearch | None = None, crowd: ItemCrowd | None = None) -> None:
         self.spec, self.generator = spec, generator
         self.method = method or MethodConfig()
         self.store = store
@@ -154,6 +168,10 @@ class Personalizer:
         if self.method.profile and store is None:
             raise InputError("profile summaries are cached in a user store; pass store=")
         self.summarizer = ProfileSummarizer(generator, spec, store, summary_config) if self.method.profile else None
+        if self.method.crowd and crowd is None:
+            raise InputError(f"method {self.method.label!r} shows other users' answers for the item: it needs the "
+                             "train split (a fitted ItemCrowd)", field="crowd")
+        self.crowd = crowd if self.method.crowd else None
         self._embedder = embedder
         self._indexes: OrderedDict[tuple, RetrieverIndex] = OrderedDict()
         self._index_cache_size = index_cache_size
@@ -173,8 +191,8 @@ class Personalizer:
             self._indexes.move_to_end(key)
             return index
         retriever = make_retriever(self.method.retriever, **self._retriever_options(question.user_id))
-        index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp)
-                                 for p in question.profile])
+        index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp,
+                                     group=item_group(p.fields)) for p in question.profile])
         self._indexes[key] = index
         while len(self._indexes) > self._index_cache_size:
             self._indexes.popitem(last=False)
@@ -209,6 +227,8 @@ class Personalizer:
         if self.method.stats:
             summaries = [" ".join(x for x in (s, output_stats(self.spec, q.profile)) if x) or None
                          for s, q in zip(summaries, questions)]
+        if self.crowd is not None:
+            summaries = [" ".join(x for x in (s, self.crowd.text(q)) if x) for s, q in zip(summaries, questions)]
         t2 = time.perf_counter()
         built = [self.builder.build(q, items, s) for q, items, s in zip(questions, retrieved, summaries)]
         free = [self.builder.build(content_free(q), items, s) for q, items, s in zip(questions, retrieved, summaries)

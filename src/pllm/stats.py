@@ -35,6 +35,34 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
+def proportion_interval(hits: Sequence[bool] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
+                        alpha: float = 0.05) -> Interval:
+    """Share of True with a percentile bootstrap interval (empty input -> NaN)."""
+    x = np.asarray(hits, dtype=np.float64)
+    if x.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (n_resamples, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(x.mean()), float(lo), float(hi))
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
+                  alpha: float = 0.05) -> Interval:
+    """Mean of per-question scores (a recall, a hit rate) with a percentile bootstrap interval."""
+    return proportion_interval(np.asarray(values, dtype=np.float64), n_resamples=n_resamples, seed=seed,
+                               alpha=alpha)
+
+
+def paired_mean_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
+                           n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> Interval:
+    """mean(a) - mean(b) of two methods' scores on the same questions, resampled jointly."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"{x.size} scores for A but {y.size} for B")
+    return mean_interval(x - y, n_resamples=n_resamples, seed=seed, alpha=alpha)
+
+
 def bootstrap_metric(metric: str, preds: Sequence[str | None], golds: Sequence[str], labels=None, *,
                      n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> Interval:
     m = METRICS.get(metric)

@@ -88,3 +88,41 @@ def test_resume_skips_up_to_date_adapters_and_retrains_changed_ones(tiny, spec, 
     assert trained_more and more.data_hash != first.data_hash
     rows = store.db.execute("SELECT owner, n_items, stale FROM adapters WHERE kind='user'")
     assert rows == [("carol", 7, 0)]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_training_run_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_does(tiny, spec, store,
+                                                                                              monkeypatch):
+    """Checkpoints every 2 steps; the run is "killed" after step 5 (its last checkpoint: step 4). Started again,
+    it trains only steps 5..8 and saves the same adapter (weights and losses) as a run never interrupted."""
+    import pllm.adapt.train as train_mod
+    from pllm.adapt.store import AdapterStore
+
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY", 2)
+    config = AdaptConfig(epochs=2, batch_size=4, lr=5e-2, max_items=16, min_items=1)
+    items = {"alice": make_items("alice", 16)}
+    steps: list[int] = []
+
+    def kill_after_5(step: int, total: int) -> None:
+        steps.append(step)
+        if step == 5:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_adapter(tiny, spec, kind="user", owner="alice", items_by_user=items, config=config, store=store,
+                      step_callback=kill_after_5)
+    assert not hasattr(tiny.model, "peft_config")  # the base model is restored even when killed
+    (ckpt,) = (store.root / ".checkpoints").glob("*.pt")
+    steps.clear()
+    resumed, trained = train_adapter(tiny, spec, kind="user", owner="alice", items_by_user=items, config=config,
+                                     store=store, step_callback=lambda s, t: steps.append(s))
+    assert trained and steps == [5, 6, 7, 8] and not ckpt.exists()
+    unbroken, _ = train_adapter(tiny, spec, kind="user", owner="alice", items_by_user=items, config=config,
+                                store=AdapterStore(store.root.parent / "unbroken"))
+    assert resumed.losses == unbroken.losses and len(resumed.losses) == 8
+    a = load_file(str(resumed.path / "adapter_model.safetensors"))
+    b = load_file(str(unbroken.path / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -1,6 +1,7 @@
 """Learned methods (`ft+<method>`): a task adapter trained on the train split with the inference
 rendering, merged into a copy of the base model. Tiny random models; the mechanics, not the quality."""
 
+import dataclasses
 import json
 
 import pytest
@@ -130,9 +131,10 @@ def test_a_recipe_field_added_later_keeps_older_adapters_up_to_date(spec):
     from dataclasses import asdict
 
     cfg = ft_config(spec, MethodConfig(retriever="bm25", k=4, ft=True))
-    old = {k: v for k, v in asdict(cfg).items() if k != "stats"}  # a record written before `stats` existed
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("stats", "crowd")}  # written before they existed
     assert cfg.hash_fields() == old
     assert ft_config(spec, MethodConfig(retriever="bm25", k=4, stats=True, ft=True)).hash_fields()["stats"] is True
+    assert ft_config(spec, MethodConfig(retriever="bm25", k=4, crowd=True, ft=True)).hash_fields()["crowd"] is True
 
 
 def test_a_forgotten_train_user_stales_the_learned_adapter_and_it_is_rebuilt_under_its_own_name(
@@ -164,3 +166,36 @@ def test_a_stale_learned_adapter_is_never_retrained_on_the_forgotten_users_file_
     again, trained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=12)
     assert trained and again.members == ["a", "b"]
     assert '"c/' not in (again.path / TRAINING_TEXTS).read_text()
+
+
+def test_crowd_training_texts_count_other_users_only_and_never_a_test_target(spec, tiny, store):
+    """`ft+crowd`: each training text shows what the *other* train users answered for its item. Users a and b
+    rate everything 1, c everything 5; a text of a's shows b's and c's answers (one 1, one 5), never a's own.
+    Test targets (the marker) are not passed to training at all, so no text shows one."""
+    method = MethodConfig(crowd=True, k=0, retriever="none", max_prompt_tokens=256, ft=True)
+    train = _split(1, ["a", "b"]) + _split(5, ["c"])
+    for q in train:
+        q.target = None  # only profiles: the crowd of an item is the other users' profile ratings of it
+    record, _ = train_learned(tiny, spec, method, train, store=store,
+                              config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
+    lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
+    assert lines and record.config["crowd"] is True
+    for ln in lines:
+        user = ln["item"].split("/")[0]
+        # the two others: for c, a and b (both 1); for a or b, the other 1-rater and c
+        shares = "1: 100%, 2: 0%, 3: 0%, 4: 0%, 5: 0%" if user == "c" else "1: 50%, 2: 0%, 3: 0%, 4: 0%, 5: 50%"
+        assert f"Other users (2) for this item: {shares}" in ln["prompt"], ln["prompt"]
+        assert f"Rating: {MARKER}" not in ln["prompt"] + ln["target"]
+        assert ln["target"].strip()[-1] == ("5" if user == "c" else "1")
+
+
+def test_a_crowd_method_without_a_train_split_is_a_clear_error(spec, tiny):
+    from pllm.pipeline import Personalizer
+
+    method = MethodConfig(crowd=True, k=0, retriever="none")
+    with pytest.raises(InputError, match="needs the train split"):
+        Personalizer(spec, tiny, method)
+    with pytest.raises(InputError, match="needs a train split"):
+        run_method(spec, _split(1, ["a"]), tiny, dataclasses.replace(method, ft=True))
+    assert parse_method("ft+stats+crowd+bm25/median", 4).label == "ft+stats+crowd+bm25@4/median"
+    assert parse_method("crowd", 4).crowd and parse_method("crowd", 4).k == 0

@@ -59,7 +59,8 @@ ADAPT = ["adapt", "train", "--task", "LaMP-3"]
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    ([*EVAL, "--retriever", "bm42"], "unknown retriever 'bm42'; known: bm25, dense, hybrid, none, random, recency"),
+    ([*EVAL, "--retriever", "bm42"],
+     "unknown retriever 'bm42'; known: bm25, dated, dense, hybrid, none, random, recency, window"),
     ([*EVAL, "--retriever", "bm25", "--k", "0"], "k=0 retrieves nothing with retriever 'bm25'"),
     ([*EVAL, "--style", "fancy"], "unknown prompt style 'fancy'"),
     ([*EVAL, "--adapter", "everyone"], "adapter mode must be one of user, group, none"),
@@ -86,6 +87,8 @@ ADAPT = ["adapt", "train", "--task", "LaMP-3"]
     (["judge", "compare", "--task", "LaMP-3", "--questions", "{questions}", "--id", "q1", "--a", "x", "--b", "y",
       "--retriever", "bm42"], "unknown retriever 'bm42'"),
     (["run", "--limit", "0"], "limit must be >= 1"),
+    (["run", "--learned", "bm25@4"], "takes a learned method"),
+    (["run", "--learned", "ft+bm42@4"], "unknown method"),
     (["rec", "eval", "{folder}", "--rankers", "popularity,llm-pointwse"], "unknown ranker 'llm-pointwse'"),
     (["rec", "eval", "{folder}", "--rankers", "llm-pointwise", "--retriever", "bm42"], "unknown retriever 'bm42'"),
     (["rec", "eval", "{folder}", "--rankers", "llm-pointwise", "--k", "0"], "--k 0 shows no history"),

@@ -77,3 +77,30 @@ def test_label_texts_must_cover_the_labels():
     with pytest.raises(InputError, match="label_texts must name every label"):
         spec_from_dict({"name": "x", "kind": "classification", "labels": ["a", "b"], "metrics": ["accuracy"],
                         "label_texts": {"a": "{ref1}"}})
+
+
+def _tagged(user, title, tag, genres="Drama|Romance", i=0):
+    return ProfileItem(id=f"{user}-{title}", user_id=user, timestamp=float(i),
+                       fields={"title": title, "year": "1995", "genres": genres, "rating": "4", "tag": tag})
+
+
+def test_item_label_baselines_read_other_users_answers_for_the_item():
+    """`item-most-frequent`: the item's most frequent label among the train users; `item-user-favourite`:
+    among those labels, the one the scored user gives most; both leave the scored user's own answers out."""
+    genre = get_task("movielens-genre")
+    assert {"item-most-frequent", "item-user-favourite"} <= set(baselines_for(genre))
+    assert "item-most-frequent" not in baselines_for(get_task("movielens-rating"))
+    train = [Question(id=f"t{i}", user_id=f"t{i}", input="x", query={"title": "Other"},
+                      profile=[_tagged(f"t{i}", "Titanic", "Drama" if i < 3 else "Romance")], target="Drama")
+             for i in range(5)]
+    # the scored user tagged Titanic "Action" in training: their own answer never counts for them
+    train.append(Question(id="u0", user_id="u", input="x", query={"title": "Other"},
+                          profile=[_tagged("u", "Titanic", "Action")], target="Drama"))
+    q = Question(id="q", user_id="u", input="Titanic", query={"title": "Titanic", "year": "1995"},
+                 profile=[_tagged("u", f"M{i}", "Romance", i=i) for i in range(3)] + [_tagged("u", "N", "Drama")])
+    assert make_baseline("item-most-frequent", genre).fit(train).predict([q])[0].prediction == "Drama"
+    assert make_baseline("item-user-favourite", genre).fit(train).predict([q])[0].prediction == "Romance"
+    # an item nobody else answered: the user's own most frequent label
+    unseen = Question(id="q2", user_id="u", input="New", query={"title": "New", "year": "1995"}, profile=q.profile)
+    for name in ("item-most-frequent", "item-user-favourite"):
+        assert make_baseline(name, genre).fit(train).predict([unseen])[0].prediction == "Romance"

@@ -11,6 +11,17 @@ from pllm_testkit import SHARED_DATA
 def test_main_methods_cover_the_comparison():
     names = [name for name, _ in main_methods(MainJobConfig())]
     assert names[:4] == ["none", "bm25@4", "dense@4", "profile"]
+    learned = main_methods(MainJobConfig(learned=["ft+stats+crowd/median"]))[-1]
+    assert learned[0] == "ft+stats+crowd/median" and learned[1].ft and learned[1].crowd
+
+
+def test_main_job_learned_option_takes_only_learned_methods():
+    from pllm.errors import InputError
+
+    with pytest.raises(InputError, match="takes a learned method"):
+        MainJobConfig(learned=["bm25@4"])
+    with pytest.raises(InputError, match="ft_pairs"):
+        MainJobConfig(ft_pairs=0)
 
 
 @pytest.mark.slow

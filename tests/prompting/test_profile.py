@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+
+from pllm.errors import InputError
 from pllm.prompting.profile import ProfileSummarizer
 from pllm.tasks.spec import get_task
 from pllm.types import ProfileItem
@@ -25,3 +28,28 @@ def test_summary_cached_by_items_hash(tmp_path):
         assert "review 4" in gen.prompts[0].text
         store.forget(user_id="u")
         assert store.execute("SELECT COUNT(*) FROM profile_summaries")[0][0] == 0
+
+
+def test_item_crowd_shows_other_users_answers_for_the_queried_item_never_the_askers():
+    from pllm.prompting.profile import ItemCrowd
+    from pllm.types import Question
+
+    spec = get_task("movielens-rating")
+
+    def item(user, title, rating):
+        return ProfileItem(id=f"{user}-{title}", user_id=user,
+                           fields={"title": title, "year": "1995", "genres": "Drama", "rating": str(rating)})
+
+    train = [Question(id=f"t-{u}", user_id=u, input="x", query={"title": "Babe", "genres": "Drama"},
+                      profile=[item(u, "Heat", r)], target="2") for u, r in [("a", 5), ("b", 3), ("me", 1)]]
+    crowd = ItemCrowd(spec).fit(train)
+    ask = Question(id="q", user_id="me", input="Heat", query={"title": "Heat", "year": "1995", "genres": "Drama"})
+    assert crowd.answers(ask) == ["5", "3"]  # "me" rated Heat 1 in training: left out
+    assert crowd.text(ask) == "Other users (2) for this item: 1: 0%, 2: 0%, 3: 50%, 4: 0%, 5: 50%; mean 4.0."
+    # train targets count too (the train split's own labels), matched by the question's query
+    babe = Question(id="q2", user_id="z", input="Babe", query={"title": "Babe", "genres": "Drama"})
+    assert crowd.answers(babe) == ["2", "2", "2"]
+    nobody = Question(id="q3", user_id="z", input="New", query={"title": "New", "genres": "Drama"})
+    assert crowd.text(nobody) == "Other users: no answers for this item."
+    with pytest.raises(InputError, match="train split"):
+        ItemCrowd(spec).fit([])

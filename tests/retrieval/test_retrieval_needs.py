@@ -35,7 +35,7 @@ def registered() -> None:
 
 
 def test_builtin_declarations() -> None:
-    assert [n for n in RETRIEVERS.names() if retriever_needs_embedder(n)] == ["dense", "hybrid"]
+    assert [n for n in RETRIEVERS.names() if retriever_needs_embedder(n)] == ["dated", "dense", "hybrid", "window"]
     assert retriever_options("dense", embedder="minilm", cache=None, user_id="u", seed=3) == {
         "embedder": "minilm", "cache": None, "user_id": "u"}
     assert retriever_options("random", embedder="minilm", seed=3) == {"seed": 3}

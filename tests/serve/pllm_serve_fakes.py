@@ -5,18 +5,23 @@ conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYT
 - `serve-echo`: a generator whose answer shows what it was given: the last user message and how many
   memories the system message carried; streams word by word; `PLLM_TEST_GEN_DELAY` seconds per call
   (to fill the generation queue in tests), `PLLM_TEST_TOKEN_DELAY` seconds per streamed word.
+- `serve-notes`: serve-echo that also answers the fact-extraction prompt of memory from chats: "I live in X"
+  gives "city: X", "my R is called N" gives "R: N", "I feel fine" gives "none", "explode" raises, "copycat"
+  gives the prompt's example facts, and anything else gives text with no fact line.
 - `test-tag` personalizer: marks the system prompt and records the users it personalized and forgot.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 
 from pllm.models.base import GENERATORS, Generation, Generator, Prompt
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
+from pllm.serve.remember import EXTRACT_HEADER
 from pllm_testkit import BowEmbedder
 
 
@@ -70,6 +75,29 @@ class ServeEcho(Generator):
             yield word if i == 0 else " " + word
 
 
+class ServeNotes(ServeEcho):
+    name = "serve-notes"
+
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__(model or "serve-notes")
+        self.extractions = 0
+
+    def answer(self, prompt: Prompt, max_new_tokens: int) -> str:
+        if not prompt.text.startswith(EXTRACT_HEADER):
+            return super().answer(prompt, max_new_tokens)
+        self.extractions += 1
+        said = prompt.text.rsplit("Message: ", 1)[1].removesuffix("\nNotes:\n")
+        lines = [f"city: {m.group(1)}" for m in re.finditer(r"I live in (\w+)", said)]
+        lines += [f"{m.group(1)}: {m.group(2)}" for m in re.finditer(r"my (\w+) is called (\w+)", said)]
+        if "explode" in said:
+            raise RuntimeError("the model failed")
+        if "copycat" in said:  # copies the prompt's first example instead of reading the message
+            lines = ["city: Paris", "dog: Rex"]
+        if lines:
+            return "\n".join(lines)
+        return "none" if "I feel fine" in said else "Sure! Here is what I noticed about you."
+
+
 class TagPersonalizer(ChatPersonalizer):
     """Adds a marker to the system message; a real one would swap in a generator with the user's adapter."""
 
@@ -94,4 +122,5 @@ class TagPersonalizer(ChatPersonalizer):
 
 EMBEDDERS.register("serve-bow", ServeBow, replace=True)
 GENERATORS.register("serve-echo", ServeEcho, replace=True)
+GENERATORS.register("serve-notes", ServeNotes, replace=True)
 PERSONALIZERS.register("test-tag", TagPersonalizer, replace=True)

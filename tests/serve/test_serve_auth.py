@@ -1,5 +1,5 @@
 """Keys and tenants: every endpoint with a missing key, a wrong key and another tenant's key; admin
-routes; revocation; keys stored hashed; the `pllm keys` CLI."""
+routes; revocation; keys stored hashed; the `pllm keys` CLI. Tenant isolation runs on both stores."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ DATA_ROUTES = [
 ALL_ROUTES = [("GET", "/v1/models", None), ("GET", "/v1/models/serve-echo", None), *DATA_ROUTES,
               ("GET", "/v1/admin/keys", None), ("POST", "/v1/admin/keys", {"tenant": "x"}),
               ("DELETE", "/v1/admin/keys/0123456789abcdef", None)]
+
+
+@pytest.fixture
+def client(make_client, store_location: str) -> TestClient:  # noqa: ANN001
+    """These tests run on both stores: a SQLite file, and PostgreSQL (skipped without $PLLM_TEST_POSTGRES)."""
+    return make_client(db=store_location)
 
 
 def call(client: TestClient, method: str, path: str, body: dict | None, headers: dict[str, str]):  # noqa: ANN201
@@ -117,10 +123,13 @@ def test_admin_key_from_config_or_environment(make_client, monkeypatch: pytest.M
     assert explicit.get("/v1/admin/keys", headers=auth("config-admin-secret-abcdefgh")).status_code == 200
 
 
-def test_keys_are_stored_hashed(client: TestClient, keys: dict[str, str]) -> None:
+def test_keys_are_stored_hashed(make_client, tmp_path) -> None:  # noqa: ANN001
+    client = make_client(db=str(tmp_path / "keys.sqlite3"))  # the whole SQLite file is searched for the keys
     store = client.app.state.pllm.store
+    made = client.app.state.pllm.keys
+    keys = [made.create(tenant="acme")[0], made.create(tenant="globex")[0], made.create(tenant=None, role="admin")[0]]
     dump = "\n".join(store._conn.iterdump())
-    for key in keys.values():
+    for key in keys:
         secret = key.split("-", 2)[2]  # pllm-<id>-<secret>; the url-safe secret may itself contain "-"
         assert key not in dump and secret not in dump  # neither the key nor its secret
     rows = store.execute("SELECT key_hash FROM serve_api_keys")

@@ -328,4 +328,4 @@ def test_server_default_chat_memory(make_client) -> None:  # noqa: ANN001
     [item] = client.get("/v1/users/bob/items", headers=auth(key)).json()["data"]
     assert item["text"] == "I like tea" and item["fields"] == {"source": "chat", "turn": 0}
     with pytest.raises(InputError):
-        ServeConfig(backend="serve-echo", chat_memory="extract")
+        ServeConfig(backend="serve-echo", chat_memory="remember")

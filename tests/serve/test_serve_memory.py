@@ -1,8 +1,9 @@
 """Memory API in-process: add (one or many), page, search with several retrievers, delete, forget,
-export; embeddings written with the items and removed with them; validation and size limits."""
+export; embeddings written with the items and removed with them; validation and size limits. On both stores."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from pllm_serve_testutil import auth
 
@@ -14,6 +15,12 @@ PETS = [
     {"id": "food", "text": "I am vegetarian and cook pasta every friday", "fields": {"source": "chat"}},
     {"id": "job", "text": "I work as a nurse on night shifts", "timestamp": "2024-05-01"},
 ]
+
+
+@pytest.fixture
+def client(make_client, store_location: str) -> TestClient:  # noqa: ANN001
+    """These tests run on both stores: a SQLite file, and PostgreSQL (skipped without $PLLM_TEST_POSTGRES)."""
+    return make_client(db=store_location)
 
 
 def add(client: TestClient, key: str, user: str, items: list[dict]) -> dict:

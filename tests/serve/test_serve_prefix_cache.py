@@ -49,3 +49,15 @@ def test_cached_turns_answer_as_uncached_ones_and_forget_drops_the_cache(make_cl
 def test_a_negative_prefix_cache_size_is_refused() -> None:
     with pytest.raises(InputError, match="prefix_cache_users"):
         ServeConfig(prefix_cache_users=-1)
+
+
+def test_the_cli_refuses_a_prefix_cache_with_several_workers(pllm_home) -> None:
+    """A forget reaches one worker, so another worker's cache would keep the user's text: refused up front."""
+    from typer.testing import CliRunner
+
+    from pllm.cli import app
+
+    res = CliRunner().invoke(app, ["serve", "--workers", "2", "--prefix-cache-users", "4", "--embedder", "none",
+                                   "--retriever", "bm25"])
+    assert res.exit_code == 2 and "--prefix-cache-users" in res.output and "one worker" in res.output
+    assert not list(pllm_home.glob("*.sqlite3"))  # refused before the store was opened

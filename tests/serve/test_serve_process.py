@@ -97,16 +97,38 @@ def _writer(base: str, key: str, user: str, stop: threading.Event, acked: list[s
             n += 1
 
 
+def _chatter(base: str, key: str, user: str, stop: threading.Event, answered: list[str]) -> None:
+    """Chats of `user` with `memory: raw` while the writers write: 20 turns per session, so turn n of the run is
+    stored as `chat-k<n // 20>-<n % 20>` with the text `chat turn n`."""
+    with httpx.Client(base_url=base, headers=auth(key), timeout=30) as http:
+        n = 0
+        while not stop.is_set():
+            said = [{"role": "user", "content": f"chat turn {m}"} for m in range(n - n % 20, n + 1)]
+            try:
+                r = http.post("/v1/chat/completions", json={"model": "serve-echo", "user": user, "memory": "raw",
+                                                            "session": f"k{n // 20}", "messages": said})
+            except httpx.HTTPError:
+                return
+            if r.status_code == 200:
+                answered.append(f"chat-k{n // 20}-{n % 20}")
+            n += 1
+
+
 def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  # noqa: ANN001
+    """Writers, deleters and a chat with memory from chats on (`--chat-memory raw`) run until SIGKILL: every
+    acknowledged write survives and no deleted item comes back; the chat's stored turns are whole, and only the
+    last answered turns (written after their answer) may be missing."""
     key = make_key()
-    server = server_factory().start()
+    server = server_factory(config={"chat_memory": "raw"}).start()
     stop = threading.Event()
     users = [f"u{i}" for i in range(4)]
     acked: dict[str, list[str]] = {u: [] for u in users}
     deleted: dict[str, list[str]] = {u: [] for u in users}
     attempted: dict[str, list[str]] = {u: [] for u in users}
-    with ThreadPoolExecutor(len(users)) as pool:
+    answered: list[str] = []
+    with ThreadPoolExecutor(len(users) + 1) as pool:
         futures = [pool.submit(_writer, server.url, key, u, stop, acked[u], deleted[u], attempted[u]) for u in users]
+        futures.append(pool.submit(_chatter, server.url, key, "talker", stop, answered))
         deadline = time.monotonic() + 30
         while sum(map(len, acked.values())) < 150 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -126,6 +148,18 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
         resurrected = set(deleted[u]) & present
         assert not missing, f"{len(missing)} acknowledged writes lost for {u}: {sorted(missing)[:5]}"
         assert not resurrected, f"acknowledged deletes came back for {u}: {sorted(resurrected)[:5]}"
+    assert len(answered) >= 3
+    turns = {}
+    for offset in range(0, 10_000, 1000):
+        page = httpx.get(f"{restarted.url}/v1/users/talker/items", params={"limit": 1000, "offset": offset},
+                         headers=auth(key)).json()
+        turns.update({d["id"]: d["text"] for d in page["data"]})
+        if not page["has_more"]:
+            break
+    for item_id, text in turns.items():
+        session, t = item_id.removeprefix("chat-k").split("-")
+        assert text == f"chat turn {int(session) * 20 + int(t)}"
+    assert set(answered[:-3]) <= set(turns), sorted(set(answered[:-3]) - set(turns))[:5]
     # Stored embeddings still serve dense search after the restart: an item's own text finds it first. serve-bow
     # hashes words into 64 buckets, so an older item whose number shares the bucket has the very same vector and
     # is listed first (e.g. "47" ties with "3"; which number is kept depends on how many writes got in before the
@@ -141,12 +175,13 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(server_factory) -> None:  
 
 def test_a_dropped_stream_frees_the_generation_slot(server_factory) -> None:  # noqa: ANN001
     """One generation slot, a slow token stream: the client reads one chunk and hangs up; the next request
-    must not wait for the abandoned answer to be generated to the end (~60 words x 0.3 s)."""
+    must not wait for the abandoned answer to be generated to the end (~60 words x 0.3 s). The dropped chat's
+    turn is still remembered (memory: raw)."""
     key = make_key()
     server = server_factory(env={"PLLM_TEST_TOKEN_DELAY": "0.3"}).start()
     words = " ".join(["word"] * 60)
-    body = {"model": "serve-echo", "stream": True, "max_tokens": 100,
-            "messages": [{"role": "user", "content": words}]}
+    body = {"model": "serve-echo", "stream": True, "max_tokens": 100, "user": "dora", "memory": "raw",
+            "session": "s", "messages": [{"role": "user", "content": words}]}
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=auth(key),
                       timeout=30) as r:
         assert r.status_code == 200
@@ -159,6 +194,12 @@ def test_a_dropped_stream_frees_the_generation_slot(server_factory) -> None:  # 
     waited = time.monotonic() - started
     assert after.status_code == 200
     assert waited < 6.0, f"the next request waited {waited:.1f} s for the abandoned stream"
+    deadline = time.monotonic() + 10  # written in the background once the stream is gone
+    while not all_item_ids(server.url, key, "dora") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all_item_ids(server.url, key, "dora") == {"chat-s-0"}
+    stats = httpx.get(f"{server.url}/v1/memory/stats", headers=auth(key)).json()
+    assert stats["turns_stored"] == 1 and stats["turn_failures"] == 0
 
 
 def test_sigterm_finishes_in_flight_requests(server_factory) -> None:  # noqa: ANN001

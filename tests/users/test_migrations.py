@@ -11,6 +11,7 @@ from pllm.adapt.store import ADAPTERS, AdapterStore
 from pllm.align.store import PREFERENCES, PreferenceStore
 from pllm.serve.auth import KEYS, KeyStore
 from pllm.serve.features import register_features
+from pllm.types import ProfileItem
 from pllm.users.migrations import MIGRATIONS
 from pllm.users.store import SQLiteUserStore
 
@@ -57,7 +58,9 @@ def test_an_old_store_opens_and_migrates_every_feature(tmp_path):
     _old_store(path)
     with register_features(SQLiteUserStore(path)) as store:
         assert store.features == ["adapters", "keys", "preferences"]
-        assert [m for m in store.applied_migrations() if m not in SHIPPED] == ["0006_adapter_assignments"]
+        assert [m for m in store.applied_migrations() if m not in SHIPPED] == ["0006_adapter_assignments",
+                                                                               "0007_user_versions",
+                                                                               "0008_memory_history"]
         prefs = PreferenceStore(store)
         assert prefs.get_assignment(user_id="ada") == {"dpo": "dpo-ada", "soup": "dsp"}
         assert prefs.get_assignment(user_id="bob") == {"ric": "ric-all"}
@@ -69,9 +72,14 @@ def test_an_old_store_opens_and_migrates_every_feature(tmp_path):
         rows = store.forget(user_id="ada").rows
         assert rows["adapter_assignments"] == 2 and rows["preference_vectors"] == 1 and rows["items"] == 1
         assert rows["adapters"] == 1  # the adapters feature's hook ran
+        # An item stored before item history existed gets one when a write replaces it.
+        store.add_items([ProfileItem(id="old", fields={"text": "a"})], user_id="bob")
+        store.add_items([ProfileItem(id="old", fields={"text": "b"})], user_id="bob", keep_history=True)
+        assert [v.fields["text"] for v in store.get_item_history("old", user_id="bob")] == ["a", "b"]
     with SQLiteUserStore(path) as store:  # reopening applies nothing twice
         assert PreferenceStore(store).get_assignment(user_id="bob") == {"ric": "ric-all"}
-        assert store.applied_migrations() == sorted([*SHIPPED, "0006_adapter_assignments"])
+        assert store.applied_migrations() == sorted([*SHIPPED, "0006_adapter_assignments", "0007_user_versions",
+                                                     "0008_memory_history"])
 
 
 def test_a_new_store_holds_only_the_features_registered_with_it(tmp_path):
@@ -81,4 +89,5 @@ def test_a_new_store_holds_only_the_features_registered_with_it(tmp_path):
         PreferenceStore(store)
         assert store.features == ["preferences"]
         assert store.applied_migrations() == ["0001_users_items", "0002_embeddings_summaries",
-                                              "0003_align_preferences", "0006_adapter_assignments"]
+                                              "0003_align_preferences", "0006_adapter_assignments",
+                                              "0007_user_versions", "0008_memory_history"]

@@ -10,15 +10,15 @@ from pllm.errors import InputError, NotFoundError
 from pllm.tasks.lamp import read_questions, write_questions
 from pllm.types import ProfileItem
 from pllm.users.migrations import MIGRATIONS
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import SQLiteUserStore, UserStore, open_store
 from pllm_testkit import lamp3_records
 
 
-def _import(store: SQLiteUserStore, path: Path) -> None:
+def _import(store: UserStore, path: Path) -> None:
     store.import_questions(read_questions(path))
 
 
-def _snapshot(store: SQLiteUserStore) -> list:
+def _snapshot(store: UserStore) -> list:
     return [store.execute(f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("users", "items", "questions")]
 
 
@@ -30,9 +30,9 @@ def test_migrations_are_named_and_recorded(tmp_path):
         assert store.execute("PRAGMA journal_mode")[0][0] == "wal"
 
 
-def test_import_stores_shared_items_once_and_round_trips(tmp_path, lamp3_files):
+def test_import_stores_shared_items_once_and_round_trips(tmp_path, store_location, lamp3_files):
     q, _ = lamp3_files
-    with SQLiteUserStore(tmp_path / "s.db") as store:
+    with open_store(store_location) as store:
         rep = store.import_questions(read_questions(q))
         assert (rep.questions, rep.users) == (3, 2)
         assert rep.duplicate_items == 1  # r1 appears in both of u1's questions
@@ -72,11 +72,11 @@ def test_questions_without_user_id_are_their_own_user(tmp_path):
         (json.dumps([{"id": [1], "input": "x", "profile": []}]).encode(), "field 'id'"),
     ],
 )
-def test_malformed_files_are_refused_and_store_unchanged(tmp_path, lamp3_files, content, needle):
+def test_malformed_files_are_refused_and_store_unchanged(tmp_path, store_location, lamp3_files, content, needle):
     good, _ = lamp3_files
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
-    with SQLiteUserStore(tmp_path / "s.db") as store:
+    with open_store(store_location) as store:
         _import(store, good)
         before = _snapshot(store)
         with pytest.raises(InputError) as err:
@@ -85,22 +85,21 @@ def test_malformed_files_are_refused_and_store_unchanged(tmp_path, lamp3_files, 
         assert _snapshot(store) == before
 
 
-def test_import_is_one_transaction(tmp_path, lamp3_files):
+def test_import_is_one_transaction(tmp_path, store_location, lamp3_files):
     """A failure half way through the writes rolls back everything, including earlier questions."""
     good, _ = lamp3_files
     qs = read_questions(good)
     qs[2].profile[0].fields = {"bad": object()}  # not JSON-serializable: fails on the third question
-    with SQLiteUserStore(tmp_path / "s.db") as store:
+    with open_store(store_location) as store:
         with pytest.raises(TypeError):
             store.import_questions(qs)
         assert store.list_users() == []
 
 
-def test_forget_removes_every_trace(tmp_path, lamp3_files):
+def test_forget_removes_every_trace(tmp_path, lamp3_files, store_location):
     q, _ = lamp3_files
-    db = tmp_path / "s.db"
     secret = "zyxwv-unique-secret-text"
-    with SQLiteUserStore(db) as store:
+    with open_store(store_location) as store:
         _import(store, q)
         store.add_items([ProfileItem(id="sx", fields={"text": secret})], user_id="u2")
         store.put_embeddings("m", [("h-u2", np.ones(4, np.float32))], user_id="u2")
@@ -117,14 +116,14 @@ def test_forget_removes_every_trace(tmp_path, lamp3_files):
         with pytest.raises(NotFoundError):
             store.forget(user_id="u2")
     # The text is gone from the files themselves (secure_delete + WAL checkpoint), not only unlinked.
-    for f in tmp_path.glob("s.db*"):
+    for f in tmp_path.glob("store.sqlite3*"):
         data = f.read_bytes()
         assert secret.encode() not in data
         assert b"awful, broke in a day" not in data
 
 
-def test_items_api_and_embeddings(tmp_path):
-    with SQLiteUserStore(tmp_path / "s.db") as store:
+def test_items_api_and_embeddings(tmp_path, store_location):
+    with open_store(store_location) as store:
         n = store.add_items([ProfileItem(id=str(i), fields={"text": f"t{i}"}, timestamp=float(i)) for i in range(5)],
                             user_id="u")
         assert n == 5
@@ -148,10 +147,10 @@ def test_not_a_database(tmp_path):
         SQLiteUserStore(bad)
 
 
-def test_per_user_reads_and_embedding_cleanup(tmp_path):
+def test_per_user_reads_and_embedding_cleanup(tmp_path, store_location):
     """The memory service's storage goes through these: items by id, counts, user-scoped vectors, and deleting
     a user's vectors except those their remaining items still need."""
-    with SQLiteUserStore(tmp_path / "s.db") as store:
+    with open_store(store_location) as store:
         store.add_items([ProfileItem(id="a", fields={"t": "x"}), ProfileItem(id="b", fields={"t": "y"})], user_id="u")
         assert sorted(i.id for i in store.get_items_by_id(["b", "zz", "a"], user_id="u")) == ["a", "b"]
         assert store.get_items_by_id(["a"], user_id="other") == []
@@ -165,3 +164,21 @@ def test_per_user_reads_and_embedding_cleanup(tmp_path):
         assert store.count_embeddings(user_id="u") == 1 and store.count_embeddings(user_id="v") == 1
         store.put_summary(user_id="u", key="k", model="m", summary="likes x")
         assert [s["summary"] for s in store.get_summaries(user_id="u")] == ["likes x"]
+
+
+def test_item_history_keeps_replaced_versions_and_goes_with_the_item(store_location):
+    with open_store(store_location) as store:
+        store.add_items([ProfileItem(id="a", fields={"text": "v1"}, timestamp=1.0)], user_id="u")
+        store.add_items([ProfileItem(id="a", fields={"text": "v2"}, timestamp=2.0)], user_id="u")  # no history
+        store.add_items([ProfileItem(id="a", fields={"text": "v3"}, timestamp=3.0)], user_id="u", keep_history=True)
+        store.add_items([ProfileItem(id="b", fields={"text": "x"})], user_id="u", keep_history=True)  # new: none
+        versions = store.get_item_history("a", user_id="u")
+        assert [(v.version, v.fields["text"], v.timestamp) for v in versions] == [(1, "v2", 2.0), (2, "v3", 3.0)]
+        assert versions[0].replaced_at is not None and versions[1].replaced_at is None
+        assert [v.fields["text"] for v in store.get_item_history("b", user_id="u")] == ["x"]
+        assert store.get_item_history("a", user_id="other") == [] and store.get_item_history("z", user_id="u") == []
+        assert store.delete_item("a", user_id="u")
+        assert store.execute("SELECT COUNT(*) FROM item_history WHERE item_id='a'") == [(0,)]
+        store.add_items([ProfileItem(id="b", fields={"text": "y"})], user_id="u", keep_history=True)
+        assert store.forget(user_id="u").rows["item_history"] == 1
+        assert store.execute("SELECT COUNT(*) FROM item_history") == [(0,)]

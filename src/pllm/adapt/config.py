@@ -12,7 +12,7 @@ from pllm.errors import InputError
 if TYPE_CHECKING:
     from pllm.adapt.methods import AdapterMethod
 
-ADDED_LATER = ("stats",)  # recipe fields newer than some trained adapters (see hash_fields)
+ADDED_LATER = ("stats", "crowd")  # recipe fields newer than some trained adapters (see hash_fields)
 
 
 @dataclass
@@ -44,6 +44,8 @@ class AdaptConfig:
     k: int = field(default=0, metadata={"help": "Demonstrations per training text (0: the query alone)."})
     stats: bool = field(default=False, metadata={
         "help": "Statistical profile (the user's earlier output distribution) inside every training text."})
+    crowd: bool = field(default=False, metadata={
+        "help": "Collaborative context (other train users' outputs for the item) inside every training text."})
     max_prompt_tokens: int = field(default=512, metadata={"help": "Token budget of one training prompt."})
     style: str | None = field(default=None, metadata={"help": "Prompt style (default: the task's default)."})
 

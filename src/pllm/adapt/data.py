@@ -17,6 +17,7 @@ from pllm.adapt.config import AdaptConfig
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.models.base import Generator, Prompt
+from pllm.prompting.profile import ItemCrowd
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem, Question
 
@@ -71,14 +72,16 @@ def select_items(items: Sequence[ProfileItem], config: AdaptConfig) -> list[Prof
 
 
 def training_pairs(spec: TaskSpec, generator: Generator, items: Sequence[ProfileItem], config: AdaptConfig,
-                   *, user_id: str, only: set[str] | None = None) -> list[TrainingPair]:
+                   *, user_id: str, only: set[str] | None = None, crowd: ItemCrowd | None = None
+                   ) -> list[TrainingPair]:
     """Training pairs for one user: one per selected item (`only`: just these item ids, so a sampled
-    task adapter renders only the pairs it trains on), each with the user's strictly earlier items as history."""
+    task adapter renders only the pairs it trains on), each with the user's strictly earlier items as history
+    (and, with `config.crowd`, other users' outputs for the item: `crowd` leaves this user out)."""
     from pllm.pipeline import MethodConfig, Personalizer
 
     method = MethodConfig(retriever=config.retriever if config.k else "none", k=config.k, style=config.style,
-                          max_prompt_tokens=config.max_prompt_tokens, stats=config.stats)
-    pers = Personalizer(spec, generator, method)
+                          max_prompt_tokens=config.max_prompt_tokens, stats=config.stats, crowd=config.crowd)
+    pers = Personalizer(spec, generator, method, crowd=crowd)
     ordered = [i for i in select_items(items, config) if only is None or i.id in only]
     history = sort_items(items)
     position = {id(item): i for i, item in enumerate(history)}

@@ -44,9 +44,9 @@ def load_items(spec: TaskSpec, source: dict[str, Any], users: Sequence[str] | No
         return user_items(read_questions(source["questions"], spec=spec), users)
     if "db" in source:
         from pllm.adapt.data import sort_items
-        from pllm.users.store import SQLiteUserStore
+        from pllm.users.store import open_store
 
-        db = store if store is not None and str(store.path) == source["db"] else SQLiteUserStore(source["db"])
+        db = store if store is not None and store.location == source["db"] else open_store(source["db"])
         wanted = list(users) if users is not None else [u.id for u in db.list_users()]
         return {u: sort_items(db.get_items(user_id=u)) for u in wanted}
     raise InputError(f"unknown data source {source!r}")

@@ -27,6 +27,7 @@ from pllm.adapt.train import merge_task_adapter, train_adapter
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import Generator
 from pllm.pipeline import MethodConfig
+from pllm.prompting.profile import ItemCrowd
 from pllm.prompting.styles import default_style
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
@@ -41,7 +42,7 @@ FT_PAIRS = 1200
 def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptConfig:
     """The training recipe of a learned method: its retrieval and style inside every training prompt."""
     values = {**FT_DEFAULTS, **overrides, "retriever": method.retriever if method.k else "none", "k": method.k,
-              "stats": method.stats,
+              "stats": method.stats, "crowd": method.crowd,
               "style": method.style or default_style(spec), "max_prompt_tokens": method.max_prompt_tokens}
     return AdaptConfig(**values)
 
@@ -70,6 +71,8 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     if config.top_layers and layers and config.top_layers > layers:  # a small model: every layer
         config = dataclasses.replace(config, top_layers=layers)
     items = user_items(train)  # profiles only: a question's target is never read
+    # Collaborative context reads the train split's other users (targets included): never a test target.
+    crowd = ItemCrowd(spec).fit(train) if config.crowd else None
     owner = ft_owner(method, generator.model_id)
     existing = store.get(spec.name, "task", owner, verify=False)
     if existing is not None and existing.stale:
@@ -79,7 +82,7 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
         items = {u: v for u, v in items.items() if u in members}
     return train_adapter(generator, spec, kind="task", owner=owner, items_by_user=items,  # type: ignore[arg-type]
                          config=config, store=store, source=source or {}, max_pairs=max_pairs,
-                         force=force, step_callback=progress)
+                         force=force, step_callback=progress, crowd=crowd)
 
 
 def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecord) -> Generator:

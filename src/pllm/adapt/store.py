@@ -34,7 +34,7 @@ from typing import Any
 from pllm.errors import ArtifactError, InputError, NotFoundError
 from pllm.io import atomic_dir, atomic_write_json, sha1_text, to_jsonable
 from pllm.paths import pllm_home
-from pllm.users.store import Feature, SQLiteUserStore
+from pllm.users.store import Feature, UserStore
 
 KINDS = ("task", "group", "user", "named")
 RECORD_FILE = "pllm_adapter.json"
@@ -103,6 +103,12 @@ def adapter_name(kind: str, owner: str) -> str:
     return f"{kind[0]}_{sha1_text(kind, owner)[:16]}"
 
 
+def engine_name(task: str, kind: str, owner: str) -> str:
+    """The adapter's name on a serving engine (vLLM's `--lora-modules NAME=PATH`, then `model: NAME` per
+    request): one engine holds every task's adapters, so unlike `adapter_name` it includes the task."""
+    return f"{kind[0]}_{sha1_text(task, kind, owner)[:16]}"
+
+
 def slug(owner: str) -> str:
     """A folder name for any user/group id: readable prefix + hash (ids may hold '/', '..', spaces)."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", owner)[:40]
@@ -151,10 +157,10 @@ def sha256_file(path: Path) -> str:
 class AdapterStore:
     """Adapter folders under `root`, indexed in a user store's tables when `db` is given."""
 
-    def __init__(self, root: str | Path | None = None, *, db: SQLiteUserStore | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, db: UserStore | None = None) -> None:
         legacy = Path(root) if root is not None else None  # where earlier `pllm align` wrote named adapters
         if root is None:
-            root = (Path(db.path).parent if db is not None else pllm_home()) / "adapters"
+            root = (db.home if db is not None else pllm_home()) / "adapters"
             legacy = pllm_home() / "align" / "adapters" if db is None else None
         self.root = Path(root)
         self.db = db
@@ -246,6 +252,25 @@ class AdapterStore:
             if folder.is_dir() and not folder.name.startswith("."):
                 out.append(self.load_record(folder, verify=verify))
         return out
+
+    def lora_modules(self, task: str, kind: str = "user") -> tuple[list[tuple[str, AdapterRecord]], list[str]]:
+        """(engine name, record) of every fresh LoRA adapter of `kind` for the task, which a serving engine
+        loads from its folder as it is (peft's adapter_config.json + adapter_model.safetensors); and why
+        the others were left out (stale, or a peft type other than LoRA, which vLLM does not serve)."""
+        served, skipped = [], []
+        for record in self.records(task, kind):
+            assert record.path is not None
+            try:
+                peft_type = json.loads((record.path / "adapter_config.json").read_text(encoding="utf-8"))["peft_type"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ArtifactError(f"adapter folder {record.path}: unreadable adapter_config.json ({exc})") from None
+            if record.stale:
+                skipped.append(f"{record.owner}: stale (retrain it: pllm adapt retrain-stale)")
+            elif str(peft_type).upper() != "LORA":
+                skipped.append(f"{record.owner}: {peft_type} adapter (vLLM serves LoRA only)")
+            else:
+                served.append((engine_name(task, kind, record.owner), record))
+        return served, skipped
 
     def indexed(self, kind: str, owner: str) -> list[tuple[str, float, Path]]:
         """(task, created_at, folder) of every adapter of `owner` indexed in the database, under any root."""
@@ -352,7 +377,7 @@ def _remove_tree(folder: Path) -> int:
     return n
 
 
-def forget_user_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]:
+def forget_user_adapters(store: UserStore, user_id: str) -> dict[str, int]:
     """The adapters feature's forget hook: delete the user's own adapters (files and rows) and mark every task/group
     adapter trained on their data stale, with the user dropped from its members.
 
@@ -377,7 +402,7 @@ def forget_user_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]
     return {"adapters": rows, "adapter_files": files, "stale_shared_adapters": len(shared)}
 
 
-def forget_named_adapters(store: SQLiteUserStore, user_id: str) -> dict[str, int]:
+def forget_named_adapters(store: UserStore, user_id: str) -> dict[str, int]:
     """The preferences feature's forget hook: delete named adapters trained on this user's data alone (group
     adapters trained on several users are kept; their records name the users so an operator can retrain them)."""
     adapters = AdapterStore()

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,16 +25,18 @@ import torch
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import TrainingPair, pairs_hash, select_items, training_pairs
 from pllm.adapt.methods import get_method
-from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name
+from pllm.adapt.store import AdapterRecord, AdapterStore, adapter_name, slug
 from pllm.errors import ArtifactError, InputError
 from pllm.io import sha1_text
 from pllm.models.hf import HFGenerator
+from pllm.prompting.profile import ItemCrowd
 from pllm.tasks.spec import TaskSpec
 from pllm.types import ProfileItem
 
 log = logging.getLogger(__name__)
 TRAIN_NAME = "default"  # peft saves the "default" adapter at the folder root; loaders rename it
 TRAINING_TEXTS = "training_texts.jsonl"
+CHECKPOINT_EVERY = 25  # steps between resumable checkpoints of a long training run
 
 
 @dataclass
@@ -93,10 +97,15 @@ def _batch(generator: HFGenerator, rows: Sequence[tuple[list[int], int]]
 
 
 def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: AdaptConfig, *,
-                save: Callable[[Any, TrainResult], None], step_callback: Callable[[int, int], None] | None = None
-                ) -> TrainResult:
+                save: Callable[[Any, TrainResult], None], step_callback: Callable[[int, int], None] | None = None,
+                checkpoint: Path | None = None, checkpoint_every: int | None = None) -> TrainResult:
     """Inject a fresh adapter into `generator.model`, train it on `pairs`, call `save(peft_model, result)`,
-    and remove it again, leaving the base weights untouched."""
+    and remove it again, leaving the base weights untouched.
+
+    With `checkpoint` (a file named by the run's data hash), the adapter weights, optimizer state and losses
+    are written there every `checkpoint_every` steps (default CHECKPOINT_EVERY), and a killed run started
+    again continues from the last one: the batch schedule is fixed by the seed up front, so the resumed run
+    takes the batches the uninterrupted one would have. The file is removed once the adapter is saved."""
     from peft import get_peft_model
 
     if not pairs:
@@ -110,43 +119,49 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
         peft_model = get_peft_model(base, config.peft_config(getattr(base.config, "num_hidden_layers", None)),
                                     adapter_name=TRAIN_NAME)
     prompt_learning = config.adapter_method.prompt_learning
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.effective_lr, weight_decay=0.0)
-    order = list(range(len(rows)))
-    rng = random.Random(config.seed)
-    steps_per_epoch = (len(rows) + config.batch_size - 1) // config.batch_size
-    total = config.max_steps or steps_per_epoch * config.epochs
+    named = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(list(named.values()), lr=config.effective_lr, weight_decay=0.0)
+    schedule = _schedule(len(rows), config)
+    every = checkpoint_every or CHECKPOINT_EVERY
     losses: list[float] = []
+    step = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for n, p in named.items():
+                p.copy_(state["params"][n])
+        opt.load_state_dict(state["optimizer"])
+        step, losses = int(state["step"]), list(state["losses"])
+        log.info("resuming %s at step %d of %d", checkpoint.name, step, len(schedule))
     extra, _ = generator.forward_params()
     t0 = time.perf_counter()
     peft_model.train()
     try:
-        step = 0
-        while step < total:
-            rng.shuffle(order)
-            for start in range(0, len(order), config.batch_size):
-                if step >= total:
-                    break
-                batch = [rows[i] for i in order[start:start + config.batch_size]]
-                ids, mask, pos, labels, keep = _batch(generator, batch)
-                kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
-                if not prompt_learning:  # peft ignores position ids under prompt tuning (inference too)
-                    kwargs["position_ids"] = pos
-                if "logits_to_keep" in extra:
-                    kwargs["logits_to_keep"] = keep
-                logits = peft_model(**kwargs).logits[:, -keep:-1, :].float()  # (B, keep-1, V)
-                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                         ignore_index=-100)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses.append(round(float(loss.detach()), 5))
-                step += 1
-                if step_callback:
-                    step_callback(step, total)
+        while step < len(schedule):
+            batch = [rows[i] for i in schedule[step]]
+            ids, mask, pos, labels, keep = _batch(generator, batch)
+            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+            if not prompt_learning:  # peft ignores position ids under prompt tuning (inference too)
+                kwargs["position_ids"] = pos
+            if "logits_to_keep" in extra:
+                kwargs["logits_to_keep"] = keep
+            logits = peft_model(**kwargs).logits[:, -keep:-1, :].float()  # (B, keep-1, V)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                     ignore_index=-100)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(round(float(loss.detach()), 5))
+            step += 1
+            if checkpoint is not None and step % every == 0 and step < len(schedule):
+                _write_checkpoint(checkpoint, named, opt, step, losses)
+            if step_callback:
+                step_callback(step, len(schedule))
         peft_model.eval()
         result = TrainResult(losses=losses, seconds=time.perf_counter() - t0, n_pairs=len(pairs), steps=len(losses))
         save(peft_model, result)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
     finally:
         peft_model.eval()
         if prompt_learning:
@@ -155,6 +170,28 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
             generator.model = peft_model.unload()  # the LoRA/IA3 layers out, the original modules back
         generator.model.eval()
     return result
+
+
+def _schedule(n_rows: int, config: AdaptConfig) -> list[list[int]]:
+    """Every step's row indexes, fixed by the seed: shuffled once per epoch, cut at `max_steps`."""
+    order = list(range(n_rows))
+    rng = random.Random(config.seed)
+    steps_per_epoch = (n_rows + config.batch_size - 1) // config.batch_size
+    total = config.max_steps or steps_per_epoch * config.epochs
+    out: list[list[int]] = []
+    while len(out) < total:
+        rng.shuffle(order)
+        out += [order[s:s + config.batch_size] for s in range(0, n_rows, config.batch_size)]
+    return out[:total]
+
+
+def _write_checkpoint(path: Path, named: dict[str, torch.Tensor], opt: torch.optim.Optimizer, step: int,
+                      losses: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"params": {n: p.detach().clone() for n, p in named.items()}, "optimizer": opt.state_dict(),
+                "step": step, "losses": losses}, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint whole
 
 
 def write_training_texts(path: Any, pairs: Sequence[TrainingPair]) -> None:
@@ -188,9 +225,10 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
                   items_by_user: dict[str, Sequence[ProfileItem]], config: AdaptConfig, store: AdapterStore,
                   task_record: AdapterRecord | None = None, source: dict[str, Any] | None = None,
                   centroid: list[float] | None = None, embedder: str | None = None, max_pairs: int | None = None,
-                  force: bool = False, step_callback: Callable[[int, int], None] | None = None
-                  ) -> tuple[AdapterRecord, bool]:
-    """Train (or skip, if up to date) one adapter; returns (record, trained?).
+                  force: bool = False, step_callback: Callable[[int, int], None] | None = None,
+                  crowd: ItemCrowd | None = None) -> tuple[AdapterRecord, bool]:
+    """Train (or skip, if up to date) one adapter; returns (record, trained?). `crowd`: other users' outputs
+    per item, for a recipe with collaborative context.
 
     A user adapter gets `{user: items}`; a group or task adapter every member's items (pairs are
     rendered per member, so retrieved demonstrations never cross users)."""
@@ -198,7 +236,8 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
     pairs: list[TrainingPair] = []
     for user, items in sorted(items_by_user.items()):
         if chosen.get(user):
-            pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user]))
+            pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user],
+                                        crowd=crowd))
     if not pairs:
         raise InputError(f"{kind} adapter {owner!r}: no training items")
     key = base_key(generator, task_record)
@@ -229,5 +268,7 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
 
         records.append(store.write(record, files))
 
-    train_pairs(generator, pairs, config, save=save, step_callback=step_callback)
+    # A run killed mid-training resumes from its checkpoint, named by what it trains on (data, recipe, base).
+    checkpoint = store.root / ".checkpoints" / f"{slug(spec.name)}-{kind}-{slug(owner)}-{digest[:16]}.pt"
+    train_pairs(generator, pairs, config, save=save, step_callback=step_callback, checkpoint=checkpoint)
     return records[0], True

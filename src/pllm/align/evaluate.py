@@ -15,25 +15,7 @@ import numpy as np
 
 from pllm.align.store import PreferencePair
 from pllm.models.base import Generator, Prompt
-from pllm.stats import Interval
-
-
-def proportion_interval(hits: Sequence[bool] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
-                        alpha: float = 0.05) -> Interval:
-    """Share of True with a percentile bootstrap interval (empty input -> NaN)."""
-    x = np.asarray(hits, dtype=np.float64)
-    if x.size == 0:
-        return Interval(float("nan"), float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, (n_resamples, x.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return Interval(float(x.mean()), float(lo), float(hi))
-
-
-def mean_interval(values: Sequence[float] | np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
-                  alpha: float = 0.05) -> Interval:
-    return proportion_interval(np.asarray(values, dtype=np.float64), n_resamples=n_resamples, seed=seed,
-                               alpha=alpha)
+from pllm.stats import Interval, proportion_interval
 
 
 @dataclass

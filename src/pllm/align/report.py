@@ -25,7 +25,7 @@ from pllm.adapt.pool import shared_pool
 from pllm.adapt.store import AdapterStore
 from pllm.align.config import DPOSettings, LoraSettings, RiCSettings
 from pllm.align.dpo import train_dpo, truncate_pairs
-from pllm.align.evaluate import generate_answers, implicit_rewards, mean_interval, style_share
+from pllm.align.evaluate import generate_answers, implicit_rewards, style_share
 from pllm.align.importers import DSP_DOMAINS, import_dsp, read_dsp
 from pllm.align.judge import StyleJudge, dsp_answers, first_words, fit_dsp_judge
 from pllm.align.ric import RiCGenerator, ric_examples, train_ric
@@ -34,6 +34,7 @@ from pllm.align.store import PreferenceStore
 from pllm.errors import InputError
 from pllm.io import atomic_write_json, atomic_write_text, sha1_text
 from pllm.paths import pllm_home
+from pllm.stats import mean_interval
 from pllm.users.store import SQLiteUserStore
 
 

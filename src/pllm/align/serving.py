@@ -20,7 +20,7 @@ from pllm.align.soup import Soup, SoupSpec, SoupStore
 from pllm.align.store import PreferenceStore
 from pllm.models.base import Generator
 from pllm.models.hf import HFGenerator
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import UserStore
 
 
 @dataclass
@@ -50,7 +50,7 @@ def soup_for(pool: AdapterPool, spec: SoupSpec, adapters: AdapterStore | None = 
         return soup
 
 
-def generator_for_user(store: SQLiteUserStore, base_generator: Generator, *, user_id: str,
+def generator_for_user(store: UserStore, base_generator: Generator, *, user_id: str,
                        adapters: AdapterStore | None = None, soups: SoupStore | None = None) -> Generator:
     """The generator serving `user_id`: the first registered serving method (in `serve_rank` order) that has
     something for the user; the base one if none has, or the backend cannot carry adapters."""

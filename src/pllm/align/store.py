@@ -15,7 +15,7 @@ from typing import Any
 
 from pllm.adapt.store import forget_named_adapters
 from pllm.errors import InputError
-from pllm.users.store import Feature, SQLiteUserStore
+from pllm.users.store import Feature, UserStore
 
 SPLITS = ("train", "test")
 
@@ -138,9 +138,9 @@ PREFERENCES = Feature(name="preferences", migrations=(
 
 
 class PreferenceStore:
-    """Preference pairs, vectors and alignment assignments of users, on top of a `SQLiteUserStore`."""
+    """Preference pairs, vectors and alignment assignments of users, on top of a `UserStore`."""
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         store.register_feature(PREFERENCES)
 
@@ -156,7 +156,7 @@ class PreferenceStore:
             if p.chosen == p.rejected:
                 raise InputError("chosen and rejected are the same text", index=i, field="rejected")
         with self.store.transaction() as conn:
-            SQLiteUserStore._ensure_user(conn, user_id)
+            UserStore._ensure_user(conn, user_id)
             seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM preference_pairs").fetchone()[0]) + 1
             conn.executemany(
                 "INSERT INTO preference_pairs(user_id, id, query_id, prompt, chosen, rejected, split, meta, seq) "
@@ -195,7 +195,7 @@ class PreferenceStore:
         _check_user_id(user_id)
         vec = check_vector(vector, source=f"preference vector of {user_id!r}")
         with self.store.transaction() as conn:
-            SQLiteUserStore._ensure_user(conn, user_id)
+            UserStore._ensure_user(conn, user_id)
             conn.execute("INSERT OR REPLACE INTO preference_vectors(user_id, vector, updated_at) VALUES (?, ?, ?)",
                          (user_id, json.dumps(vec), time.time()))
         return vec
@@ -216,7 +216,7 @@ class PreferenceStore:
         if not isinstance(name, str) or not name.strip():
             raise InputError("the assigned name must be a non-empty string", field="name")
         with self.store.transaction() as conn:
-            SQLiteUserStore._ensure_user(conn, user_id)
+            UserStore._ensure_user(conn, user_id)
             conn.execute("INSERT OR REPLACE INTO adapter_assignments(user_id, method, name, updated_at) "
                          "VALUES (?, ?, ?, ?)", (user_id, method, name, time.time()))
         return self.get_assignment(user_id=user_id)

@@ -27,6 +27,8 @@ class _Group(TyperGroup):
 # against the source and the README's table).
 ENVIRONMENT: list[tuple[str, str]] = [
     ("PLLM_HOME", "data folder: store, caches, adapters, runs (default $XDG_CACHE_HOME/pllm or ~/.cache/pllm)"),
+    ("PLLM_STORE", "the user store when no --store is given: a SQLite path or a postgresql:// URL "
+                   "(default $PLLM_HOME/pllm.sqlite3)"),
     ("PLLM_MODELS_DIR", "converted model weights (default $PLLM_HOME/cache/models)"),
     ("PLLM_DEVICE", "torch device for local models: cpu, cuda, cuda:1, ... (default: a GPU if visible)"),
     ("PLLM_DTYPE", "weights dtype for local models, e.g. float32 (default bf16 on a GPU)"),

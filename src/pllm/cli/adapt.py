@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, console, err_console, open_db, progress_bar, task_callback, tracker
 
 if TYPE_CHECKING:
     from pllm.models.hf import HFGenerator
@@ -64,7 +64,7 @@ def train(
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Train private adapters for users (resumable), optionally after a shared task adapter and with groups."""
     from pllm.adapt.jobs import load_items, prepare_base, source_for, train_groups, train_task, train_users
@@ -92,7 +92,7 @@ def train(
     with open_db(db) as store, progress_bar() as bar:
         adapters = AdapterStore(adapters_dir, db=store)
         progress = tracker(bar)
-        source = data_source or {"db": str(store.path)}
+        source = data_source or {"db": store.location}
         if train_source is not None:
             train_items = load_items(spec, train_source)
         if task_adapter:
@@ -140,7 +140,10 @@ def list_(
     task: str = typer.Option(..., "--task", help="Task name or spec file.",
                              callback=task_callback),
     adapters_dir: Path | None = AdaptersDirOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
+    lora_modules: bool = typer.Option(False, "--lora-modules", help="Print the users' adapters as vLLM "
+                                      "`--lora-modules` values (NAME=PATH, one a line; the openai backend sends "
+                                      "NAME as a user's model); those vLLM cannot serve are named on stderr."),
 ) -> None:
     """List a task's adapters with their size, items, training time, last loss and staleness."""
     from pllm.adapt.store import KINDS, AdapterStore
@@ -149,6 +152,13 @@ def list_(
     spec = get_task(task)
     with open_db(db) as store:
         adapters = AdapterStore(adapters_dir, db=store)
+        if lora_modules:
+            served, skipped = adapters.lora_modules(spec.name)
+            for name, record in served:
+                print(f"{name}={record.path}")
+            for why in skipped:
+                err_console.print(f"left out: {why}")
+            return
         table = Table(title=f"adapters for {spec.name} ({adapters.root})")
         for col in ("kind", "owner", "method", "items", "members", "KiB", "train s", "last loss", "stale"):
             table.add_column(col)
@@ -167,7 +177,7 @@ def retrain_stale(
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Rebuild task/group adapters marked stale by `pllm users forget`, without the forgotten users."""
     from pllm.adapt.jobs import retrain_stale as run

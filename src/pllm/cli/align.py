@@ -47,7 +47,7 @@ def import_dsp(
                                                                           "preferred over, per query (1-4)."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of queries held out (by query)."),
     seed: int = typer.Option(0, "--seed", help="Split seed."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Import DSP as one simulated user per domain (`dsp-<domain>`): pairs and a one-hot vector."""
     from pllm.align.importers import DSP_DOMAINS
@@ -67,7 +67,7 @@ def import_hh(
     limit: int | None = typer.Option(None, "--limit", help="At most this many pairs per dimension."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of dialogues held out."),
     seed: int = typer.Option(0, "--seed", help="Split seed."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Import the HH helpful/harmless pairs as users `hh-helpful` and `hh-harmless`."""
     from pllm.align.importers import import_hh as run
@@ -83,7 +83,7 @@ def import_hh(
 @app.command("set-vector")
 def set_vector(user_id: str = typer.Argument(..., help="User id."),
                weights: list[str] = typer.Argument(..., help="NAME=WEIGHT pairs, e.g. academy=0.7 business=0.3."),
-               db: Path | None = DbOption) -> None:
+               db: str | None = DbOption) -> None:
     """Store a user's preference vector over named dimensions."""
     from pllm.align.store import parse_vector
 
@@ -96,7 +96,7 @@ def set_vector(user_id: str = typer.Argument(..., help="User id."),
 def assign(user_id: str = typer.Argument(..., help="User id."),
            uses: list[str] = typer.Argument(..., help="METHOD=NAME: the adapter (dpo, ric) or soup (soup) of a "
                                             "registered adapter method that serves this user."),
-           db: Path | None = DbOption) -> None:
+           db: str | None = DbOption) -> None:
     """Choose which aligned model serves a user (the server asks the methods in order: dpo, soup, ric)."""
     from pllm.adapt.methods import get_method
 
@@ -121,7 +121,7 @@ def _assigned(assignment: dict[str, str]) -> str:
 
 
 @app.command("show")
-def show(user_id: str = typer.Argument(..., help="User id."), db: Path | None = DbOption) -> None:
+def show(user_id: str = typer.Argument(..., help="User id."), db: str | None = DbOption) -> None:
     """A user's pair counts, preference vector and assigned aligned models."""
     with open_db(db) as store:
         ps = _pstore(store)
@@ -176,7 +176,7 @@ def dpo(
     do_assign: bool = typer.Option(True, "--assign/--no-assign", help="Serve these users with the adapter."),
     model: str | None = ModelOption,
     threads: int = ThreadsOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Train a DPO LoRA adapter (trl) on the train pairs of one user, or pooled over a group."""
     from transformers import TrainerCallback
@@ -223,7 +223,7 @@ def ric(
     do_assign: bool = typer.Option(True, "--assign/--no-assign", help="Serve these users with it."),
     model: str | None = ModelOption,
     threads: int = ThreadsOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Train one reward-conditioned (RiC) adapter: the user's vector written into the prompt."""
     from pllm.align.config import RiCSettings
@@ -330,7 +330,7 @@ def eval_(
     max_tokens: int = typer.Option(96, "--max-tokens", help="Prompt/answer token budget for scoring."),
     model: str | None = ModelOption,
     threads: int = ThreadsOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Held-out preference accuracy (implicit reward ranks chosen above rejected), optionally style share."""
     from pllm.adapt.pool import shared_pool

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
@@ -24,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import UserStore
 
 if TYPE_CHECKING:
     from pllm.eval.tables import Table
@@ -34,7 +33,8 @@ err_console = Console(stderr=True)
 
 MODEL_HELP = "Model id/path, or an embedded model by name (`pllm models list`; default: smollm2-135m-instruct)."
 
-DbOption = typer.Option(None, "--db", help="SQLite store path (default: $PLLM_HOME/pllm.sqlite3).")
+DbOption = typer.Option(None, "--store", "--db", help="The user store: a SQLite path or a "
+                        "postgresql://user:pass@host/db URL (default: $PLLM_STORE, else $PLLM_HOME/pllm.sqlite3).")
 
 PROGRESS_SECONDS_ENV = "PLLM_PROGRESS_SECONDS"  # seconds between plain progress lines (0: every update)
 
@@ -53,11 +53,11 @@ def task_callback(value: str | None) -> str | None:
     return value
 
 
-def open_db(db: Path | None) -> SQLiteUserStore:
+def open_db(db: str | None) -> UserStore:
     """The user store with every built-in feature registered (so `pllm users forget` reaches them all)."""
-    from pllm.serve.features import register_features
+    from pllm.serve.features import open_with_features
 
-    return register_features(SQLiteUserStore(db))
+    return open_with_features(db)
 
 
 def duration(seconds: float) -> str:

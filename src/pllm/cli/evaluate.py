@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         adapters_dir: Path | None = typer.Option(None, "--adapters-dir", help="Adapter folder (default: beside "
                                                  "the store)."),
         out: Path = typer.Option(Path("pllm-eval"), "--out", help="Output folder for predictions and metrics."),
-        db: Path | None = DbOption,
+        db: str | None = DbOption,
     ) -> None:
         """Run one personalization method over a LaMP questions file; write predictions, metrics and a table."""
         spec = get_task(task)
@@ -117,12 +117,15 @@ def register(app: typer.Typer) -> None:
         styles: bool = typer.Option(False, "--styles", help="Also run bm25@k in the instruction prompt style."),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: $PLLM_HOME/runs/main)."),
         model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+        learned: list[str] = typer.Option([], "--learned", help="Add a learned method by name, e.g. "
+                                          "'ft+stats+crowd/median' (its task adapter is trained once and cached)."),
+        ft_pairs: int | None = typer.Option(None, "--ft-pairs", help="Training texts per learned task adapter."),
     ) -> None:
         """The main job: personalized vs unpersonalized on movielens-rating with the embedded model."""
         from pllm.eval.main_job import MainJobConfig, run_main_job
 
         config = MainJobConfig(data=str(data) if data else None, limit=limit, out=str(out) if out else None,
-                               model=model, styles=styles)
+                               model=model, styles=styles, learned=list(learned), ft_pairs=ft_pairs)
         with progress_bar(unit="q") as bar:
             job = run_main_job(config, progress=tracker(bar))
         print_rows(get_task("movielens-rating"), job.rows, f"movielens-rating ({job.rows[0].n} test users)",

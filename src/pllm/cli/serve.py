@@ -9,12 +9,16 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from pllm.cli.common import DbOption, console, err_console, open_db
 from pllm.errors import InputError
+
+if TYPE_CHECKING:
+    from pllm.serve.config import ServeConfig
 
 app = typer.Typer(no_args_is_help=True, help="Manage the API keys of `pllm serve` (stored hashed in the store).")
 
@@ -24,7 +28,7 @@ def create(
     tenant: str | None = typer.Option(None, "--tenant", help="Tenant the key belongs to (required unless --admin)."),
     name: str = typer.Option("", "--name", help="A label shown by `pllm keys list`."),
     admin: bool = typer.Option(False, "--admin", help="An admin key: manages keys, reads no user data."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON (key included)."),
 ) -> None:
     """Create a key and print it once (only its sha256 is stored)."""
@@ -43,7 +47,7 @@ def create(
 @app.command("list")
 def list_(
     tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's keys."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List keys (ids, tenants, roles; never the keys themselves)."""
@@ -62,7 +66,7 @@ def list_(
 
 @app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="Key id (from `pllm keys list`)."),
-           db: Path | None = DbOption) -> None:
+           db: str | None = DbOption) -> None:
     """Revoke a key; a running server refuses it from its next request."""
     from pllm.serve.auth import KeyStore
 
@@ -74,7 +78,7 @@ def revoke(key_id: str = typer.Argument(..., help="Key id (from `pllm keys list`
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="Port to bind."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     backend: str = typer.Option("hf", "--backend", help="Generator backend (GENERATORS)."),
     model: str | None = typer.Option(None, "--model", help="Model for the backend (default: embedded SmolLM2)."),
     model_name: str | None = typer.Option(None, "--model-name", help="Model id served at /v1/models."),
@@ -84,7 +88,8 @@ def serve(
     memory_in: str = typer.Option("user", "--memory-in", help="Where memories go in the chat prompt: 'user' "
                                                               "(before the last user message) or 'system'."),
     chat_memory: str = typer.Option("off", "--chat-memory", help="Memory from chats when a request names none: "
-                                    "off, or raw (each user turn stored as an item after the answer)."),
+                                    "off, raw (each user turn stored as an item after the answer) or extract "
+                                    "(also 'slot: fact' lines the model writes from it)."),
     concurrency: int = typer.Option(1, "--concurrency", help="Generations at once."),
     queue: int = typer.Option(8, "--queue", help="Chat requests that may wait; more get 429 + Retry-After."),
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request deadline in seconds (504 past it)."),
@@ -102,12 +107,15 @@ def serve(
     plugin: list[str] = typer.Option([], "--plugin", help="Module to import first (registers personalizers, "
                                                            "generators, embedders); repeatable."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    workers: int = typer.Option(1, "--workers", help="Server processes on one port and one store (each loads "
+                                "its own models); they see each other's writes through the store's per-user "
+                                "versions. Use a postgresql:// --store for more than a few."),
     prefix_cache_users: int = typer.Option(0, "--prefix-cache-users", help="Users whose last chat prompt's KV "
                                            "cache is kept for their next turn (LRU; 0: off; hf backend)."),
 ) -> None:
     """Run the personalization server (OpenAI-compatible chat + memory API) until Ctrl-C / SIGTERM."""
-    from pllm.paths import default_db_path
     from pllm.serve import ServeConfig, run
+    from pllm.serve.features import open_with_features
 
     for module in plugin:
         try:
@@ -121,7 +129,16 @@ def serve(
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
                          torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,
                          soft=str(soft) if soft else None, prefix_cache_users=prefix_cache_users)
-    store = (config.db_path or default_db_path()).resolve()
+    if workers < 1:
+        raise InputError(f"must be >= 1, got {workers}", field="--workers")
+    if workers > 1 and prefix_cache_users:  # a forget reaches one worker: another's cache would keep the text
+        raise InputError("works with one worker only (each worker would keep its own cache, and forgetting a "
+                         "user reaches one of them)", field="--prefix-cache-users")
+    with open_with_features(config.db) as opened:  # a bad store fails here, once, before any worker starts
+        store = opened.location
+    if workers > 1:
+        _serve_workers(config, plugin, workers=workers, host=host, port=port, log_level=log_level, store=store)
+        return
     what = f"{config.backend} model" + (f" and {config.embedder} embedder" if config.embedder else "")
     err_console.print(f"pllm serve: loading the {what} (store {store})..." if config.preload else
                       f"pllm serve: starting (store {store}; models load on first use)...")
@@ -131,6 +148,24 @@ def serve(
                           f"{config.retriever}); Ctrl-C stops it")
 
     run(config, host=host, port=port, log_level=log_level, on_ready=ready)
+
+
+def _serve_workers(config: ServeConfig, plugins: list[str], *, workers: int, host: str, port: int, log_level: str,
+                   store: str) -> None:
+    """`workers` uvicorn processes, each building the app from the config in the environment."""
+    import dataclasses
+    import os
+
+    import uvicorn
+
+    from pllm.serve.app import CONFIG_ENV, PLUGINS_ENV
+
+    os.environ[CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
+    os.environ[PLUGINS_ENV] = ",".join(plugins)
+    err_console.print(f"pllm serve: starting {workers} workers at http://{host}:{port}/v1 (store {store}); "
+                      "Ctrl-C stops them")
+    uvicorn.run("pllm.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
 
 
 def register(root: typer.Typer) -> None:

@@ -47,7 +47,7 @@ def train(
     embedder: str = typer.Option("minilm", "--embedder", help="Item/query embedder."),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed for user sampling, shuffling, init."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Train a user encoder against the frozen generator on a task folder's training users."""
     from pllm.models import load_generator
@@ -131,7 +131,7 @@ def compare(
     k: int = typer.Option(4, "--k", help="Items retrieved per question."),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per model call."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Score none, retrieval, soft and soft + retrieval on the same questions; write a bench report.
 

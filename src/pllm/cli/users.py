@@ -22,7 +22,7 @@ def import_(
     outputs: Path | None = typer.Option(None, "--outputs", help="LaMP outputs file with the gold answers."),
     task: str | None = typer.Option(None, "--task", help="Task name or spec file, to store structured query fields.",
                                     callback=task_callback),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Import a LaMP questions file in one transaction (a malformed file changes nothing)."""
     spec = get_task(task) if task else None
@@ -34,7 +34,7 @@ def import_(
 
 
 @app.command("list")
-def list_(db: Path | None = DbOption, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_(db: str | None = DbOption, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List users with their item and question counts."""
     with open_db(db) as store:
         users = store.list_users()
@@ -49,7 +49,7 @@ def list_(db: Path | None = DbOption, as_json: bool = typer.Option(False, "--jso
 
 @app.command("show")
 def show(user_id: str = typer.Argument(..., help="User id."),
-         limit: int = typer.Option(10, "--limit", help="Items to print."), db: Path | None = DbOption) -> None:
+         limit: int = typer.Option(10, "--limit", help="Items to print."), db: str | None = DbOption) -> None:
     """Show one user and their most recent items."""
     with open_db(db) as store:
         user = store.get_user(user_id=user_id)
@@ -64,7 +64,7 @@ def export(
     out: Path = typer.Argument(..., help="Output JSON file (written atomically)."),
     user: list[str] = typer.Option(None, "--user", help="Only these users (repeatable)."),
     fmt: str = typer.Option("lamp", "--format", help="lamp: questions with profiles; items: every user's items."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Export users back to a LaMP questions file, or every stored item per user."""
     from pllm.errors import InputError
@@ -88,7 +88,7 @@ def export(
 
 
 @app.command("forget")
-def forget(user_id: str = typer.Argument(..., help="User id."), db: Path | None = DbOption) -> None:
+def forget(user_id: str = typer.Argument(..., help="User id."), db: str | None = DbOption) -> None:
     """Delete every trace of a user: items, questions, embeddings, cached summaries, adapters."""
     with open_db(db) as store:
         rep = store.forget(user_id=user_id)

@@ -8,3 +8,4 @@ __all__ = ["BUILDERS", "DOWNLOADS", "BuildConfig", "BuildResult", "DatasetBuilde
 from pllm.data import movielens as _movielens  # noqa: E402,F401
 from pllm.data import movielens_genre as _movielens_genre  # noqa: E402,F401
 from pllm.data import persona_chat as _persona_chat  # noqa: E402,F401
+from pllm.data import persona_memory as _persona_memory  # noqa: E402,F401

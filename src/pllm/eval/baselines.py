@@ -6,6 +6,8 @@
   the best constant, so it is the bar a rating method has to clear);
 - `bias`: global mean + item bias (fitted on the training questions) + the user's bias read from their
   own history: the classic collaborative-filtering baseline predictor (Koren 2008);
+- `item-most-frequent` / `item-user-favourite`: its twins for labels: the item's most frequent label among
+  the training users, and among those labels the one this user gives most often;
 - `candidate-similarity`: for choice tasks whose labels stand for candidate texts (LaMP-1), the candidate
   most similar to the user's profile;
 - `knn`: the outputs of the k profile items nearest to the query by embedding (mean for numeric
@@ -22,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pllm.pipeline import PredictionRecord
+from pllm.prompting.profile import ItemCrowd
 from pllm.registry import Registry
 from pllm.retrieval.base import Doc, make_retriever
 from pllm.tasks.spec import TaskSpec
@@ -77,6 +80,10 @@ def _numeric_outputs(spec: TaskSpec) -> bool:
 
 def _labelled_outputs(spec: TaskSpec) -> bool:
     return bool(spec.labels) and _has_outputs(spec)
+
+
+def _category_outputs(spec: TaskSpec) -> bool:  # labels that are categories, not a rating scale (`bias` has those)
+    return _labelled_outputs(spec) and not _numeric(spec)
 
 
 def _candidate_texts(spec: TaskSpec) -> bool:  # labels stand for candidate texts (LaMP-1)
@@ -160,10 +167,11 @@ class UserMedian(UserMean):
 class BiasModel(_Global):
     """mu + b_item + b_user with shrinkage (Koren's baseline predictor).
 
-    Items are matched across users by their retrieval text (for MovieLens: title and genres), so a
-    spec-file task gets it with no code; where no item repeats, the item biases shrink to zero and this
-    is a regularised user mean. Item biases come from the training questions only (their profiles and
-    targets); a scored user's bias from that user's own history, never from the scored target."""
+    Items are matched across users as `ItemCrowd` matches them (the query text an item's fields render to;
+    for MovieLens: title and genres), so a spec-file task gets it with no code; where no item repeats, the
+    item biases shrink to zero and this is a regularised user mean. Item biases come from the training
+    questions only (their profiles and targets); a scored user's bias from that user's own history, never
+    from the scored target."""
 
     name = "bias"
 
@@ -176,14 +184,10 @@ class BiasModel(_Global):
     applies_to = staticmethod(_numeric_outputs)
 
     def fit(self, train):
-        ratings: dict[tuple[str, str], float] = {}  # (user, item key) -> rating, each pair once
-        for q in train:
-            for p in q.profile:
-                out = self.spec.output_of(p)
-                if out is not None:
-                    ratings[(q.user_id, self.spec.retrieval_text(p))] = float(out)
-            if q.target is not None:
-                ratings[(q.user_id, self.spec.retrieval_query(q))] = float(q.target)
+        self.crowd = ItemCrowd(self.spec).fit(train) if train else None
+        # (user, item) -> rating, each pair once: the train split's profiles and targets, as ItemCrowd reads them
+        ratings = {(u, item): float(out) for item, users in (self.crowd.outputs if self.crowd else {}).items()
+                   for u, out in users.items()}
         if not ratings:
             self.mu, self.item_bias = 0.0, {}
             return self
@@ -195,8 +199,8 @@ class BiasModel(_Global):
         return self
 
     def predict_one(self, question):
-        own = [(self.spec.retrieval_text(p), float(o)) for p in question.profile
-               if (o := self.spec.output_of(p)) is not None]
+        key = self.crowd.item_key if self.crowd else self.spec.retrieval_text
+        own = [(key(p), float(o)) for p in question.profile if (o := self.spec.output_of(p)) is not None]
         if not own:
             self.fallbacks += 1
         residuals = [r - self.mu - self.item_bias.get(item, 0.0) for item, r in own]
@@ -213,6 +217,42 @@ class UserMostFrequent(_User):
     name = "user-most-frequent"
 
     applies_to = staticmethod(_labelled_outputs)
+
+
+@BASELINES.register("item-most-frequent")
+class ItemMostFrequent(_User):
+    """The label other users gave this item most often (the train split, as `crowd+` prompts show it); the
+    user's most frequent label where nobody else answered. The classification twin of the `bias` model."""
+
+    name = "item-most-frequent"
+
+    applies_to = staticmethod(_category_outputs)
+
+    def fit(self, train):
+        self.crowd = ItemCrowd(self.spec).fit(train) if train else None
+        return super().fit(train)
+
+    def predict_one(self, question):
+        crowd = self.choose(question, self.crowd.answers(question) if self.crowd else [])
+        return crowd if crowd is not None else super().predict_one(question)
+
+    def choose(self, question: Question, answers: list[str]) -> str | None:
+        return _mode(answers)
+
+
+@BASELINES.register("item-user-favourite")
+class ItemUserFavourite(ItemMostFrequent):
+    """Among the labels other users gave this item, the one this user gave most often in their own history
+    (ties: the item's more frequent label). Reads exactly what a `stats+crowd+` prompt shows, with a rule
+    instead of a model: the bar that says whether the LLM does more than combine the two lines."""
+
+    name = "item-user-favourite"
+
+    def choose(self, question: Question, answers: list[str]) -> str | None:
+        if not answers:
+            return None
+        own, item = Counter(self._outputs(question)), Counter(answers)
+        return min(item, key=lambda lab: (-own[lab], -item[lab], lab))
 
 
 class _ProfileSearch(_Global):

@@ -131,7 +131,7 @@ class BenchRunner:
             c = self.config
             self._engine = CellRunner(self.generator, store=self.store(), batch_size=c.batch_size,
                                       summary=SummaryConfig(max_items=c.summary_items, batch_size=c.batch_size),
-                                      progress=self.progress)
+                                      progress=self.progress, ft_pairs=c.ft_pairs)
         return self._engine
 
     def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:

@@ -131,6 +131,9 @@ class BenchConfig:
         "help": "Cells added on top of the product, as 'method[@k]:style' (e.g. 'bm25@4:instruction'), so a "
                 "second prompt style can be compared on a few methods without doubling the grid."})
     summary_items: int = field(default=10, metadata={"help": "Most recent items a profile summary reads."})
+    ft_pairs: int | None = field(default=None, metadata={
+        "help": "Training texts a learned (ft+) cell's task adapter samples from the train split (default: "
+                "pllm.adapt.learned.FT_PAIRS)."})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (1 is fastest on a crowded machine); default: torch's choice."})
     judge: BenchJudge | None = field(default=None, metadata={

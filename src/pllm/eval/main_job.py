@@ -14,6 +14,7 @@ from pllm.data.movielens import find_movielens
 from pllm.errors import InputError
 from pllm.eval.datasets import ensure_built, load_task
 from pllm.eval.grid import TaskEntry
+from pllm.eval.methods import method_from_name
 from pllm.eval.report import Conclusion, MethodRow, conclude, summarize, write_predictions, write_report
 from pllm.eval.runner import CellRunner, Progress, baseline_cells, llm_cell
 from pllm.io import save_config
@@ -39,12 +40,22 @@ class MainJobConfig:
     summary_tokens: int = field(default=32, metadata={
         "help": "Length of each profile summary in tokens (decoding them is the job's slowest step on CPU)."})
     styles: bool = field(default=False, metadata={"help": "Also run bm25 in the instruction style, to compare."})
+    learned: list[str] = field(default_factory=list, metadata={
+        "help": "Learned methods to add, by name (e.g. 'ft+stats+crowd/median'): each task adapter is trained once "
+                "on the train split's users and cached (see docs/learned.md)."})
+    ft_pairs: int | None = field(default=None, metadata={
+        "help": "Training texts per learned method's task adapter (default: pllm.adapt.learned.FT_PAIRS)."})
 
     def __post_init__(self) -> None:
         for name in ("limit", "k", "batch_size", "summary_items", "summary_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
         GENERATORS.get(self.backend)  # a typo fails before the data is built or a model loads
+        if self.ft_pairs is not None and self.ft_pairs < 1:
+            raise InputError(f"ft_pairs must be >= 1, got {self.ft_pairs}", field="ft_pairs")
+        for name in self.learned:
+            if not method_from_name(name).ft:
+                raise InputError(f"--learned takes a learned method (ft+...), got {name!r}", field="learned")
 
 
 # The honest bars: the user median is the best constant for MAE, the bias model adds what other users
@@ -58,7 +69,8 @@ def main_methods(config: MainJobConfig) -> list[tuple[str, MethodConfig]]:
                (f"dense@{k}", MethodConfig(retriever="dense", k=k)), ("profile", MethodConfig(profile=True))]
     if config.styles:
         methods.append((f"bm25@{k} (instruction)", MethodConfig(retriever="bm25", k=k, style="instruction")))
-    return methods
+    learned = [method_from_name(name) for name in config.learned]
+    return methods + [(m.label, m) for m in learned]
 
 
 @dataclass
@@ -81,7 +93,8 @@ def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> Mai
     t0 = time.perf_counter()
     with SQLiteUserStore(out / "store.sqlite3") as store:
         runner = CellRunner(lambda key: generator, store=store, batch_size=config.batch_size, progress=progress,
-                            summary=SummaryConfig(max_items=config.summary_items, max_new_tokens=config.summary_tokens))
+                            summary=SummaryConfig(max_items=config.summary_items, max_new_tokens=config.summary_tokens),
+                            ft_pairs=config.ft_pairs)
         results = [runner.result(cell, task) for cell in cells]
     for res in results:
         write_predictions(out, task.spec, res.method, res.records)

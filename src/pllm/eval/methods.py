@@ -10,12 +10,12 @@ from pllm.pipeline import MethodConfig
 
 
 def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
-    """`[ft+][profile+][stats+]<retriever>[+cal][/readout]` (or `none`, `profile`, `stats`, `ft`) -> a
-    MethodConfig at this k.
+    """`[ft+][profile+][stats+][crowd+]<retriever>[+cal][/readout]` (or `none`, `profile`, `stats`, `crowd`,
+    `ft`) -> a MethodConfig at this k.
 
-    `stats+` prepends the user's output distribution, `ft+` is the learned method (task adapter trained on
-    the train split with this rendering), `+cal` contextual calibration, `/median` (etc.) a readout for
-    this cell instead of the grid's."""
+    `stats+` prepends the user's output distribution, `crowd+` other users' outputs for the item (train
+    split), `ft+` is the learned method (task adapter trained on the train split with this rendering),
+    `+cal` contextual calibration, `/median` (etc.) a readout for this cell instead of the grid's."""
     from pllm.retrieval.base import RETRIEVERS
 
     head, _, readout = name.partition("/")
@@ -28,17 +28,20 @@ def parse_method(name: str, k: int, **common: Any) -> MethodConfig:
     parts = parts[1:] if profile else parts
     stats = parts[:1] == ["stats"]
     parts = parts[1:] if stats else parts
+    crowd = parts[:1] == ["crowd"]
+    parts = parts[1:] if crowd else parts
     retriever = parts[0] if len(parts) == 1 else "none" if not parts else ""
     if retriever not in RETRIEVERS:
-        raise InputError(f"unknown method {name!r}; use [ft+][profile+][stats+]<retriever>[+cal][/readout] with "
-                         f"a retriever among {', '.join(RETRIEVERS.names())} (or none, profile, stats, ft)",
+        raise InputError(f"unknown method {name!r}; use [ft+][profile+][stats+][crowd+]<retriever>[+cal][/readout] "
+                         f"with a retriever among {', '.join(RETRIEVERS.names())} (or none, profile, stats, crowd, "
+                         "ft)",
                          field="methods")
     if readout:
         common = {**common, "readout": readout}
     if calibrate:
         common = {**common, "calibrate": True}
-    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, stats=stats, ft=ft,
-                        **common)
+    return MethodConfig(retriever=retriever, k=k if retriever != "none" else 0, profile=profile, stats=stats,
+                        crowd=crowd, ft=ft, **common)
 
 
 def method_from_name(name: str, **common: Any) -> MethodConfig:

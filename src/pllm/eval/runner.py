@@ -76,17 +76,19 @@ def baseline_cells(spec: TaskSpec, names: Sequence[str], *, task: str = "", knn_
 
 def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
                      adapters: AdapterStore | None = None, progress: Progress | None = None,
-                     train_source: dict[str, Any] | None = None) -> tuple[Generator, dict[str, Any]]:
+                     train_source: dict[str, Any] | None = None, max_pairs: int | None = None
+                     ) -> tuple[Generator, dict[str, Any]]:
     """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
-    task adapter trained on the train split (once: cached by content), and what to record about it."""
+    task adapter trained on the train split (once: cached by content; `max_pairs` training texts, default
+    FT_PAIRS), and what to record about it."""
     if not method.ft:
         return generator, {}
-    from pllm.adapt.learned import learned_generator, train_learned
+    from pllm.adapt.learned import FT_PAIRS, learned_generator, train_learned
     from pllm.adapt.store import AdapterStore
 
     step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
     record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
-                                    progress=step, source=train_source)
+                                    progress=step, source=train_source, max_pairs=max_pairs or FT_PAIRS)
     return learned_generator(generator, spec, record), {
         "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
         "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
@@ -121,7 +123,7 @@ class GeneratorOptions:
         if self.soft is not None:  # soft-fused prompting: the user encoder's vectors go before every prompt
             from pllm.soft.model import load_soft_generator
 
-            generator = load_soft_generator(self.soft, generator, store=store)  # type: ignore[arg-type]
+            generator = load_soft_generator(self.soft, generator, store=store)
         return generator
 
     def label(self, method_label: str) -> str:
@@ -138,8 +140,8 @@ class CellRunner:
 
     def __init__(self, load: Callable[[str], Generator], *, store: UserStore | None = None, batch_size: int = 8,
                  summary: SummaryConfig | None = None, progress: Progress | None = None,
-                 adapters: AdapterStore | None = None) -> None:
-        self.load, self.store, self.batch_size = load, store, batch_size
+                 adapters: AdapterStore | None = None, ft_pairs: int | None = None) -> None:
+        self.load, self.store, self.batch_size, self.ft_pairs = load, store, batch_size, ft_pairs
         self.summary, self.progress, self.adapters = summary, progress, adapters
         self._learned: dict[str, tuple[Generator, dict[str, Any]]] = {}
 
@@ -157,7 +159,8 @@ class CellRunner:
                 raise InputError(f"learned method {cell.label!r} needs a train split to learn from", field="train")
             source = {"questions": task.learn_source} if task.learn_source else None
             self._learned[key] = method_generator(task.spec, base, mc, train=task.learn, adapters=self.adapters,
-                                                  progress=self.progress, train_source=source)
+                                                  progress=self.progress, train_source=source,
+                                                  max_pairs=self.ft_pairs)
         return self._learned[key]
 
     def run(self, cell: Cell, task: LoadedTask, log: CellLog) -> dict[str, Any]:
@@ -177,8 +180,13 @@ class CellRunner:
         predict: Callable[[list[Question]], list[PredictionRecord]]
         if cell.kind == "llm":
             generator, learned = self.generator(cell, task)
-            pers = Personalizer(task.spec, generator, cell.method_config, store=self.store,
-                                summary_config=self.summary)
+            mc = cell.method_config
+            crowd = None
+            if mc.crowd:  # other users' answers per item: the train split (scoring it, the asker is left out)
+                from pllm.prompting.profile import ItemCrowd
+
+                crowd = ItemCrowd(task.spec).fit(task.learn or task.train)
+            pers = Personalizer(task.spec, generator, mc, store=self.store, summary_config=self.summary, crowd=crowd)
             device = device_label(generator)
             info = {"model": generator.model_id, "backend": generator.name, "mode": pers.mode,
                     "style": pers.style.name, **learned}

@@ -113,6 +113,13 @@ class Generator(ABC):
     name: str = "base"
     model_id: str = ""
     supports_scoring: bool = False
+    # A serving engine that holds adapters under names (vLLM's --lora-modules): `with_engine_adapter(name)`.
+    serves_engine_adapters: bool = False
+
+    def with_engine_adapter(self, name: str) -> Generator:
+        """This generator, answering with the engine's adapter `name` instead of the base model (same client;
+        only for `serves_engine_adapters`)."""
+        raise NotImplementedError(f"the {self.name!r} backend does not serve adapters by name")
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in this generator's tokenizer (heuristic in this default)."""

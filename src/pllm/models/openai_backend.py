@@ -6,6 +6,7 @@ no scoring (the chat API gives no log-probs of arbitrary continuations).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,7 @@ class OpenAIGenerator(Generator):
 
     name = "openai"
     supports_scoring = False
+    serves_engine_adapters = True
 
     def __init__(self, model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3, concurrency: int | None = None) -> None:
@@ -80,6 +82,21 @@ class OpenAIGenerator(Generator):
         self.concurrency = concurrency
         self._model = model or _env("PLLM_OPENAI_MODEL")
         self._encoding = _tiktoken_encoding()
+        self._request_model: str | None = None  # an engine adapter's name, sent as `model` (with_engine_adapter)
+
+    def with_engine_adapter(self, name: str) -> OpenAIGenerator:
+        """Requests name the adapter as their `model` (vLLM with `--enable-lora --lora-modules name=path`
+        answers with that LoRA on the base model); `model_id` stays the base model's."""
+        if not name:
+            raise InputError("an engine adapter name must be non-empty", field="adapter")
+        routed = copy.copy(self)
+        routed._request_model = name
+        return routed
+
+    @property
+    def request_model(self) -> str:
+        """The `model` field of this generator's requests: the engine adapter's name, else the base model."""
+        return self._request_model or self.model_id
 
     @property
     def model_id(self) -> str:  # type: ignore[override]
@@ -104,6 +121,10 @@ class OpenAIGenerator(Generator):
             raise PllmError(f"cannot reach OpenAI-compatible server at {self.base_url} "
                             f"(is it running? set base_url or PLLM_OPENAI_BASE_URL): {exc}") from exc
         except openai.APIStatusError as exc:
+            if exc.status_code == 404 and self._request_model:
+                raise PllmError(f"the server at {self.base_url} has no adapter {self._request_model!r}: start vLLM "
+                                "with --enable-lora --lora-modules $(pllm adapt list --task TASK --lora-modules)"
+                                ) from exc
             raise PllmError(f"OpenAI-compatible server at {self.base_url} answered HTTP {exc.status_code}: "
                             f"{exc.message}") from exc
 
@@ -133,7 +154,7 @@ class OpenAIGenerator(Generator):
         return messages
 
     def _one(self, prompt: Prompt, max_new_tokens: int, temperature: float, stop: list[str]) -> Generation:
-        common: dict[str, Any] = {"model": self.model_id, "max_tokens": max_new_tokens,
+        common: dict[str, Any] = {"model": self.request_model, "max_tokens": max_new_tokens,
                                   "temperature": float(temperature)}
         if stop:
             common["stop"] = stop[:OPENAI_MAX_STOP]
@@ -170,7 +191,7 @@ class OpenAIGenerator(Generator):
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
         """Server-sent streaming of the completion text."""
-        common: dict[str, Any] = {"model": self.model_id, "max_tokens": max_new_tokens,
+        common: dict[str, Any] = {"model": self.request_model, "max_tokens": max_new_tokens,
                                   "temperature": float(temperature), "stream": True}
         if prompt.chat:
             chunks = self._call(lambda: self.client.chat.completions.create(

@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.models.base import Generator, Prompt
 from pllm.tasks.spec import TaskSpec, render
-from pllm.types import ProfileItem
+from pllm.types import ProfileItem, Question
 
 SUMMARY_PROMPT_VERSION = "v1"
 
@@ -93,3 +94,56 @@ def output_stats(spec: TaskSpec, items: Sequence[ProfileItem], *, top: int = 5) 
         return f"{n} past answers: {shares}; median {median:g}."
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return f"{n} past answers, most frequent: " + ", ".join(f"{o} {round(100 * c / n)}%" for o, c in ranked) + "."
+
+
+class ItemCrowd:
+    """Collaborative context (CFRAG-style): what *other* users answered for the queried item, as one line.
+
+    A user's own items tell the model this user's scale; they say nothing about the item, which a 135M
+    model rarely knows. The train split's other users do: their outputs for the same item are the item's side
+    of a rating. An item is matched by the query text its own fields render to (`query_text` over the item's
+    fields), which is what a question about that item retrieves with. Fitted on the
+    train split only (profiles and targets, never a scored question's target); the asking user is always
+    left out, so a training text never shows its own answer and a test user's items never reach it."""
+
+    def __init__(self, spec: TaskSpec, *, top: int = 5) -> None:
+        self.spec, self.top = spec, top
+        self.outputs: dict[str, dict[str, str]] = {}  # item key -> {user: their output}
+
+    def fit(self, train: Sequence[Question]) -> ItemCrowd:
+        if not train:
+            raise InputError("collaborative context (crowd) reads the train split: this task has none here",
+                             field="train")
+        for q in train:
+            for p in q.profile:
+                if (out := self.spec.output_of(p)) is not None:
+                    self.outputs.setdefault(self.item_key(p), {})[q.user_id] = out
+            if q.target is not None:
+                self.outputs.setdefault(self.spec.retrieval_query(q), {})[q.user_id] = q.target
+        return self
+
+    def item_key(self, item: ProfileItem) -> str:
+        """The query a question about this item would have (its retrieval text where fields are missing)."""
+        try:
+            return render(self.spec.query_text, item.fields, what=f"{self.spec.name} query_text")
+        except InputError:
+            return self.spec.retrieval_text(item)
+
+    def answers(self, question: Question) -> list[str]:
+        """Other users' outputs for the question's item (the asking user's own never)."""
+        found = self.outputs.get(self.spec.retrieval_query(question), {})
+        return [out for user, out in sorted(found.items()) if user != question.user_id]
+
+    def text(self, question: Question) -> str:
+        outs = self.answers(question)
+        if not outs:
+            return "Other users: no answers for this item."
+        n = len(outs)
+        counts = Counter(outs)
+        if self.spec.numeric_labels:
+            mean = sum(float(o) for o in outs) / n
+            order = sorted(self.spec.labels or counts, key=float)
+            shares = ", ".join(f"{lab}: {round(100 * counts.get(lab, 0) / n)}%" for lab in order)
+            return f"Other users ({n}) for this item: {shares}; mean {mean:.1f}."
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top]
+        return f"Other users ({n}) for this item: " + ", ".join(f"{o} {round(100 * c / n)}%" for o, c in ranked) + "."

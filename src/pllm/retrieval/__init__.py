@@ -2,7 +2,8 @@
 
 `make_retriever(name, **options)` gives a `Retriever`; `build(docs)` indexes one user's profile once and
 the returned `RetrieverIndex.search(query, k)` ranks it per question. Registered: bm25, dense, hybrid,
-recency, random, none. Heavy libraries (bm25s, torch, sentence-transformers) load on first use.
+recency, random, none, and for conversations dated and window (`retrieval/conversation.py`). Heavy
+libraries (bm25s, torch, sentence-transformers) load on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pllm.retrieval.base import (
     make_retriever,
     rank_scores,
 )
+from pllm.retrieval.conversation import DatedRetriever, WindowRetriever
 from pllm.retrieval.dense import DenseIndex, DenseRetriever
 from pllm.retrieval.embedders import (
     EMBEDDERS,
@@ -29,6 +31,7 @@ from pllm.retrieval.embedders import (
 )
 from pllm.retrieval.hybrid import HybridIndex, HybridRetriever
 from pllm.retrieval.lexical import BM25Index, BM25Retriever
+from pllm.retrieval.mpnet import MPNetEmbedder
 from pllm.retrieval.simple import NoneRetriever, RandomRetriever, RecencyRetriever
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "RETRIEVERS",
     "BM25Index",
     "BM25Retriever",
+    "DatedRetriever",
     "DenseIndex",
     "DenseRetriever",
     "Doc",
@@ -44,6 +48,7 @@ __all__ = [
     "Hit",
     "HybridIndex",
     "HybridRetriever",
+    "MPNetEmbedder",
     "MemoryEmbeddingCache",
     "MiniLMEmbedder",
     "NoneRetriever",
@@ -51,6 +56,7 @@ __all__ = [
     "RecencyRetriever",
     "Retriever",
     "RetrieverIndex",
+    "WindowRetriever",
     "clear_loaded_embedders",
     "embed_with_cache",
     "load_embedder",

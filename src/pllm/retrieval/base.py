@@ -5,7 +5,7 @@ broken by the document's position in the profile, so runs are reproducible acros
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,10 +19,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Doc:
-    """What a retriever indexes: one profile item's retrieval text and its time (epoch seconds)."""
+    """What a retriever indexes: one profile item's retrieval text, its time (epoch seconds) and the group it
+    belongs to (a conversation's session: the `window` retriever indexes neighbouring turns of a group together)."""
 
     text: str
     timestamp: float | None = None
+    group: str | None = None
+
+
+GROUP_FIELD = "session"  # the item field that groups items for `Doc.group` (a chat turn's session)
+
+
+def item_group(fields: Mapping[str, object]) -> str | None:
+    """An item's group (`Doc.group`) from its fields, None when it has none."""
+    value = fields.get(GROUP_FIELD)
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)

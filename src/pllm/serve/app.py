@@ -40,18 +40,21 @@ from pllm.serve.auth import KeyStore, Principal, store_user_id
 from pllm.serve.chat import AUTO, NONE, PERSONALIZERS, ChatContext, ChatPersonalizer, StopScanner
 from pllm.serve.config import ServeConfig
 from pllm.serve.errors import APIError, error_body, forbidden, not_found, timed_out, unauthorized
-from pllm.serve.features import register_features
+from pllm.serve.features import open_with_features
 from pllm.serve.limits import BodyLimitMiddleware, GenerationLimiter
 from pllm.serve.memory import MemoryService
 from pllm.serve.personalizers import AUTO_ORDER
+from pllm.serve.remember import MEMORY_MODES, ChatMemory, chat_turn
 from pllm.serve.schemas import (
     ChatRequest,
     Deleted,
+    ItemHistory,
     ItemIn,
     ItemOut,
     ItemsAdded,
     ItemsIn,
     ItemsPage,
+    ItemVersionOut,
     KeyCreate,
     SearchHitOut,
     SearchOut,
@@ -59,7 +62,6 @@ from pllm.serve.schemas import (
     UserForgotten,
 )
 from pllm.types import ProfileItem, Question
-from pllm.users.store import SQLiteUserStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,14 +72,18 @@ class ServerState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.store = register_features(SQLiteUserStore(config.db_path))  # every feature's tables and forget
-        self.store.execute(f"PRAGMA synchronous={config.synchronous}")
+        self.store = open_with_features(config.db)  # every feature's tables and forget
+        self.store.set_synchronous(config.synchronous)
         self.keys = KeyStore(self.store, env_admin_key=config.resolved_admin_key())
         self.memory = MemoryService(self.store, embedder=self.embedder if config.embedder else None,
                                     default_retriever=config.retriever, cache_users=config.index_cache_users,
-                                    busy_retries=config.busy_retries)
+                                    busy_retries=config.busy_retries, version_check=config.version_check)
         self.limiter = GenerationLimiter(config.gen_concurrency, config.gen_queue)
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="pllm-io")
+        self.chat_memory = ChatMemory(self.memory, self.limiter, self.generator, run_io=self.run_io,
+                                      merge_similarity=config.memory_merge_similarity,
+                                      extract_max_tokens=config.extract_max_tokens,
+                                      timeout_s=config.request_timeout_s)
         self._generator: Generator | None = None
         self._embedder: Embedder | None = None
         self._personalizers: dict[str, ChatPersonalizer] = {}
@@ -245,6 +251,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await state.chat_memory.drain()  # memory from chats still being written
             await asyncio.get_running_loop().run_in_executor(None, state.close)
 
     app = FastAPI(title="pllm personalization server", version="1", lifespan=lifespan)
@@ -347,6 +354,26 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                              data=[SearchHitOut(item=ItemOut.of(h.item), score=h.score) for h in hits])
 
         return await tenant_call(request, work)
+
+    @app.get("/v1/users/{user}/items/{item}/history", response_model=ItemHistory)
+    async def item_history(request: Request, user: str, item: str) -> ItemHistory:
+        _check_user(user)
+
+        def work(tenant: str) -> ItemHistory:
+            versions = state.memory.history(existing_user(tenant, user), item)
+            if not versions:
+                raise not_found(f"item {item!r} not found for user {user!r}", param="item")
+            return ItemHistory(user=user, item=item, data=[
+                ItemVersionOut(version=v.version, text=ItemOut.of(ProfileItem(id=item, fields=v.fields)).text,
+                               fields={k: x for k, x in v.fields.items() if k != "text"}, timestamp=v.timestamp,
+                               replaced_at=v.replaced_at) for v in versions])
+
+        return await tenant_call(request, work)
+
+    @app.get("/v1/memory/stats")
+    async def memory_stats(request: Request) -> dict[str, Any]:
+        stats = await tenant_call(request, lambda tenant: state.chat_memory.stats(tenant))
+        return {"object": "memory.stats", **stats.to_dict()}
 
     @app.delete("/v1/users/{user}/items/{item}", response_model=Deleted)
     async def delete_item(request: Request, user: str, item: str) -> Deleted:
@@ -462,28 +489,13 @@ def _chat_checks(config: ServeConfig, body: ChatRequest) -> tuple[list[dict[str,
     return messages, max_tokens, k
 
 
-def _chat_turn(body: ChatRequest, messages: list[dict[str, str]]) -> ProfileItem | None:
-    """The request's new user turn as a memory item (`memory: raw`): the last user message, its index among
-    the user messages, the session and the time. A session's turn has a stable id, so a retried request
-    replaces its turn instead of adding it twice."""
-    said = [m["content"] for m in messages if m["role"] == "user"]
-    if not said or not said[-1].strip():
-        return None
-    turn = len(said) - 1
-    fields: dict[str, Any] = {"text": said[-1], "source": "chat", "turn": turn}
-    if body.session is not None:
-        fields["session"] = body.session
-    item_id = f"chat-{body.session}-{turn}" if body.session is not None else f"chat-{uuid.uuid4().hex}"
-    return ProfileItem(id=item_id, fields=fields, timestamp=time.time())
-
-
 async def _chat(state: ServerState, request: Request, body: ChatRequest, background: BackgroundTasks) -> Any:
     config = state.config
     messages, max_tokens, k = _chat_checks(config, body)
-    remember = (body.memory or config.chat_memory) == "raw" and body.user is not None
-    if body.memory == "raw" and body.user is None:
-        raise APIError(422, "memory: 'raw' stores the turn in a user's memory; give `user`", param="memory",
-                       code="validation_error")
+    mode = MEMORY_MODES.get(body.memory or config.chat_memory)
+    if body.memory is not None and mode.store_turn and body.user is None:
+        raise APIError(422, f"memory: {body.memory!r} stores the turn in a user's memory; give `user`",
+                       param="memory", code="validation_error")
     retriever = body.retriever or config.retriever
     # The pipeline's method in the chat style (names checked here, before any work); k=0 asks for no memories.
     method = pipeline.MethodConfig(retriever=retriever if k else "none", k=k, style="chat",
@@ -519,18 +531,11 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest, backgro
         return tenant, uid, personalizer, question, personalizer.retrieve(question)
 
     tenant, uid, personalizer, question, memories = await state.run_io(retrieve)
-    turn = _chat_turn(body, messages) if remember and uid is not None else None
-    if turn is not None and uid is not None:
-        def store_turn(uid: str = uid, turn: ProfileItem = turn) -> None:
-            state.memory.add(uid, [turn])
+    turn = chat_turn(messages, body.session) if mode.store_turn and uid is not None else None
 
-        async def write_turn() -> None:  # runs after the response is sent: the reply does not wait for it
-            try:
-                await state.run_io(store_turn)
-            except Exception:  # noqa: BLE001 - the answer is already out; the failure is logged
-                log.exception("storing the chat turn of %s failed", request_id)
-
-        background.add_task(write_turn)
+    def remember() -> None:  # on the event loop, once the answer is out (the writes are scheduled, not awaited)
+        if turn is not None and uid is not None:
+            state.chat_memory.after_reply(mode, tenant=tenant, user_id=uid, turn=turn)
     created = int(time.time())
     temperature = body.temperature or 0.0
 
@@ -564,6 +569,11 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest, backgro
                                               stop=body.stops() or None, batch_size=1)[0]
 
             gen = await slot.run(generate, deadline - time.monotonic())
+
+            async def after_response() -> None:
+                remember()
+
+            background.add_task(after_response)  # runs after the response is sent: the reply does not wait
             finish = "length" if gen.completion_tokens >= max_tokens else "stop"
             return {
                 "id": request_id, "object": "chat.completion", "created": created, "model": model,
@@ -574,7 +584,7 @@ async def _chat(state: ServerState, request: Request, body: ChatRequest, backgro
                 "pllm": extras,
             }
         stream = _Stream(ctx, max_tokens=max_tokens, temperature=temperature, stops=body.stops(),
-                         loop=asyncio.get_running_loop())
+                         loop=asyncio.get_running_loop(), on_close=remember)
         slot.submit(stream.produce)
     finally:
         slot.close()  # the slot goes back once the submitted jobs are done
@@ -591,12 +601,13 @@ class _Stream:
     stops at the next piece and closes the model's stream, so the generation slot comes back promptly."""
 
     def __init__(self, ctx: ChatContext, *, max_tokens: int, temperature: float, stops: list[str],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, on_close: Callable[[], None]) -> None:
         self.ctx, self.max_tokens, self.temperature = ctx, max_tokens, temperature
         self.scanner = StopScanner(stops)
         self.loop = loop
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.abandoned = threading.Event()
+        self.on_close = on_close  # memory from the chat: after the stream ends, finished or dropped
 
     def _put(self, kind: str, value: Any) -> None:
         if not self.abandoned.is_set():
@@ -668,6 +679,7 @@ class _Stream:
             yield "data: [DONE]\n\n"
         finally:
             self.abandoned.set()
+            self.on_close()
 
 
 CONFIG_ENV = "PLLM_SERVE_CONFIG"

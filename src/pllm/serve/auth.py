@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from pllm.errors import InputError, NotFoundError
-from pllm.users.store import Feature, SQLiteUserStore
+from pllm.users.store import Feature, UserStore
 
 KEY_PREFIX = "pllm"
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -98,7 +98,7 @@ KEYS = Feature(name="keys", migrations=(
 class KeyStore:
     """Keys and tenants in the user store's SQLite file (tables from migration 0004_serve_tenants_keys)."""
 
-    def __init__(self, store: SQLiteUserStore, *, env_admin_key: str | None = None) -> None:
+    def __init__(self, store: UserStore, *, env_admin_key: str | None = None) -> None:
         self.store = store
         store.register_feature(KEYS)
         self._env_admin_hash = hash_key(env_admin_key) if env_admin_key else None

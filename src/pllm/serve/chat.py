@@ -25,7 +25,7 @@ from pllm.registry import Registry
 from pllm.retrieval.embedders import Embedder
 from pllm.serve.config import ServeConfig
 from pllm.types import ProfileItem
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import UserStore
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ChatPersonalizer(ABC):
 
 
 # A factory gets the server's store (to find per-user artifacts) and returns a ChatPersonalizer.
-PERSONALIZERS: Registry[Callable[[SQLiteUserStore], ChatPersonalizer]] = Registry("personalizer")
+PERSONALIZERS: Registry[Callable[[UserStore], ChatPersonalizer]] = Registry("personalizer")
 AUTO, NONE = "auto", "none"  # request values besides the registered names
 
 

@@ -10,9 +10,10 @@ from typing import TypeVar
 from pllm.errors import InputError
 from pllm.prompting.chat import MEMORY_PLACES
 from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
+from pllm.serve.remember import MEMORY_MODES
+from pllm.users.store import is_postgres_url
 
 ADMIN_KEY_ENV = "PLLM_ADMIN_KEY"
-CHAT_MEMORY = ("off", "raw")  # what a chat turn leaves in the user's memory
 _T = TypeVar("_T")
 
 
@@ -24,7 +25,8 @@ def _help(text: str, default: _T) -> _T:
 class ServeConfig:
     """Everything `create_app` needs; every limit here is enforced per request."""
 
-    db: str | None = _help("SQLite store path (None: $PLLM_HOME/pllm.sqlite3).", None)
+    db: str | None = _help("The user store: a SQLite path or a postgresql:// URL (None: $PLLM_STORE, else "
+                           "$PLLM_HOME/pllm.sqlite3).", None)
     backend: str = _help("Generator backend registered in GENERATORS (hf, openai, or a plugin's).", "hf")
     model: str | None = _help("Model for the backend (None: the embedded SmolLM2-135M-Instruct).", None)
     model_name: str | None = _help("Model id served at /v1/models and accepted in requests "
@@ -48,8 +50,12 @@ class ServeConfig:
     memory_token_budget: int = _help("Tokens of retrieved memories in the system message.", 384)
     memory_in: str = _help("Where retrieved memories go: 'user' (in front of the last user message; the "
                            "embedded SmolLM2-135M ignores context in the system turn) or 'system'.", "user")
-    chat_memory: str = _help("Memory from chats for requests that name none: 'off', or 'raw' (each new user "
-                             "turn is stored as an item of the request's user, after the answer is sent).", "off")
+    chat_memory: str = _help("Memory from chats for requests that name none: 'off', 'raw' (each new user turn "
+                             "is stored as an item of the request's user, after the answer is sent) or "
+                             "'extract' (the turn, and 'slot: fact' lines the model writes from it).", "off")
+    memory_merge_similarity: float = _help("A learned fact whose embedding has at least this cosine with a "
+                                           "stored fact's is merged into it (count and sources kept).", 0.9)
+    extract_max_tokens: int = _help("Tokens the model may write when extracting facts from a chat turn.", 64)
     memory_item_tokens: int = _help("Each memory is cut to this many tokens in the system message.", 96)
     gen_concurrency: int = _help("Generations run at once (one model on CPU: 1).", 1)
     gen_queue: int = _help("Chat requests that may wait for a generation slot; more get 429.", 8)
@@ -59,6 +65,9 @@ class ServeConfig:
     index_cache_users: int = _help("Users whose search indexes stay in memory (LRU).", 2048)
     synchronous: str = _help("SQLite synchronous mode for this server's connection: FULL makes every "
                              "acknowledged write survive power loss, NORMAL only a process crash.", "FULL")
+    version_check: bool = _help("Check the user's version in the store on every request and rebuild a cached "
+                                "index that is behind (another worker or machine wrote). Off only for one worker "
+                                "alone on its store: it saves one query per request.", True)
     busy_retries: int = _help("Retries of a write that finds the database busy (another process).", 5)
     personalizer: str = _help("Personalizer for chat requests that name none: 'auto' (the user's own adapter, "
                               "else their alignment preference, else the soft encoder, whichever has something "
@@ -99,8 +108,14 @@ class ServeConfig:
             raise InputError(f"must be > 0, got {self.request_timeout_s!r}", field="request_timeout_s")
         if self.memory_in not in MEMORY_PLACES:
             raise InputError(f"must be 'user' or 'system', got {self.memory_in!r}", field="memory_in")
-        if self.chat_memory not in CHAT_MEMORY:
-            raise InputError(f"must be one of {list(CHAT_MEMORY)}, got {self.chat_memory!r}", field="chat_memory")
+        if self.chat_memory not in MEMORY_MODES:
+            raise InputError(f"must be one of {MEMORY_MODES.names()}, got {self.chat_memory!r}",
+                             field="chat_memory")
+        if not 0.0 < self.memory_merge_similarity <= 1.0:
+            raise InputError(f"must be in (0, 1], got {self.memory_merge_similarity!r}",
+                             field="memory_merge_similarity")
+        if self.extract_max_tokens < 1:
+            raise InputError(f"must be >= 1, got {self.extract_max_tokens!r}", field="extract_max_tokens")
         if self.memory_token_budget < 16:  # the pipeline's smallest budget (chat's method budgets the memories)
             raise InputError(f"must be >= 16, got {self.memory_token_budget!r}", field="memory_token_budget")
         self.synchronous = str(self.synchronous).upper()
@@ -114,7 +129,8 @@ class ServeConfig:
 
     @property
     def db_path(self) -> Path | None:
-        return Path(self.db) if self.db else None
+        """The SQLite file given (None: the default, $PLLM_STORE, or a postgresql:// URL)."""
+        return Path(self.db) if self.db and not is_postgres_url(self.db) else None
 
     def resolved_admin_key(self) -> str | None:
         return self.admin_key or os.environ.get(ADMIN_KEY_ENV) or None

@@ -5,7 +5,9 @@ store's own items, embeddings and summaries.)"""
 
 from __future__ import annotations
 
-from pllm.users.store import Feature, SQLiteUserStore
+from pathlib import Path
+
+from pllm.users.store import Feature, UserStore, open_store
 
 
 def builtin_features() -> list[Feature]:
@@ -16,7 +18,14 @@ def builtin_features() -> list[Feature]:
     return [KEYS, ADAPTERS, PREFERENCES]
 
 
-def register_features(store: SQLiteUserStore) -> SQLiteUserStore:
+def register_features(store: UserStore) -> UserStore:
     for feature in builtin_features():
         store.register_feature(feature)
     return store
+
+
+def open_with_features(location: str | Path | None = None) -> UserStore:
+    """The store at `location` (`open_store`: a SQLite path or a postgresql:// URL; None: $PLLM_STORE, else the
+    default file) with every built-in feature registered; a store whose schema is newer than this code is
+    refused before anything is written."""
+    return open_store(location, features=builtin_features())

@@ -3,7 +3,8 @@
 Items are `ProfileItem`s whose `fields["text"]` is the memory; their embeddings are computed and stored
 (scoped to the user) before the items are written, so a new item is searchable as soon as the write is
 acknowledged. Searches run on a per-user in-memory index (the stored embedding matrix as a `DenseIndex`,
-or any registered retriever built over the user's items), cached and invalidated on every write.
+or any registered retriever built over the user's items), cached, invalidated on every write, and checked per
+request against the user's version in the store, so writes by other workers or machines are never missed.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import numpy as np
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
-from pllm.retrieval.base import retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import ItemVersion, UserStore
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
@@ -41,7 +42,7 @@ class UserEmbeddingCache:
     """The store's embeddings table seen through one user: reads and writes only that user's rows, so
     forgetting a user removes every vector derived from their text and no tenant reads another's."""
 
-    def __init__(self, store: SQLiteUserStore, user_id: str) -> None:
+    def __init__(self, store: UserStore, user_id: str) -> None:
         self.store, self.user_id = store, user_id
 
     def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -57,6 +58,7 @@ class _UserIndex:
     """One user's items and lazily built search indexes (one per retriever name)."""
 
     items: list[ProfileItem]
+    store_version: int = 0  # the user's version in the store when the items were read
     indexes: dict[str, RetrieverIndex] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,10 +88,11 @@ def retry_busy(fn: Callable[[], T], retries: int) -> T:
 class MemoryService:
     """Memory operations on store user ids (already tenant-namespaced by the caller)."""
 
-    def __init__(self, store: SQLiteUserStore, *, embedder: Callable[[], Embedder] | None,
+    def __init__(self, store: UserStore, *, embedder: Callable[[], Embedder] | None,
                  default_retriever: str = "dense", cache_users: int = 2048, busy_retries: int = 5,
-                 query_cache_size: int = 4096) -> None:
+                 query_cache_size: int = 4096, version_check: bool = True) -> None:
         self.store = store
+        self.version_check = version_check
         self._embedder_factory = embedder
         self.default_retriever = default_retriever
         self.cache_users = cache_users
@@ -111,13 +114,15 @@ class MemoryService:
             self._cache.pop(user_id, None)
 
     def _user_index(self, user_id: str) -> _UserIndex:
+        # Read before the items: a write landing in between leaves the cache one version behind, never ahead.
+        store_version = self.store.user_version(user_id=user_id) if self.version_check else 0
         with self._lock:
             cached = self._cache.get(user_id)
-            if cached is not None:
+            if cached is not None and cached.store_version == store_version:
                 self._cache.move_to_end(user_id)
                 return cached
             version = self._versions.get(user_id, 0)
-        built = _UserIndex(items=self.store.get_items(user_id=user_id))
+        built = _UserIndex(items=self.store.get_items(user_id=user_id), store_version=store_version)
         with self._lock:
             # A write that landed while we read would have bumped the version: keep our copy out of the cache.
             if self._versions.get(user_id, 0) == version:
@@ -136,7 +141,8 @@ class MemoryService:
     # -- writes ----------------------------------------------------------------------------------
     def add(self, user_id: str, items: Sequence[ProfileItem]) -> list[ProfileItem]:
         """Embed (if an embedder is configured), then write the items in one transaction; returns them with
-        ids filled in. Replacing an item by id drops the old text's embedding when nothing else uses it."""
+        ids filled in. Replacing an item by id archives its previous version (`history`) and drops the old
+        text's embedding when nothing else uses it."""
         items = [ProfileItem(id=it.id or uuid.uuid4().hex, fields=it.fields, user_id=None, timestamp=it.timestamp)
                  for it in items]
         ids = [it.id for it in items]
@@ -149,7 +155,7 @@ class MemoryService:
                        self.busy_retries)
         old = self._texts_of(user_id, ids)
         try:
-            retry_busy(lambda: self.store.add_items(items, user_id=user_id), self.busy_retries)
+            retry_busy(lambda: self.store.add_items(items, user_id=user_id, keep_history=True), self.busy_retries)
         finally:
             self._invalidate(user_id)
         new_hashes = {sha1_text(item_text(it)) for it in items}
@@ -196,6 +202,20 @@ class MemoryService:
                 "n_embeddings": self.store.count_embeddings(user_id=user_id),
                 "profile_summaries": self.store.get_summaries(user_id=user_id)}
 
+    def history(self, user_id: str, item_id: str) -> list[ItemVersion]:
+        """Every version of one item, oldest first ([] when the item does not exist)."""
+        return self.store.get_item_history(item_id, user_id=user_id)
+
+    def vectors(self, user_id: str, texts: Sequence[str], *, stored: bool) -> np.ndarray | None:
+        """Unit vectors of `texts`, None without an embedder. `stored`: the texts are the user's items, so
+        their vectors are read from (or added to) the store; otherwise they are encoded and not kept."""
+        emb = self.embedder
+        if emb is None or not texts:
+            return None
+        cache = UserEmbeddingCache(self.store, user_id) if stored else None
+        vecs = retry_busy(lambda: embed_with_cache(emb, list(texts), cache, user_id=user_id), self.busy_retries)
+        return l2_normalize(np.asarray(vecs, dtype=np.float32))
+
     def items(self, user_id: str) -> list[ProfileItem]:
         return list(self._user_index(user_id).items)
 
@@ -238,7 +258,7 @@ class MemoryService:
     def _build(self, user_id: str, name: str, items: list[ProfileItem]) -> RetrieverIndex:
         """Build `name` over the user's items; retrievers that take an embedder and an embedding cache get
         this server's embedder and the user's stored vectors (computed on write), so nothing is re-encoded."""
-        docs = [Doc(text=item_text(it), timestamp=it.timestamp) for it in items]
+        docs = [Doc(text=item_text(it), timestamp=it.timestamp, group=item_group(it.fields)) for it in items]
         emb = self.embedder if retriever_needs_embedder(name) else None
         if emb is None and retriever_needs_embedder(name):
             raise InputError(f"retriever {name!r} needs an embedder, and this server has none", field="retriever")

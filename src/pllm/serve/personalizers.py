@@ -26,13 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pllm.adapt.store import AdapterStore, adapter_name
+from pllm.adapt.store import AdapterStore, adapter_name, engine_name
 from pllm.align.store import PreferenceStore
 from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Generator, Prompt
 from pllm.serve.chat import PERSONALIZERS, ChatContext, ChatPersonalizer
 from pllm.types import ProfileItem
-from pllm.users.store import SQLiteUserStore
+from pllm.users.store import UserStore
 
 AUTO_ORDER = ("user-adapter", "preference", "soft")
 
@@ -59,11 +59,13 @@ class _Serialized(DelegatingGenerator):
 
 
 class UserAdapterPersonalizer(ChatPersonalizer):
-    """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table)."""
+    """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table): loaded
+    on a local transformers model, or, on a serving engine (the openai backend to vLLM with `--lora-modules`
+    from `pllm adapt list --lora-modules`), named as the request's model (`engine_name`)."""
 
     name = "user-adapter"
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         self.lock = threading.RLock()
         self._generators: dict[str, Any] = {}  # task -> AdapterGenerator over a private copy of the base model
@@ -91,7 +93,15 @@ class UserAdapterPersonalizer(ChatPersonalizer):
         return self._generators[task]
 
     def personalize(self, ctx: ChatContext) -> ChatContext | None:
-        if ctx.store_user_id is None or not _is_hf(ctx.generator):
+        if ctx.store_user_id is None:
+            return None
+        if ctx.generator.serves_engine_adapters:  # the engine holds the adapters: name the user's one
+            found = self._find(ctx)
+            if found is None:
+                return None
+            ctx.generator = ctx.generator.with_engine_adapter(engine_name(found[0], "user", ctx.store_user_id))
+            return ctx
+        if not _is_hf(ctx.generator):
             return None
         found = self._find(ctx)
         if found is None:
@@ -130,7 +140,7 @@ class PreferencePersonalizer(ChatPersonalizer):
 
     name = "preference"
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         self.prefs = PreferenceStore(store)
 
@@ -159,7 +169,7 @@ class SoftPersonalizer(ChatPersonalizer):
 
     name = "soft"
 
-    def __init__(self, store: SQLiteUserStore) -> None:
+    def __init__(self, store: UserStore) -> None:
         self.store = store
         self.lock = threading.Lock()
         self.generator: Any = None  # the SoftPromptGenerator, loaded on first use

@@ -75,6 +75,21 @@ class ItemOut(BaseModel):
         return cls(id=item.id, text=text if isinstance(text, str) else "", fields=fields, timestamp=item.timestamp)
 
 
+class ItemVersionOut(BaseModel):
+    version: int
+    text: str
+    fields: dict[str, Any]
+    timestamp: float | None
+    replaced_at: float | None = Field(description="When a later write replaced this version (None: current).")
+
+
+class ItemHistory(BaseModel):
+    object: Literal["list"] = "list"
+    user: str
+    item: str
+    data: list[ItemVersionOut]
+
+
 class ItemsAdded(BaseModel):
     object: Literal["list"] = "list"
     user: str
@@ -183,9 +198,10 @@ class ChatRequest(BaseModel):
     retriever: str | None = Field(default=None, description="Retriever over the user's memories.")
     k: int | None = Field(default=None, ge=0, description="Memories to retrieve (0: none).")
     profile: bool = Field(default=False, description="Add a cached summary of the user's memories.")
-    memory: Literal["off", "raw"] | None = Field(default=None, description="Memory from this chat: 'raw' stores "
-                                                 "the last user message as an item of `user` after the answer "
-                                                 "is sent; default: the server's --chat-memory.")
+    memory: Literal["off", "raw", "extract"] | None = Field(
+        default=None, description="Memory from this chat, written after the answer is sent: 'raw' stores the "
+                                  "last user message as an item of `user`, 'extract' also the 'slot: fact' lines "
+                                  "the model writes from it; default: the server's --chat-memory.")
     session: str | None = Field(default=None, min_length=1, max_length=256,
                                 description="Conversation id kept with stored turns (no '/'); a repeated "
                                             "session and turn replaces the stored turn.")

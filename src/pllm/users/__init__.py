@@ -4,11 +4,12 @@ from pllm.users.store import (
     Feature,
     ForgetReport,
     ImportReport,
+    ItemVersion,
     SQLiteUserStore,
     UserStore,
     UserSummary,
     open_store,
 )
 
-__all__ = ["Feature", "ForgetReport", "ImportReport", "SQLiteUserStore", "UserStore", "UserSummary",
+__all__ = ["Feature", "ForgetReport", "ImportReport", "ItemVersion", "SQLiteUserStore", "UserStore", "UserSummary",
            "open_store"]

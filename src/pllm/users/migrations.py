@@ -2,15 +2,12 @@
 
 Never edit a migration that has shipped: append a new one. `MIGRATIONS` holds the user store's own tables
 (users, items, questions, embeddings, summaries); a feature (keys, adapters, preferences) keeps its tables'
-migrations in its own package and applies them when registered with a store (`SQLiteUserStore.register_feature`).
+migrations in its own package and applies them when registered with a store (`UserStore.register_feature`).
+They are written in SQLite's dialect; `users/dialect.py` translates them for PostgreSQL.
 Migration names are one namespace across features (numbered in the order they shipped).
 """
 
 from __future__ import annotations
-
-import sqlite3
-import time
-from collections.abc import Sequence
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -74,26 +71,36 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # A per-user version, bumped (from one store-wide clock, so it never repeats after a forget) by every
+        # write of the user's data: a server worker checks it per request and never serves a stale cache.
+        "0007_user_versions",
+        """
+        CREATE TABLE store_clock (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            value INTEGER NOT NULL
+        );
+        INSERT INTO store_clock(id, value) VALUES (1, 0);
+        CREATE TABLE user_versions (
+            user_id TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        );
+        """,
+    ),
+    (
+        # Earlier versions of an item, archived when a write replaces it (a merged or superseded memory, a
+        # re-posted id), so `get_item_history` shows every version; deleting the item deletes them.
+        "0008_memory_history",
+        """
+        CREATE TABLE item_history (
+            user_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            fields TEXT NOT NULL,
+            timestamp REAL,
+            replaced_at REAL NOT NULL,
+            PRIMARY KEY (user_id, item_id, version)
+        );
+        """,
+    ),
 ]
-
-
-def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]] = MIGRATIONS) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction; return the names applied."""
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
-    applied = []
-    for name, sql in migrations:
-        if name in done:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied

@@ -1,32 +1,74 @@
 """The user store: users, their profile items, imported questions, persisted item embeddings and
-cached profile summaries, in SQLite (WAL).
+cached profile summaries, in SQLite (WAL, the default) or PostgreSQL (`postgresql://...`, shared by many
+server workers or machines).
 
-Every write is one transaction; `forget` removes every row of a user with `secure_delete` on and the
-WAL checkpointed, so the user's text is gone from the files, not just unlinked from an index.
+`UserStore` holds every query, written once in SQLite's dialect (`users/dialect.py` translates it for
+PostgreSQL); `SQLiteUserStore` and `PostgresUserStore` only connect, lock and open transactions. Every write
+is one transaction and bumps the user's version (`user_version`), which a process caching the user's data
+checks per request. `forget` removes every row of a user; SQLite runs with `secure_delete` on and
+checkpoints the WAL, PostgreSQL vacuums the tables the rows left, so the user's text is not just unlinked
+from an index.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
 
-from pllm.errors import InputError, NotFoundError
-from pllm.paths import default_db_path
+from pllm.errors import InputError, NotFoundError, PllmError
+from pllm.paths import default_db_path, pllm_home
 from pllm.types import JSONValue, ProfileItem, Question
-from pllm.users.migrations import migrate
+from pllm.users.dialect import POSTGRES, SQLITE, Dialect
+from pllm.users.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    import psycopg
 
 SQLValue: TypeAlias = str | int | float | bytes | None
-"""A value sqlite3 binds as a query parameter."""
+"""A value the database driver binds as a query parameter."""
+STORE_ENV = "PLLM_STORE"  # the store when no --store/--db is given: a SQLite path or a postgresql:// URL
+_CORE_TABLES = frozenset({"question_items", "questions", "items", "item_history", "embeddings",
+                          "profile_summaries", "users", "user_versions"})
+_NO_LIMIT = 2**62  # LIMIT for "all rows" that both dialects accept
+
+
+class StoreError(PllmError):
+    """A store that cannot be opened as asked: unreachable, malformed URL, missing database, newer schema."""
+
+
+class _Cursor(Protocol):
+    """What a statement returns (sqlite3's and psycopg's cursors both are one; rows are as dynamic as the drivers
+    type them, which is why these two protocols stay private)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class _Connection(Protocol):
+    """The connection a write transaction hands out: statements in SQLite's dialect, whatever the database."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> _Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _Cursor: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +83,7 @@ class Feature:
 
     name: str
     migrations: tuple[tuple[str, str], ...] = ()
-    forget: Callable[[SQLiteUserStore, str], dict[str, int]] | None = None
+    forget: Callable[[UserStore, str], dict[str, int]] | None = None
 
 
 @dataclass
@@ -61,6 +103,17 @@ class SummaryRecord(TypedDict):
     created_at: float
 
 
+@dataclass(frozen=True)
+class ItemVersion:
+    """One version of an item: `version` counts from 1; `replaced_at` is when a later write replaced it
+    (None for the current one)."""
+
+    version: int
+    fields: dict[str, JSONValue]
+    timestamp: float | None
+    replaced_at: float | None
+
+
 @dataclass
 class ImportReport:
     questions: int = 0
@@ -75,116 +128,148 @@ class ForgetReport:
     rows: dict[str, int] = field(default_factory=dict)
 
 
+_Store = TypeVar("_Store", bound="UserStore")
+
+
 class UserStore(ABC):
-    """What every user store provides; `SQLiteUserStore` is the default implementation."""
+    """Every user store: users, items, questions, embeddings, summaries and the features registered with it.
 
-    @abstractmethod
-    def add_items(self, items: Sequence[ProfileItem], *, user_id: str) -> int: ...
+    The queries live here, once; an implementation gives the connection (`transaction`, `execute`), the
+    dialect its SQL is translated to, and what forgetting does to the files. Opening a store with
+    `features` (the server and CLI pass every built-in one) first checks that the database holds no
+    migration this code does not know (a newer pllm wrote it) and writes nothing if it does."""
 
-    @abstractmethod
-    def get_items(self, *, user_id: str, limit: int | None = None, offset: int = 0) -> list[ProfileItem]: ...
+    dialect: Dialect = SQLITE
+    location: str  # where the store is, for messages (a URL without its password)
+    # Every implementation holds one connection, used under one lock (threads share the store).
+    _lock: threading.RLock
+    _conn: Any
 
-    @abstractmethod
-    def delete_item(self, item_id: str, *, user_id: str) -> bool: ...
-
-    @abstractmethod
-    def list_users(self) -> list[UserSummary]: ...
-
-    @abstractmethod
-    def get_user(self, *, user_id: str) -> UserSummary: ...
-
-    @abstractmethod
-    def forget(self, *, user_id: str) -> ForgetReport: ...
-
-    def has_user(self, *, user_id: str) -> bool:
-        try:
-            self.get_user(user_id=user_id)
-        except NotFoundError:
-            return False
-        return True
-
-
-class SQLiteUserStore(UserStore):
-    def __init__(self, path: str | Path | None = None, *, timeout: float = 30.0) -> None:
-        self.path = Path(path) if path is not None else default_db_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"not a usable SQLite database: {exc}", source=str(self.path)) from None
-        self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA secure_delete=ON")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+    def __init__(self, features: Sequence[Feature] = ()) -> None:
         self._features: dict[str, Feature] = {}
-        with self._lock:
-            migrate(self._conn)
+        if features:
+            self._check_schema([*MIGRATIONS, *(m for f in features for m in f.migrations)])
+        self._migrate(MIGRATIONS)
+        for feature in features:
+            self.register_feature(feature)
 
-    def register_feature(self, feature: Feature) -> None:
-        """Apply the feature's pending migrations and add its forget hook (once per feature name)."""
-        with self._lock:
-            known = self._features.get(feature.name)
-            if known is not None:
-                if known != feature:
-                    raise ValueError(f"another feature named {feature.name!r} is registered with this store")
-                return
-            migrate(self._conn, feature.migrations)
-            self._features[feature.name] = feature
+    # -- what an implementation provides ----------------------------------------------------------
+    @abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[_Connection]:
+        """One write transaction; writers are serialized (a busy writer waits instead of failing later)."""
 
-    @property
-    def features(self) -> list[str]:
-        return sorted(self._features)
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple]:
+        """One statement outside a write transaction; its rows (none for a statement without a result)."""
 
-    # -- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> SQLiteUserStore:
+    @property
+    def home(self) -> Path:
+        """The folder for files derived from this store's users (adapters): the SQLite file's folder, else
+        $PLLM_HOME."""
+        return pllm_home()
+
+    def set_synchronous(self, mode: str) -> None:
+        """How durable an acknowledged write is on this connection (FULL/EXTRA: survives power loss)."""
+
+    def _after_forget(self, tables: Sequence[str]) -> None:
+        """Make the forgotten rows unrecoverable from the files (tables: those that lost rows)."""
+
+    def __enter__(self: _Store) -> _Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE, so a busy writer waits instead of failing later)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+    # -- migrations and features ------------------------------------------------------------------
+    def _table_exists(self, name: str) -> bool:
+        return bool(self.execute(self.dialect.table_exists_sql, (name,)))
 
-    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+    def _check_schema(self, known: Sequence[tuple[str, str]]) -> None:
+        if not self._table_exists("_migrations"):
+            return
+        names = {n for n, _ in known}
+        newer = sorted(r[0] for r in self.execute("SELECT name FROM _migrations") if r[0] not in names)
+        if newer:
+            raise StoreError(f"the store {self.location} has a newer schema than this pllm (migrations it does "
+                             f"not know: {', '.join(newer)}); upgrade pllm to open it")
+
+    def _migrate(self, migrations: Sequence[tuple[str, str]]) -> list[str]:
+        """Apply pending migrations in order, each in its own transaction (rechecked under the write lock,
+        so workers starting together apply each once); return the names applied."""
+        done = {r[0] for r in self.execute("SELECT name FROM _migrations")} if self._table_exists("_migrations") \
+            else set()
+        applied = []
+        for name, sql in migrations:
+            if name in done:  # nothing to do: opening an up-to-date store takes no write lock
+                continue
+            with self.transaction() as conn:
+                conn.execute(self.dialect.ddl(
+                    "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"))
+                if conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone():
+                    continue
+                for statement in self.dialect.ddl(sql).split(";"):
+                    if statement.strip():
+                        conn.execute(statement, ())
+                conn.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
+            applied.append(name)
+        return applied
+
+    def register_feature(self, feature: Feature) -> None:
+        """Apply the feature's pending migrations and add its forget hook (once per feature name)."""
+        known = self._features.get(feature.name)
+        if known is not None:
+            if known != feature:
+                raise ValueError(f"another feature named {feature.name!r} is registered with this store")
+            return
+        self._migrate(feature.migrations)
+        self._features[feature.name] = feature
+
+    @property
+    def features(self) -> list[str]:
+        return sorted(self._features)
 
     def applied_migrations(self) -> list[str]:
         return [r[0] for r in self.execute("SELECT name FROM _migrations ORDER BY name")]
 
+    # -- versions -----------------------------------------------------------------------------------
+    @staticmethod
+    def bump_version(conn: _Connection, user_id: str) -> int:
+        """Inside a write transaction: give the user a new version from the store-wide clock (so a version
+        never repeats, even after the user is forgotten and written again)."""
+        conn.execute("UPDATE store_clock SET value = value + 1 WHERE id = 1")
+        version = int(conn.execute("SELECT value FROM store_clock WHERE id = 1").fetchone()[0])
+        conn.execute("INSERT INTO user_versions(user_id, version) VALUES (?, ?) "
+                     "ON CONFLICT(user_id) DO UPDATE SET version = excluded.version", (user_id, version))
+        return version
+
+    def user_version(self, *, user_id: str) -> int:
+        """The user's current version (0: nothing written since the store was created, or forgotten); a
+        cache of the user's data built after reading version v is current while this still returns v."""
+        rows = self.execute("SELECT version FROM user_versions WHERE user_id=?", (user_id,))
+        return int(rows[0][0]) if rows else 0
+
     # -- users and items ------------------------------------------------------------------------
     @staticmethod
-    def _ensure_user(conn: sqlite3.Connection, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
+    def _ensure_user(conn: _Connection, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
         cur = conn.execute("INSERT OR IGNORE INTO users(id, meta, created_at) VALUES (?, ?, ?)",
                            (user_id, json.dumps(dict(meta or {})), time.time()))
         return cur.rowcount > 0
 
     @staticmethod
-    def _next_seq(conn: sqlite3.Connection, table: str) -> int:
+    def _next_seq(conn: _Connection, table: str) -> int:
         return int(conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]) + 1
 
     def add_user(self, *, user_id: str, meta: Mapping[str, JSONValue] | None = None) -> bool:
         _check_user_id(user_id)
         with self.transaction() as conn:
+            self.bump_version(conn, user_id)
             return self._ensure_user(conn, user_id, meta)
 
-    def _insert_items(self, conn: sqlite3.Connection, items: Sequence[ProfileItem], user_id: str) -> int:
+    def _insert_items(self, conn: _Connection, items: Sequence[ProfileItem], user_id: str) -> int:
         seq = self._next_seq(conn, "items")
         now = time.time()
         n = 0
@@ -197,8 +282,9 @@ class SQLiteUserStore(UserStore):
             n += 1
         return n
 
-    def add_items(self, items: Sequence[ProfileItem], *, user_id: str) -> int:
-        """Add or replace items (by id) for a user, creating the user if new; one transaction."""
+    def add_items(self, items: Sequence[ProfileItem], *, user_id: str, keep_history: bool = False) -> int:
+        """Add or replace items (by id) for a user, creating the user if new; one transaction. With
+        `keep_history`, a replaced item's previous version is archived in the same transaction."""
         _check_user_id(user_id)
         for i, item in enumerate(items):
             if not isinstance(item.id, str) or not item.id:
@@ -207,12 +293,36 @@ class SQLiteUserStore(UserStore):
                 raise InputError("item fields must be an object", index=i, field="fields")
         with self.transaction() as conn:
             self._ensure_user(conn, user_id)
+            if keep_history:
+                self._archive(conn, [it.id for it in items], user_id)
+            self.bump_version(conn, user_id)
             return self._insert_items(conn, items, user_id)
+
+    @staticmethod
+    def _archive(conn: _Connection, ids: Sequence[str], user_id: str) -> None:
+        now = time.time()
+        for item_id in ids:
+            conn.execute(
+                "INSERT INTO item_history(user_id, item_id, version, fields, timestamp, replaced_at) "
+                "SELECT i.user_id, i.id, (SELECT COUNT(*) FROM item_history h WHERE h.user_id=i.user_id "
+                "AND h.item_id=i.id) + 1, i.fields, i.timestamp, ? FROM items i WHERE i.user_id=? AND i.id=?",
+                (now, user_id, item_id))
+
+    def get_item_history(self, item_id: str, *, user_id: str) -> list[ItemVersion]:
+        """Every version of the item, oldest first, the current one last; [] when the item does not exist."""
+        current = self.get_items_by_id([item_id], user_id=user_id)
+        if not current:
+            return []
+        rows = self.execute("SELECT version, fields, timestamp, replaced_at FROM item_history "
+                            "WHERE user_id=? AND item_id=? ORDER BY version", (user_id, item_id))
+        out = [ItemVersion(version=r[0], fields=json.loads(r[1]), timestamp=r[2], replaced_at=r[3]) for r in rows]
+        return [*out, ItemVersion(version=len(out) + 1, fields=dict(current[0].fields),
+                                  timestamp=current[0].timestamp, replaced_at=None)]
 
     def get_items(self, *, user_id: str, limit: int | None = None, offset: int = 0) -> list[ProfileItem]:
         rows = self.execute(
             "SELECT id, fields, timestamp FROM items WHERE user_id=? ORDER BY seq LIMIT ? OFFSET ?",
-            (user_id, -1 if limit is None else int(limit), int(offset)),
+            (user_id, _NO_LIMIT if limit is None else int(limit), int(offset)),
         )
         return [ProfileItem(id=r[0], fields=json.loads(r[1]), user_id=user_id, timestamp=r[2]) for r in rows]
 
@@ -235,6 +345,9 @@ class SQLiteUserStore(UserStore):
     def delete_item(self, item_id: str, *, user_id: str) -> bool:
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM items WHERE user_id=? AND id=?", (user_id, item_id)).rowcount
+            conn.execute("DELETE FROM item_history WHERE user_id=? AND item_id=?", (user_id, item_id))
+            if n:
+                self.bump_version(conn, user_id)
         return n > 0
 
     def list_users(self) -> list[UserSummary]:
@@ -250,7 +363,7 @@ class SQLiteUserStore(UserStore):
             "(SELECT COUNT(*) FROM questions q WHERE q.user_id=u.id) FROM users u WHERE u.id=?", (user_id,)
         )
         if not rows:
-            raise NotFoundError(f"user {user_id!r} is not in the store ({self.path})")
+            raise NotFoundError(f"user {user_id!r} is not in the store ({self.location})")
         r = rows[0]
         return UserSummary(id=r[0], meta=json.loads(r[1]), n_items=r[2], n_questions=r[3])
 
@@ -261,19 +374,27 @@ class SQLiteUserStore(UserStore):
         file), so a user counts as unknown only when nothing at all was found to delete."""
         report = ForgetReport(user_id=user_id)
         with self.transaction() as conn:
-            for table in ("question_items", "questions", "items", "embeddings", "profile_summaries"):
+            for table in ("question_items", "questions", "items", "item_history", "embeddings",
+                          "profile_summaries"):
                 report.rows[table] = conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
-            for table in _extra_user_tables(conn):
+            for table in self._extra_user_tables(conn):
                 report.rows[table] = conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
             report.rows["users"] = conn.execute("DELETE FROM users WHERE id=?", (user_id,)).rowcount
+            # No version row left: a cache built at any earlier version no longer matches (0).
+            conn.execute("DELETE FROM user_versions WHERE user_id=?", (user_id,))
         for feature in list(self._features.values()):
             if feature.forget is not None:
                 report.rows.update(feature.forget(self, user_id))
         if not any(report.rows.values()):
-            raise NotFoundError(f"user {user_id!r} is not in the store ({self.path})")
-        with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            raise NotFoundError(f"user {user_id!r} is not in the store ({self.location})")
+        self._after_forget([t for t, n in report.rows.items() if n])
         return report
+
+    def _extra_user_tables(self, conn: _Connection) -> list[str]:
+        """Feature tables that carry a `user_id` column, so forget reaches them too (also those of features not
+        registered in this process: a user's rows never outlive `forget`)."""
+        names = dict.fromkeys(r[0] for r in conn.execute(self.dialect.user_tables_sql, ()).fetchall())
+        return [n for n in names if n not in _CORE_TABLES and not n.startswith(("_", "sqlite_"))]
 
     # -- questions (LaMP import/export) ---------------------------------------------------------
     def import_questions(self, questions: Sequence[Question]) -> ImportReport:
@@ -285,6 +406,8 @@ class SQLiteUserStore(UserStore):
             for n, q in enumerate(questions):
                 if self._ensure_user(conn, q.user_id):
                     report.users += 1
+                if q.user_id not in users:
+                    self.bump_version(conn, q.user_id)
                 users.add(q.user_id)
                 existing = {r[0] for r in conn.execute(
                     "SELECT id FROM items WHERE user_id=? AND id IN (%s)" % ",".join("?" * len(q.profile)),
@@ -296,7 +419,7 @@ class SQLiteUserStore(UserStore):
                 conn.execute(
                     "INSERT INTO questions(id, user_id, input, query, target, timestamp, seq) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET user_id=excluded.user_id, "
-                    "input=excluded.input, query=excluded.query, target=COALESCE(excluded.target, target), "
+                    "input=excluded.input, query=excluded.query, target=COALESCE(excluded.target, questions.target), "
                     "timestamp=excluded.timestamp",
                     (q.id, q.user_id, q.input, json.dumps(q.query, ensure_ascii=False), q.target, q.timestamp,
                      qseq + n),
@@ -343,6 +466,8 @@ class SQLiteUserStore(UserStore):
     def put_embeddings(self, model: str, rows: Sequence[tuple[str, np.ndarray]], *,
                        user_id: str | None = None) -> None:
         with self.transaction() as conn:
+            if user_id:
+                self.bump_version(conn, user_id)
             conn.executemany(
                 "INSERT OR REPLACE INTO embeddings(model, text_hash, user_id, dim, vector) VALUES (?, ?, ?, ?, ?)",
                 [(model, h, user_id or "", int(v.shape[-1]), np.asarray(v, dtype=np.float32).tobytes())
@@ -355,6 +480,7 @@ class SQLiteUserStore(UserStore):
         checked and deleted in one transaction so no write slips between."""
         with self.transaction() as conn:
             keep = in_use(self.get_items(user_id=user_id))
+            self.bump_version(conn, user_id)
             return sum(conn.execute("DELETE FROM embeddings WHERE user_id=? AND text_hash=?", (user_id, h)).rowcount
                        for h in sorted(set(text_hashes) - keep))
 
@@ -374,24 +500,10 @@ class SQLiteUserStore(UserStore):
 
     def put_summary(self, *, user_id: str, key: str, model: str, summary: str) -> None:
         with self.transaction() as conn:
+            self.bump_version(conn, user_id)
             conn.execute(
                 "INSERT OR REPLACE INTO profile_summaries(user_id, key, model, summary, created_at) "
                 "VALUES (?, ?, ?, ?, ?)", (user_id, key, model, summary, time.time()))
-
-
-def _extra_user_tables(conn: sqlite3.Connection) -> list[str]:
-    """Feature tables that carry a `user_id` column, so forget reaches them too (also those of features not
-    registered in this process: a user's rows never outlive `forget`)."""
-    core = {"question_items", "questions", "items", "embeddings", "profile_summaries", "users"}
-    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    out = []
-    for name in names:
-        if name in core or name.startswith(("_", "sqlite_")):
-            continue
-        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({name})")}
-        if "user_id" in cols:
-            out.append(name)
-    return out
 
 
 def _dedupe(items: Sequence[ProfileItem]) -> list[ProfileItem]:
@@ -406,6 +518,148 @@ def _check_user_id(user_id: str) -> None:
         raise InputError("user id must be a non-empty string", field="user_id")
 
 
-def open_store(path: str | Path | None = None) -> SQLiteUserStore:
-    """The default store: `path` if given, else `$PLLM_HOME/pllm.sqlite3`."""
-    return SQLiteUserStore(path)
+class SQLiteUserStore(UserStore):
+    """The embedded store: one SQLite file (WAL), the default."""
+
+    def __init__(self, path: str | Path | None = None, *, timeout: float = 30.0,
+                 features: Sequence[Feature] = ()) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.location = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"not a usable SQLite database: {exc}", source=str(self.path)) from None
+        self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA secure_delete=ON")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        super().__init__(features)
+
+    @property
+    def home(self) -> Path:
+        return self.path.parent
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Connection]:
+        with self._lock:
+            self._conn.execute(self.dialect.begin_write)
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def set_synchronous(self, mode: str) -> None:
+        if mode.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InputError(f"must be FULL, NORMAL or EXTRA, got {mode!r}", field="synchronous")
+        self.execute(f"PRAGMA synchronous={mode.upper()}")
+
+    def _after_forget(self, tables: Sequence[str]) -> None:
+        # secure_delete zeroed the pages; the checkpoint empties the WAL, which still held the old text.
+        self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _PgConnection:
+    """A psycopg connection that takes the store's SQL in SQLite's dialect (translated by `POSTGRES`)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
+        return self._conn.execute(POSTGRES.query(sql), tuple(parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _Cursor:
+        cur = self._conn.cursor()
+        cur.executemany(POSTGRES.query(sql), [tuple(p) for p in parameters])
+        return cur
+
+
+class PostgresUserStore(UserStore):
+    """The store in a PostgreSQL database (`postgresql://user:password@host:port/database`), shared by many
+    server workers and machines. Writers are serialized by a transaction-scoped advisory lock (as SQLite's
+    one writer: `MAX(seq) + 1` and the version clock stay consistent); reads run on their own snapshot.
+    Vectors are rows of the embeddings table; each process caches what it built and rebuilds when the
+    user's version moved."""
+
+    dialect = POSTGRES
+    _WRITE_LOCK = zlib.crc32(b"pllm user store writer")
+
+    def __init__(self, url: str, *, features: Sequence[Feature] = (), connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.location = redact_url(url)
+        self._connect_timeout = connect_timeout
+        self._lock = threading.RLock()
+        self._conn = self._connect()
+        super().__init__(features)
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("a postgresql:// store needs psycopg 3: pip install 'psycopg[binary]'") from None
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)))
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreError(f"cannot open the PostgreSQL store {self.location}: {reason}") from None
+
+    def _connection(self) -> psycopg.Connection:
+        """The connection, opened again if the server dropped it (restart, failover): the next statement
+        after a lost connection works, the one that met the loss fails."""
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect()
+        return self._conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Connection]:
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._WRITE_LOCK,))
+                yield _PgConnection(conn)
+
+    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple]:
+        with self._lock:
+            cur = self._connection().execute(POSTGRES.query(sql), tuple(params))
+            return cur.fetchall() if cur.description is not None else []
+
+    def set_synchronous(self, mode: str) -> None:
+        # NORMAL, as in SQLite, may lose the last acknowledged writes on a server crash (never corrupts).
+        self.execute("SET synchronous_commit = " + ("off" if mode.upper() in ("OFF", "NORMAL") else "on"))
+
+    def _after_forget(self, tables: Sequence[str]) -> None:
+        # Dead row versions keep the text until vacuumed; VACUUM prunes them from the tables' pages.
+        for table in tables:
+            if re.fullmatch(r"\w+", table) and self._table_exists(table):
+                self.execute(f"VACUUM {table}")
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def open_store(location: str | Path | None = None, *, features: Sequence[Feature] = ()) -> UserStore:
+    """The store at `location`: a `postgresql://` URL or a SQLite path; None: `$PLLM_STORE`, else
+    `$PLLM_HOME/pllm.sqlite3`. With `features`, a database holding migrations none of them knows (a newer
+    pllm's) is refused before anything is written."""
+    if location is None or str(location) == "":
+        location = os.environ.get(STORE_ENV) or None
+    if location is not None and is_postgres_url(location):
+        return PostgresUserStore(str(location), features=features)
+    if location is not None and re.match(r"^[a-z][a-z0-9+.-]*://", str(location)):
+        raise StoreError(f"unknown store URL {redact_url(str(location))}: expected postgresql://... or a SQLite path")
+    return SQLiteUserStore(location, features=features)
