@@ -58,7 +58,12 @@ def test_eval_ft_without_a_train_split_is_a_clear_error(task, tiny_backend, tmp_
     res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
                                    str(lone / "test_questions.json"), "--ft", "--backend", tiny_backend, "--out",
                                    str(tmp_path / "x")])
-    assert res.exit_code != 0 and "--ft learns from a train split" in res.output
+    assert res.exit_code == 2 and "reads a train split: pass --train" in res.output
+    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
+                                   str(lone / "test_questions.json"), "--method", "crowd+bm25@4", "--backend",
+                                   tiny_backend, "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "reads a train split: pass --train" in res.output
+    assert not (tmp_path / "y").exists()
 
 
 def test_eval_takes_a_method_by_its_report_name(task, tiny_backend, tmp_path):
@@ -70,6 +75,13 @@ def test_eval_takes_a_method_by_its_report_name(task, tiny_backend, tmp_path):
     assert res.exit_code == 0, res.output
     method = json.loads((out / "method_config.json").read_text())
     assert (method["retriever"], method["k"], method["stats"], method["readout"]) == ("recency", 2, True, "median")
+    crowd = tmp_path / "crowd"
+    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
+                                   str(task / "test_questions.json"), "--outputs", str(task / "test_outputs.json"),
+                                   "--method", "crowd+recency@2", "--backend", tiny_backend,
+                                   "--max-prompt-tokens", "128", "--out", str(crowd)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((crowd / "method_config.json").read_text())["crowd"] is True
     bad = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
                                    str(task / "test_questions.json"), "--method", "ft+bm42@4", "--backend",
                                    tiny_backend])
