@@ -24,7 +24,7 @@ from pllm.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_
 from pllm.models.prefix_cache import PrefixCache, common_prefix_len
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, TextIteratorStreamer
     from transformers.cache_utils import Cache
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def token_streamer(tokenizer: Any) -> Any:
+def token_streamer(tokenizer: PreTrainedTokenizerBase) -> TextIteratorStreamer:
     """A `TextIteratorStreamer` that hands over each token's text as soon as it is decoded (transformers' own
     holds a word back until the next space, so the first piece of an answer waited for the second word); it
     waits only while the text ends in an incomplete multi-byte character."""
