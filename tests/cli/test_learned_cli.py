@@ -67,21 +67,18 @@ def test_eval_ft_without_a_train_split_is_a_clear_error(task, tiny_backend, tmp_
 
 
 def test_eval_takes_a_method_by_its_report_name(task, tiny_backend, tmp_path):
-    out = tmp_path / "named"
-    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
-                                   str(task / "test_questions.json"), "--outputs", str(task / "test_outputs.json"),
-                                   "--method", "stats+recency@2/median", "--backend", tiny_backend,
-                                   "--max-prompt-tokens", "128", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    method = json.loads((out / "method_config.json").read_text())
+    def saved_method(name: str) -> dict:
+        out = tmp_path / name.replace("/", "_")
+        res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
+                                       str(task / "test_questions.json"), "--outputs", str(task / "test_outputs.json"),
+                                       "--method", name, "--backend", tiny_backend, "--max-prompt-tokens", "128",
+                                       "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        return json.loads((out / "method_config.json").read_text())
+
+    method = saved_method("stats+recency@2/median")
     assert (method["retriever"], method["k"], method["stats"], method["readout"]) == ("recency", 2, True, "median")
-    crowd = tmp_path / "crowd"
-    res = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
-                                   str(task / "test_questions.json"), "--outputs", str(task / "test_outputs.json"),
-                                   "--method", "crowd+recency@2", "--backend", tiny_backend,
-                                   "--max-prompt-tokens", "128", "--out", str(crowd)])
-    assert res.exit_code == 0, res.output
-    assert json.loads((crowd / "method_config.json").read_text())["crowd"] is True
+    assert saved_method("crowd+recency@2")["crowd"] is True
     bad = CliRunner().invoke(app, ["eval", "--task", "movielens-rating", "--questions",
                                    str(task / "test_questions.json"), "--method", "ft+bm42@4", "--backend",
                                    tiny_backend])
