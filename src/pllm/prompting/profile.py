@@ -84,16 +84,23 @@ def output_stats(spec: TaskSpec, items: Sequence[ProfileItem], *, top: int = 5) 
     outs = [o for o in (spec.output_of(p) for p in items) if o is not None]
     if not outs:
         return None
-    counts = Counter(outs)
     n = len(outs)
     if spec.numeric_labels:
         values = sorted(float(o) for o in outs)
         median = values[(n - 1) // 2]  # the lower median: always one of the user's own values
+        return f"{n} past answers: {shares(spec, outs, top)}; median {median:g}."
+    return f"{n} past answers, most frequent: {shares(spec, outs, top)}."
+
+
+def shares(spec: TaskSpec, outs: Sequence[str], top: int = 5) -> str:
+    """How often each output occurs, in percent: every label of a numeric scale in order, else the `top` most
+    frequent (the one rendering `output_stats` and `ItemCrowd` share)."""
+    counts, n = Counter(outs), len(outs)
+    if spec.numeric_labels:
         order = sorted(spec.labels or [], key=float)
-        shares = ", ".join(f"{lab}: {round(100 * counts.get(lab, 0) / n)}%" for lab in order)
-        return f"{n} past answers: {shares}; median {median:g}."
+        return ", ".join(f"{lab}: {round(100 * counts.get(lab, 0) / n)}%" for lab in order)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return f"{n} past answers, most frequent: " + ", ".join(f"{o} {round(100 * c / n)}%" for o, c in ranked) + "."
+    return ", ".join(f"{o} {round(100 * c / n)}%" for o, c in ranked)
 
 
 class ItemCrowd:
@@ -102,9 +109,9 @@ class ItemCrowd:
     A user's own items tell the model this user's scale; they say nothing about the item, which a 135M
     model rarely knows. The train split's other users do: their outputs for the same item are the item's side
     of a rating. An item is matched by the query text its own fields render to (`query_text` over the item's
-    fields), which is what a question about that item retrieves with. Fitted on the
-    train split only (profiles and targets, never a scored question's target); the asking user is always
-    left out, so a training text never shows its own answer and a test user's items never reach it."""
+    fields), which is what a question about that item retrieves with. Fitted on the train split only
+    (profiles and targets, never a scored question's target); the asking user is always left out, so a
+    training text never shows its own answer."""
 
     def __init__(self, spec: TaskSpec, *, top: int = 5) -> None:
         self.spec, self.top = spec, top
@@ -138,12 +145,7 @@ class ItemCrowd:
         outs = self.answers(question)
         if not outs:
             return "Other users: no answers for this item."
-        n = len(outs)
-        counts = Counter(outs)
+        line = f"Other users ({len(outs)}) for this item: {shares(self.spec, outs, self.top)}"
         if self.spec.numeric_labels:
-            mean = sum(float(o) for o in outs) / n
-            order = sorted(self.spec.labels or counts, key=float)
-            shares = ", ".join(f"{lab}: {round(100 * counts.get(lab, 0) / n)}%" for lab in order)
-            return f"Other users ({n}) for this item: {shares}; mean {mean:.1f}."
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top]
-        return f"Other users ({n}) for this item: " + ", ".join(f"{o} {round(100 * c / n)}%" for o, c in ranked) + "."
+            return f"{line}; mean {sum(float(o) for o in outs) / len(outs):.1f}."
+        return line + "."
