@@ -169,8 +169,15 @@ class ChatMemory:
             await self._extract(tenant, user_id, turn)
 
     async def _extract(self, tenant: str, user_id: str, turn: ProfileItem) -> None:
+        """One extraction, counted once it is over whatever its outcome: a reader that sees `extractions`
+        reach N also sees every other counter of those N."""
+        try:
+            await self._extract_facts(tenant, user_id, turn)
+        finally:
+            self._count(tenant, extractions=1)
+
+    async def _extract_facts(self, tenant: str, user_id: str, turn: ProfileItem) -> None:
         text = str(turn.fields.get("text", ""))
-        self._count(tenant, extractions=1)
         try:
             slot = await self.limiter.hold(self.timeout_s, tenant)  # the model is shared with the chats
             try:
