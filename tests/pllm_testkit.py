@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,21 +139,27 @@ def random_lora(base: Any, seed: int, *, r: int = 4, alpha: float = 8) -> Any:
     return model
 
 
-def write_persona_csv(path: Path, n: int = 8) -> Path:
-    """A tiny Synthetic-Persona-Chat CSV: n conversations of 6 turns (persona-chat-reply builder input)."""
+def _weekend_chat(c: int) -> tuple[str, str, list[str]]:
+    turns = [f"User 1: Hello there, what do you like doing on weekends {c}?",
+             f"User 2: I really like playing chess in the park number {c}.",
+             "User 1: I mostly go fishing with my old dad on the lake.",
+             f"User 2: Fishing sounds calm, I should try it some weekend {c}.",
+             "User 1: You should, it is the best way to relax for me.",
+             "User 2: Thanks, I will think about it and tell you later."]
+    return f"I fish.\nI have a dad.\nI am {c}.", f"I play chess.\nI live {c}.\nI like parks.", turns
+
+
+def write_persona_csv(path: Path, n: int = 8,
+                      conversation: Callable[[int], tuple[str, str, list[str]]] = _weekend_chat) -> Path:
+    """A tiny Synthetic-Persona-Chat CSV: n conversations, `conversation(c)` giving each one's two persona
+    texts and its turns (default: 6 turns, the persona-chat-reply builder's input)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["user 1 personas", "user 2 personas", "Best Generated Conversation"])
         for c in range(n):
-            turns = [f"User 1: Hello there, what do you like doing on weekends {c}?",
-                     f"User 2: I really like playing chess in the park number {c}.",
-                     "User 1: I mostly go fishing with my old dad on the lake.",
-                     f"User 2: Fishing sounds calm, I should try it some weekend {c}.",
-                     "User 1: You should, it is the best way to relax for me.",
-                     "User 2: Thanks, I will think about it and tell you later."]
-            w.writerow([f"I fish.\nI have a dad.\nI am {c}.", f"I play chess.\nI live {c}.\nI like parks.",
-                        "\n".join(turns)])
+            first, second, turns = conversation(c)
+            w.writerow([first, second, "\n".join(turns)])
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,12 @@ from pllm.errors import InputError
 from pllm.retrieval.dates import parse_period
 from pllm.tasks.lamp import read_questions
 from pllm.tasks.spec import get_task
-from pllm_testkit import folder_digest
+from pllm_testkit import folder_digest, write_persona_csv
 
 
 def write_csv(path: Path, n: int = 20) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["user 1 personas", "user 2 personas", "Best Generated Conversation"])
-        for c in range(n):
-            turns = [f"User {1 + t % 2}: conversation {c} turn {t} about gardening and music" for t in range(8)]
-            w.writerow([f"I like tea {c}.", f"I have {c} cats.", "\n".join(turns)])
-    return path
+    return write_persona_csv(path, n, lambda c: (f"I like tea {c}.", f"I have {c} cats.", [
+        f"User {1 + t % 2}: conversation {c} turn {t} about gardening and music" for t in range(8)]))
 
 
 def test_build_plants_every_question_type_with_its_evidence(tmp_path: Path) -> None:
