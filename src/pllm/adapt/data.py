@@ -77,17 +77,27 @@ def training_pairs(spec: TaskSpec, generator: Generator, items: Sequence[Profile
     """Training pairs for one user: one per selected item (`only`: just these item ids, so a sampled
     task adapter renders only the pairs it trains on), each with the user's strictly earlier items as history
     (and, with `config.crowd`, other users' outputs for the item: `crowd` leaves this user out)."""
-    from pllm.pipeline import MethodConfig, Personalizer
-
-    method = MethodConfig(retriever=config.retriever if config.k else "none", k=config.k, style=config.style,
-                          max_prompt_tokens=config.max_prompt_tokens, stats=config.stats, crowd=config.crowd)
-    pers = Personalizer(spec, generator, method, crowd=crowd)
     ordered = [i for i in select_items(items, config) if only is None or i.id in only]
     history = sort_items(items)
     position = {id(item): i for i, item in enumerate(history)}
     questions = [item_question(spec, item, history[:position[id(item)]] if config.k or config.stats else [], user_id)
                  for item in ordered]
-    built = pers.build_prompts(questions)
+    return question_pairs(spec, generator, questions, config, crowd=crowd)
+
+
+def question_pairs(spec: TaskSpec, generator: Generator, questions: Sequence[Question], config: AdaptConfig,
+                   *, crowd: ItemCrowd | None = None) -> list[TrainingPair]:
+    """(prompt, target) pairs for questions with known targets, rendered by the pipeline's `Personalizer`
+    under the recipe's retrieval and style: the texts a learned method is trained on are the prompts it is
+    asked at inference. The caller decides whose targets these are (never an evaluated question's)."""
+    from pllm.pipeline import MethodConfig, Personalizer
+
+    for i, q in enumerate(questions):
+        if q.target is None:
+            raise InputError("a training question needs its target", source=q.id, index=i, field="target")
+    method = MethodConfig(retriever=config.retriever if config.k else "none", k=config.k, style=config.style,
+                          max_prompt_tokens=config.max_prompt_tokens, stats=config.stats, crowd=config.crowd)
+    built = Personalizer(spec, generator, method, crowd=crowd).build_prompts(questions)
     end = built[0].stop[0] if built and built[0].stop else ""
     return [TrainingPair(prompt=b.prompt, target=f"{b.continuation_prefix}{q.target}{end}", item_id=q.id)
             for q, b in zip(questions, built)]

@@ -47,6 +47,13 @@ def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptCo
     return AdaptConfig(**values)
 
 
+def fit_layers(generator: Generator, config: AdaptConfig) -> AdaptConfig:
+    """The recipe on this model: a model with fewer layers than `top_layers` trains every layer."""
+    layers = getattr(getattr(generator, "model", None), "config", None)
+    n = getattr(layers, "num_hidden_layers", None)
+    return dataclasses.replace(config, top_layers=n) if config.top_layers and n and config.top_layers > n else config
+
+
 def ft_owner(method: MethodConfig, model_id: str) -> str:
     """One task adapter per retrieval setting and base model (`ft-bm25@4-<model>`), so learning on a second
     model never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
@@ -66,10 +73,7 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     if not train:
         raise InputError(f"learned method {method.label!r} needs a train split (train_questions.json) to learn "
                          f"from; task {spec.name!r} has none here", field="train")
-    config = config or ft_config(spec, method)
-    layers = getattr(generator.model.config, "num_hidden_layers", None)
-    if config.top_layers and layers and config.top_layers > layers:  # a small model: every layer
-        config = dataclasses.replace(config, top_layers=layers)
+    config = fit_layers(generator, config or ft_config(spec, method))
     items = user_items(train)  # profiles only: a question's target is never read
     # Collaborative context reads the train split's other users (targets included): never a test target.
     crowd = ItemCrowd(spec).fit(train) if config.crowd else None

@@ -238,6 +238,18 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
         if chosen.get(user):
             pairs.extend(training_pairs(spec, generator, items, config, user_id=user, only=chosen[user],
                                         crowd=crowd))
+    return fit_adapter(generator, spec, pairs, kind=kind, owner=owner, config=config, store=store, n_items=n_items,
+                       members=sorted(items_by_user) if kind != "user" else [], task_record=task_record,
+                       source=source, centroid=centroid, embedder=embedder, force=force, step_callback=step_callback)
+
+
+def fit_adapter(generator: HFGenerator, spec: TaskSpec, pairs: Sequence[TrainingPair], *, kind: str, owner: str,
+                config: AdaptConfig, store: AdapterStore, n_items: int, members: list[str],
+                task_record: AdapterRecord | None = None, source: dict[str, Any] | None = None,
+                centroid: list[float] | None = None, embedder: str | None = None, force: bool = False,
+                step_callback: Callable[[int, int], None] | None = None) -> tuple[AdapterRecord, bool]:
+    """Train (or find up to date) one adapter on rendered pairs, cached by their content, the recipe and the
+    base weights, and resumable from a checkpoint; returns (record, trained?)."""
     if not pairs:
         raise InputError(f"{kind} adapter {owner!r}: no training items")
     key = base_key(generator, task_record)
@@ -258,9 +270,8 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
         record = AdapterRecord(
             kind=kind, task=spec.name, owner=owner, name=name, method=config.method, base_model=generator.model_id,
             base_key=key, config=asdict(config), data_hash=digest, n_items=n_items, n_pairs=len(pairs),
-            train_seconds=round(result.seconds, 3), losses=result.losses,
-            members=sorted(items_by_user) if kind != "user" else [], centroid=centroid, embedder=embedder,
-            source=source or {})
+            train_seconds=round(result.seconds, 3), losses=result.losses, members=members, centroid=centroid,
+            embedder=embedder, source=source or {})
         def files(tmp: Any) -> None:
             peft_model.save_pretrained(str(tmp), selected_adapters=[TRAIN_NAME])
             if kind != "user":  # shared adapters keep the texts they learned from, to audit what they saw

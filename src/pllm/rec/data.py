@@ -14,6 +14,7 @@ LaMP-shaped JSON folder), never recovered from rendered text.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, sample_users, split_plan, split_users
 from pllm.data.movielens import MovieLens, Rating, load_movielens, movie_fields
 from pllm.errors import InputError
+from pllm.prompting.profile import ItemCrowd
 from pllm.tasks.spec import TaskSpec, get_task, register_task, task_names
 from pllm.types import ProfileItem, Question
 
@@ -118,6 +120,30 @@ def rec_question(user_id: str, ratings: list[Rating], idx: int, ml: MovieLens, a
                     query={"candidates": candidates, "candidate_titles": titles},
                     profile=[history_item(user_id, r, ml, config.like_threshold) for r in history],
                     target=target.movie_id, timestamp=float(target.timestamp))
+
+
+def kept_ratings(ratings: Sequence[Rating], questions: Sequence[Question]) -> list[Rating]:
+    """Every rating except, for each user with questions, those at or after their earliest question: what
+    the collaborative side (classic rankers, the crowd line) may read while those questions are ranked, so
+    their targets and everything later stay unseen (leave-latest-out per user)."""
+    cutoff: dict[str, float] = {}
+    for q in questions:
+        if q.timestamp is None:
+            raise InputError("rec questions need a timestamp to cut the training data", source=q.id)
+        cutoff[q.user_id] = min(cutoff.get(q.user_id, q.timestamp), q.timestamp)
+    return [r for r in ratings if r.user_id not in cutoff or r.timestamp < cutoff[r.user_id]]
+
+
+def rec_crowd(ml: MovieLens, questions: Sequence[Question], *, like_threshold: int = 4) -> ItemCrowd:
+    """Collaborative context for the pointwise ranker (`crowd` in `PointwiseConfig`): per movie, how many
+    other users rated it and what share liked it, read from exactly the ratings the classic rankers are
+    fitted on (`kept_ratings`); `ItemCrowd` leaves the asking user out."""
+    by_user: dict[str, list[ProfileItem]] = {}
+    for r in kept_ratings(ml.ratings, questions):
+        by_user.setdefault(r.user_id, []).append(history_item(r.user_id, r, ml, like_threshold))
+    holders = [Question(id=f"crowd-{u}", user_id=u, input="", query={}, profile=items)
+               for u, items in sorted(by_user.items())]
+    return ItemCrowd(POINTWISE_SPEC).fit(holders)
 
 
 def check_rec_question(q: Question, *, where: str = "question", index: int | None = None) -> None:

@@ -31,12 +31,14 @@ from scipy import sparse
 from pllm.errors import ArtifactError, InputError, PllmError
 from pllm.models.base import Generator, Prompt
 from pllm.pipeline import MethodConfig, Personalizer
+from pllm.prompting.profile import ItemCrowd
 from pllm.prompting.styles import get_style
-from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task, target_index
+from pllm.rec.data import POINTWISE_SPEC, REC_SPEC, TASK_NAME, candidates_of, ensure_task, kept_ratings, target_index
 from pllm.registry import Registry
 from pllm.types import Question
 
 if TYPE_CHECKING:
+    from pllm.adapt.store import AdapterRecord, AdapterStore
     from pllm.soft.train import SoftTrainConfig, SoftTrainResult
 
 # ------------------------------------------------------------------------------------- training data
@@ -71,15 +73,8 @@ class Interactions:
 def training_interactions(ratings: Sequence[Any], questions: Sequence[Question],
                           items: Sequence[str] | None = None) -> Interactions:
     """Every rating except, for each user with questions, those at or after their earliest question:
-    the targets and everything later stay unseen (leave-latest-out per user)."""
-    cutoff: dict[str, float] = {}
-    for q in questions:
-        if q.timestamp is None:
-            raise InputError("rec questions need a timestamp to cut the training data", source=q.id)
-        cutoff[q.user_id] = min(cutoff.get(q.user_id, q.timestamp), q.timestamp)
-    pairs = [(r.user_id, r.movie_id) for r in ratings
-             if r.user_id not in cutoff or r.timestamp < cutoff[r.user_id]]
-    return Interactions.from_pairs(pairs, items)
+    the targets and everything later stay unseen (leave-latest-out per user, `kept_ratings`)."""
+    return Interactions.from_pairs([(r.user_id, r.movie_id) for r in kept_ratings(ratings, questions)], items)
 
 
 # ----------------------------------------------------------------------------------------- interface
@@ -315,10 +310,19 @@ class PointwiseConfig:
     k: int = field(default=4, metadata={"help": "History items retrieved per candidate."})
     max_prompt_tokens: int = field(default=384, metadata={"help": "Prompt budget in generator tokens."})
     embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
+    crowd: bool = field(default=False, metadata={
+        "help": "Add one line with how many other users rated the candidate and what share liked it (CFRAG-style "
+                "collaborative context, `rec_crowd`: the ratings the classic rankers are fitted on)."})
 
     def __post_init__(self) -> None:
         if self.k < 0:
             raise InputError("k must be >= 0", field="k")
+
+    def method(self) -> MethodConfig:
+        """The pipeline method every pointwise prompt is rendered with (inference and training alike)."""
+        return MethodConfig(retriever=self.retriever if self.k else "none", k=self.k, style="demonstrations",
+                            predict="score", max_prompt_tokens=self.max_prompt_tokens, embedder=self.embedder,
+                            crowd=self.crowd)
 
 
 @RANKERS.register("llm-pointwise")
@@ -334,15 +338,14 @@ class PointwiseRanker(Ranker):
     kind = "llm"
 
     def __init__(self, generator: Generator, config: PointwiseConfig | None = None, *, store: Any = None,
-                 embedder: Any = None) -> None:
+                 embedder: Any = None, crowd: ItemCrowd | None = None) -> None:
+        """`crowd`: other users' ratings per movie (`rec_crowd`), needed by a config with `crowd`."""
         self.generator = generator
         self.config = config or PointwiseConfig()
         if not generator.supports_scoring:
             raise InputError(f"llm-pointwise scores Yes/No likelihoods; the {generator.name!r} backend cannot score")
-        method = MethodConfig(retriever=self.config.retriever, k=self.config.k, style="demonstrations",
-                              predict="score", max_prompt_tokens=self.config.max_prompt_tokens,
-                              embedder=self.config.embedder)
-        self.personalizer = Personalizer(POINTWISE_SPEC, generator, method, store=store, embedder=embedder)
+        self.personalizer = Personalizer(POINTWISE_SPEC, generator, self.config.method(), store=store,
+                                         embedder=embedder, crowd=crowd)
         self.prompt_tokens = 0
 
     def candidate_questions(self, question: Question) -> list[Question]:
@@ -362,6 +365,61 @@ class PointwiseRanker(Ranker):
     def describe(self) -> dict[str, Any]:
         return {"ranker": self.name, **dataclasses.asdict(self.config), "model": self.generator.model_id,
                 "backend": self.generator.name, "style": "demonstrations"}
+
+
+@RANKERS.register("llm-pointwise-ft")
+class FinetunedPointwiseRanker(PointwiseRanker):
+    """`llm-pointwise` through a model fine-tuned on the ranking task itself (TALLRec-style): one shared
+    LoRA (`train_pointwise_adapter`) trained on other users' lists, whose held-out liked movie is "Yes" and
+    sampled unrated candidates are "No", rendered exactly as this ranker renders its prompts; merged into
+    a copy of the base model, so scoring costs what the base model costs. Still the LLM alone: with
+    `crowd` the prompt carries other users' ratings of the candidate, which `popularity` also reads."""
+
+    name = "llm-pointwise-ft"
+
+    def __init__(self, generator: Generator, config: PointwiseConfig | None = None, *, adapter: AdapterRecord,
+                 crowd: ItemCrowd | None = None, store: Any = None, embedder: Any = None) -> None:
+        from pllm.adapt.learned import learned_generator
+
+        config = config or PointwiseConfig()
+        trained = {k: adapter.config.get(k) for k in ("retriever", "k", "crowd", "max_prompt_tokens")}
+        method = config.method()
+        wanted = {"retriever": method.retriever, "k": method.k, "crowd": method.crowd,
+                  "max_prompt_tokens": method.max_prompt_tokens}
+        if adapter.task != POINTWISE_SPEC.name or trained != wanted:
+            raise ArtifactError(f"adapter {adapter.path} was trained for {adapter.task!r} with {trained}, not "
+                                f"{POINTWISE_SPEC.name!r} with {wanted}: rank with the settings it was trained with")
+        super().__init__(learned_generator(generator, POINTWISE_SPEC, adapter), config, store=store,
+                         embedder=embedder, crowd=crowd)
+        self.adapter = adapter
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "adapter": str(self.adapter.path), "data_hash": self.adapter.data_hash,
+                "train_pairs": self.adapter.n_pairs, "train_seconds": self.adapter.train_seconds}
+
+
+def train_pointwise_adapter(generator: Generator, lists: Sequence[Question], config: PointwiseConfig, *,
+                            store: AdapterStore, crowd: ItemCrowd | None = None, negatives: int = 3,
+                            max_pairs: int = 1200, seed: int = 0, force: bool = False,
+                            progress: Callable[[int, int], None] | None = None) -> tuple[AdapterRecord, bool]:
+    """Train (or find cached) the `llm-pointwise-ft` adapter on ranked lists of *training* users, never the
+    evaluated ones: `max_pairs // (1 + negatives)` lists are sampled (seeded) before any prompt is rendered,
+    each gives its target (Yes) and `negatives` unrated candidates (No), and the recipe is the learned
+    methods' (`FT_DEFAULTS`). Returns (record, trained?)."""
+    from pllm.adapt.data import question_pairs
+    from pllm.adapt.learned import fit_layers, ft_config, ft_owner
+    from pllm.adapt.train import fit_adapter
+
+    if not lists:
+        raise InputError("the fine-tuned ranker needs training lists (a train split)", field="train")
+    picked = random.Random(seed).sample(list(lists), min(max(1, max_pairs // (1 + negatives)), len(lists)))
+    method = config.method()
+    recipe = fit_layers(generator, ft_config(POINTWISE_SPEC, method, seed=seed))
+    pairs = question_pairs(POINTWISE_SPEC, generator, pointwise_training_questions(picked, negatives=negatives,
+                                                                                 seed=seed), recipe, crowd=crowd)
+    return fit_adapter(generator, POINTWISE_SPEC, pairs, kind="task", owner=ft_owner(method, generator.model_id),  # type: ignore[arg-type]
+                       config=recipe, store=store, n_items=len(lists), members=sorted({q.user_id for q in picked}),
+                       source={"lists": len(picked), "negatives": negatives}, force=force, step_callback=progress)
 
 
 @RANKERS.register("llm-pointwise-adapter")

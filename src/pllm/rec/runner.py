@@ -61,6 +61,12 @@ def _load_checkpoint(path: Path | None) -> dict[str, dict[str, Any]]:
     return done
 
 
+def recorded_scores(checkpoint: str | Path) -> dict[str, np.ndarray]:
+    """Question id -> the candidate scores a `run_ranker` checkpoint (and its shards) recorded."""
+    return {qid: np.asarray(rec["scores"], dtype=np.float64)
+            for qid, rec in _load_checkpoint(Path(checkpoint)).items() if "scores" in rec}
+
+
 def run_ranker(ranker: Ranker, questions: Sequence[Question], *, label: str | None = None,
                checkpoint: str | Path | None = None, progress: Progress | None = None,
                fit_seconds: float = 0.0, score_missing: bool = True) -> RankerResult:

@@ -1,0 +1,135 @@
+"""Two-stage recommendation, labelled as a hybrid: a learned blend of ranker scores (LlamaRec-style, with the
+collaborative rankers' scores as features of the LLM's re-scoring).
+
+`Stacker` fits a logistic regression over per-candidate features, each component's score standardized and
+ranked within its list (so scales that differ per user or per ranker do not matter), on *held-out lists*:
+lists of users who are not evaluated, scored by components fitted without those lists' targets (the
+benchmark fits its classic rankers twice for this). A `cf` twin of the same stacker without the LLM's
+score is what a hybrid's gain is credited against: beating MF with MF inside is not an LLM win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pllm.errors import InputError, PllmError
+from pllm.rec.data import candidates_of, target_index
+from pllm.rec.rankers import RANKERS, Ranker
+from pllm.types import Question
+
+
+def list_features(scores: np.ndarray) -> np.ndarray:
+    """(C, 2): a component's scores within one list, standardized and as a rank share in [0, 1] (ties share
+    their mean rank); non-finite scores (an item a ranker never saw) count as the list's lowest."""
+    x = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(x)
+    x = np.where(finite, x, x[finite].min() if finite.any() else 0.0)
+    sd = x.std()
+    z = (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
+    order = np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
+    for v in np.unique(x):  # ties: their mean rank
+        tied = x == v
+        order[tied] = order[tied].mean()
+    rank = order / max(len(x) - 1, 1)
+    return np.stack([z, rank], axis=1)
+
+
+@dataclass
+class StackConfig:
+    features: list[str] = field(metadata={"help": "Component rankers whose scores are the features, in order."})
+    c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic regression."})
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            raise InputError("a stacked ranker needs at least one component", field="features")
+        if len(set(self.features)) != len(self.features):
+            raise InputError(f"duplicate components in {self.features}", field="features")
+        if self.c <= 0:
+            raise InputError(f"c must be > 0, got {self.c}", field="c")
+
+
+class Stacker:
+    """Logistic regression over `list_features` of every component, fitted on held-out lists' targets."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.model: Any = None
+        self.n_lists = 0
+
+    def rows(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        missing = [f for f in self.config.features if f not in scores]
+        if missing:
+            raise InputError(f"scores for {missing} are missing", field="features")
+        return np.concatenate([list_features(scores[f]) for f in self.config.features], axis=1)
+
+    def fit(self, lists: Sequence[Mapping[str, np.ndarray]], targets: Sequence[int]) -> Stacker:
+        from sklearn.linear_model import LogisticRegression
+
+        if not lists or len(lists) != len(targets):
+            raise InputError(f"{len(lists)} scored lists for {len(targets)} targets", field="lists")
+        x = np.concatenate([self.rows(s) for s in lists])
+        y = np.concatenate([np.arange(len(next(iter(s.values())))) == t for s, t in zip(lists, targets)])
+        self.model = LogisticRegression(C=self.config.c, max_iter=1000).fit(x, y.astype(int))
+        self.n_lists = len(lists)
+        return self
+
+    def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.model is None:
+            raise PllmError("the stacker must be fitted before it combines scores")
+        return np.asarray(self.model.decision_function(self.rows(scores)), dtype=np.float64)
+
+    def weights(self) -> dict[str, list[float]]:
+        """Each component's (z-score, rank) coefficients: what the blend leans on."""
+        coef = self.model.coef_[0] if self.model is not None else np.zeros(2 * len(self.config.features))
+        return {f: [round(float(c), 4) for c in coef[2 * i:2 * i + 2]] for i, f in enumerate(self.config.features)}
+
+
+@RANKERS.register("hybrid")
+class StackedRanker(Ranker):
+    """Scores a list with every component ranker and blends them with a fitted `Stacker`."""
+
+    name = "hybrid"
+    kind: ClassVar[str] = "hybrid"
+
+    def __init__(self, components: Mapping[str, Ranker], stacker: Stacker, *, label: str = "hybrid") -> None:
+        missing = [f for f in stacker.config.features if f not in components]
+        if missing:
+            raise InputError(f"no component ranker for {missing}", field="components")
+        self.components, self.stacker, self.label = dict(components), stacker, label
+
+    def score(self, question: Question) -> np.ndarray:
+        return self.stacker.combine({f: self.components[f].score(question) for f in self.stacker.config.features})
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.label, "features": self.stacker.config.features, "c": self.stacker.config.c,
+                "fitted_on_lists": self.stacker.n_lists, "weights": self.stacker.weights()}
+
+
+class RecordedRanker(Ranker):
+    """Scores already computed for these questions (a ranker's checkpoint), so a stack does not score an
+    LLM twice; a question it has no scores for goes to `fallback`, else is an error."""
+
+    def __init__(self, name: str, scores: Mapping[str, np.ndarray], fallback: Ranker | None = None) -> None:
+        self.name, self.scores, self.fallback = name, dict(scores), fallback  # type: ignore[misc]
+        self.kind = fallback.kind if fallback is not None else "recorded"  # type: ignore[misc]
+
+    def score(self, question: Question) -> np.ndarray:
+        got = self.scores.get(question.id)
+        if got is not None:
+            if len(got) != len(candidates_of(question)):
+                raise InputError(f"recorded {self.name} scores have {len(got)} entries for "
+                                 f"{len(candidates_of(question))} candidates", source=question.id)
+            return np.asarray(got, dtype=np.float64)
+        if self.fallback is None:
+            raise InputError(f"no recorded {self.name} scores for this question", source=question.id)
+        return self.fallback.score(question)
+
+
+def fit_stacker(config: StackConfig, components: Mapping[str, Ranker], lists: Sequence[Question]) -> Stacker:
+    """Fit on held-out lists, each scored by `components` (rankers that never saw those lists' targets)."""
+    scored = [{f: components[f].score(q) for f in config.features} for q in lists]
+    return Stacker(config).fit(scored, [target_index(q) for q in lists])
