@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from pllm.cli.common import MODEL_HELP, DbOption, console, err_console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, TaskOption, console, err_console, open_db, progress_bar, tracker
 
 if TYPE_CHECKING:
     from pllm.models.hf import HFGenerator
@@ -31,8 +31,7 @@ def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, 
 
 @app.command("train")
 def train(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     data: Path | None = typer.Option(None, "--data", help="Task folder ({split}_questions.json) or questions file; "
                                      "omit to read users' items from the store."),
     split: str = typer.Option("test", "--split", help="Split whose users get private adapters."),
@@ -137,8 +136,7 @@ def _load_hf(backend: str, model: str | None) -> HFGenerator:
 
 @app.command("list")
 def list_(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     adapters_dir: Path | None = AdaptersDirOption,
     db: str | None = DbOption,
     lora_modules: bool = typer.Option(False, "--lora-modules", help="Print the users' adapters as vLLM "
@@ -172,8 +170,7 @@ def list_(
 
 @app.command("retrain-stale")
 def retrain_stale(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
