@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +14,9 @@ from rich.table import Table
 from pllm.cli.common import MODEL_HELP, DbOption, TaskOption, console, err_console, open_db, progress_bar, tracker
 
 if TYPE_CHECKING:
+    from pllm.adapt.store import AdapterStore
     from pllm.models.hf import HFGenerator
+    from pllm.tasks.spec import TaskSpec
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
 
@@ -134,6 +138,17 @@ def _load_hf(backend: str, model: str | None) -> HFGenerator:
     return generator
 
 
+@contextmanager
+def _task_adapters(task: str, adapters_dir: Path | None, db: str | None) -> Iterator[tuple[TaskSpec, AdapterStore]]:
+    """The task's spec and the adapter store, indexed in the user store `db` (open for the block)."""
+    from pllm.adapt.store import AdapterStore
+    from pllm.tasks.spec import get_task
+
+    spec = get_task(task)
+    with open_db(db) as store:
+        yield spec, AdapterStore(adapters_dir, db=store)
+
+
 @app.command("list")
 def list_(
     task: str = TaskOption,
@@ -144,12 +159,9 @@ def list_(
                                       "NAME as a user's model); those vLLM cannot serve are named on stderr."),
 ) -> None:
     """List a task's adapters with their size, items, training time, last loss and staleness."""
-    from pllm.adapt.store import KINDS, AdapterStore
-    from pllm.tasks.spec import get_task
+    from pllm.adapt.store import KINDS
 
-    spec = get_task(task)
-    with open_db(db) as store:
-        adapters = AdapterStore(adapters_dir, db=store)
+    with _task_adapters(task, adapters_dir, db) as (spec, adapters):
         if lora_modules:
             served, skipped = adapters.lora_modules(spec.name)
             for name, record in served:
@@ -178,14 +190,10 @@ def retrain_stale(
 ) -> None:
     """Rebuild task/group adapters marked stale by `pllm users forget`, without the forgotten users."""
     from pllm.adapt.jobs import retrain_stale as run
-    from pllm.adapt.store import AdapterStore
-    from pllm.tasks.spec import get_task
 
-    spec = get_task(task)
-    with open_db(db) as store, progress_bar() as bar:
-        adapters = AdapterStore(adapters_dir, db=store)
+    with _task_adapters(task, adapters_dir, db) as (spec, adapters), progress_bar() as bar:
         if not adapters.stale(spec.name):
             console.print("no stale adapters")
             return
-        rebuilt = run(_load_hf(backend, model), spec, adapters, db=store, progress=tracker(bar))
+        rebuilt = run(_load_hf(backend, model), spec, adapters, db=adapters.db, progress=tracker(bar))
     console.print(f"rebuilt: {', '.join(f'{r.kind} {r.owner} ({len(r.members)} users)' for r in rebuilt) or 'none'}")
