@@ -1,4 +1,4 @@
-"""Crash-safe file writing and config serialization shared by every artifact writer."""
+"""Crash-safe file writing, config serialization and config-file reading shared by every artifact writer."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from pllm.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -80,6 +84,17 @@ def to_jsonable(obj: Any) -> Any:
 def save_config(config: Any, folder: str | Path, name: str = "config.json") -> Path:
     """Save a dataclass config beside the artifact it produced, so the result can be reproduced."""
     return atomic_write_json(Path(folder) / name, config)
+
+
+def read_yaml(path: str | Path, *, missing: str, unparsable: str) -> object:
+    """The data of a YAML (or JSON) file; a missing or unparsable one raises InputError(`missing`/`unparsable`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing, source=str(path))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"{unparsable}: {exc}", source=str(path)) from None
 
 
 def sha1_text(*parts: str) -> str:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from pllm.cli.common import MODEL_HELP, DbOption, console, err_console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, TaskOption, console, err_console, open_db, progress_bar, tracker
 
 if TYPE_CHECKING:
+    from pllm.adapt.store import AdapterStore
     from pllm.models.hf import HFGenerator
+    from pllm.tasks.spec import TaskSpec
 
 app = typer.Typer(no_args_is_help=True, help="Per-user (and group) peft adapters: train, list, retrain stale.")
 
@@ -31,8 +35,7 @@ def _config(method: str, r: int, epochs: int, lr: float, max_items: int | None, 
 
 @app.command("train")
 def train(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     data: Path | None = typer.Option(None, "--data", help="Task folder ({split}_questions.json) or questions file; "
                                      "omit to read users' items from the store."),
     split: str = typer.Option("test", "--split", help="Split whose users get private adapters."),
@@ -135,10 +138,20 @@ def _load_hf(backend: str, model: str | None) -> HFGenerator:
     return generator
 
 
+@contextmanager
+def _task_adapters(task: str, adapters_dir: Path | None, db: str | None) -> Iterator[tuple[TaskSpec, AdapterStore]]:
+    """The task's spec and the adapter store, indexed in the user store `db` (open for the block)."""
+    from pllm.adapt.store import AdapterStore
+    from pllm.tasks.spec import get_task
+
+    spec = get_task(task)
+    with open_db(db) as store:
+        yield spec, AdapterStore(adapters_dir, db=store)
+
+
 @app.command("list")
 def list_(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     adapters_dir: Path | None = AdaptersDirOption,
     db: str | None = DbOption,
     lora_modules: bool = typer.Option(False, "--lora-modules", help="Print the users' adapters as vLLM "
@@ -146,12 +159,9 @@ def list_(
                                       "NAME as a user's model); those vLLM cannot serve are named on stderr."),
 ) -> None:
     """List a task's adapters with their size, items, training time, last loss and staleness."""
-    from pllm.adapt.store import KINDS, AdapterStore
-    from pllm.tasks.spec import get_task
+    from pllm.adapt.store import KINDS
 
-    spec = get_task(task)
-    with open_db(db) as store:
-        adapters = AdapterStore(adapters_dir, db=store)
+    with _task_adapters(task, adapters_dir, db) as (spec, adapters):
         if lora_modules:
             served, skipped = adapters.lora_modules(spec.name)
             for name, record in served:
@@ -172,8 +182,7 @@ def list_(
 
 @app.command("retrain-stale")
 def retrain_stale(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     backend: str = BackendOption,
     model: str | None = ModelOption,
     adapters_dir: Path | None = AdaptersDirOption,
@@ -181,14 +190,10 @@ def retrain_stale(
 ) -> None:
     """Rebuild task/group adapters marked stale by `pllm users forget`, without the forgotten users."""
     from pllm.adapt.jobs import retrain_stale as run
-    from pllm.adapt.store import AdapterStore
-    from pllm.tasks.spec import get_task
 
-    spec = get_task(task)
-    with open_db(db) as store, progress_bar() as bar:
-        adapters = AdapterStore(adapters_dir, db=store)
+    with _task_adapters(task, adapters_dir, db) as (spec, adapters), progress_bar() as bar:
         if not adapters.stale(spec.name):
             console.print("no stale adapters")
             return
-        rebuilt = run(_load_hf(backend, model), spec, adapters, db=store, progress=tracker(bar))
+        rebuilt = run(_load_hf(backend, model), spec, adapters, db=adapters.db, progress=tracker(bar))
     console.print(f"rebuilt: {', '.join(f'{r.kind} {r.owner} ({len(r.members)} users)' for r in rebuilt) or 'none'}")

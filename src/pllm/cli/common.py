@@ -53,6 +53,9 @@ def task_callback(value: str | None) -> str | None:
     return value
 
 
+TaskOption = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file.", callback=task_callback)
+
+
 def open_db(db: str | None) -> UserStore:
     """The user store with every built-in feature registered (so `pllm users forget` reaches them all)."""
     from pllm.serve.features import open_with_features

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, print_table, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, TaskOption, console, open_db, print_table, progress_bar, tracker
 from pllm.errors import InputError
 from pllm.eval.baselines import baselines_for
 from pllm.eval.datasets import questions_task
@@ -32,8 +32,7 @@ def print_rows(spec: TaskSpec, rows: list[MethodRow], title: str, conclusion: Co
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
-        task: str = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file.",
-                                 callback=task_callback),
+        task: str = TaskOption,
         questions: Path = typer.Option(..., "--questions", help="LaMP questions file."),
         outputs: Path | None = typer.Option(None, "--outputs", help="LaMP outputs file (gold answers) to score."),
         retriever: str = typer.Option("none", "--retriever", help="none|random|recency|bm25|dense|hybrid."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import console, progress_bar, task_callback, tracker
+from pllm.cli.common import TaskOption, console, progress_bar, tracker
 from pllm.errors import NotFoundError
 
 app = typer.Typer(no_args_is_help=True, help="Personalized LLM-as-judge: which of two outputs fits this user better.")
@@ -14,8 +14,7 @@ app = typer.Typer(no_args_is_help=True, help="Personalized LLM-as-judge: which o
 
 @app.command("compare")
 def compare(
-    task: str = typer.Option(..., "--task", help="Task name or spec path (how profile items are rendered).",
-                             callback=task_callback),
+    task: str = TaskOption,
     questions: Path = typer.Option(..., "--questions", help="LaMP-format questions file holding the user's profile."),
     question_id: str = typer.Option(..., "--id", help="The question to judge for."),
     a: str = typer.Option(..., "--a", help="Output A."),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from pllm.cli.common import MODEL_HELP, DbOption, console, open_db, progress_bar, task_callback, tracker
+from pllm.cli.common import MODEL_HELP, DbOption, TaskOption, console, open_db, progress_bar, tracker
 from pllm.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, help="Soft-fused prompting: a learned user embedding read as soft tokens.")
@@ -28,8 +28,7 @@ def _split_file(data: Path, split: str, kind: str) -> Path:
 
 @app.command("train")
 def train(
-    task: str = typer.Option(..., "--task", help="Task name (see `pllm tasks list`) or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     data: Path = typer.Option(..., "--data", help="Task folder with train_questions.json and train_outputs.json."),
     out: Path = typer.Option(..., "--out", help="Output folder for the encoder (replaced atomically)."),
     split: str = typer.Option("train", "--split", help="Which split of the folder to train on."),
@@ -118,8 +117,7 @@ def _load_result(path: Path, ids: list[str]):  # -> MethodResult | None
 
 @app.command("compare")
 def compare(
-    task: str = typer.Option(..., "--task", help="Task name or spec file.",
-                             callback=task_callback),
+    task: str = TaskOption,
     data: Path = typer.Option(..., "--data", help="Task folder with test_questions.json and test_outputs.json."),
     encoder: Path | None = typer.Option(None, "--encoder", help="Encoder folder (needed for the soft methods)."),
     out: Path = typer.Option(..., "--out", help="Report folder (method results are cached there)."),

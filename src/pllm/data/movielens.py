@@ -15,6 +15,7 @@ import os
 import tempfile
 import urllib.request
 import zipfile
+from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,18 +276,27 @@ def latest_questions(ratings: list[Rating], n: int, skip: int, min_profile: int)
     return sorted(out)
 
 
-@BUILDERS.register("movielens-rating")
-class MovieLensRatingBuilder(DatasetBuilder):
-    name = "movielens-rating"
-    task = "movielens-rating"
+class MovieLensBuilder(DatasetBuilder):
+    """The MovieLens builders' split loop over each user's time-ordered ratings; `plan` picks and asks."""
 
     def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
         ml = load_movielens(config.source)
-        by_user = ml.by_user()
+        by_user = self.histories(ml)
+        return build_splits(list(by_user), config, lambda u: self.plan(u, by_user[u], ml, config))
 
-        def plan(u: str) -> tuple[Pick, Make]:
-            rs = by_user[u]
-            return (partial(latest_questions, rs, skip=0, min_profile=config.min_profile),
-                    lambda idx: rating_question(u, rs, rs[idx], ml, max_profile=config.max_profile))
+    def histories(self, ml: MovieLens) -> dict[str, list[Rating]]:
+        return ml.by_user()
 
-        return build_splits(list(by_user), config, plan)
+    @abstractmethod
+    def plan(self, user_id: str, history: list[Rating], ml: MovieLens, config: BuildConfig) -> tuple[Pick, Make]:
+        """`build_splits`'s plan for one user (see `Plan`)."""
+
+
+@BUILDERS.register("movielens-rating")
+class MovieLensRatingBuilder(MovieLensBuilder):
+    name = "movielens-rating"
+    task = "movielens-rating"
+
+    def plan(self, user_id: str, history: list[Rating], ml: MovieLens, config: BuildConfig) -> tuple[Pick, Make]:
+        return (partial(latest_questions, history, skip=0, min_profile=config.min_profile),
+                lambda idx: rating_question(user_id, history, history[idx], ml, max_profile=config.max_profile))

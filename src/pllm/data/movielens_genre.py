@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
-from pllm.data.base import BUILDERS, BuildConfig, DatasetBuilder, Make, Pick, build_splits
-from pllm.data.movielens import ML_GENRES, MovieLens, Rating, load_movielens, movie_fields
+from pllm.data.base import BUILDERS, BuildConfig, Make, Pick
+from pllm.data.movielens import ML_GENRES, MovieLens, MovieLensBuilder, Rating, movie_fields
 from pllm.types import ProfileItem, Question
 
 GENRE_LABELS = [g for g in ML_GENRES if g != "unknown"]  # the 18 real genres
@@ -96,18 +96,14 @@ def eligible(history: list[Rating], tags: list[str | None], want: int, min_profi
 
 
 @BUILDERS.register("movielens-genre")
-class MovieLensGenreBuilder(DatasetBuilder):
+class MovieLensGenreBuilder(MovieLensBuilder):
     name = "movielens-genre"
     task = "movielens-genre"
 
-    def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
-        ml = load_movielens(config.source)
-        by_user = {u: [r for r in rs if r.movie_id in ml.movies] for u, rs in ml.by_user().items()}
+    def histories(self, ml: MovieLens) -> dict[str, list[Rating]]:
+        return {u: [r for r in rs if r.movie_id in ml.movies] for u, rs in ml.by_user().items()}
 
-        def plan(u: str) -> tuple[Pick, Make]:
-            rs = by_user[u]
-            tags = user_tags(rs, ml)
-            return (partial(eligible, rs, tags, min_profile=config.min_profile),
-                    lambda idx: genre_question(u, rs, tags, idx, ml, max_profile=config.max_profile))
-
-        return build_splits(list(by_user), config, plan)
+    def plan(self, user_id: str, history: list[Rating], ml: MovieLens, config: BuildConfig) -> tuple[Pick, Make]:
+        tags = user_tags(history, ml)
+        return (partial(eligible, history, tags, min_profile=config.min_profile),
+                lambda idx: genre_question(user_id, history, tags, idx, ml, max_profile=config.max_profile))

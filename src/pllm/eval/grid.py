@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pllm.errors import InputError
 from pllm.eval.datasets import LoadedTask
 from pllm.eval.methods import parse_method
 from pllm.eval.runner import Cell, baseline_cells, llm_cell
+from pllm.io import read_yaml
 from pllm.pipeline import MethodConfig
 
 ALL_METHODS = ["none", "random", "recency", "bm25", "dense", "hybrid", "profile", "profile+bm25"]
@@ -204,13 +203,7 @@ def parse_extra(text: str) -> tuple[str, int, str]:
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("grid file not found", source=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"cannot parse grid YAML: {exc}", source=str(path)) from None
+    data = read_yaml(path, missing="grid file not found", unparsable="cannot parse grid YAML")
     return bench_config_from_dict(data, source=str(path))
 
 

@@ -57,6 +57,26 @@ class RetrieverIndex(ABC):
         raise NotImplementedError
 
 
+class SizedIndex(RetrieverIndex):
+    """An index over `n` items whose `_search` only ever sees `k >= 1` and a non-empty profile."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def search(
+        self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = ""
+    ) -> list[Hit]:
+        if k <= 0 or self._n == 0:
+            return []
+        return self._search(query, k, query_timestamp=query_timestamp, seed_key=seed_key)
+
+    @abstractmethod
+    def _search(self, query: str, k: int, *, query_timestamp: float | None, seed_key: str) -> list[Hit]: ...
+
+
 class Retriever(ABC):
     """Factory of per-user indexes; stateless across users except for shared models and caches.
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, make_retriever, rank_scores
+from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, SizedIndex, make_retriever, rank_scores
 
 # Options the hybrid forwards to the named members that declare they take them (e.g. dense's cache).
 _FORWARDED = {"embedder": "needs_embedder", "embedder_options": "needs_embedder", "cache": "uses_cache",
@@ -36,20 +36,13 @@ def member_retriever(member: str | Retriever | tuple[str, Mapping[str, Any]], fo
     return make_retriever(name, **opts)
 
 
-class HybridIndex(RetrieverIndex):
+class HybridIndex(SizedIndex):
     def __init__(self, members: list[RetrieverIndex], weights: list[float], n: int, rrf_k: float,
                  depth: int | None) -> None:
-        self._members, self._weights, self._n = members, weights, n
-        self._rrf_k, self._depth = rrf_k, depth
+        super().__init__(n)
+        self._members, self._weights, self._rrf_k, self._depth = members, weights, rrf_k, depth
 
-    def __len__(self) -> int:
-        return self._n
-
-    def search(
-        self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = ""
-    ) -> list[Hit]:
-        if k <= 0 or self._n == 0:
-            return []
+    def _search(self, query: str, k: int, *, query_timestamp: float | None, seed_key: str) -> list[Hit]:
         depth = self._n if self._depth is None else max(k, self._depth)
         fused = np.zeros(self._n, dtype=np.float64)
         seen = np.zeros(self._n, dtype=bool)

@@ -23,23 +23,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, rank_scores
+from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, SizedIndex, rank_scores
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
 
-class BM25Index(RetrieverIndex):
+class BM25Index(SizedIndex):
     """A built bm25s model plus the vocabulary used to map query words to token ids."""
 
     def __init__(self, model: Any, vocab: dict[str, int], n_docs: int, *, pad: bool = True) -> None:
+        super().__init__(n_docs)
         self._model = model
         self._vocab = vocab
-        self._n = n_docs
         self._pad = pad
         self._split = re.compile(TOKEN_PATTERN).findall
-
-    def __len__(self) -> int:
-        return self._n
 
     def query_token_ids(self, query: str) -> list[int]:
         """Ids of the query's known tokens, repeats kept; unknown words and stopwords are dropped."""
@@ -53,11 +50,7 @@ class BM25Index(RetrieverIndex):
             return np.zeros(self._n, dtype=np.float32)
         return self._model.get_scores_from_ids(ids)
 
-    def search(
-        self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = ""
-    ) -> list[Hit]:
-        if k <= 0 or self._n == 0:
-            return []
+    def _search(self, query: str, k: int, *, query_timestamp: float | None, seed_key: str) -> list[Hit]:
         hits = rank_scores(self.scores(query), k)
         if not self._pad:
             hits = [h for h in hits if h.score > 0]

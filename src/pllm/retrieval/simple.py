@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from pllm.io import sha1_text
-from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, rank_only_hits
+from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, SizedIndex, rank_only_hits
 
 
 class _OrderIndex(RetrieverIndex):
@@ -44,18 +44,12 @@ class RecencyRetriever(Retriever):
         return _OrderIndex(dated + undated)
 
 
-class _RandomIndex(RetrieverIndex):
+class _RandomIndex(SizedIndex):
     def __init__(self, n: int, seed: int) -> None:
-        self._n, self._seed = n, seed
+        super().__init__(n)
+        self._seed = seed
 
-    def __len__(self) -> int:
-        return self._n
-
-    def search(
-        self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = ""
-    ) -> list[Hit]:
-        if k <= 0 or self._n == 0:
-            return []
+    def _search(self, query: str, k: int, *, query_timestamp: float | None, seed_key: str) -> list[Hit]:
         # One generator per (seed, seed_key): each question gets its own draw, identical on every run
         # and platform, and a smaller k returns a prefix of a larger k's draw.
         state = int(sha1_text("random-retriever", str(self._seed), seed_key)[:16], 16)
@@ -76,16 +70,8 @@ class RandomRetriever(Retriever):
         return _RandomIndex(len(docs), self.seed)
 
 
-class _NoneIndex(RetrieverIndex):
-    def __init__(self, n: int) -> None:
-        self._n = n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def search(
-        self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = ""
-    ) -> list[Hit]:
+class _NoneIndex(SizedIndex):
+    def _search(self, query: str, k: int, *, query_timestamp: float | None, seed_key: str) -> list[Hit]:
         return []
 
 

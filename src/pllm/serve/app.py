@@ -276,6 +276,11 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             raise not_found(f"user {user!r} not found", param="user")
         return uid
 
+    async def user_call(request: Request, user: str, fn: Callable[[str], T]) -> T:
+        """`tenant_call` for a route on one existing user: check the id, then run `fn(store id)`."""
+        _check_user(user)
+        return await tenant_call(request, lambda tenant: fn(existing_user(tenant, user)))
+
     # -- misc ---------------------------------------------------------------------------------------
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -326,16 +331,13 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     @app.get("/v1/users/{user}/items", response_model=ItemsPage)
     async def list_items(request: Request, user: str, limit: int = Query(100, ge=1, le=1000),
                          offset: int = Query(0, ge=0)) -> ItemsPage:
-        _check_user(user)
-
-        def work(tenant: str) -> ItemsPage:
-            uid = existing_user(tenant, user)
+        def work(uid: str) -> ItemsPage:
             items = state.memory.page(uid, limit=limit, offset=offset)
             total = state.memory.count_items(uid)
             return ItemsPage(user=user, data=[ItemOut.of(it) for it in items], total=total, limit=limit,
                              offset=offset, has_more=offset + len(items) < total)
 
-        return await tenant_call(request, work)
+        return await user_call(request, user, work)
 
     @app.get("/v1/users/{user}/search", response_model=SearchOut)
     async def search(request: Request, user: str, q: str = Query(..., min_length=1, max_length=4000),
@@ -357,10 +359,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/v1/users/{user}/items/{item}/history", response_model=ItemHistory)
     async def item_history(request: Request, user: str, item: str) -> ItemHistory:
-        _check_user(user)
-
-        def work(tenant: str) -> ItemHistory:
-            versions = state.memory.history(existing_user(tenant, user), item)
+        def work(uid: str) -> ItemHistory:
+            versions = state.memory.history(uid, item)
             if not versions:
                 raise not_found(f"item {item!r} not found for user {user!r}", param="item")
             return ItemHistory(user=user, item=item, data=[
@@ -368,7 +368,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                                fields={k: x for k, x in v.fields.items() if k != "text"}, timestamp=v.timestamp,
                                replaced_at=v.replaced_at) for v in versions])
 
-        return await tenant_call(request, work)
+        return await user_call(request, user, work)
 
     @app.get("/v1/memory/stats")
     async def memory_stats(request: Request) -> dict[str, Any]:
@@ -377,22 +377,16 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
     @app.delete("/v1/users/{user}/items/{item}", response_model=Deleted)
     async def delete_item(request: Request, user: str, item: str) -> Deleted:
-        _check_user(user)
-
-        def work(tenant: str) -> Deleted:
-            uid = existing_user(tenant, user)
+        def work(uid: str) -> Deleted:
             if not state.memory.delete(uid, item):
                 raise not_found(f"item {item!r} not found for user {user!r}", param="item")
             return Deleted(id=item, object="item")
 
-        return await tenant_call(request, work)
+        return await user_call(request, user, work)
 
     @app.delete("/v1/users/{user}", response_model=UserForgotten)
     async def forget_user(request: Request, user: str) -> UserForgotten:
-        _check_user(user)
-
-        def work(tenant: str) -> UserForgotten:
-            uid = existing_user(tenant, user)
+        def work(uid: str) -> UserForgotten:
             rows = state.memory.forget(uid)
             if config.prefix_cache_users:
                 rows["prefix_cache"] = state.forget_prefix(uid)
@@ -400,19 +394,16 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                 rows[f"personalizer:{p.name}"] = p.forget(uid)
             return UserForgotten(id=user, rows=rows)
 
-        return await tenant_call(request, work)
+        return await user_call(request, user, work)
 
     @app.get("/v1/users/{user}/export", response_model=UserExport)
     async def export_user(request: Request, user: str) -> UserExport:
-        _check_user(user)
-
-        def work(tenant: str) -> UserExport:
-            uid = existing_user(tenant, user)
+        def work(uid: str) -> UserExport:
             data = state.memory.export(uid)
             return UserExport(user=user, exported_at=time.time(), items=[ItemOut.of(it) for it in data["items"]],
                               n_embeddings=data["n_embeddings"], profile_summaries=data["profile_summaries"])
 
-        return await tenant_call(request, work)
+        return await user_call(request, user, work)
 
     # -- keys (admin) -------------------------------------------------------------------------------
     async def admin_call(request: Request, fn: Callable[[], T]) -> T:

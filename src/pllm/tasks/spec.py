@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pllm.errors import InputError, UnknownNameError
+from pllm.io import read_yaml
 from pllm.metrics import METRICS
 from pllm.registry import Registry
 from pllm.types import JSONValue, ProfileItem, Question
@@ -208,13 +209,7 @@ def spec_from_dict(data: object, *, source: str = "spec") -> TaskSpec:
 
 def load_task_spec(path: str | Path) -> TaskSpec:
     """Read a JSON or YAML task spec file (a new task, no code change)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("task spec file not found", source=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot parse spec: {exc}", source=str(path)) from None
+    data = read_yaml(path, missing="task spec file not found", unparsable="cannot parse spec")
     return spec_from_dict(data, source=str(path))
 
 
