@@ -66,7 +66,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def rec_questions(args: argparse.Namespace) -> tuple[list, Any, dict[str, Any]]:
+def rec_splits(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Any, dict[str, Any]]:
+    """Every split of the seeded time-split build, the MovieLens data, and the build settings."""
     from pllm.data.movielens import load_movielens
     from pllm.rec.data import MovieLensRecBuilder, RecBuildConfig
 
@@ -74,12 +75,19 @@ def rec_questions(args: argparse.Namespace) -> tuple[list, Any, dict[str, Any]]:
                             min_profile=5)
     if not args.data:
         config.source = None  # type: ignore[assignment]  # find_movielens looks in the usual places
-    test = MovieLensRecBuilder().questions(config)["test"]
-    rng = random.Random(args.seed)
-    picked = sorted(rng.sample(test, min(args.users, len(test))), key=lambda q: int(q.user_id))
-    ml = load_movielens(args.data)
     build = {k: v for k, v in vars(config).items() if k != "out"}
-    return picked, ml, build
+    return MovieLensRecBuilder().questions(config), load_movielens(args.data), build
+
+
+def sample_test_lists(splits: dict[str, list[Any]], args: argparse.Namespace) -> list[Any]:
+    """The seeded sample of `args.users` test lists every recommendation report ranks."""
+    rng = random.Random(args.seed)
+    return sorted(rng.sample(splits["test"], min(args.users, len(splits["test"]))), key=lambda q: int(q.user_id))
+
+
+def rec_questions(args: argparse.Namespace) -> tuple[list, Any, dict[str, Any]]:
+    splits, ml, build = rec_splits(args)
+    return sample_test_lists(splits, args), ml, build
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ fine-tuned LLM; nothing is chosen on the test lists.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import random
@@ -30,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-CLASSIC = ("random", "popularity", "itemknn", "mf-als")
-HYBRID_FEATURES = ["llm-pointwise-ft", "mf-als", "itemknn", "popularity"]
+LLM = "llm-pointwise-ft"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,40 +62,21 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def groups(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Any, dict[str, Any]]:
     """test / fit / train lists from one build, users disjoint; test = rec.py's seeded sample."""
-    from pllm.data.movielens import load_movielens
-    from pllm.rec.data import MovieLensRecBuilder, RecBuildConfig
+    from rec import rec_splits, sample_test_lists
 
-    config = RecBuildConfig(source=args.data or "", out="-", split="time", seed=args.seed, negatives=args.negatives,
-                            min_profile=5)
-    if not args.data:
-        config.source = None  # type: ignore[assignment]  # find_movielens looks in the usual places
-    splits = MovieLensRecBuilder().questions(config)
-    test = sorted(random.Random(args.seed).sample(splits["test"], min(args.users, len(splits["test"]))),
-                  key=lambda q: int(q.user_id))  # the same draw as benchmarks/rec.py
+    splits, ml, build = rec_splits(args)
+    test = sample_test_lists(splits, args)
     taken = {q.user_id for q in test}
     dev = [q for q in splits["dev"] if q.user_id not in taken]
     fit = sorted(random.Random(args.seed + 1).sample(dev, min(args.fit_users, len(dev))), key=lambda q: int(q.user_id))
     taken |= {q.user_id for q in fit}
     train = [q for q in splits["train"] if q.user_id not in taken]
-    build = {k: v for k, v in vars(config).items() if k != "out"}
-    return {"test": test, "fit": fit, "train": train}, load_movielens(args.data), build
+    return {"test": test, "fit": fit, "train": train}, ml, build
 
 
 def _progress(label: str, done: int, total: int) -> None:
     if done == total or done % 10 == 0:
         print(f"[rec-learned] {label}: {done}/{total}", file=sys.stderr, flush=True)
-
-
-def classic(names: tuple[str, ...], train: Any) -> tuple[dict[str, Any], dict[str, float]]:
-    from pllm.rec.rankers import make_ranker
-
-    rankers, secs = {}, {}
-    for name in names:
-        t0 = time.perf_counter()
-        rankers[name] = make_ranker(name)
-        rankers[name].fit(train)
-        secs[name] = time.perf_counter() - t0
-    return rankers, secs
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -107,27 +88,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pllm.adapt.store import AdapterStore
     from pllm.io import to_jsonable
     from pllm.models import load_generator
-    from pllm.rec.data import rec_crowd
-    from pllm.rec.hybrid import RecordedRanker, StackConfig, StackedRanker, fit_stacker
-    from pllm.rec.rankers import (
-        FinetunedPointwiseRanker,
-        PointwiseConfig,
-        PointwiseRanker,
-        train_pointwise_adapter,
-        training_interactions,
-    )
+    from pllm.rec.hybrid import RecordedRanker, fit_hybrids, fit_stage
+    from pllm.rec.rankers import FinetunedPointwiseRanker, PointwiseConfig, PointwiseRanker, train_pointwise_adapter
     from pllm.rec.runner import markdown_table, recorded_scores, run_ranker, summarize, write_report
 
     t_start = time.perf_counter()
     lists, ml, build = groups(args)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    items = sorted(ml.movies, key=int)
     # Test-stage collaborative data hides the test lists' targets and later; fit-stage also the fit lists'.
-    stage = {"test": lists["test"], "fit": lists["test"] + lists["fit"]}
-    inter = {s: training_interactions(ml.ratings, qs, items=items) for s, qs in stage.items()}
-    crowd = {s: rec_crowd(ml, qs) for s, qs in stage.items()} if not args.no_crowd else {"test": None, "fit": None}
-    cls = {s: classic(CLASSIC, inter[s]) for s in stage}
+    stages = {"test": fit_stage(ml, lists["test"], ("random", "popularity", "itemknn", "mf-als")),
+              "fit": fit_stage(ml, lists["test"] + lists["fit"])}
+    crowd = {s: None if args.no_crowd else st.crowd for s, st in stages.items()}
 
     config = PointwiseConfig(retriever=args.retriever, k=args.k, crowd=not args.no_crowd)
     base = load_generator("hf")
@@ -143,24 +115,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ft = FinetunedPointwiseRanker(base, config, adapter=record, crowd=crowd["test"])
     ft_fit = PointwiseRanker(ft.generator, config, crowd=crowd["fit"])  # the same merged model, fit-stage crowd
 
-    ck = {s: work / f"llm-pointwise-ft.{s}.jsonl" for s in stage}
+    ck = {s: work / f"{LLM}.{s}.jsonl" for s in stages}
     if args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
         for s, ranker in (("test", ft), ("fit", ft_fit)):
-            run_ranker(ranker, lists[s][i::n], label=f"llm-pointwise-ft ({s}, shard {i}/{n})",
+            run_ranker(ranker, lists[s][i::n], label=f"{LLM} ({s}, shard {i}/{n})",
                        checkpoint=ck[s].with_suffix(f".s{i}.jsonl"), progress=_progress)
         return {}
-    results = [run_ranker(r, lists["test"], fit_seconds=cls["test"][1][n]) for n, r in cls["test"][0].items()]
+    test_stage = stages["test"]
+    results = [run_ranker(r, lists["test"], fit_seconds=test_stage.fit_seconds[n])
+               for n, r in test_stage.rankers.items()]
     results.append(run_ranker(ft, lists["test"], checkpoint=ck["test"], progress=_progress,
                               fit_seconds=record.train_seconds))
-    run_ranker(ft_fit, lists["fit"], label="llm-pointwise-ft (fit lists)", checkpoint=ck["fit"], progress=_progress)
-    llm = {s: RecordedRanker("llm-pointwise-ft", recorded_scores(ck[s])) for s in stage}
-    stacks: dict[str, Any] = {}
-    for label, features in (("hybrid", HYBRID_FEATURES), ("hybrid-cf", HYBRID_FEATURES[1:])):
-        comps = {s: {"llm-pointwise-ft": llm[s], **cls[s][0]} for s in stage}
-        stacker = fit_stacker(StackConfig(features=list(features)), comps["fit"], lists["fit"])
-        stacks[label] = StackedRanker(comps["test"], stacker, label=label)
-        results.append(run_ranker(stacks[label], lists["test"], label=label))
+    run_ranker(ft_fit, lists["fit"], label=f"{LLM} (fit lists)", checkpoint=ck["fit"], progress=_progress)
+    llm = {s: RecordedRanker(LLM, recorded_scores(ck[s])) for s in stages}
+    stacks = fit_hybrids(LLM, llm, stages, lists["fit"])
+    results += [run_ranker(h, lists["test"], label=h.label) for h in stacks]
 
     vs_pop = summarize(results, reference="popularity")
     vs_mf = summarize(results, reference="mf-als")
@@ -168,13 +138,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta = {
         "command": "python benchmarks/rec_learned.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "users": {s: len(q) for s, q in lists.items()}, "candidates_per_user": args.negatives + 1, "build": build,
-        "interactions": {s: int(m.matrix.nnz) for s, m in inter.items()},
-        "ranker_config": vars(config) if hasattr(config, "__dict__") else {},
+        "interactions": {s: int(st.interactions.matrix.nnz) for s, st in stages.items()},
+        "ranker_config": dataclasses.asdict(config),
         "adapter": {"path": str(record.path), "trained_now": trained, "train_seconds": record.train_seconds,
                     "train_wall_seconds": round(train_wall, 1), "pairs": record.n_pairs,
                     "lists": record.source.get("lists"), "losses_first_last": [record.losses[:5], record.losses[-5:]],
                     "recipe": record.config},
-        "stack_weights": {k: v.stacker.weights() for k, v in stacks.items()},
+        "stack_weights": {h.label: h.stacker.weights() for h in stacks},
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
     }

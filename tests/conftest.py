@@ -95,6 +95,18 @@ def tiny_generator():
     return make_tiny_generator(seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random model saved as a folder, for commands that load a model by path (`--model`)."""
+    from pllm.models.testing import make_tiny_generator
+
+    gen = make_tiny_generator(seed=0)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    gen.model.save_pretrained(folder)
+    gen.tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def bow_embedder() -> Iterator[str]:
     EMBEDDERS.register("test-bow", BowEmbedder, replace=True)

@@ -68,17 +68,6 @@ def test_walkthrough_covers_users_tasks_and_eval():
     assert any("LaMP-3" in a for a in evals)
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pllm.models.testing import make_tiny_generator
-
-    gen = make_tiny_generator(seed=0)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    gen.model.save_pretrained(folder)
-    gen.tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_walkthrough_runs(tmp_path: Path, tiny_model_dir: Path, one_torch_thread: None):
     runs = walkthrough(tiny_model=tiny_model_dir)
     outputs = run_walkthrough(tmp_path, runs)

@@ -30,6 +30,12 @@ def ml_dir(tmp_path: Path) -> Path:
     return write_movielens(tmp_path / "ml")
 
 
+@pytest.fixture
+def ml_dir_16(tmp_path: Path) -> Path:
+    """16 users: enough for disjoint train, dev and test users (a user split)."""
+    return write_movielens(tmp_path / "ml16", n_users=16, per_user=14)
+
+
 class LetterGenerator(Generator):
     """A generate-only fake (no scoring): answers with a fixed text and records its prompts."""
 

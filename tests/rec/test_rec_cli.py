@@ -30,3 +30,44 @@ def test_judge_help():
     for sub in ("compare", "agreement"):
         res = runner.invoke(app, ["judge", sub, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_fine_tuned_ranker_and_hybrid_from_the_command_line(ml_dir_16, tmp_path, tiny_model_dir, one_torch_thread):
+    ml = ml_dir_16
+    task = tmp_path / "task"
+    res = runner.invoke(app, ["rec", "build", "--out", str(task), "--source", str(ml), "--negatives", "5",
+                              "--split", "user"])
+    assert res.exit_code == 0, res.output
+    adapters = tmp_path / "adapters"
+    train = ["rec", "ft-train", str(task), "--adapters", str(adapters), "--k", "1", "--pairs", "8", "--negatives",
+             "1", "--model", str(tiny_model_dir)]
+    res = runner.invoke(app, train)
+    assert res.exit_code == 0, res.output
+    assert "8 texts from 4 lists, trained" in res.output
+    assert "up to date" in runner.invoke(app, train).output  # cached by content
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "popularity,llm-pointwise-ft,hybrid",
+                              "--adapters", str(adapters), "--k", "1", "--model", str(tiny_model_dir),
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = {r["ranker"]: r for r in json.loads((out / "report.json").read_text())["rankers"]}
+    assert list(rows) == ["popularity", "llm-pointwise-ft", "hybrid", "hybrid-cf"]
+    assert rows["hybrid"]["kind"] == "hybrid" and "llm-pointwise-ft" in rows["hybrid"]["config"]["weights"]
+    assert "llm-pointwise-ft" not in rows["hybrid-cf"]["config"]["weights"]
+    assert rows["llm-pointwise-ft"]["config"]["train_pairs"] == 8
+
+    # an adapter trained with other prompt settings, no adapter folder, a time-split folder: clear errors
+    res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "llm-pointwise-ft", "--adapters", str(adapters),
+                              "--k", "2", "--model", str(tiny_model_dir)])
+    assert res.exit_code == 2 and "pllm rec ft-train" in res.output
+    res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "hybrid"])
+    assert res.exit_code == 2 and "--adapters" in res.output
+    res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "hybrid", "--adapters", str(adapters),
+                              "--fit-split", "test"])
+    assert res.exit_code == 2 and "fit-split" in res.output
+    timed = tmp_path / "timed"
+    assert runner.invoke(app, ["rec", "build", "--out", str(timed), "--source", str(ml), "--negatives", "5"]
+                         ).exit_code == 0
+    res = runner.invoke(app, ["rec", "ft-train", str(timed), "--adapters", str(tmp_path / "a2"), "--model",
+                              str(tiny_model_dir)])
+    assert res.exit_code == 2 and "--split user" in res.output

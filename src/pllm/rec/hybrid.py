@@ -16,10 +16,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pllm.data.movielens import MovieLens
 from pllm.errors import InputError, PllmError
-from pllm.rec.data import candidates_of, target_index
-from pllm.rec.rankers import RANKERS, Ranker
+from pllm.prompting.profile import ItemCrowd
+from pllm.rec.data import candidates_of, rec_crowd, target_index
+from pllm.rec.rankers import RANKERS, Interactions, Ranker, make_ranker, training_interactions
 from pllm.types import Question
+
+CF_FEATURES = ("mf-als", "itemknn", "popularity")  # the collaborative side of every hybrid, and its cf twin
 
 
 def list_features(scores: np.ndarray) -> np.ndarray:
@@ -111,7 +115,7 @@ class StackedRanker(Ranker):
 
 class RecordedRanker(Ranker):
     """Scores already computed for these questions (a ranker's checkpoint), so a stack does not score an
-    LLM twice; a question it has no scores for goes to `fallback`, else is an error."""
+    LLM twice; a question it has no scores for goes to `fallback` (and is kept), else is an error."""
 
     def __init__(self, name: str, scores: Mapping[str, np.ndarray], fallback: Ranker | None = None) -> None:
         self.name, self.scores, self.fallback = name, dict(scores), fallback  # type: ignore[misc]
@@ -126,10 +130,52 @@ class RecordedRanker(Ranker):
             return np.asarray(got, dtype=np.float64)
         if self.fallback is None:
             raise InputError(f"no recorded {self.name} scores for this question", source=question.id)
-        return self.fallback.score(question)
+        self.scores[question.id] = self.fallback.score(question)
+        return self.scores[question.id]
+
+    def describe(self) -> dict[str, Any]:
+        return self.fallback.describe() if self.fallback is not None else {"ranker": self.name, "recorded": True}
 
 
 def fit_stacker(config: StackConfig, components: Mapping[str, Ranker], lists: Sequence[Question]) -> Stacker:
     """Fit on held-out lists, each scored by `components` (rankers that never saw those lists' targets)."""
     scored = [{f: components[f].score(q) for f in config.features} for q in lists]
     return Stacker(config).fit(scored, [target_index(q) for q in lists])
+
+
+@dataclass
+class Stage:
+    """The collaborative side fitted for one set of ranked lists: every rating except theirs at or after
+    their time (`kept_ratings`), as classic rankers and as the crowd line."""
+
+    interactions: Interactions
+    crowd: ItemCrowd
+    rankers: dict[str, Ranker]
+    fit_seconds: dict[str, float]
+
+
+def fit_stage(ml: MovieLens, hidden: Sequence[Question], names: Sequence[str] = CF_FEATURES) -> Stage:
+    """Classic rankers and the crowd for ranking lists while the lists in `hidden` stay unseen (the test
+    lists for scoring them; test and fit lists together for scoring the fit lists)."""
+    import time
+
+    inter = training_interactions(ml.ratings, hidden, items=sorted(ml.movies, key=int))
+    rankers, secs = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        rankers[name] = make_ranker(name)
+        rankers[name].fit(inter)
+        secs[name] = time.perf_counter() - t0
+    return Stage(inter, rec_crowd(ml, hidden), rankers, secs)
+
+
+def fit_hybrids(llm_name: str, llm: Mapping[str, Ranker], stages: Mapping[str, Stage],
+                fit_lists: Sequence[Question]) -> list[StackedRanker]:
+    """`hybrid` (the LLM's score with `CF_FEATURES`) and its twin `hybrid-cf` (without the LLM), fitted on
+    `fit_lists` as scored by the "fit" stage (`llm["fit"]`, `stages["fit"]`), ranking with the "test" stage."""
+    out = []
+    for label, features in (("hybrid", [llm_name, *CF_FEATURES]), ("hybrid-cf", list(CF_FEATURES))):
+        comps = {s: {llm_name: llm[s], **stages[s].rankers} for s in ("test", "fit")}
+        stacker = fit_stacker(StackConfig(features=features), comps["fit"], fit_lists)
+        out.append(StackedRanker(comps["test"], stacker, label=label))
+    return out
