@@ -52,6 +52,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-only", action="store_true", help="Stop once the LLM ranker's adapter is trained.")
     p.add_argument("--shard", default=None, help="i/n: score only every n-th list with the LLM (parallel processes; "
                                                   "a last run without it assembles the report).")
+    p.add_argument("--stages", default="test,fit", help="With --shard: which lists to score (fit lists first lets "
+                                                        "a variant be judged on them before any test list).")
     p.add_argument("--quick", action="store_true", help="20 test lists, 20 fit lists, 40 training texts.")
     a = p.parse_args(argv)
     if a.quick:
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ck = {s: work / f"{LLM}.{s}.jsonl" for s in stages}
     if args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
-        for s, ranker in (("test", ft), ("fit", ft_fit)):
+        for s, ranker in (("fit", ft_fit), ("test", ft)):
+            if s not in args.stages.split(","):
+                continue
             run_ranker(ranker, lists[s][i::n], label=f"{LLM} ({s}, shard {i}/{n})",
                        checkpoint=ck[s].with_suffix(f".s{i}.jsonl"), progress=_progress)
         return {}

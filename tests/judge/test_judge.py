@@ -83,9 +83,21 @@ def test_known_truth_pairs_use_another_users_output():
 
 
 def test_tiny_model_scores_letters(tiny_generator):
-    judge = Judge(tiny_generator, JudgeConfig(retriever="bm25", k=1))
+    judge = Judge(tiny_generator, JudgeConfig(retriever="bm25", k=1), spec=get_task("persona-chat-reply"))
     v = judge.compare(_question(), "good", "bad")
     assert v.winner in ("A", "B", "tie") and len(v.votes) == 2 and all(x.margin is not None for x in v.votes)
+
+
+def test_judge_retrieves_through_the_pipeline_and_needs_a_spec_to_retrieve(keyword_judge):
+    from pllm.pipeline import Personalizer
+
+    spec = get_task("persona-chat-reply")
+    judge = Judge(load_generator(keyword_judge), JudgeConfig(retriever="bm25", k=1), spec=spec)
+    q = _question()
+    assert isinstance(judge.retrieval, Personalizer)
+    assert judge.profile(q) == judge.retrieval.retrieve(q) and len(judge.profile(q)) == 1
+    with pytest.raises(InputError, match="spec"):
+        Judge(load_generator(keyword_judge), JudgeConfig(retriever="bm25", k=1))
 
 
 def test_known_truth_agreement_resumes_and_records_device(tiny_generator, tmp_path):

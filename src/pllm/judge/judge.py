@@ -19,7 +19,7 @@ import numpy as np
 
 from pllm.errors import InputError
 from pllm.models.base import Generator, Prompt
-from pllm.retrieval.base import RETRIEVERS, Doc, make_retriever, retriever_options
+from pllm.retrieval.base import RETRIEVERS
 from pllm.tasks.spec import TaskSpec, render
 from pllm.types import ProfileItem, Question
 
@@ -95,31 +95,33 @@ class Judge:
 
     def __init__(self, generator: Generator, config: JudgeConfig | None = None, *, spec: TaskSpec | None = None,
                  store: Any = None, embedder: Any = None) -> None:
+        """`spec`: the task whose items the judge reads; it is what retrieval renders and queries with, so a
+        judge that retrieves (retriever other than 'none', k > 0) needs one."""
+        from pllm.pipeline import MethodConfig, Personalizer
+
         self.generator = generator
         self.config = config or JudgeConfig()
         self.spec = spec
-        self.store = store
-        self._embedder = embedder
         if self.config.readout == "score" and not generator.supports_scoring:
             raise InputError(f"the {generator.name!r} backend cannot score; use readout='generate'", field="readout")
         self.mode = "score" if self.config.readout == "score" or (
             self.config.readout == "auto" and generator.supports_scoring) else "generate"
-        make_retriever(self.config.retriever, **self._retriever_options(None))  # fail early on a bad name
+        self.retrieval: Personalizer | None = None
+        if self.config.retriever != "none" and self.config.k > 0:
+            if spec is None:
+                raise InputError(f"the judge retrieves profile items ({self.config.retriever}) through a task spec, "
+                                 "which renders and queries them: pass spec=, or use retriever 'none'", field="spec")
+            # The one retrieve path of the library (same query, item texts, index cache and embedder options).
+            self.retrieval = Personalizer(spec, generator, MethodConfig(
+                retriever=self.config.retriever, k=self.config.k, embedder=self.config.embedder), store=store,
+                embedder=embedder)
 
     # -- profile --------------------------------------------------------------------------------
-    def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
-        return retriever_options(self.config.retriever, embedder=self._embedder or self.config.embedder,
-                                 cache=self.store, user_id=user_id)
-
-    def item_text(self, item: ProfileItem) -> str:
-        if self.spec is not None:
-            return self.spec.retrieval_text(item)
-        return " ".join(str(v) for k, v in item.fields.items() if k not in ("timestamp", "id") and v not in (None, ""))
-
     def rendered_item(self, item: ProfileItem) -> str:
         if self.spec is not None:
             return render(self.spec.item_template, item.fields, what=f"{self.spec.name} item_template")
-        return f"- {self.item_text(item)}"
+        return "- " + " ".join(str(v) for k, v in item.fields.items() if k not in ("timestamp", "id") and v not in
+                               (None, ""))
 
     def input_text(self, question: Question) -> str:
         if self.config.input_field is not None:
@@ -137,13 +139,7 @@ class Judge:
         return text
 
     def profile(self, question: Question) -> list[ProfileItem]:
-        if self.config.k == 0 or self.config.retriever == "none" or not question.profile:
-            return []
-        query = self.spec.retrieval_query(question) if self.spec is not None else self.input_text(question)
-        index = make_retriever(self.config.retriever, **self._retriever_options(question.user_id)).build(
-            [Doc(text=self.item_text(p), timestamp=p.timestamp) for p in question.profile])
-        hits = index.search(query, self.config.k, query_timestamp=question.timestamp, seed_key=question.id)
-        return [question.profile[h.index] for h in hits]
+        return self.retrieval.retrieve(question) if self.retrieval is not None else []
 
     # -- prompts --------------------------------------------------------------------------------
     def prompt(self, question: Question, first: str, second: str, items: Sequence[ProfileItem] | None = None) -> Prompt:
