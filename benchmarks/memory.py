@@ -19,6 +19,7 @@ fresh store.
     python benchmarks/memory.py --users 48 --answers 24 --ingest 2000 --out docs/results/memory  # 12 test users
     python benchmarks/memory.py --quick                                      # 16 users (4 test), bag of words
     python benchmarks/memory.py --ingest 2000 --latency 10 --skip-retrieval
+    python benchmarks/memory.py --ingest 2000 --skip-retrieval --threads 2   # ingestion alone, 2 threads
 """
 
 from __future__ import annotations
@@ -147,30 +148,34 @@ def _iv(iv: Any) -> dict[str, float]:
     return {"value": round(iv.value, 3), "low": round(iv.low, 3), "high": round(iv.high, 3)}
 
 
-def ingest(n_turns: int, batch: int, embedder_name: str) -> dict[str, Any]:
+def ingest(n_turns: int, batch: int, embedder_name: str, threads: int | None = None) -> dict[str, Any]:
     """Raw-memory ingestion through the memory API in-process: `n_turns` chat turns of one user in requests
-    of `batch` items (ids, session and turn fields as `memory: raw` writes them)."""
+    of `batch` items (ids, session and turn fields as `memory: raw` writes them), the server on `threads`
+    torch threads. Also the process's CPU seconds: on a shared machine they move less with the load than
+    the wall clock does."""
     from fastapi.testclient import TestClient
 
     from pllm.serve import ServeConfig, create_app
 
     texts = [f"turn {i}: " + t for i, t in enumerate(_sample_turns(n_turns))]
     with tempfile.TemporaryDirectory() as tmp:
-        config = ServeConfig(db=str(Path(tmp) / "bench.sqlite3"), embedder=embedder_name, preload=False)
+        config = ServeConfig(db=str(Path(tmp) / "bench.sqlite3"), embedder=embedder_name, preload=False,
+                             torch_threads=threads)
         with TestClient(create_app(config)) as client:
             key = client.app.state.pllm.keys.create(tenant="bench")[0]
             headers = {"Authorization": f"Bearer {key}"}
             client.app.state.pllm.embedder()  # load the model before the clock starts
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             for start in range(0, n_turns, batch):
                 items = [{"id": f"chat-s{i // 20}-{i % 20}", "text": texts[i],
                           "fields": {"source": "chat", "session": f"s{i // 20}", "turn": i % 20}}
                          for i in range(start, min(n_turns, start + batch))]
                 r = client.post("/v1/users/bench-user/items", json={"items": items}, headers=headers)
                 assert r.status_code == 201, r.text
-            elapsed = time.perf_counter() - t0
-    return {"turns": n_turns, "batch": batch, "embedder": embedder_name, "seconds": round(elapsed, 2),
-            "turns_per_s": round(n_turns / elapsed, 1)}
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"turns": n_turns, "batch": batch, "embedder": embedder_name, "threads": threads,
+            "seconds": round(elapsed, 2), "turns_per_s": round(n_turns / elapsed, 1), "cpu_seconds": round(cpu, 2),
+            "turns_per_cpu_s": round(n_turns / cpu, 1)}
 
 
 def chat_latency(n: int) -> dict[str, Any]:
@@ -241,7 +246,8 @@ def markdown(report: dict[str, Any]) -> str:
         g = report["ingest"]
         lines += ["", "## Raw-memory ingestion", "",
                   f"{g['turns']} turns through `POST /v1/users/{{u}}/items` in requests of {g['batch']}, embedder "
-                  f"{g['embedder']}: {g['seconds']} s, **{g['turns_per_s']} turns/s**."]
+                  f"{g['embedder']}, {g['threads'] or 'default'} torch threads: {g['seconds']} s, **{g['turns_per_s']} "
+                  f"turns/s** ({g['cpu_seconds']} CPU s)."]
     return "\n".join(lines) + "\n"
 
 
@@ -268,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ingest", type=int, default=0, help="also time writing this many raw chat turns")
     p.add_argument("--latency", type=int, default=0, help="also time this many chat pairs, memory off vs raw")
     p.add_argument("--batch", type=int, default=64, help="turns per write request when ingesting")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the server when ingesting "
+                                                             "(default: torch's, i.e. OMP_NUM_THREADS)")
     p.add_argument("--skip-retrieval", action="store_true", help="only the ingestion timing")
     p.add_argument("--out", type=Path, default=None, help="folder for report.json and report.md")
     args = p.parse_args(argv)
@@ -296,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.answers:
             report["answers"] = answer_accuracy(questions, args.answers, args.answer_retrievers, args.seed)
     if args.ingest:
-        report["ingest"] = ingest(args.ingest, args.batch, "minilm" if args.embedder == "bow" else args.embedder)
+        report["ingest"] = ingest(args.ingest, args.batch, "minilm" if args.embedder == "bow" else args.embedder,
+                                  args.threads)
     if args.latency:
         report["latency"] = chat_latency(args.latency)
     report["loadavg_end"] = os.getloadavg()[0]

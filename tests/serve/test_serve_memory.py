@@ -9,6 +9,7 @@ from pllm_serve_testutil import auth
 
 from pllm.io import sha1_text
 from pllm.serve import store_user_id
+from pllm.types import ProfileItem
 
 PETS = [
     {"id": "dog", "text": "my dog is called Rex and loves the beach"},
@@ -85,6 +86,27 @@ def test_search_with_other_retrievers(client: TestClient, keys: dict[str, str]) 
     assert [d["item"]["id"] for d in recency["data"]] == ["job"]  # the only item with a timestamp
     unknown = client.get("/v1/users/alice/search", params={"q": "x", "retriever": "nope"}, headers=h)
     assert unknown.status_code == 400 and "known:" in unknown.json()["error"]["message"]
+
+
+def test_a_write_is_all_or_nothing_items_and_embeddings_together(client: TestClient, keys: dict[str, str]) -> None:
+    state = client.app.state.pllm
+    add(client, keys["acme"], "alice", PETS[:1])
+    uid = store_user_id("acme", "alice")
+    version = state.store.user_version(user_id=uid)
+    # The second item's fields cannot be stored (a set is not JSON): the failure comes inside the transaction,
+    # after the first item and both new vectors were written, and rolls them all back.
+    batch = [ProfileItem(id="tea", fields={"text": "likes green tea"}),
+             ProfileItem(id="bad", fields={"text": "never stored", "tags": {"a"}})]
+    with pytest.raises(TypeError):
+        state.memory.add(uid, batch)
+    assert [i.id for i in state.store.get_items(user_id=uid)] == ["dog"]
+    assert embedding_rows(client, "acme", "alice") == [sha1_text(PETS[0]["text"])]
+    assert state.store.user_version(user_id=uid) == version
+    # A good write stores its items and their vectors, and bumps the version once.
+    state.memory.add(uid, batch[:1])
+    assert sorted(embedding_rows(client, "acme", "alice")) == sorted([sha1_text(PETS[0]["text"]),
+                                                                      sha1_text("likes green tea")])
+    assert state.store.user_version(user_id=uid) > version
 
 
 def test_replace_and_delete_remove_the_old_embedding(client: TestClient, keys: dict[str, str]) -> None:

@@ -1,10 +1,11 @@
 """Per-user memory over the user store: add, page, search, delete, forget, export.
 
-Items are `ProfileItem`s whose `fields["text"]` is the memory; their embeddings are computed and stored
-(scoped to the user) before the items are written, so a new item is searchable as soon as the write is
-acknowledged. Searches run on a per-user in-memory index (the stored embedding matrix as a `DenseIndex`,
-or any registered retriever built over the user's items), cached, invalidated on every write, and checked per
-request against the user's version in the store, so writes by other workers or machines are never missed.
+Items are `ProfileItem`s whose `fields["text"]` is the memory; their embeddings are computed first and
+stored (scoped to the user) in the items' own transaction, so a new item is searchable as soon as the write
+is acknowledged and a failed write leaves neither. Searches run on a per-user in-memory index (the stored
+embedding matrix as a `DenseIndex`, or any registered retriever built over the user's items), cached,
+invalidated on every write, and checked per request against the user's version in the store, so writes by
+other workers or machines are never missed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with
 from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
-from pllm.users.store import ItemVersion, UserStore
+from pllm.users.store import EmbeddingRows, ItemVersion, UserStore
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
@@ -51,6 +52,21 @@ class UserEmbeddingCache:
     def put_embeddings(self, model: str, rows: Sequence[tuple[str, np.ndarray]], *,
                        user_id: str | None = None) -> None:
         self.store.put_embeddings(model, rows, user_id=self.user_id)
+
+
+class StagedEmbeddings(UserEmbeddingCache):
+    """The user's embedding cache for one write: reads go to the store, new vectors are held back so they are
+    written in the same transaction as the items they belong to."""
+
+    def __init__(self, store: UserStore, user_id: str) -> None:
+        super().__init__(store, user_id)
+        self.staged: EmbeddingRows | None = None
+
+    def put_embeddings(self, model: str, rows: Sequence[tuple[str, np.ndarray]], *,
+                       user_id: str | None = None) -> None:
+        if self.staged is not None and self.staged.model != model:
+            raise ValueError(f"one write embeds with one model, got {self.staged.model!r} and {model!r}")
+        self.staged = EmbeddingRows(model, [*(self.staged.rows if self.staged else []), *rows])
 
 
 @dataclass
@@ -140,22 +156,24 @@ class MemoryService:
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, user_id: str, items: Sequence[ProfileItem]) -> list[ProfileItem]:
-        """Embed (if an embedder is configured), then write the items in one transaction; returns them with
-        ids filled in. Replacing an item by id archives its previous version (`history`) and drops the old
-        text's embedding when nothing else uses it."""
+        """Embed (if an embedder is configured) the texts the user has no vector for, then write the items
+        and those vectors in one transaction (all or nothing); returns the items with ids filled in. Replacing
+        an item by id archives its previous version (`history`) and drops the old text's embedding when
+        nothing else uses it."""
         items = [ProfileItem(id=it.id or uuid.uuid4().hex, fields=it.fields, user_id=None, timestamp=it.timestamp)
                  for it in items]
         ids = [it.id for it in items]
         if len(set(ids)) != len(ids):
             raise InputError("item ids repeat within one request", field="id")
         emb = self.embedder
+        staged = StagedEmbeddings(self.store, user_id)
         if emb is not None:
-            retry_busy(lambda: embed_with_cache(emb, [item_text(it) for it in items],
-                                                UserEmbeddingCache(self.store, user_id), user_id=user_id),
+            retry_busy(lambda: embed_with_cache(emb, [item_text(it) for it in items], staged, user_id=user_id),
                        self.busy_retries)
         old = self._texts_of(user_id, ids)
         try:
-            retry_busy(lambda: self.store.add_items(items, user_id=user_id, keep_history=True), self.busy_retries)
+            retry_busy(lambda: self.store.add_items(items, user_id=user_id, keep_history=True,
+                                                    embeddings=staged.staged), self.busy_retries)
         finally:
             self._invalidate(user_id)
         new_hashes = {sha1_text(item_text(it)) for it in items}

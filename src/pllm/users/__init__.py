@@ -1,6 +1,7 @@
 """User store: users, profile items, questions, embeddings and cached summaries."""
 
 from pllm.users.store import (
+    EmbeddingRows,
     Feature,
     ForgetReport,
     ImportReport,
@@ -11,5 +12,5 @@ from pllm.users.store import (
     open_store,
 )
 
-__all__ = ["Feature", "ForgetReport", "ImportReport", "ItemVersion", "SQLiteUserStore", "UserStore", "UserSummary",
-           "open_store"]
+__all__ = ["EmbeddingRows", "Feature", "ForgetReport", "ImportReport", "ItemVersion", "SQLiteUserStore", "UserStore",
+           "UserSummary", "open_store"]

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,13 @@ STORE_ENV = "PLLM_STORE"  # the store when no --store/--db is given: a SQLite pa
 _CORE_TABLES = frozenset({"question_items", "questions", "items", "item_history", "embeddings",
                           "profile_summaries", "users", "user_versions"})
 _NO_LIMIT = 2**62  # LIMIT for "all rows" that both dialects accept
+
+
+class EmbeddingRows(NamedTuple):
+    """Vectors of one embedding model by text hash, to be written with the items they belong to."""
+
+    model: str
+    rows: Sequence[tuple[str, np.ndarray]]
 
 
 class StoreError(PllmError):
@@ -272,19 +279,20 @@ class UserStore(ABC):
     def _insert_items(self, conn: _Connection, items: Sequence[ProfileItem], user_id: str) -> int:
         seq = self._next_seq(conn, "items")
         now = time.time()
-        n = 0
-        for item in items:
-            conn.execute(
-                "INSERT INTO items(user_id, id, fields, timestamp, created_at, seq) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(user_id, id) DO UPDATE SET fields=excluded.fields, timestamp=excluded.timestamp",
-                (user_id, item.id, json.dumps(item.fields, ensure_ascii=False), item.timestamp, now, seq + n),
-            )
-            n += 1
-        return n
+        conn.executemany(
+            "INSERT INTO items(user_id, id, fields, timestamp, created_at, seq) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(user_id, id) DO UPDATE SET fields=excluded.fields, timestamp=excluded.timestamp",
+            [(user_id, item.id, json.dumps(item.fields, ensure_ascii=False), item.timestamp, now, seq + n)
+             for n, item in enumerate(items)],
+        )
+        return len(items)
 
-    def add_items(self, items: Sequence[ProfileItem], *, user_id: str, keep_history: bool = False) -> int:
+    def add_items(self, items: Sequence[ProfileItem], *, user_id: str, keep_history: bool = False,
+                  embeddings: EmbeddingRows | None = None) -> int:
         """Add or replace items (by id) for a user, creating the user if new; one transaction. With
-        `keep_history`, a replaced item's previous version is archived in the same transaction."""
+        `keep_history`, a replaced item's previous version is archived in the same transaction; `embeddings`
+        (the items' new vectors, user-scoped) are written in it too, so a write is all or nothing and costs
+        one commit (one fsync under synchronous=FULL)."""
         _check_user_id(user_id)
         for i, item in enumerate(items):
             if not isinstance(item.id, str) or not item.id:
@@ -296,6 +304,8 @@ class UserStore(ABC):
             if keep_history:
                 self._archive(conn, [it.id for it in items], user_id)
             self.bump_version(conn, user_id)
+            if embeddings is not None and embeddings.rows:
+                self._put_embeddings(conn, embeddings, user_id)
             return self._insert_items(conn, items, user_id)
 
     @staticmethod
@@ -468,11 +478,15 @@ class UserStore(ABC):
         with self.transaction() as conn:
             if user_id:
                 self.bump_version(conn, user_id)
-            conn.executemany(
-                "INSERT OR REPLACE INTO embeddings(model, text_hash, user_id, dim, vector) VALUES (?, ?, ?, ?, ?)",
-                [(model, h, user_id or "", int(v.shape[-1]), np.asarray(v, dtype=np.float32).tobytes())
-                 for h, v in rows],
-            )
+            self._put_embeddings(conn, EmbeddingRows(model, rows), user_id)
+
+    @staticmethod
+    def _put_embeddings(conn: _Connection, embeddings: EmbeddingRows, user_id: str | None) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO embeddings(model, text_hash, user_id, dim, vector) VALUES (?, ?, ?, ?, ?)",
+            [(embeddings.model, h, user_id or "", int(v.shape[-1]), np.asarray(v, dtype=np.float32).tobytes())
+             for h, v in embeddings.rows],
+        )
 
     def delete_embeddings(self, text_hashes: Iterable[str], *, user_id: str,
                           in_use: Callable[[list[ProfileItem]], set[str]]) -> int:
