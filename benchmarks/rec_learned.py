@@ -53,7 +53,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shard", default=None, help="i/n: score only every n-th list with the LLM (parallel processes; "
                                                   "a last run without it assembles the report).")
     p.add_argument("--stages", default="test,fit", help="With --shard: which lists to score (fit lists first lets "
-                                                        "a variant be judged on them before any test list).")
+                                                        "a variant be judged on them before any test list; "
+                                                        "'untrained': the base model on the test lists).")
+    p.add_argument("--untrained", type=int, default=0, help="Also rank the first N test lists with the base model "
+                                                             "and the same prompt (what fine-tuning adds).")
     p.add_argument("--quick", action="store_true", help="20 test lists, 20 fit lists, 40 training texts.")
     a = p.parse_args(argv)
     if a.quick:
@@ -117,20 +120,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ft = FinetunedPointwiseRanker(base, config, adapter=record, crowd=crowd["test"])
     ft_fit = PointwiseRanker(ft.generator, config, crowd=crowd["fit"])  # the same merged model, fit-stage crowd
 
-    ck = {s: work / f"{LLM}.{s}.jsonl" for s in stages}
+    ck = {**{s: work / f"{LLM}.{s}.jsonl" for s in stages}, "untrained": work / "llm-pointwise.test.jsonl"}
+    untrained = PointwiseRanker(base, config, crowd=crowd["test"])  # the base model: `ft` merged into a copy
     if args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
-        for s, ranker in (("fit", ft_fit), ("test", ft)):
-            if s not in args.stages.split(","):
-                continue
-            run_ranker(ranker, lists[s][i::n], label=f"{LLM} ({s}, shard {i}/{n})",
-                       checkpoint=ck[s].with_suffix(f".s{i}.jsonl"), progress=_progress)
+        for s, ranker, qs in (("fit", ft_fit, lists["fit"]), ("test", ft, lists["test"]),
+                              ("untrained", untrained, lists["test"][:args.untrained])):
+            if s in args.stages.split(","):
+                run_ranker(ranker, qs[i::n], label=f"{s}, shard {i}/{n}", checkpoint=ck[s].with_suffix(f".s{i}.jsonl"),
+                           progress=_progress)
         return {}
     test_stage = stages["test"]
     results = [run_ranker(r, lists["test"], fit_seconds=test_stage.fit_seconds[n])
                for n, r in test_stage.rankers.items()]
     results.append(run_ranker(ft, lists["test"], checkpoint=ck["test"], progress=_progress,
                               fit_seconds=record.train_seconds))
+    if args.untrained:
+        results.append(run_ranker(untrained, lists["test"][:args.untrained], progress=_progress,
+                                  label="llm-pointwise (same prompt, untrained)", checkpoint=ck["untrained"]))
     run_ranker(ft_fit, lists["fit"], label=f"{LLM} (fit lists)", checkpoint=ck["fit"], progress=_progress)
     llm = {s: RecordedRanker(LLM, recorded_scores(ck[s])) for s in stages}
     stacks = fit_hybrids(LLM, llm, stages, lists["fit"])
