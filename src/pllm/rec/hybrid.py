@@ -3,9 +3,10 @@ collaborative rankers' scores as features of the LLM's re-scoring).
 
 `Stacker` fits a logistic regression over per-candidate features, each component's score standardized and
 ranked within its list (so scales that differ per user or per ranker do not matter), on *held-out lists*:
-lists of users who are not evaluated, scored by components fitted without those lists' targets (the
-benchmark fits its classic rankers twice for this). A `cf` twin of the same stacker without the LLM's
-score is what a hybrid's gain is credited against: beating MF with MF inside is not an LLM win.
+lists of users who are not evaluated, scored by components fitted without those lists' targets
+(`fit_stage`: one collaborative side for the ranked lists, one for the fit lists). A `cf` twin of the same
+stacker without the LLM's score is what a hybrid's gain is credited against: beating MF with MF inside is
+not an LLM win.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.stats import rankdata
 
 from pllm.data.movielens import MovieLens
 from pllm.errors import InputError, PllmError
@@ -34,11 +36,7 @@ def list_features(scores: np.ndarray) -> np.ndarray:
     x = np.where(finite, x, x[finite].min() if finite.any() else 0.0)
     sd = x.std()
     z = (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
-    order = np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
-    for v in np.unique(x):  # ties: their mean rank
-        tied = x == v
-        order[tied] = order[tied].mean()
-    rank = order / max(len(x) - 1, 1)
+    rank = (rankdata(x, method="average") - 1) / max(len(x) - 1, 1)
     return np.stack([z, rank], axis=1)
 
 
