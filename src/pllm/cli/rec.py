@@ -100,7 +100,7 @@ def eval_(
 ) -> None:
     """Rank each question's candidates and report Recall@1/5, NDCG@5, MRR with 95% bootstrap intervals."""
     from pllm.rec.data import ensure_task
-    from pllm.rec.hybrid import RecordedRanker, fit_hybrids, fit_stage
+    from pllm.rec.hybrid import CF_FEATURES, RecordedRanker, fit_hybrids, fit_stage
     from pllm.rec.rankers import RANKERS, ListwiseConfig, PointwiseConfig, PointwiseRanker, make_ranker
     from pllm.rec.runner import markdown_table, run_ranker, summarize, write_report
 
@@ -130,7 +130,10 @@ def eval_(
     questions = _split(task_dir, split)[:limit]
     fit_lists = _split(task_dir, fit_split, outputs=True) if "hybrid" in names else []
     ml = _movielens(task_dir)
-    test_stage = fit_stage(ml, questions, [n for n in names if not n.startswith("llm-") and n != "hybrid"])
+    classic = [n for n in names if not n.startswith("llm-") and n != "hybrid"]
+    # one collaborative side for the ranked lists: the classic rows and the hybrid's components alike
+    test_stage = fit_stage(ml, questions, list(dict.fromkeys(classic + (list(CF_FEATURES) if "hybrid" in names
+                                                                        else []))))
     point_cfg = PointwiseConfig(retriever=retriever, k=k, crowd=crowd or wants_ft)
     generator = None
     ft = None  # the fine-tuned ranker, its scores kept: the hybrid reads them instead of scoring again
@@ -163,7 +166,7 @@ def eval_(
                     fit_side = fit_stage(ml, list(questions) + list(fit_lists))
                     merged = ft.fallback.generator  # type: ignore[union-attr]
                     llm = {"test": ranker, "fit": PointwiseRanker(merged, point_cfg, crowd=fit_side.crowd)}
-                    stages = {"test": fit_stage(ml, questions), "fit": fit_side}
+                    stages = {"test": test_stage, "fit": fit_side}
                     for hybrid in fit_hybrids("llm-pointwise-ft", llm, stages, fit_lists):
                         results.append(run_ranker(hybrid, questions, label=hybrid.label, progress=update))
                 else:
