@@ -45,6 +45,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retriever", default="bm25", help="History retriever of the LLM ranker.")
     p.add_argument("--k", type=int, default=4, help="History items per prompt.")
     p.add_argument("--no-crowd", action="store_true", help="Leave the crowd line out of the LLM prompt.")
+    p.add_argument("--crowd-rank", action="store_true", help="Crowd line with the candidate's standing by raters "
+                                                              "('top 8%% of items').")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="/tmp/pllm-rec-learned", help="Adapters and per-list checkpoints (resume).")
     p.add_argument("--out-dir", default=None, help="Write report.json and report.md here.")
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "fit": fit_stage(ml, lists["test"] + lists["fit"])}
     crowd = {s: None if args.no_crowd else st.crowd for s, st in stages.items()}
 
-    config = PointwiseConfig(retriever=args.retriever, k=args.k, crowd=not args.no_crowd)
+    config = PointwiseConfig(retriever=args.retriever, k=args.k, crowd=not args.no_crowd, crowd_rank=args.crowd_rank)
     base = load_generator("hf")
     t0 = time.perf_counter()
     record, trained = train_pointwise_adapter(

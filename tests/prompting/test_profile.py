@@ -53,3 +53,29 @@ def test_item_crowd_shows_other_users_answers_for_the_queried_item_never_the_ask
     assert crowd.text(nobody) == "Other users: no answers for this item."
     with pytest.raises(InputError, match="train split"):
         ItemCrowd(spec).fit([])
+
+    # `rank`: the item's standing among all answered items, by how many users answered it (Heat 3, Babe 3)
+    ranked = crowd.ranked(True)
+    assert ranked.outputs is crowd.outputs and not crowd.rank  # the same answers, another rendering
+    assert ranked.text(ask).startswith("Other users (2; top 100% of items) for this item: ")
+    assert crowd.ranked(False) is crowd
+
+
+def test_item_crowd_rank_is_the_share_of_items_answered_at_least_as_often():
+    from pllm.prompting.profile import ItemCrowd
+    from pllm.types import Question
+
+    spec = get_task("movielens-rating")
+    # 10 items: "m0" answered by 10 users, "m1" by 9, ..., "m9" by 1
+    train = [Question(id=f"t-{u}", user_id=f"u{u}", input="x", query={"title": "zzz", "genres": "Drama"},
+                      profile=[ProfileItem(id=f"{u}-{m}", user_id=f"u{u}", fields={"title": f"m{m}", "year": "1995",
+                                                                                   "genres": "Drama", "rating": "4"})
+                               for m in range(10 - u)]) for u in range(10)]
+    crowd = ItemCrowd(spec, rank=True).fit(train)
+    assert [crowd.top_share(n) for n in (11, 10, 9, 2, 1)] == [1, 10, 20, 90, 100]  # 11: none, shown as 1%
+
+    def ask(m: int) -> Question:
+        return Question(id="q", user_id="new", input="", query={"title": f"m{m}", "year": "1995", "genres": "Drama"})
+
+    assert crowd.text(ask(0)).startswith("Other users (10; top 10% of items)")
+    assert crowd.text(ask(9)).startswith("Other users (1; top 100% of items)")

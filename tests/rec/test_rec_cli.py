@@ -60,6 +60,9 @@ def test_fine_tuned_ranker_and_hybrid_from_the_command_line(ml_dir_16, tmp_path,
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "llm-pointwise-ft", "--adapters", str(adapters),
                               "--k", "2", "--model", str(tiny_model_dir)])
     assert res.exit_code == 2 and "pllm rec ft-train" in res.output
+    res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "llm-pointwise-ft", "--adapters", str(adapters),
+                              "--k", "1", "--crowd-rank", "--model", str(tiny_model_dir)])
+    assert res.exit_code == 2 and "--crowd-rank" in res.output  # trained without the standing in the crowd line
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "hybrid"])
     assert res.exit_code == 2 and "--adapters" in res.output
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "hybrid", "--adapters", str(adapters),

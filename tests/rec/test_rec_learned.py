@@ -88,6 +88,17 @@ def test_fine_tuned_ranker_learns_from_training_users_lists_only(splits, ml_dir,
 
     with pytest.raises(ArtifactError, match=str(record.path)):
         FinetunedPointwiseRanker(base, PointwiseConfig(k=2, crowd=False), adapter=record, crowd=crowd)
+    ranked_config = PointwiseConfig(k=2, crowd=True, crowd_rank=True)
+    with pytest.raises(ArtifactError, match="crowd_rank"):  # trained without the standing in the crowd line
+        FinetunedPointwiseRanker(base, ranked_config, adapter=record, crowd=crowd)
+    ranked, _ = train_pointwise_adapter(base, train, ranked_config, store=store, crowd=crowd, negatives=2,
+                                        max_pairs=9, seed=0)
+    assert ranked.path != record.path and record.path.is_dir()  # its own adapter: the first is not overwritten
+    ranked_texts = [json.loads(line) for line in (ranked.path / TRAINING_TEXTS).read_text().splitlines()]
+    counted = [t["prompt"] for t in ranked_texts if "Other users (" in t["prompt"]]  # candidates others rated
+    assert counted and all("% of items) for this item" in p for p in counted)
+    with pytest.raises(InputError, match="crowd_rank"):
+        PointwiseConfig(crowd=False, crowd_rank=True)
     with pytest.raises(InputError, match="training lists"):
         train_pointwise_adapter(base, [], config, store=store, crowd=crowd)
     with pytest.raises(InputError, match="crowd"):

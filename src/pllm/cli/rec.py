@@ -62,15 +62,14 @@ def _movielens(task_dir: Path) -> MovieLens:
 
 def _ft_adapter(adapters: Path, config: PointwiseConfig, generator: Generator) -> AdapterRecord:
     """The `llm-pointwise-ft` adapter trained with these prompt settings on this model, else a clear error."""
-    from pllm.adapt.learned import ft_owner
     from pllm.adapt.store import AdapterStore
     from pllm.rec.data import POINTWISE_SPEC
 
-    owner = ft_owner(config.method(), generator.model_id)
+    owner = config.owner(generator.model_id)
     record = AdapterStore(adapters).get(POINTWISE_SPEC.name, "task", owner)
     if record is None:
         raise InputError(f"no llm-pointwise-ft adapter {owner!r} here: train it with `pllm rec ft-train` and the "
-                         "same --retriever/--k/--crowd", source=str(adapters), field="adapters")
+                         "same --retriever/--k/--crowd/--crowd-rank", source=str(adapters), field="adapters")
     return record
 
 
@@ -89,6 +88,8 @@ def eval_(
     k: int = typer.Option(4, "--k", help="History items per LLM prompt."),
     crowd: bool = typer.Option(False, "--crowd/--no-crowd", help="llm-pointwise(-ft): add the crowd line (how many "
                                "other users rated the candidate, what share liked it)."),
+    crowd_rank: bool = typer.Option(False, "--crowd-rank", help="With the crowd line: also the candidate's standing "
+                                    "by raters ('top 8% of items'); llm-pointwise-ft needs an adapter trained so."),
     adapters: Path | None = typer.Option(None, "--adapters", help="llm-pointwise-adapter: the folder `pllm adapt "
                                          "train --task movielens-rec` wrote (default: adapters/ in PLLM_HOME); "
                                          "llm-pointwise-ft and hybrid: the folder `pllm rec ft-train` wrote."),
@@ -134,7 +135,8 @@ def eval_(
     # one collaborative side for the ranked lists: the classic rows and the hybrid's components alike
     test_stage = fit_stage(ml, questions, list(dict.fromkeys(classic + (list(CF_FEATURES) if "hybrid" in names
                                                                         else []))))
-    point_cfg = PointwiseConfig(retriever=retriever, k=k, crowd=crowd or wants_ft)
+    point_cfg = PointwiseConfig(retriever=retriever, k=k, crowd=crowd or wants_ft or crowd_rank,
+                                crowd_rank=crowd_rank)
     generator = None
     ft = None  # the fine-tuned ranker, its scores kept: the hybrid reads them instead of scoring again
     results = []
@@ -158,7 +160,8 @@ def eval_(
                     ranker = ft
                 else:
                     generator = generator or load_generator(backend, model)
-                    cfg = PointwiseConfig(retriever=retriever, k=k, crowd=crowd) if name == "llm-pointwise" else \
+                    cfg = PointwiseConfig(retriever=retriever, k=k, crowd=crowd or crowd_rank,
+                                          crowd_rank=crowd_rank) if name == "llm-pointwise" else \
                         ListwiseConfig(retriever=retriever, k=k)
                     ranker = make_ranker(name, generator=generator, config=cfg,
                                          **({"crowd": test_stage.crowd} if name == "llm-pointwise" else {}))
@@ -193,6 +196,8 @@ def ft_train(
     retriever: str = typer.Option("bm25", "--retriever", help="History retriever inside every prompt."),
     k: int = typer.Option(4, "--k", help="History items per prompt."),
     crowd: bool = typer.Option(True, "--crowd/--no-crowd", help="Add the crowd line to every prompt."),
+    crowd_rank: bool = typer.Option(False, "--crowd-rank", help="With the crowd line: also the candidate's standing "
+                                    "by raters ('top 8% of items')."),
     pairs: int = typer.Option(1200, "--pairs", help="Training texts: lists x (1 + negatives)."),
     negatives: int = typer.Option(3, "--negatives", help="Unrated candidates (No) per list, beside its target."),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
@@ -213,7 +218,7 @@ def ft_train(
     if not lists:
         raise InputError(f"no {split} lists of users outside the {holdout} split: build the task with "
                          "`pllm rec build --split user`", source=str(task_dir), field="split")
-    config = PointwiseConfig(retriever=retriever, k=k, crowd=crowd)
+    config = PointwiseConfig(retriever=retriever, k=k, crowd=crowd, crowd_rank=crowd_rank)
     with progress_bar("training", unit="step") as bar:
         update = tracker(bar)
         record, trained = train_pointwise_adapter(

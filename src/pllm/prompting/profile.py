@@ -4,7 +4,10 @@ run (or a second question over the same history) does not regenerate it."""
 
 from __future__ import annotations
 
+import bisect
+import copy
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,11 +114,16 @@ class ItemCrowd:
     of a rating. An item is matched by the query text its own fields render to (`query_text` over the item's
     fields), which is what a question about that item retrieves with. Fitted on the train split only
     (profiles and targets, never a scored question's target); the asking user is always left out, so a
-    training text never shows its own answer."""
+    training text never shows its own answer.
 
-    def __init__(self, spec: TaskSpec, *, top: int = 5) -> None:
-        self.spec, self.top = spec, top
+    `rank` also says where the item stands by how many users answered it ("top 8% of items"): a count such
+    as "113" means little to a small model without the scale, and how widely an item is known is what
+    `popularity` ranks by."""
+
+    def __init__(self, spec: TaskSpec, *, top: int = 5, rank: bool = False) -> None:
+        self.spec, self.top, self.rank = spec, top, rank
         self.outputs: dict[str, dict[str, str]] = {}  # item key -> {user: their output}
+        self._counts: list[int] = []  # every item's number of answers, ascending (for `rank`)
 
     def fit(self, train: Sequence[Question]) -> ItemCrowd:
         if not train:
@@ -127,7 +135,21 @@ class ItemCrowd:
                     self.outputs.setdefault(self.item_key(p), {})[q.user_id] = out
             if q.target is not None:
                 self.outputs.setdefault(self.spec.retrieval_query(q), {})[q.user_id] = q.target
+        self._counts = sorted(len(v) for v in self.outputs.values())
         return self
+
+    def ranked(self, rank: bool) -> ItemCrowd:
+        """The same fitted answers, rendered with or without the item's standing (`rank`)."""
+        if rank == self.rank:
+            return self
+        other = copy.copy(self)
+        other.rank = rank
+        return other
+
+    def top_share(self, answers: int) -> int:
+        """Percent of items answered by at least `answers` users (1 for the most answered)."""
+        at_least = len(self._counts) - bisect.bisect_left(self._counts, answers)
+        return max(1, math.ceil(100 * at_least / max(1, len(self._counts))))
 
     def item_key(self, item: ProfileItem) -> str:
         """The query a question about this item would have (its retrieval text where fields are missing)."""
@@ -145,7 +167,8 @@ class ItemCrowd:
         outs = self.answers(question)
         if not outs:
             return "Other users: no answers for this item."
-        line = f"Other users ({len(outs)}) for this item: {shares(self.spec, outs, self.top)}"
+        n = f"{len(outs)}; top {self.top_share(len(outs))}% of items" if self.rank else str(len(outs))
+        line = f"Other users ({n}) for this item: {shares(self.spec, outs, self.top)}"
         if self.spec.numeric_labels:
             return f"{line}; mean {sum(float(o) for o in outs) / len(outs):.1f}."
         return line + "."

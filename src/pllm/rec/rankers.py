@@ -313,10 +313,25 @@ class PointwiseConfig:
     crowd: bool = field(default=False, metadata={
         "help": "Add one line with how many other users rated the candidate and what share liked it (CFRAG-style "
                 "collaborative context, `rec_crowd`: the ratings the classic rankers are fitted on)."})
+    crowd_rank: bool = field(default=False, metadata={
+        "help": "With crowd: also say where the candidate stands by how many users rated it ('top 8% of items'), "
+                "the scale a bare count lacks."})
 
     def __post_init__(self) -> None:
         if self.k < 0:
             raise InputError("k must be >= 0", field="k")
+        if self.crowd_rank and not self.crowd:
+            raise InputError("crowd_rank renders the crowd line: it needs crowd", field="crowd_rank")
+
+    def crowd_of(self, crowd: ItemCrowd | None) -> ItemCrowd | None:
+        """`crowd` rendered as this config asks (the fitted answers are shared, not copied)."""
+        return crowd.ranked(self.crowd_rank) if crowd is not None else None
+
+    def owner(self, model_id: str) -> str:
+        """The fine-tuned ranker's adapter name: one per rendering and base model, so none overwrites another."""
+        from pllm.adapt.learned import ft_owner
+
+        return ft_owner(self.method(), model_id) + ("-rank" if self.crowd_rank else "")
 
     def method(self) -> MethodConfig:
         """The pipeline method every pointwise prompt is rendered with (inference and training alike)."""
@@ -345,7 +360,7 @@ class PointwiseRanker(Ranker):
         if not generator.supports_scoring:
             raise InputError(f"llm-pointwise scores Yes/No likelihoods; the {generator.name!r} backend cannot score")
         self.personalizer = Personalizer(POINTWISE_SPEC, generator, self.config.method(), store=store,
-                                         embedder=embedder, crowd=crowd)
+                                         embedder=embedder, crowd=self.config.crowd_of(crowd))
         self.prompt_tokens = 0
 
     def candidate_questions(self, question: Question) -> list[Question]:
@@ -383,9 +398,10 @@ class FinetunedPointwiseRanker(PointwiseRanker):
 
         config = config or PointwiseConfig()
         trained = {k: adapter.config.get(k) for k in ("retriever", "k", "crowd", "max_prompt_tokens")}
+        trained["crowd_rank"] = bool(adapter.source.get("crowd_rank", False))
         method = config.method()
         wanted = {"retriever": method.retriever, "k": method.k, "crowd": method.crowd,
-                  "max_prompt_tokens": method.max_prompt_tokens}
+                  "max_prompt_tokens": method.max_prompt_tokens, "crowd_rank": config.crowd_rank}
         if adapter.task != POINTWISE_SPEC.name or trained != wanted:
             raise ArtifactError(f"adapter {adapter.path} was trained for {adapter.task!r} with {trained}, not "
                                 f"{POINTWISE_SPEC.name!r} with {wanted}: rank with the settings it was trained with")
@@ -407,7 +423,7 @@ def train_pointwise_adapter(generator: Generator, lists: Sequence[Question], con
     each gives its target (Yes) and `negatives` unrated candidates (No), and the recipe is the learned
     methods' (`FT_DEFAULTS`). Returns (record, trained?)."""
     from pllm.adapt.data import question_pairs
-    from pllm.adapt.learned import fit_layers, ft_config, ft_owner
+    from pllm.adapt.learned import fit_layers, ft_config
     from pllm.adapt.train import fit_adapter
 
     if not lists:
@@ -416,10 +432,12 @@ def train_pointwise_adapter(generator: Generator, lists: Sequence[Question], con
     method = config.method()
     recipe = fit_layers(generator, ft_config(POINTWISE_SPEC, method, seed=seed))
     pairs = question_pairs(POINTWISE_SPEC, generator, pointwise_training_questions(picked, negatives=negatives,
-                                                                                 seed=seed), recipe, crowd=crowd)
-    return fit_adapter(generator, POINTWISE_SPEC, pairs, kind="task", owner=ft_owner(method, generator.model_id),  # type: ignore[arg-type]
+                                                                                 seed=seed), recipe,
+                           crowd=config.crowd_of(crowd))
+    return fit_adapter(generator, POINTWISE_SPEC, pairs, kind="task", owner=config.owner(generator.model_id),  # type: ignore[arg-type]
                        config=recipe, store=store, n_items=len(lists), members=sorted({q.user_id for q in picked}),
-                       source={"lists": len(picked), "negatives": negatives}, force=force, step_callback=progress)
+                       source={"lists": len(picked), "negatives": negatives, "crowd_rank": config.crowd_rank},
+                       force=force, step_callback=progress)
 
 
 @RANKERS.register("llm-pointwise-adapter")
