@@ -143,3 +143,45 @@ def test_outputs_are_unchanged_after_eviction_and_reload_and_equal_peft(tiny, st
     assert peft.stacks is None
     np.testing.assert_allclose(pool.score(PROMPTS, mixed, LABELS, records=recs),
                                peft.score(PROMPTS, mixed, LABELS, records=recs), rtol=0, atol=1e-4)
+
+
+def _conversation(answer, user: str) -> list[str]:
+    """Three turns of one chat (system turn, history, new message), each answered by `answer(prompt)`."""
+    from pllm.types import Question
+
+    question = Question(id="q", user_id=user, input="", query={})
+    messages = [{"role": "system", "content": "you are a movie critic"}, {"role": "user", "content": "great movie"}]
+    answers = []
+    for follow_up in ("and the book is bad", "what about the movie", "I love this movie"):
+        prompt = Prompt(text=messages[-1]["content"], messages=[dict(m) for m in messages], question=question)
+        answers.append(answer(prompt))
+        messages += [{"role": "assistant", "content": answers[-1]}, {"role": "user", "content": follow_up}]
+    return answers
+
+
+def test_a_chat_through_an_adapter_streams_and_reuses_its_prefix_cache_apart_from_the_bare_models(tiny, store):
+    from pllm.models.prefix_cache import PrefixCache
+
+    recs = {r.name: r for r in (_save_lora(tiny, store, "a", 1), _save_lora(tiny, store, "b", 2))}
+    pool = AdapterPool(tiny, PoolConfig(private=True))
+    plain = {n: _conversation(lambda p, n=n: pool.generate([p], [n], records=recs, max_new_tokens=6)[0].text, "u1")
+             for n in ("a", "b", BASE)}
+    assert plain["a"] != plain[BASE] and plain["a"] != plain["b"]
+    pool.gen.prefix_cache = cache = PrefixCache(max_users=8)
+    for name in ("a", "b", BASE):  # streamed and cached: word for word the uncached answers, per adapter
+        pieces = []
+
+        def stream(p, name=name, pieces=pieces):
+            out = list(pool.stream(p, name, records=recs, max_new_tokens=6))
+            pieces.append(len(out))
+            return "".join(out)
+
+        assert _conversation(stream, "u1") == plain[name]
+        assert max(pieces) > 1  # token by token, not the whole answer at once
+    assert cache.stats["hits"] == 6 and cache.stats["misses"] == 3  # one entry per (user, adapter)
+    assert len(cache) == 3
+    pool.unload("a")
+    pool.load(recs["a"])  # loaded again (maybe retrained): its entries were computed by other weights
+    assert len(cache) == 2 and cache.forget("u1") == 2 and len(cache) == 0
+    with pytest.raises(NotFoundError, match="not loaded"):
+        list(pool.stream(PROMPTS[0], "nope"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,3 +153,10 @@ class AdapterGenerator(DelegatingGenerator):
         names, records = self._routes(prompts)
         return self.pool.score(prompts, names, continuations, records=records, batch_size=batch_size,
                                normalize=normalize)
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+        """The prompt's route, token by token (a chat served with the user's adapter streams and reuses their
+        prefix cache like a bare-model chat)."""
+        names, records = self._routes([prompt])
+        yield from self.pool.stream(prompt, names[0], records=records, max_new_tokens=max_new_tokens,
+                                    temperature=temperature)

@@ -175,6 +175,8 @@ class AdapterPool:
 
     def _added(self, name: str, size: int) -> None:
         self._sizes[name] = size
+        if self.gen.prefix_cache is not None:  # KV computed by an earlier adapter of this name is not this one's
+            self.gen.prefix_cache.drop_adapter(name)
         if self.config.batched_lora:
             if self.stacks is None:
                 self.stacks = BatchedLoRA(self.model)
@@ -326,6 +328,25 @@ class AdapterPool:
         rows = self.run(names, call, records=records)
         return np.array(rows, dtype=np.float64).reshape(len(prompts), len(cands[0]) if cands else 0)
 
+    def stream(self, prompt: Prompt, name: str, *, records: Mapping[str, AdapterRecord] | None = None,
+               max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+        """One prompt through adapter `name` (BASE for none), token by token, with the generator's prefix cache
+        kept per user and adapter. The pool's lock is held until the stream ends or is closed. Where peft cannot
+        run an adapter per row (prompt learning, DoRA), the whole answer comes as one piece."""
+        with self.lock:
+            if name != BASE and name not in self._sizes:
+                if name not in (records or {}):
+                    raise NotFoundError(f"adapter {name!r} is not loaded; loaded: {self.adapter_names()}")
+                self.load(records[name])  # type: ignore[index]
+            if self.model is None:  # nothing loaded: the bare model
+                yield from self.gen.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature)
+            elif self.per_row():
+                with self._stacked():
+                    yield from self.gen.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                               adapter=name)
+            else:
+                yield self.generate([prompt], [name], max_new_tokens=max_new_tokens, temperature=temperature)[0].text
+
     def generator(self, adapter: str | None) -> PoolGenerator:
         return PoolGenerator(self, adapter)
 
@@ -364,6 +385,10 @@ class PoolGenerator(Generator):
               batch_size: int = 8, normalize: bool = False) -> np.ndarray:
         return self.pool.score([self.rewrite(p) for p in prompts], [self.adapter or BASE] * len(prompts),
                                continuations, batch_size=batch_size, normalize=normalize)
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+        return self.pool.stream(self.rewrite(prompt), self.adapter or BASE, max_new_tokens=max_new_tokens,
+                                temperature=temperature)
 
 
 _SHARED: weakref.WeakKeyDictionary[HFGenerator, AdapterPool] = weakref.WeakKeyDictionary()

@@ -398,8 +398,9 @@ class HFGenerator(Generator):
                 offset = 1 if self.is_encoder_decoder else ids.shape[1]
                 kwargs["stopping_criteria"] = StoppingCriteriaList(
                     [_StopOnStrings(self.tokenizer, stop_list, offset)])
-            if len(idx) == 1 and adapter_names is None:
-                out = self._generate_cached(prompts[idx[0]], encoded[idx[0]], ids, mask, kwargs)
+            if len(idx) == 1:
+                out = self._generate_cached(prompts[idx[0]], encoded[idx[0]], ids, mask, kwargs,
+                                            adapter_names[idx[0]] if adapter_names is not None else None)
             else:
                 out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs,
                                           **_adapter_kwargs(adapter_names, idx))
@@ -412,9 +413,11 @@ class HFGenerator(Generator):
                 results[i] = Generation(text=text, prompt_tokens=len(encoded[i]), completion_tokens=n)
         return [r for r in results if r is not None]
 
-    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0,
+               adapter: str | None = None) -> Iterator[str]:
         """Yield decoded text pieces as the model produces them (generation runs in a worker thread). Closing
-        the iterator early stops the model at its next token and waits for it (a server frees its slot)."""
+        the iterator early stops the model at its next token and waits for it (a server frees its slot).
+        `adapter`: a peft adapter name of `.model` to run through (`AdapterPool.stream`)."""
         from transformers import StoppingCriteriaList
 
         streamer = token_streamer(self.tokenizer)
@@ -429,7 +432,7 @@ class HFGenerator(Generator):
         def work() -> None:
             try:
                 with torch.inference_mode():
-                    self._generate_cached(prompt, encoded, ids, mask, {**kwargs, "streamer": streamer})
+                    self._generate_cached(prompt, encoded, ids, mask, {**kwargs, "streamer": streamer}, adapter)
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
                 streamer.end()
@@ -447,11 +450,16 @@ class HFGenerator(Generator):
             raise errors[0]
 
     def _generate_cached(self, prompt: Prompt, encoded: list[int], ids: torch.Tensor, mask: torch.Tensor,
-                         kwargs: dict[str, Any]) -> torch.Tensor:
+                         kwargs: dict[str, Any], adapter: str | None = None) -> torch.Tensor:
         """`model.generate` for one prompt, through the user's prefix cache when there is one: only the tokens
-        after the prefix it holds are computed, and the prompt and answer's cache is kept for the next turn."""
+        after the prefix it holds are computed, and the prompt and answer's cache is kept for the next turn.
+        `adapter` (a peft adapter name of `.model`) runs the row through it; its cache is kept apart, since the
+        adapter's weights computed it."""
+        if adapter is not None:
+            kwargs = {**kwargs, "adapter_names": [adapter]}
         question = prompt.question
-        key = question.user_id if question is not None and question.user_id else None
+        user = question.user_id if question is not None and question.user_id else None
+        key = PrefixCache.key(user, adapter) if user is not None else None
         if self.prefix_cache is None or key is None or self.is_encoder_decoder:
             return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         _, cache = self.prefix_cache.take(key, encoded)

@@ -5,11 +5,12 @@ far come back in front of each new message. Recomputing them makes the first tok
 (1.5 s for ~300 tokens on 2 CPU cores); keeping the KV cache of the last turn's prompt and answer, and
 computing only the tokens after the longest shared token prefix, makes it wait for the new message alone.
 
-The entries are keyed by the store's user id (`Prompt.question.user_id`), kept for the `max_users` most
-recent users (LRU), and dropped when the user is forgotten (`pllm serve` calls `forget`). Each request gets
-its own copy cut to the shared prefix, so concurrent requests never share a cache object. A cache is only
-valid for the weights that computed it: it belongs to one generator, and a generator whose model changes
-(adapters loaded in place) must not carry one.
+The entries are keyed by the store's user id (`Prompt.question.user_id`) and the peft adapter that computed them
+(none for the bare model: a chat served with the user's adapter keeps its own entry), kept for the `max_users`
+most recent (user, adapter) pairs (LRU), and dropped when the user is forgotten (`pllm serve` calls `forget`)
+or the adapter is loaded again (`drop_adapter`: it may have been retrained). Each request gets its own copy cut
+to the shared prefix, so concurrent requests never share a cache object. A cache is only valid for the weights
+that computed it: it belongs to one generator.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pllm.errors import InputError
 
 if TYPE_CHECKING:
     from transformers.cache_utils import Cache
+
+
+CacheKey = tuple[str, str | None]  # (user, adapter that computed the entry; None: the bare model)
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -41,14 +45,19 @@ class PrefixCache:
         if max_users < 1:
             raise InputError(f"prefix cache users must be >= 1, got {max_users}", field="prefix_cache_users")
         self.max_users = max_users
-        self._entries: OrderedDict[str, tuple[list[int], Cache]] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, tuple[list[int], Cache]] = OrderedDict()
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()  # hits, misses, reused_tokens, computed_tokens
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, key: str, ids: Sequence[int]) -> tuple[int, Cache | None]:
+    @staticmethod
+    def key(user: str, adapter: str | None = None) -> CacheKey:
+        """A user's entry, apart per adapter that computed it (peft's "__base__" row is the bare model)."""
+        return user, None if adapter == "__base__" else adapter
+
+    def take(self, key: CacheKey, ids: Sequence[int]) -> tuple[int, Cache | None]:
         """(n, cache): a private copy of the user's cache cut to the n first tokens of `ids` it already holds
         (at least one token is left to compute, so the model has logits to start from); (0, None) if none."""
         with self._lock:
@@ -66,7 +75,7 @@ class PrefixCache:
         self.stats.update(hits=1, reused_tokens=n, computed_tokens=len(ids) - n)
         return n, cache
 
-    def put(self, key: str, ids: Sequence[int], cache: Cache) -> None:
+    def put(self, key: CacheKey, ids: Sequence[int], cache: Cache) -> None:
         """Keep `cache` (which holds the first `cache.get_seq_length()` tokens of `ids`) as the user's entry."""
         held = list(ids[:cache.get_seq_length()])
         with self._lock:
@@ -75,7 +84,23 @@ class PrefixCache:
             while len(self._entries) > self.max_users:
                 self._entries.popitem(last=False)
 
-    def forget(self, key: str) -> int:
-        """Drop the user's entry; returns how many were dropped (0 or 1)."""
+    def forget(self, user: str) -> int:
+        """Drop the user's entries (bare model and every adapter); returns how many were dropped."""
         with self._lock:
-            return 1 if self._entries.pop(key, None) is not None else 0
+            keys = [k for k in self._entries if k[0] == user]
+            for k in keys:
+                del self._entries[k]
+            return len(keys)
+
+    def drop_adapter(self, adapter: str) -> int:
+        """Drop every user's entry computed with `adapter` (loaded again: maybe retrained); returns how many."""
+        with self._lock:
+            keys = [k for k in self._entries if k[1] == adapter]
+            for k in keys:
+                del self._entries[k]
+            return len(keys)
+
+    def clear(self) -> None:
+        """Drop every entry (the weights changed: adapters reloaded, retrained or unloaded)."""
+        with self._lock:
+            self._entries.clear()

@@ -22,7 +22,7 @@ import json
 import string
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,10 @@ class _Serialized(DelegatingGenerator):
             return self.base.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
                                        batch_size=batch_size)
 
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+        with self.lock:
+            yield from self.base.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature)
+
 
 class UserAdapterPersonalizer(ChatPersonalizer):
     """The user's own adapter from `pllm adapt` (folders beside the store, indexed in its `adapters` table): loaded
@@ -85,9 +89,12 @@ class UserAdapterPersonalizer(ChatPersonalizer):
     def _generator(self, task: str, folder: Path, base: Any) -> Any:
         from pllm.adapt.generator import AdapterGenerator
         from pllm.models.hf import HFGenerator
+        from pllm.models.prefix_cache import PrefixCache
 
         if task not in self._generators:  # peft wraps the model it loads into: never the server's shared one
             private = HFGenerator.from_model(copy.deepcopy(base.model), base.tokenizer, base.model_id)
+            if base.prefix_cache is not None:  # its own entries: the adapters' weights computed them
+                private.prefix_cache = PrefixCache(base.prefix_cache.max_users)
             adapters = AdapterStore(folder.parents[2], db=self.store)  # <root>/<task>/users/<owner>
             self._generators[task] = AdapterGenerator(private, task, store=adapters, cold_start_items=0)
         return self._generators[task]
@@ -132,6 +139,9 @@ class UserAdapterPersonalizer(ChatPersonalizer):
                 gen = self._generators[task]
                 if adapter_name("user", store_user_id) in gen.loaded_adapters:
                     gen.invalidate()
+            for gen in self._generators.values():  # their chats' cached prefixes, through any adapter
+                if gen.base.prefix_cache is not None:
+                    gen.base.prefix_cache.forget(store_user_id)
         return len(tasks)
 
 
