@@ -18,6 +18,7 @@ from pllm.errors import InputError
 from pllm.eval.datasets import LoadedTask
 from pllm.eval.log import CellLog, record_line
 from pllm.eval.report import MethodResult
+from pllm.io import sha1_text
 from pllm.models.base import Generator, device_label
 from pllm.pipeline import MethodConfig, Personalizer, PredictionRecord
 from pllm.prompting.profile import SummaryConfig
@@ -25,6 +26,7 @@ from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
 if TYPE_CHECKING:
+    from pllm.adapt.private import PrivateRecipe
     from pllm.adapt.store import AdapterStore
     from pllm.users.store import UserStore
 
@@ -76,23 +78,43 @@ def baseline_cells(spec: TaskSpec, names: Sequence[str], *, task: str = "", knn_
 
 def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
                      adapters: AdapterStore | None = None, progress: Progress | None = None,
-                     train_source: dict[str, Any] | None = None, max_pairs: int | None = None
+                     train_source: dict[str, Any] | None = None, max_pairs: int | None = None,
+                     questions: Sequence[Question] = (), private: PrivateRecipe | None = None
                      ) -> tuple[Generator, dict[str, Any]]:
     """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
     task adapter trained on the train split (once: cached by content; `max_pairs` training texts, default
-    FT_PAIRS), and what to record about it."""
+    FT_PAIRS), and what to record about it. With `ft+user+...` the copy then routes each of `questions` to its
+    user's private adapter, trained on top of it (`private` recipe, default `PrivateRecipe()`)."""
     if not method.ft:
         return generator, {}
     from pllm.adapt.learned import FT_PAIRS, learned_generator, train_learned
     from pllm.adapt.store import AdapterStore
 
+    store = adapters or AdapterStore(None)
     step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
-    record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
+    record, trained = train_learned(generator, spec, method, train, store=store,
                                     progress=step, source=train_source, max_pairs=max_pairs or FT_PAIRS)
-    return learned_generator(generator, spec, record), {
+    learned = learned_generator(generator, spec, record)
+    info: dict[str, Any] = {
         "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
         "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
         "adapter_recipe": record.config}
+    if not method.ft_user:
+        return learned, info
+    from pllm.adapt.private import private_generator, train_private
+    from pllm.prompting.profile import ItemCrowd
+
+    if not questions:
+        raise InputError(f"method {method.label!r} trains a private adapter per scored user: it needs the questions",
+                         field="questions")
+    crowd = ItemCrowd(spec).fit(train) if method.crowd else None  # the train split's, as at inference
+    users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None
+    result = train_private(learned, spec, method, questions, task_record=record, store=store, recipe=private,
+                           crowd=crowd, progress=users)
+    fallback = set(result.fallback)
+    info.update(result.summary(),
+                private_fallback_questions=sum(q.user_id in fallback for q in questions))
+    return private_generator(learned, result, store=store), info
 
 
 @dataclass
@@ -140,8 +162,10 @@ class CellRunner:
 
     def __init__(self, load: Callable[[str], Generator], *, store: UserStore | None = None, batch_size: int = 8,
                  summary: SummaryConfig | None = None, progress: Progress | None = None,
-                 adapters: AdapterStore | None = None, ft_pairs: int | None = None) -> None:
+                 adapters: AdapterStore | None = None, ft_pairs: int | None = None,
+                 private: PrivateRecipe | None = None) -> None:
         self.load, self.store, self.batch_size, self.ft_pairs = load, store, batch_size, ft_pairs
+        self.private = private
         self.summary, self.progress, self.adapters = summary, progress, adapters
         self._learned: dict[str, tuple[Generator, dict[str, Any]]] = {}
 
@@ -151,16 +175,20 @@ class CellRunner:
         base = self.load(cell.model or "hf")
         if not mc.ft:
             return base, {}
-        # One trained copy per adapter: the splits of one task folder, and readouts, share it.
+        # One trained copy per adapter: the splits of one task folder, and readouts, share it. A copy with
+        # private adapters routes one split's users: it is kept per scored questions.
         plain = dataclasses.replace(mc, readout="argmax", calibrate=False)
         key = f"{cell.model or 'hf'}|{task.learn_source}|{plain.label}"
+        if mc.ft_user:
+            key += f"|{task.name}|{sha1_text(*[q.id for q in task.questions])}"
         if key not in self._learned:
             if not task.learn:
                 raise InputError(f"learned method {cell.label!r} needs a train split to learn from", field="train")
             source = {"questions": task.learn_source} if task.learn_source else None
             self._learned[key] = method_generator(task.spec, base, mc, train=task.learn, adapters=self.adapters,
                                                   progress=self.progress, train_source=source,
-                                                  max_pairs=self.ft_pairs)
+                                                  max_pairs=self.ft_pairs, questions=task.questions,
+                                                  private=self.private)
         return self._learned[key]
 
     def run(self, cell: Cell, task: LoadedTask, log: CellLog) -> dict[str, Any]:
@@ -239,10 +267,11 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
                store: UserStore | None = None, batch_size: int = 8, progress: Progress | None = None,
                name: str | None = None, summary_config: SummaryConfig | None = None,
                train: Sequence[Question] = (), adapters: AdapterStore | None = None,
-               train_source: dict[str, Any] | None = None) -> MethodResult:
-    """One method on these questions with this generator: a one-cell run of `CellRunner`."""
+               train_source: dict[str, Any] | None = None, private: PrivateRecipe | None = None) -> MethodResult:
+    """One method on these questions with this generator: a one-cell run of `CellRunner` (`private`: the
+    per-user recipe of an `ft+user+...` method)."""
     task = LoadedTask(spec.name, spec, list(questions), learn=list(train),
                       learn_source=(train_source or {}).get("questions"))
     runner = CellRunner(lambda key: generator, store=store, batch_size=batch_size, summary=summary_config,
-                        progress=progress, adapters=adapters)
+                        progress=progress, adapters=adapters, private=private)
     return runner.result(llm_cell(method, label=name), task)
