@@ -59,7 +59,7 @@ class PrivateRecipe:
     epochs: int = field(default=2, metadata={"help": "Passes over the user's training texts."})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate (the task adapter's)."})
     batch_size: int = field(default=4, metadata={"help": "Texts per optimizer step."})
-    max_texts: int = field(default=24, metadata={
+    max_texts: int = field(default=16, metadata={
         "help": "At most this many texts per user: their latest items, each rendered with all earlier items as "
                 "its history (the cost of a user's adapter is about proportional to it)."})
     min_items: int = field(default=10, metadata={

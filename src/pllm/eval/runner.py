@@ -27,7 +27,7 @@ from pllm.types import Question
 
 if TYPE_CHECKING:
     from pllm.adapt.private import PrivateRecipe
-    from pllm.adapt.store import AdapterStore
+    from pllm.adapt.store import AdapterRecord, AdapterStore
     from pllm.users.store import UserStore
 
 Progress = Callable[[str, int, int], None]  # (cell label, done, total)
@@ -87,33 +87,68 @@ def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig,
     user's private adapter, trained on top of it (`private` recipe, default `PrivateRecipe()`)."""
     if not method.ft:
         return generator, {}
+    stage = learned_stage(spec, generator, method, train=train, adapters=adapters, progress=progress,
+                          train_source=train_source, max_pairs=max_pairs)
+    if not method.ft_user:
+        return stage.generator, stage.info
+    return private_stage(spec, stage, method, questions=questions, train=train, adapters=adapters,
+                         private=private, progress=progress, copy_model=False)
+
+
+@dataclass
+class LearnedStage:
+    """A learned method's first stage: the merged copy, its task adapter and what to record about it."""
+
+    generator: Generator
+    record: AdapterRecord
+    info: dict[str, Any]
+
+
+def learned_stage(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
+                  adapters: AdapterStore | None = None, progress: Progress | None = None,
+                  train_source: dict[str, Any] | None = None, max_pairs: int | None = None) -> LearnedStage:
+    """The task adapter of `ft+<method>` (trained once, cached by content) merged into a copy of `generator`."""
     from pllm.adapt.learned import FT_PAIRS, learned_generator, train_learned
     from pllm.adapt.store import AdapterStore
 
-    store = adapters or AdapterStore(None)
     step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
-    record, trained = train_learned(generator, spec, method, train, store=store,
+    record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
                                     progress=step, source=train_source, max_pairs=max_pairs or FT_PAIRS)
-    learned = learned_generator(generator, spec, record)
-    info: dict[str, Any] = {
+    return LearnedStage(learned_generator(generator, spec, record), record, {
         "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
         "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
-        "adapter_recipe": record.config}
-    if not method.ft_user:
-        return learned, info
+        "adapter_recipe": record.config})
+
+
+def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, questions: Sequence[Question],
+                  train: Sequence[Question] = (), adapters: AdapterStore | None = None,
+                  private: PrivateRecipe | None = None, progress: Progress | None = None,
+                  copy_model: bool = True) -> tuple[Generator, dict[str, Any]]:
+    """OPPU's second stage of `ft+user+<method>` on a first stage: every scored user's private adapter trained
+    (or found up to date) on the merged model, and a routing generator over it. The router wraps the model it
+    is given in place, so by default it gets its own copy (`copy_model`), leaving the first stage's intact for
+    the `ft+<method>` cells that share it."""
+    import copy
+
     from pllm.adapt.private import private_generator, train_private
+    from pllm.adapt.store import AdapterStore
     from pllm.prompting.profile import ItemCrowd
 
     if not questions:
         raise InputError(f"method {method.label!r} trains a private adapter per scored user: it needs the questions",
                          field="questions")
+    learned = stage.generator
+    if copy_model:
+        learned = copy.copy(learned)
+        learned.model = copy.deepcopy(stage.generator.model)  # type: ignore[attr-defined]
+    store = adapters or AdapterStore(None)
     crowd = ItemCrowd(spec).fit(train) if method.crowd else None  # the train split's, as at inference
     users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None
-    result = train_private(learned, spec, method, questions, task_record=record, store=store, recipe=private,
+    result = train_private(learned, spec, method, questions, task_record=stage.record, store=store, recipe=private,
                            crowd=crowd, progress=users)
     fallback = set(result.fallback)
-    info.update(result.summary(),
-                private_fallback_questions=sum(q.user_id in fallback for q in questions))
+    info = {**stage.info, **result.summary(),
+            "private_fallback_questions": sum(q.user_id in fallback for q in questions)}
     return private_generator(learned, result, store=store), info
 
 
@@ -167,7 +202,8 @@ class CellRunner:
         self.load, self.store, self.batch_size, self.ft_pairs = load, store, batch_size, ft_pairs
         self.private = private
         self.summary, self.progress, self.adapters = summary, progress, adapters
-        self._learned: dict[str, tuple[Generator, dict[str, Any]]] = {}
+        self._stages: dict[str, LearnedStage] = {}
+        self._private: dict[str, tuple[Generator, dict[str, Any]]] = {}
 
     def generator(self, cell: Cell, task: LoadedTask) -> tuple[Generator, dict[str, Any]]:
         """The generator of an LLM cell and what to record about it (a learned cell: its adapter)."""
@@ -175,21 +211,24 @@ class CellRunner:
         base = self.load(cell.model or "hf")
         if not mc.ft:
             return base, {}
-        # One trained copy per adapter: the splits of one task folder, and readouts, share it. A copy with
-        # private adapters routes one split's users: it is kept per scored questions.
-        plain = dataclasses.replace(mc, readout="argmax", calibrate=False)
+        # One trained copy per task adapter: the splits of one task folder, readouts and the `ft+user+` cells on
+        # top of it share it. A copy with private adapters routes one split's users: it is kept per questions.
+        plain = dataclasses.replace(mc, ft_user=False, readout="argmax", calibrate=False)
         key = f"{cell.model or 'hf'}|{task.learn_source}|{plain.label}"
-        if mc.ft_user:
-            key += f"|{task.name}|{sha1_text(*[q.id for q in task.questions])}"
-        if key not in self._learned:
+        if key not in self._stages:
             if not task.learn:
                 raise InputError(f"learned method {cell.label!r} needs a train split to learn from", field="train")
             source = {"questions": task.learn_source} if task.learn_source else None
-            self._learned[key] = method_generator(task.spec, base, mc, train=task.learn, adapters=self.adapters,
-                                                  progress=self.progress, train_source=source,
-                                                  max_pairs=self.ft_pairs, questions=task.questions,
-                                                  private=self.private)
-        return self._learned[key]
+            self._stages[key] = learned_stage(task.spec, base, mc, train=task.learn, adapters=self.adapters,
+                                              progress=self.progress, train_source=source, max_pairs=self.ft_pairs)
+        stage = self._stages[key]
+        if not mc.ft_user:
+            return stage.generator, stage.info
+        key += f"|{task.name}|{sha1_text(*[q.id for q in task.questions])}"
+        if key not in self._private:
+            self._private[key] = private_stage(task.spec, stage, mc, questions=task.questions, train=task.learn,
+                                               adapters=self.adapters, private=self.private, progress=self.progress)
+        return self._private[key]
 
     def run(self, cell: Cell, task: LoadedTask, log: CellLog) -> dict[str, Any]:
         """Score the questions of `cell` not yet in `log`, batch by batch (fixed positions, so a resumed
