@@ -131,7 +131,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: $PLLM_HOME/runs/main)."),
         model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
         learned: list[str] = typer.Option([], "--learned", help="Add a learned method by name, e.g. "
-                                          "'ft+stats+crowd/median' (its task adapter is trained once and cached)."),
+                                          "'ft+stats+crowd/median' (its task adapter is trained once and cached), "
+                                          "or 'ft+user+stats+crowd/median' (plus a private adapter per test user)."),
         ft_pairs: int | None = typer.Option(None, "--ft-pairs", help="Training texts per learned task adapter."),
     ) -> None:
         """The main job: personalized vs unpersonalized on movielens-rating with the embedded model."""
