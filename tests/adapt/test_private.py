@@ -166,3 +166,20 @@ def test_forgetting_a_user_deletes_their_private_adapters(spec, merged, store, m
     assert folder.is_dir()
     store.db.forget(user_id="u")
     assert not folder.exists() and store.get(result.task, "user", "u") is None
+
+
+def test_one_runner_shares_the_first_stage_and_leaves_it_bare(spec, tiny, store, method):
+    """An `ft+user+` cell and an `ft+` cell of one runner share the merged task model; the private router
+    gets its own copy, so the `ft+` cell scored after it is exactly the task model."""
+    from pllm.eval.datasets import LoadedTask
+    from pllm.eval.runner import CellRunner, llm_cell
+
+    questions = [_question("u", make_items("u", 8, rating=5))]
+    task = LoadedTask("ml", spec, questions, learn=_train())
+    alone = run_method(spec, questions, tiny, dataclasses.replace(method, ft_user=False), train=_train(),
+                       adapters=store)
+    runner = CellRunner(lambda key: tiny, adapters=store, private=RECIPE)
+    private = runner.result(llm_cell(method), task)
+    first = runner.result(llm_cell(dataclasses.replace(method, ft_user=False)), task)
+    assert private.config["private_users"] == 1 and not hasattr(tiny.model, "peft_config")
+    assert first.records[0].label_scores == pytest.approx(alone.records[0].label_scores, abs=1e-5)
