@@ -2,12 +2,15 @@
 
 Runs a bench grid that scores one task's test, dev and train splits (benchmarks/grids/learned.yaml:
 untrained bm25@4, the learned `ft+bm25@4` and every baseline), then, without touching the test split:
-- picks each LLM cell's readout (argmax / expected / median) on dev, from the label scores it logged;
+- picks each LLM cell's readout (argmax / expected / median) on dev, from the label scores it logged (a cell
+  with no dev twin, such as `ft+user+...` scored on test only, keeps the readout its name fixes);
 - fits hybrids (LLM label distribution + collaborative features) and their collaborative-only twins on
   the train split, and picks the estimator on dev;
 - names the strongest baseline by its dev score.
 The report then gives test scores with 95% bootstrap intervals and paired differences against that
-baseline, LLM-alone and hybrid rows apart.
+baseline, LLM-alone and hybrid rows apart; an `ft+user+...` cell (private adapters on top of the task adapter)
+is also paired against its first stage, and its private adapters (users, fallbacks, training seconds, recipe)
+are read back from the adapter store.
 
     python benchmarks/learned.py --config benchmarks/grids/learned.yaml --out docs/results/learned
 """
@@ -22,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pllm.adapt.store import AdapterStore
+from pllm.adapt.private import RECIPE_FILE
+from pllm.adapt.store import AdapterRecord, AdapterStore, slug
 from pllm.eval.bench import BenchRunner, machine_info
 from pllm.eval.grid import load_bench_config
 from pllm.eval.hybrid import ESTIMATORS, HybridConfig, HybridRater
@@ -89,6 +93,11 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
         best = _best(spec, llm_dev)
         shown = next(r.method for r in rows if r.kind == "llm" and r.method.split("/")[0].removesuffix("+cal") == best)
         out += [diff(shown, r.method) for r in rows if r.kind == "baseline"]
+    for r in rows:  # OPPU's second stage: against its first stage (the same task adapter alone) and the baselines
+        if r.kind == "llm" and r.config.get("ft_user"):
+            first = _first_stage(r, rows)
+            out += ([diff(r.method, first)] if first else []) + [diff(r.method, b.method) for b in rows
+                                                                  if b.kind == "baseline"]
     untrained = [r.method for r in rows if r.kind == "llm" and not r.config.get("ft")]
     for r in rows:  # what training adds: each learned cell against the untrained ones of the same run
         if r.kind == "llm" and r.config.get("ft"):
@@ -100,6 +109,37 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
             if twin:
                 out.append(diff(r.method, twin))
     return out
+
+
+def _plain(config: dict[str, Any]) -> str:
+    mc = MethodConfig(**{k: v for k, v in config.items() if k != "model"})
+    return dataclasses.replace(mc, ft_user=False, readout="argmax", calibrate=False).label
+
+
+def _first_stage(row: MethodResult, rows: list[MethodResult]) -> str | None:
+    """The `ft+<method>` row an `ft+user+<method>` row adds private adapters to."""
+    return next((r.method for r in rows if r.kind == "llm" and r.config.get("ft") and not r.config.get("ft_user")
+                 and _plain(r.config) == _plain(row.config)), None)
+
+
+def _private_summary(task_record: AdapterRecord, spec: TaskSpec, users: set[str], n_questions: dict[str, int]
+                     ) -> dict[str, Any]:
+    """The private adapters of the scored users on top of one task adapter, read back from the store."""
+    store = AdapterStore(None)
+    task = f"{spec.name}+{task_record.owner}"
+    records = [r for r in store.records(task, "user") if r.owner in users and not r.stale]
+    seconds = sorted(r.train_seconds for r in records)
+    recipe_file = store.root / slug(task) / RECIPE_FILE
+    with_adapter = {r.owner for r in records}
+    return {"private_task": task, "scored_users": len(users), "with_adapter": len(records),
+            "fallback_users": len(users - with_adapter),
+            "fallback_questions": sum(n for u, n in n_questions.items() if u not in with_adapter),
+            "texts_mean": round(sum(r.n_pairs for r in records) / len(records), 2) if records else 0.0,
+            "train_seconds": {"total": round(sum(seconds), 1),
+                              "mean": round(sum(seconds) / len(seconds), 2) if seconds else 0.0,
+                              "median": seconds[len(seconds) // 2] if seconds else 0.0,
+                              "min": seconds[0] if seconds else 0.0, "max": seconds[-1] if seconds else 0.0},
+            "recipe": json.loads(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else None}
 
 
 def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[str]]:
@@ -119,6 +159,11 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
         if res.kind != "llm":
             continue
         name = res.method.split(" [")[0].removesuffix("+cal")
+        if k not in dev:  # no dev twin (a private cell, scored on test only): the readout its name fixes
+            ro = res.config.get("readout", "argmax")
+            choices[name] = {"readout_fixed": ro, "why": "no dev cell: the readout is the one the method names"}
+            rows.append(dataclasses.replace(res, method=name, records=_with_readout(spec, res.records, ro)))
+            continue
         options = readouts_for(spec)
         if res.records and res.records[0].label_prior is not None:
             options = options + [f"{o}+cal" for o in options]
@@ -152,12 +197,21 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
     summary = summarize(spec, rows, reference=strongest)
     adapters = {}
     # The adapters these cells ran on: each learned cell's log records its adapter's data hash.
-    hashes = set()
+    hashes, private_cells = set(), {}
     for cell, _ in runner.task_results(tasks[test_name])[0]:
         meta = runner.cell_path(cell).with_suffix(".json")
         if cell.kind == "llm" and meta.is_file():
             hashes.add(json.loads(meta.read_text(encoding="utf-8")).get("adapter"))
+            if cell.config.get("ft_user"):
+                private_cells[cell.label] = json.loads(meta.read_text(encoding="utf-8")).get("adapter")
+    n_questions: dict[str, int] = {}
+    for q in test_qs:
+        n_questions[q.user_id] = n_questions.get(q.user_id, 0) + 1
+    private = {}
     for record in AdapterStore(None).records(spec.name, "task"):
+        for label, digest in private_cells.items():
+            if record.data_hash == digest:
+                private[label] = _private_summary(record, spec, set(n_questions), n_questions)
         if record.data_hash in hashes:
             adapters[record.owner] = {
                 "path": str(record.path), "base_model": record.base_model, "pairs": record.n_pairs,
@@ -182,10 +236,12 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
           "the first is better.", "", "| comparison | Δ [95% CI] |", "|---|---|",
           *[f"| {a} − {b} | {iv.fmt()} |" for a, b, iv in paired], "",
           "### Choices made on dev", "", "```json", json.dumps(choices, indent=1), "```", "",
-          "### Task adapters", "", "```json", json.dumps(adapters, indent=1, default=str), "```", ""]
+          "### Task adapters", "", "```json", json.dumps(adapters, indent=1, default=str), "```", "",
+          *(["### Private adapters (`ft+user+...`: one per scored user, on top of the task adapter)", "",
+             "```json", json.dumps(private, indent=1), "```", ""] if private else [])]
     report = {"task": spec.name, "n_test": len(test_qs), "reference": strongest, "choices": choices,
               "paired": [{"a": a, "b": b, "difference": dataclasses.asdict(iv)} for a, b, iv in paired],
-              "adapters": adapters, "rows": [dataclasses.asdict(r) for r in summary]}
+              "adapters": adapters, "private_adapters": private, "rows": [dataclasses.asdict(r) for r in summary]}
     return report, md
 
 

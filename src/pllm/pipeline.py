@@ -61,6 +61,10 @@ class MethodConfig:
     ft: bool = field(default=False, metadata={
         "help": "Learned: run on the base model with the task adapter trained on the train split's users, with "
                 "this method's own retrieval inside every training prompt (see pllm.adapt.learned)."})
+    ft_user: bool = field(default=False, metadata={
+        "help": "Learned, second stage (OPPU): on top of the merged task model, a private LoRA per scored user "
+                "trained on that user's own earlier items with this method's rendering; users with too few items "
+                "run on the task model alone (see pllm.adapt.private). Needs ft."})
     max_prompt_tokens: int = field(default=1024, metadata={"help": "Prompt budget in generator tokens."})
     embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
     seed: int = field(default=0, metadata={"help": "Seed for the random retriever."})
@@ -83,12 +87,15 @@ class MethodConfig:
         if self.ft and self.profile:
             raise InputError("a learned method (ft) with an LLM-written profile summary is not supported: summaries "
                              "would have to be written for every training item's history", field="profile")
+        if self.ft_user and not self.ft:
+            raise InputError("a private user adapter (ft_user) sits on top of the learned task adapter: it needs ft "
+                             "(method names: ft+user+...)", field="ft_user")
         if self.max_prompt_tokens < 16:
             raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
 
     @property
     def label(self) -> str:
-        """`[ft+][profile+][stats+][crowd+]retriever@k`, with `/readout` and `+cal` when those differ from the
+        """`[ft+[user+]][profile+][stats+][crowd+]retriever@k`, with `/readout` and `+cal` when those differ from the
         default."""
         parts = [] if self.retriever == "none" else [f"{self.retriever}@{self.k}"]
         if self.crowd:
@@ -97,6 +104,8 @@ class MethodConfig:
             parts.insert(0, "stats")
         if self.profile:
             parts.insert(0, "profile")
+        if self.ft_user:
+            parts.insert(0, "user")
         if self.ft:
             parts.insert(0, "ft")
         label = "+".join(parts) or "none"

@@ -83,3 +83,38 @@ def test_eval_takes_a_method_by_its_report_name(task, tiny_backend, tmp_path):
                                    str(task / "test_questions.json"), "--method", "ft+bm42@4", "--backend",
                                    tiny_backend])
     assert bad.exit_code != 0 and "unknown method 'ft+bm42'" in bad.output
+
+
+def test_eval_ft_user_trains_private_adapters_on_the_task_model_and_records_them(tmp_path, tiny_backend,
+                                                                                   one_torch_thread):
+    """`--method ft+user+...`: the task adapter, then one private adapter per test user (16 ratings each: above
+    min_items), recorded in method_config.json and learned.json, reused on a rerun."""
+    genres = ["Drama", "Comedy", "Action"] * 8
+    ratings = [(u, (u * 5 + j) % 24 + 1, 1 + (u + j) % 5, 880000000 + u * 1000 + j * 10)
+               for u in range(1, 9) for j in range(16)]  # 16 distinct movies per user
+    task = tmp_path / "task"
+    build_dataset("movielens-rating", BuildConfig(source=str(write_recbole_movielens(tmp_path / "raw", genres,
+                                                                                      ratings)),
+                                                  out=str(task), split="user", seed=0, dev_fraction=0.2,
+                                                  test_fraction=0.25))
+    out = tmp_path / "run"
+    args = ["eval", "--task", "movielens-rating", "--questions", str(task / "test_questions.json"), "--outputs",
+            str(task / "test_outputs.json"), "--method", "ft+user+stats+recency@2/median", "--backend",
+            tiny_backend, "--max-prompt-tokens", "128", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    method = json.loads((out / "method_config.json").read_text())
+    assert method["ft"] is True and method["ft_user"] is True and method["readout"] == "median"
+    learned = json.loads((out / "learned.json").read_text())
+    n_users = len({q["user_id"] for q in json.loads((task / "test_questions.json").read_text())})
+    assert learned["private_users"] == learned["private_trained_now"] == n_users > 0
+    assert learned["private_fallback_users"] == 0 and learned["private_recipe"]["min_items"] == 10
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"][0]["method"] == "ft+user+stats+recency@2/median"
+    again = CliRunner().invoke(app, args)  # both stages cached by content
+    assert again.exit_code == 0, again.output
+    learned = json.loads((out / "learned.json").read_text())
+    assert learned["adapter_trained_now"] is False and learned["private_trained_now"] == 0
+    assert learned["private_reused"] == n_users
+    mixed = CliRunner().invoke(app, [*args, "--adapter", "user"])
+    assert mixed.exit_code == 2 and "ft+user+" in mixed.output

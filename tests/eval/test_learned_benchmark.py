@@ -25,7 +25,8 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
                                                   out=str(task), split="time", seed=0))
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
-        "tasks": [{"name": "ml", "data": str(task)}, {"name": "ml-dev", "data": str(task), "split": "dev"},
+        "tasks": [{"name": "ml", "data": str(task), "methods": ["ft+recency", "ft+user+recency/median"]},
+                  {"name": "ml-dev", "data": str(task), "split": "dev", "methods": ["ft+recency"]},
                   {"name": "ml-train", "data": str(task), "split": "train"}],
         "models": ["test-tiny"], "methods": ["ft+recency"], "k": [2], "baselines": ["bias", "user-median"],
         "batch_size": 8, "n_resamples": 50, "max_prompt_tokens": 128, "threads": 1}))
@@ -45,6 +46,15 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
     assert any(m.startswith("cf-") for m in kinds) and kinds["bias"] == "baseline"
     assert any(p["a"].startswith("hybrid-") and p["b"].startswith("cf-") for p in ml["paired"])
     assert ml["adapters"] and next(iter(ml["adapters"].values()))["pairs"] > 0
+    # the private cell has no dev twin: it keeps its named readout, and is paired with its first stage; every
+    # user here has fewer than min_items items, so all fall back to the task adapter (a difference of exactly 0)
+    assert ml["choices"]["ft+user+recency@2/median"]["readout_fixed"] == "median"
+    (private,) = ml["private_adapters"].values()
+    assert private["fallback_users"] == private["scored_users"] == 24 and private["with_adapter"] == 0
+    first = next(p for p in ml["paired"] if p["a"] == "ft+user+recency@2/median" and p["b"].startswith("ft+recency"))
+    assert first["b"].startswith("ft+recency@2")
+    if first["b"].endswith("/median"):  # the same readout on the same (task) model: the same predictions
+        assert first["difference"]["value"] == 0.0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### LLM alone" in md and "### Hybrid" in md and "Sharing: test" in md
     assert json.loads((tmp_path / "out" / "report.json").read_text())["machine_note"] == "test"

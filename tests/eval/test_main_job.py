@@ -13,6 +13,8 @@ def test_main_methods_cover_the_comparison():
     assert names[:4] == ["none", "bm25@4", "dense@4", "profile"]
     learned = main_methods(MainJobConfig(learned=["ft+stats+crowd/median"]))[-1]
     assert learned[0] == "ft+stats+crowd/median" and learned[1].ft and learned[1].crowd
+    private = main_methods(MainJobConfig(learned=["ft+user+stats+crowd/median"]))[-1]  # `pllm run --learned`
+    assert private[0] == "ft+user+stats+crowd/median" and private[1].ft_user and private[1].stats
 
 
 def test_main_job_learned_option_takes_only_learned_methods():

@@ -7,6 +7,10 @@ Routing reads the structured record on `Prompt.question` (user id and profile), 
 - otherwise the group adapter whose centroid is nearest the user's history embedding;
 - otherwise the base model (peft's "__base__" row).
 
+A job that has just trained or found its users' adapters (the private second stage of `ft+user+...`,
+`pllm.adapt.private`) passes them as `users=`: only those users are routed to an adapter, every other user
+takes the fallback, and an adapter trained on other base weights is an error, not a silent fallback.
+
 The adapters live in an `AdapterPool` (`pllm.adapt.pool`: the LRU under a byte budget, one forward pass with
 per-row adapters where peft can run one, stacked LoRA layers), over the base model in place.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,7 @@ import numpy as np
 from pllm.adapt.pool import BASE, AdapterPool, PoolConfig
 from pllm.adapt.store import BASE_OWNER, AdapterRecord, AdapterStore
 from pllm.adapt.train import base_key, merge_task_adapter
-from pllm.errors import InputError
+from pllm.errors import ArtifactError, InputError
 from pllm.models.base import DelegatingGenerator, Generation, Prompt
 from pllm.models.hf import HFGenerator
 from pllm.types import Question
@@ -49,7 +53,7 @@ class AdapterGenerator(DelegatingGenerator):
 
     def __init__(self, base: HFGenerator, task: str, *, store: AdapterStore | None = None, mode: str = "user",
                  cold_start_items: int | None = None, memory_budget_mb: float = 256.0, merge_task: bool = True,
-                 batched_lora: bool = True) -> None:
+                 batched_lora: bool = True, users: Mapping[str, AdapterRecord] | None = None) -> None:
         if mode not in ROUTE_MODES:
             raise InputError(f"adapter mode must be one of {ROUTE_MODES}, got {mode!r}", field="adapter")
         self.pool = AdapterPool(base, PoolConfig(memory_budget_mb=memory_budget_mb, batched_lora=batched_lora))
@@ -70,12 +74,19 @@ class AdapterGenerator(DelegatingGenerator):
         self._groups: list[AdapterRecord] | None = None
         self._group_of: dict[tuple[str, tuple[str, ...]], Route] = {}
         self._user_routes: dict[str, AdapterRecord | None] = {}
+        self._pinned = dict(users) if users is not None else None
+        for record in (self._pinned or {}).values():
+            if record.base_key != self.base_key or record.base_model != base.model_id:
+                raise ArtifactError(f"adapter folder {record.path} was trained on {record.base_model!r}, not on "
+                                    f"{base.model_id!r}: it is not valid on these weights")
 
     # -- routing ----------------------------------------------------------------------------------
     def _fresh(self, record: AdapterRecord | None) -> bool:
         return record is not None and not record.stale and record.base_key == self.base_key
 
     def _user_record(self, user_id: str) -> AdapterRecord | None:
+        if self._pinned is not None:
+            return self._pinned.get(user_id)
         if user_id not in self._user_routes:
             record = self.store.get(self.task, "user", user_id, verify=False)
             self._user_routes[user_id] = record if self._fresh(record) else None

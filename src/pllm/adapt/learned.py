@@ -57,8 +57,9 @@ def fit_layers(generator: Generator, config: AdaptConfig) -> AdaptConfig:
 def ft_owner(method: MethodConfig, model_id: str) -> str:
     """One task adapter per retrieval setting and base model (`ft-bm25@4-<model>`), so learning on a second
     model never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
-    whose change retrains it. Readout and calibration do not."""
-    plain = dataclasses.replace(method, ft=False, readout="argmax", calibrate=False)
+    whose change retrains it. Readout and calibration do not, nor a private second stage (`ft+user+`): it sits on
+    top of this same task adapter."""
+    plain = dataclasses.replace(method, ft=False, ft_user=False, readout="argmax", calibrate=False)
     return f"ft-{plain.label}-{model_id}"
 
 
@@ -89,8 +90,16 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
                          force=force, step_callback=progress, crowd=crowd)
 
 
+def learned_model_id(model_id: str, record: AdapterRecord) -> str:
+    """The identity of the merged copy: the base model and the task adapter folded into it. Adapters trained
+    on the copy (OPPU's private second stage) record it as their base model, so loading one onto the bare base
+    model, or onto a copy merged with another task adapter, is refused by name."""
+    return f"{model_id}+ft-{record.data_hash[:12]}"
+
+
 def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecord) -> Generator:
-    """A copy of `generator` with the task adapter merged; the original stays the bare model."""
+    """A copy of `generator` with the task adapter merged, named `learned_model_id`; the original stays the bare
+    model."""
     if record.task != spec.name:
         raise ArtifactError(f"adapter {record.path} was trained for task {record.task!r}, not {spec.name!r}")
     if record.base_model != generator.model_id:
@@ -99,4 +108,5 @@ def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecor
     clone = copy.copy(generator)
     clone.model = copy.deepcopy(generator.model)  # type: ignore[attr-defined]
     merge_task_adapter(clone, record)  # type: ignore[arg-type]
+    clone.model_id = learned_model_id(generator.model_id, record)
     return clone

@@ -134,8 +134,8 @@ class AdapterPool:
                 self._sizes.move_to_end(record.name)
                 return record.name
             if record.base_model != self.base.model_id:
-                raise ArtifactError(f"adapter {record.name!r} was trained on {record.base_model!r}, "
-                                    f"not on {self.base.model_id!r}")
+                raise ArtifactError(f"adapter {record.name!r} ({record.path}) was trained on {record.base_model!r}, "
+                                    f"not on {self.base.model_id!r}; it is not valid on these weights")
             check_files(record)
             peft_type = _peft_type(record)
             if self.peft_type is not None and self._sizes and peft_type != self.peft_type:

@@ -226,9 +226,10 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
                   task_record: AdapterRecord | None = None, source: dict[str, Any] | None = None,
                   centroid: list[float] | None = None, embedder: str | None = None, max_pairs: int | None = None,
                   force: bool = False, step_callback: Callable[[int, int], None] | None = None,
-                  crowd: ItemCrowd | None = None) -> tuple[AdapterRecord, bool]:
+                  crowd: ItemCrowd | None = None, store_task: str | None = None) -> tuple[AdapterRecord, bool]:
     """Train (or skip, if up to date) one adapter; returns (record, trained?). `crowd`: other users' outputs
-    per item, for a recipe with collaborative context.
+    per item, for a recipe with collaborative context; `store_task`: the store's task key (default the
+    spec's name; learned methods' private adapters are filed under their task adapter's, `pllm.adapt.private`).
 
     A user adapter gets `{user: items}`; a group or task adapter every member's items (pairs are
     rendered per member, so retrieved demonstrations never cross users)."""
@@ -240,23 +241,27 @@ def train_adapter(generator: HFGenerator, spec: TaskSpec, *, kind: str, owner: s
                                         crowd=crowd))
     return fit_adapter(generator, spec, pairs, kind=kind, owner=owner, config=config, store=store, n_items=n_items,
                        members=sorted(items_by_user) if kind != "user" else [], task_record=task_record,
-                       source=source, centroid=centroid, embedder=embedder, force=force, step_callback=step_callback)
+                       source=source, centroid=centroid, embedder=embedder, force=force, step_callback=step_callback,
+                       store_task=store_task)
 
 
 def fit_adapter(generator: HFGenerator, spec: TaskSpec, pairs: Sequence[TrainingPair], *, kind: str, owner: str,
                 config: AdaptConfig, store: AdapterStore, n_items: int, members: list[str],
                 task_record: AdapterRecord | None = None, source: dict[str, Any] | None = None,
                 centroid: list[float] | None = None, embedder: str | None = None, force: bool = False,
-                step_callback: Callable[[int, int], None] | None = None) -> tuple[AdapterRecord, bool]:
+                step_callback: Callable[[int, int], None] | None = None,
+                store_task: str | None = None) -> tuple[AdapterRecord, bool]:
     """Train (or find up to date) one adapter on rendered pairs, cached by their content, the recipe and the
-    base weights, and resumable from a checkpoint; returns (record, trained?)."""
+    base weights, and resumable from a checkpoint; returns (record, trained?). It is filed under `store_task`
+    (default: the spec's name)."""
     if not pairs:
         raise InputError(f"{kind} adapter {owner!r}: no training items")
+    task = store_task or spec.name
     key = base_key(generator, task_record)
     digest = data_hash(pairs, config, key)
     if not force:
         try:
-            existing = store.get(spec.name, kind, owner)
+            existing = store.get(task, kind, owner)
         except ArtifactError as exc:  # a broken folder is retrained, not trusted
             log.warning("retraining: %s", exc)
             existing = None
@@ -268,7 +273,7 @@ def fit_adapter(generator: HFGenerator, spec: TaskSpec, pairs: Sequence[Training
     def save(peft_model: Any, result: TrainResult) -> None:
         # Written while the adapter is still injected: peft saves it from the live model.
         record = AdapterRecord(
-            kind=kind, task=spec.name, owner=owner, name=name, method=config.method, base_model=generator.model_id,
+            kind=kind, task=task, owner=owner, name=name, method=config.method, base_model=generator.model_id,
             base_key=key, config=asdict(config), data_hash=digest, n_items=n_items, n_pairs=len(pairs),
             train_seconds=round(result.seconds, 3), losses=result.losses, members=members, centroid=centroid,
             embedder=embedder, source=source or {})
@@ -280,6 +285,6 @@ def fit_adapter(generator: HFGenerator, spec: TaskSpec, pairs: Sequence[Training
         records.append(store.write(record, files))
 
     # A run killed mid-training resumes from its checkpoint, named by what it trains on (data, recipe, base).
-    checkpoint = store.root / ".checkpoints" / f"{slug(spec.name)}-{kind}-{slug(owner)}-{digest[:16]}.pt"
+    checkpoint = store.root / ".checkpoints" / f"{slug(task)}-{kind}-{slug(owner)}-{digest[:16]}.pt"
     train_pairs(generator, pairs, config, save=save, step_callback=step_callback, checkpoint=checkpoint)
     return records[0], True

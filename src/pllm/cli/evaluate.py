@@ -41,9 +41,10 @@ def register(app: typer.Typer) -> None:
         stats: bool = typer.Option(False, "--stats", help="Add a statistical profile (the user's output "
                                    "distribution; no LLM call)."),
         method_name: str | None = typer.Option(None, "--method", help="A method by its report name, e.g. "
-                                               "ft+bm25@4/median or stats+dense@8+cal: optional ft+, profile+, "
-                                               "stats+ prefixes, a retriever@k, +cal, /readout (replaces "
-                                               "--retriever/--k/--profile/--stats/--ft/--calibrate/--readout)."),
+                                               "ft+bm25@4/median or stats+dense@8+cal: optional ft+ (ft+user+), "
+                                               "profile+, stats+, crowd+ prefixes, a retriever@k, +cal, /readout "
+                                               "(replaces --retriever/--k/--profile/--stats/--ft/--ft-user/"
+                                               "--calibrate/--readout)."),
         style: str | None = typer.Option(None, "--style", help="demonstrations|instruction (default per task)."),
         predict: str = typer.Option("auto", "--predict", help="auto|score|generate."),
         readout: str = typer.Option("argmax", "--readout", help="argmax|expected|median (the last two: numeric "
@@ -51,6 +52,10 @@ def register(app: typer.Typer) -> None:
         calibrate: bool = typer.Option(False, "--calibrate", help="Contextual calibration of label scores."),
         ft: bool = typer.Option(False, "--ft", help="Learned: train (once, cached) a task adapter on the train "
                                 "split with this method's retrieval in every prompt, and run on it."),
+        ft_user: bool = typer.Option(False, "--ft-user", help="Learned, second stage (implies --ft): a private "
+                                     "adapter per scored user on top of the task adapter, trained on their own "
+                                     "earlier items (cached by content); users with too few items run on the task "
+                                     "adapter alone."),
         train: Path | None = typer.Option(None, "--train", help="Train questions for --ft and the baselines (default: "
                                           "train_questions.json beside --questions)."),
         max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", help="Prompt budget in model tokens."),
@@ -75,7 +80,7 @@ def register(app: typer.Typer) -> None:
         else:
             method = MethodConfig(retriever=retriever, k=k, profile=profile, stats=stats, style=style,
                                   predict=predict, readout=readout, max_prompt_tokens=max_prompt_tokens,
-                                  calibrate=calibrate, ft=ft)
+                                  calibrate=calibrate, ft=ft or ft_user, ft_user=ft_user)
         GENERATORS.get(backend)
         if spec.labels:
             from pllm.tasks.readouts import check_readout
@@ -83,6 +88,10 @@ def register(app: typer.Typer) -> None:
             check_readout(spec, method.readout)
         options = GeneratorOptions(adapter=adapter, adapters_dir=str(adapters_dir) if adapters_dir else None,
                                    soft=str(soft) if soft else None)
+        if method.ft and (options.adapter != "none" or options.soft is not None):
+            raise InputError("a learned method runs on its own merged copy of the model, not with --adapter or "
+                             "--soft; for private per-user adapters on it, use ft+user+... (--ft-user)",
+                             field="adapter")
         if (limit is not None and limit < 1) or batch_size < 1:
             raise InputError("--limit and --batch-size must be >= 1")
         data = questions_task(spec, questions, outputs=outputs, train=train, limit=limit,
@@ -93,14 +102,18 @@ def register(app: typer.Typer) -> None:
             cells += baseline_cells(spec, baselines_for(spec))
         with open_db(db) as store, progress_bar(unit="q") as bar:
             generator = options.wrap(base, spec, store)
-            runner = CellRunner(lambda key: generator, store=store, batch_size=batch_size, progress=tracker(bar))
+            # Learned adapters beside the store and indexed in it: `pllm users forget` reaches private ones.
+            from pllm.adapt.store import AdapterStore
+
+            runner = CellRunner(lambda key: generator, store=store, batch_size=batch_size, progress=tracker(bar),
+                                adapters=AdapterStore(options.adapters_dir, db=store))
             results = [runner.result(cell, data) for cell in cells]
         for res in results:
             write_predictions(out, spec, res.method, res.records, outputs=outputs)
         atomic_write_json(out / "method_config.json", {**to_jsonable(method), **to_jsonable(options)})
         if results[0].config.get("adapter"):  # a learned method: which trained artifact produced it
             atomic_write_json(out / "learned.json", {k: v for k, v in results[0].config.items()
-                                                      if k.startswith("adapter")})
+                                                      if k.startswith(("adapter", "private"))})
         if all(r.target is not None for r in results[0].records):
             rows = summarize(spec, results)
             conclusion = conclude(spec, results, rows)
@@ -118,7 +131,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: $PLLM_HOME/runs/main)."),
         model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
         learned: list[str] = typer.Option([], "--learned", help="Add a learned method by name, e.g. "
-                                          "'ft+stats+crowd/median' (its task adapter is trained once and cached)."),
+                                          "'ft+stats+crowd/median' (its task adapter is trained once and cached), "
+                                          "or 'ft+user+stats+crowd/median' (plus a private adapter per test user)."),
         ft_pairs: int | None = typer.Option(None, "--ft-pairs", help="Training texts per learned task adapter."),
     ) -> None:
         """The main job: personalized vs unpersonalized on movielens-rating with the embedded model."""

@@ -18,6 +18,7 @@ from pllm.errors import InputError
 from pllm.eval.datasets import LoadedTask
 from pllm.eval.log import CellLog, record_line
 from pllm.eval.report import MethodResult
+from pllm.io import sha1_text
 from pllm.models.base import Generator, device_label
 from pllm.pipeline import MethodConfig, Personalizer, PredictionRecord
 from pllm.prompting.profile import SummaryConfig
@@ -25,7 +26,8 @@ from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
 if TYPE_CHECKING:
-    from pllm.adapt.store import AdapterStore
+    from pllm.adapt.private import PrivateRecipe
+    from pllm.adapt.store import AdapterRecord, AdapterStore
     from pllm.users.store import UserStore
 
 Progress = Callable[[str, int, int], None]  # (cell label, done, total)
@@ -76,23 +78,78 @@ def baseline_cells(spec: TaskSpec, names: Sequence[str], *, task: str = "", knn_
 
 def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
                      adapters: AdapterStore | None = None, progress: Progress | None = None,
-                     train_source: dict[str, Any] | None = None, max_pairs: int | None = None
+                     train_source: dict[str, Any] | None = None, max_pairs: int | None = None,
+                     questions: Sequence[Question] = (), private: PrivateRecipe | None = None
                      ) -> tuple[Generator, dict[str, Any]]:
     """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
     task adapter trained on the train split (once: cached by content; `max_pairs` training texts, default
-    FT_PAIRS), and what to record about it."""
+    FT_PAIRS), and what to record about it. With `ft+user+...` the copy then routes each of `questions` to its
+    user's private adapter, trained on top of it (`private` recipe, default `PrivateRecipe()`)."""
     if not method.ft:
         return generator, {}
+    stage = learned_stage(spec, generator, method, train=train, adapters=adapters, progress=progress,
+                          train_source=train_source, max_pairs=max_pairs)
+    if not method.ft_user:
+        return stage.generator, stage.info
+    return private_stage(spec, stage, method, questions=questions, train=train, adapters=adapters,
+                         private=private, progress=progress, copy_model=False)
+
+
+@dataclass
+class LearnedStage:
+    """A learned method's first stage: the merged copy, its task adapter and what to record about it."""
+
+    generator: Generator
+    record: AdapterRecord
+    info: dict[str, Any]
+
+
+def learned_stage(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
+                  adapters: AdapterStore | None = None, progress: Progress | None = None,
+                  train_source: dict[str, Any] | None = None, max_pairs: int | None = None) -> LearnedStage:
+    """The task adapter of `ft+<method>` (trained once, cached by content) merged into a copy of `generator`."""
     from pllm.adapt.learned import FT_PAIRS, learned_generator, train_learned
     from pllm.adapt.store import AdapterStore
 
     step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
     record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
                                     progress=step, source=train_source, max_pairs=max_pairs or FT_PAIRS)
-    return learned_generator(generator, spec, record), {
+    return LearnedStage(learned_generator(generator, spec, record), record, {
         "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
         "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
-        "adapter_recipe": record.config}
+        "adapter_recipe": record.config})
+
+
+def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, questions: Sequence[Question],
+                  train: Sequence[Question] = (), adapters: AdapterStore | None = None,
+                  private: PrivateRecipe | None = None, progress: Progress | None = None,
+                  copy_model: bool = True) -> tuple[Generator, dict[str, Any]]:
+    """OPPU's second stage of `ft+user+<method>` on a first stage: every scored user's private adapter trained
+    (or found up to date) on the merged model, and a routing generator over it. The router wraps the model it
+    is given in place, so by default it gets its own copy (`copy_model`), leaving the first stage's intact for
+    the `ft+<method>` cells that share it."""
+    import copy
+
+    from pllm.adapt.private import private_generator, train_private
+    from pllm.adapt.store import AdapterStore
+    from pllm.prompting.profile import ItemCrowd
+
+    if not questions:
+        raise InputError(f"method {method.label!r} trains a private adapter per scored user: it needs the questions",
+                         field="questions")
+    learned = stage.generator
+    if copy_model:
+        learned = copy.copy(learned)
+        learned.model = copy.deepcopy(stage.generator.model)  # type: ignore[attr-defined]
+    store = adapters or AdapterStore(None)
+    crowd = ItemCrowd(spec).fit(train) if method.crowd else None  # the train split's, as at inference
+    users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None
+    result = train_private(learned, spec, method, questions, task_record=stage.record, store=store, recipe=private,
+                           crowd=crowd, progress=users)
+    fallback = set(result.fallback)
+    info = {**stage.info, **result.summary(),
+            "private_fallback_questions": sum(q.user_id in fallback for q in questions)}
+    return private_generator(learned, result, store=store), info
 
 
 @dataclass
@@ -140,10 +197,13 @@ class CellRunner:
 
     def __init__(self, load: Callable[[str], Generator], *, store: UserStore | None = None, batch_size: int = 8,
                  summary: SummaryConfig | None = None, progress: Progress | None = None,
-                 adapters: AdapterStore | None = None, ft_pairs: int | None = None) -> None:
+                 adapters: AdapterStore | None = None, ft_pairs: int | None = None,
+                 private: PrivateRecipe | None = None) -> None:
         self.load, self.store, self.batch_size, self.ft_pairs = load, store, batch_size, ft_pairs
+        self.private = private
         self.summary, self.progress, self.adapters = summary, progress, adapters
-        self._learned: dict[str, tuple[Generator, dict[str, Any]]] = {}
+        self._stages: dict[str, LearnedStage] = {}
+        self._private: dict[str, tuple[Generator, dict[str, Any]]] = {}
 
     def generator(self, cell: Cell, task: LoadedTask) -> tuple[Generator, dict[str, Any]]:
         """The generator of an LLM cell and what to record about it (a learned cell: its adapter)."""
@@ -151,17 +211,24 @@ class CellRunner:
         base = self.load(cell.model or "hf")
         if not mc.ft:
             return base, {}
-        # One trained copy per adapter: the splits of one task folder, and readouts, share it.
-        plain = dataclasses.replace(mc, readout="argmax", calibrate=False)
+        # One trained copy per task adapter: the splits of one task folder, readouts and the `ft+user+` cells on
+        # top of it share it. A copy with private adapters routes one split's users: it is kept per questions.
+        plain = dataclasses.replace(mc, ft_user=False, readout="argmax", calibrate=False)
         key = f"{cell.model or 'hf'}|{task.learn_source}|{plain.label}"
-        if key not in self._learned:
+        if key not in self._stages:
             if not task.learn:
                 raise InputError(f"learned method {cell.label!r} needs a train split to learn from", field="train")
             source = {"questions": task.learn_source} if task.learn_source else None
-            self._learned[key] = method_generator(task.spec, base, mc, train=task.learn, adapters=self.adapters,
-                                                  progress=self.progress, train_source=source,
-                                                  max_pairs=self.ft_pairs)
-        return self._learned[key]
+            self._stages[key] = learned_stage(task.spec, base, mc, train=task.learn, adapters=self.adapters,
+                                              progress=self.progress, train_source=source, max_pairs=self.ft_pairs)
+        stage = self._stages[key]
+        if not mc.ft_user:
+            return stage.generator, stage.info
+        key += f"|{task.name}|{sha1_text(*[q.id for q in task.questions])}"
+        if key not in self._private:
+            self._private[key] = private_stage(task.spec, stage, mc, questions=task.questions, train=task.learn,
+                                               adapters=self.adapters, private=self.private, progress=self.progress)
+        return self._private[key]
 
     def run(self, cell: Cell, task: LoadedTask, log: CellLog) -> dict[str, Any]:
         """Score the questions of `cell` not yet in `log`, batch by batch (fixed positions, so a resumed
@@ -239,10 +306,11 @@ def run_method(spec: TaskSpec, questions: Sequence[Question], generator: Generat
                store: UserStore | None = None, batch_size: int = 8, progress: Progress | None = None,
                name: str | None = None, summary_config: SummaryConfig | None = None,
                train: Sequence[Question] = (), adapters: AdapterStore | None = None,
-               train_source: dict[str, Any] | None = None) -> MethodResult:
-    """One method on these questions with this generator: a one-cell run of `CellRunner`."""
+               train_source: dict[str, Any] | None = None, private: PrivateRecipe | None = None) -> MethodResult:
+    """One method on these questions with this generator: a one-cell run of `CellRunner` (`private`: the
+    per-user recipe of an `ft+user+...` method)."""
     task = LoadedTask(spec.name, spec, list(questions), learn=list(train),
                       learn_source=(train_source or {}).get("questions"))
     runner = CellRunner(lambda key: generator, store=store, batch_size=batch_size, summary=summary_config,
-                        progress=progress, adapters=adapters)
+                        progress=progress, adapters=adapters, private=private)
     return runner.result(llm_cell(method, label=name), task)
