@@ -51,7 +51,8 @@ def test_training_reads_train_profiles_only_never_a_test_target(spec, tiny, stor
     train = _split(1, ["a", "b"]) + _split(5, ["c"])
     record, trained = train_learned(tiny, spec, method, train, store=store,
                                     config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
-    assert trained and record.kind == "task" and record.owner == "ft-recency@2-tiny-llama-seed0"
+    assert trained and record.kind == "task" and record.owner == ft_owner(method, "tiny-llama-seed0", train)
+    assert record.owner.startswith("ft-recency@2-tiny-llama-seed0-s")
     lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
     assert len(lines) == record.n_pairs == 12
     assert all(f"Rating: {MARKER}" not in ln["prompt"] + ln["target"] for ln in lines)
@@ -85,6 +86,11 @@ def test_learned_generator_is_a_merged_copy_and_checks_the_artifact(spec, tiny, 
     second, trained = train_learned(other, spec, method, _split(5, ["a", "b"]), store=store, config=cfg,
                                     max_pairs=16)
     assert trained and second.path != record.path and store.get(spec.name, "task", record.owner) is not None
+    # and learning on another train split of the task (another folder) too
+    third, trained = train_learned(tiny, spec, method, _split(5, ["a", "c"]), store=store, config=cfg, max_pairs=16)
+    assert trained and third.owner != record.owner
+    again = store.get(spec.name, "task", record.owner)
+    assert again is not None and again.data_hash == record.data_hash
 
 
 def test_learned_method_runs_through_the_eval_runner(spec, tiny, store, method):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from pllm.adapt.data import user_items
 from pllm.adapt.store import AdapterRecord, AdapterStore
 from pllm.adapt.train import merge_task_adapter, train_adapter
 from pllm.errors import ArtifactError, InputError
+from pllm.io import sha1_text
 from pllm.models.base import Generator
 from pllm.pipeline import MethodConfig
 from pllm.prompting.profile import ItemCrowd
@@ -54,13 +56,19 @@ def fit_layers(generator: Generator, config: AdaptConfig) -> AdaptConfig:
     return dataclasses.replace(config, top_layers=n) if config.top_layers and n and config.top_layers > n else config
 
 
-def ft_owner(method: MethodConfig, model_id: str) -> str:
-    """One task adapter per retrieval setting and base model (`ft-bm25@4-<model>`), so learning on a second
-    model never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
+def ft_owner(method: MethodConfig, model_id: str, train: Sequence[Question] = ()) -> str:
+    """One task adapter per retrieval setting, base model and train split (`ft-bm25@4-<model>-s<hash>`), so
+    learning on a second model or another split of the task (the main job's user split beside a bench's time
+    split) never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
     whose change retrains it. Readout and calibration do not, nor a private second stage (`ft+user+`): it sits on
-    top of this same task adapter."""
+    top of this same task adapter. The split is named by its users' profile item ids, which a forgotten user's
+    store rows do not change (the file keeps them), so a stale adapter is found and rebuilt under its name."""
     plain = dataclasses.replace(method, ft=False, ft_user=False, readout="argmax", calibrate=False)
-    return f"ft-{plain.label}-{model_id}"
+    owner = f"ft-{plain.label}-{model_id}"
+    if not train:
+        return owner
+    ids = sorted({(q.user_id, p.id) for q in train for p in q.profile})
+    return f"{owner}-s{sha1_text(json.dumps(ids))[:8]}"
 
 
 def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, train: Sequence[Question], *,
@@ -78,7 +86,7 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     items = user_items(train)  # profiles only: a question's target is never read
     # Collaborative context reads the train split's other users (targets included): never a test target.
     crowd = ItemCrowd(spec).fit(train) if config.crowd else None
-    owner = ft_owner(method, generator.model_id)
+    owner = ft_owner(method, generator.model_id, train)
     existing = store.get(spec.name, "task", owner, verify=False)
     if existing is not None and existing.stale:
         # A member was forgotten: their id left `members`, but the train file may still hold their items.
