@@ -9,10 +9,14 @@ type (single, update, temporal, multi) and overall, with 95% bootstrap intervals
 - hit@k: at least one evidence turn in the top k;
 - full@k: every evidence turn in the top k (differs from hit only for two-turn facts).
 
-Also the paired difference in recall@10 of each option against bm25; (`--answers N`) answer accuracy of the
-embedded model (SmolLM2-135M, greedy) on N questions spread over the types, through the pipeline's prompts with
-k=5 memories of each `--answer-retrievers` option (the answer counts when the planted value is in it); and
-(`--ingest N`) raw-memory ingestion speed: N chat turns written through the memory API
+Options that ask a model (the re-rankers, query rewriting) use the embedded SmolLM2-135M; `NAME:BASE` in
+`--retrievers` builds a composite option on another base (`rerank-llm:bm25`). Each option's cost is its search
+time per question, and its counters (model fallbacks, unparsable answers) are reported.
+
+Also the paired difference in recall@10 of each option against bm25 and against its base; (`--answers N`)
+answer accuracy of the embedded model (SmolLM2-135M, greedy) on N questions spread over the types, through the
+pipeline's prompts with k=5 memories of each `--answer-retrievers` option (the answer counts when the planted
+value is in it); and (`--ingest N`) raw-memory ingestion speed: N chat turns written through the memory API
 (`POST /v1/users/{u}/items`, in-process, `--batch` turns per request, embeddings batched per request) into a
 fresh store.
 
@@ -20,6 +24,8 @@ fresh store.
     python benchmarks/memory.py --quick                                      # 16 users (4 test), bag of words
     python benchmarks/memory.py --ingest 2000 --latency 10 --skip-retrieval
     python benchmarks/memory.py --ingest 2000 --skip-retrieval --threads 2   # ingestion alone, 2 threads
+    python benchmarks/memory.py --retrievers bm25 hybrid rerank-llm rerank-llm:bm25 rewrite rewrite:bm25 \
+        --data persona-chat-memory --out docs/results/memory --name rerank       # model-based options
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +46,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pllm.data import BuildConfig, build_dataset  # noqa: E402
+from pllm.models.base import Generator  # noqa: E402
 from pllm.retrieval import Doc, Embedder, MemoryEmbeddingCache, load_embedder, make_retriever  # noqa: E402
-from pllm.retrieval.base import item_group, retriever_options  # noqa: E402
+from pllm.retrieval.base import RETRIEVERS as REGISTRY  # noqa: E402
+from pllm.retrieval.base import item_group, merge_counters, retriever_options
 from pllm.stats import mean_interval, paired_mean_difference  # noqa: E402
 from pllm.tasks.lamp import read_questions  # noqa: E402
 from pllm.types import Question  # noqa: E402
@@ -56,26 +64,40 @@ def load_test_questions(data: Path) -> list[Question]:
     return read_questions(data / "test_questions.json", outputs=data / "test_outputs.json")
 
 
+def option_parts(option: str) -> tuple[str, str | None]:
+    """`NAME` or `NAME:BASE` (a composite retriever on another base)."""
+    name, _, base = option.partition(":")
+    return name, base or None
+
+
 def evaluate(questions: Sequence[Question], retrievers: Sequence[str], embedder: Embedder | None,
-             ks: Sequence[int]) -> dict[str, dict[str, Any]]:
-    """Per retriever: per-question scores (recall/hit/full at each k), types, and timings."""
+             ks: Sequence[int], generator: Generator | None = None,
+             on_result: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Per retriever option: per-question scores (recall/hit/full at each k), types, timings, counters and the
+    name of its base (composites); `on_result` sees the results so far after each option."""
     by_user: dict[str, list[Question]] = {}
     for q in questions:
         by_user.setdefault(q.user_id, []).append(q)
     cache = MemoryEmbeddingCache()  # item vectors shared by dense, hybrid and dated (window's texts differ)
     out: dict[str, dict[str, Any]] = {}
     kmax = max(ks)
-    for name in retrievers:
+    for option in retrievers:
+        name, base = option_parts(option)
         scores: dict[str, list[float]] = {f"{m}@{k}": [] for m in ("recall", "hit", "full") for k in ks}
         types: list[str] = []
         build_s = search_s = 0.0
+        counters: dict[str, int] = {}
+        base_name: str | None = None
         for user, qs in by_user.items():
             docs = [Doc(text=str(p.fields["text"]), timestamp=p.timestamp, group=item_group(p.fields))
                     for p in qs[0].profile]
             ids = [p.id for p in qs[0].profile]
             t0 = time.perf_counter()
-            index = make_retriever(name, **retriever_options(name, embedder=embedder, cache=cache, user_id=user))\
-                .build(docs)
+            options = retriever_options(name, embedder=embedder, cache=cache, user_id=user, generator=generator)
+            retriever = make_retriever(name, **options, **({"base": base} if base else {}))
+            base_of = getattr(retriever, "base", None)  # a composite's base retriever
+            base_name = base_of.name if base_of is not None else None
+            index = retriever.build(docs)
             build_s += time.perf_counter() - t0
             for q in qs:
                 t0 = time.perf_counter()
@@ -89,7 +111,11 @@ def evaluate(questions: Sequence[Question], retrievers: Sequence[str], embedder:
                     scores[f"hit@{k}"].append(float(found > 0))
                     scores[f"full@{k}"].append(float(found == len(gold)))
                 types.append(str(q.query["type"]))
-        out[name] = {"scores": scores, "types": types, "build_s": build_s, "search_s": search_s}
+            counters = merge_counters([counters, index.counters()])
+        out[option] = {"scores": scores, "types": types, "build_s": build_s, "search_s": search_s,
+                       "counters": counters, "base": base_name}
+        if on_result is not None:
+            on_result(out)
     return out
 
 
@@ -100,6 +126,10 @@ def summarize(results: dict[str, dict[str, Any]], seed: int = 0) -> dict[str, An
         types = np.array(r["types"])
         row: dict[str, Any] = {"build_s": round(r["build_s"], 2), "search_ms_per_question":
                                round(1000 * r["search_s"] / max(1, len(types)), 2), "metrics": {}}
+        if r.get("base"):
+            row["base"] = r["base"]
+        if r.get("counters"):
+            row["counters"] = r["counters"]
         for metric, values in r["scores"].items():
             v = np.asarray(values)
             row["metrics"][metric] = {"all": _iv(mean_interval(v, seed=seed))}
@@ -109,6 +139,11 @@ def summarize(results: dict[str, dict[str, Any]], seed: int = 0) -> dict[str, An
         if base is not None and name != "bm25" and "recall@10" in r["scores"]:
             row["recall@10_minus_bm25"] = _iv(paired_mean_difference(r["scores"]["recall@10"],
                                                                      base["scores"]["recall@10"], seed=seed))
+        own_base = results.get(str(r.get("base")))
+        if own_base is not None and r.get("base") != "bm25":
+            row["recall@10_minus_base"] = {m: _iv(paired_mean_difference(r["scores"][m], own_base["scores"][m],
+                                                                         seed=seed))
+                                           for m in ("recall@10", "recall@5", "recall@1") if m in r["scores"]}
         summary[name] = row
     return summary
 
@@ -217,8 +252,9 @@ def _sample_turns(n: int) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    made = f"Made by `{report['command']}` (seed {report.get('seed', 0)}). " if report.get("command") else ""
     lines = [f"# Conversation memory benchmark ({report['questions']} questions, {report['users']} test users)",
-             "", f"Embedder: {report['embedder']}. {report['note']}", ""]
+             "", f"{made}Embedder: {report['embedder']}. {report['note']}", ""]
     summary = report["summary"]
     for metric in ("recall@10", "hit@10", "full@10", "recall@1", "recall@5"):
         lines += [f"## {metric}", "", "| retriever | all | " + " | ".join(TYPES) + " |",
@@ -230,6 +266,18 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["## recall@10 minus bm25 (paired)", ""]
     lines += [f"- {name}: {_fmt(row['recall@10_minus_bm25'], signed=True)}" for name, row in summary.items()
               if "recall@10_minus_bm25" in row]
+    against_base = {name: row for name, row in summary.items() if "recall@10_minus_base" in row}
+    if against_base:
+        lines += ["", "## Against the option's own base (paired)", "", "| option | base | recall@10 | recall@5 | "
+                  "recall@1 |", "|---|---|---|---|---|"]
+        for name, row in against_base.items():
+            d = row["recall@10_minus_base"]
+            lines.append(f"| {name} | {row['base']} | " + " | ".join(_fmt(d.get(m), signed=True) for m in
+                                                                   ("recall@10", "recall@5", "recall@1")) + " |")
+    lines += ["", "## Cost", "", "| retriever | ms per search | build s (all users) | counters |", "|---|---|---|---|"]
+    for name, row in summary.items():
+        counters = ", ".join(f"{k} {v}" for k, v in sorted(row.get("counters", {}).items())) or "-"
+        lines.append(f"| {name} | {row['search_ms_per_question']} | {row['build_s']} | {counters} |")
     if report.get("answers"):
         a = report["answers"]
         lines += ["", f"## Answer accuracy ({a['questions']} questions, {a['model']}, k=5)", "",
@@ -265,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--source", type=Path, default=SOURCE, help="Synthetic-Persona-Chat CSV folder")
     p.add_argument("--users", type=int, default=48, help="users to build (a quarter are test users)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--retrievers", nargs="+", default=list(RETRIEVERS))
+    p.add_argument("--retrievers", nargs="+", default=list(RETRIEVERS),
+                   help="retriever options: NAME, or NAME:BASE for a composite on another base (rerank-llm:bm25)")
     p.add_argument("--embedder", default="minilm", help="embedder name, or 'bow' for a hashed bag of words")
     p.add_argument("--quick", action="store_true", help="16 users (4 test) and the bag-of-words embedder")
     p.add_argument("--answers", type=int, default=0, help="also the embedded model's answer accuracy on this "
@@ -277,13 +326,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=None, help="torch threads of the server when ingesting "
                                                              "(default: torch's, i.e. OMP_NUM_THREADS)")
     p.add_argument("--skip-retrieval", action="store_true", help="only the ingestion timing")
-    p.add_argument("--out", type=Path, default=None, help="folder for report.json and report.md")
+    p.add_argument("--out", type=Path, default=None, help="folder for NAME.json and NAME.md")
+    p.add_argument("--name", default="report", help="file stem of the report in --out (default: report)")
     args = p.parse_args(argv)
+    for option in args.retrievers:
+        name, base = option_parts(option)
+        REGISTRY.get(name)  # an unknown name fails here, listing the known ones
+        if base is not None:
+            REGISTRY.get(base)
     if args.quick:
         args.users, args.embedder = 16, "bow"
     report: dict[str, Any] = {"benchmark": "memory", "python": platform.python_version(),
                               "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "embedder": args.embedder,
-                              "note": "", "loadavg_start": os.getloadavg()[0]}
+                              "note": "", "loadavg_start": os.getloadavg()[0], "seed": args.seed,
+                              "command": " ".join(["python", "benchmarks/memory.py", *(argv if argv is not None
+                                                                                         else sys.argv[1:])])}
     if not args.skip_retrieval:
         if args.data is None and not args.source.exists():
             print(f"no source data at {args.source}; pass --source or --data")
@@ -297,7 +354,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                                  max_users=args.users, seed=args.seed))
             questions = load_test_questions(data)
         t0 = time.perf_counter()
-        results = evaluate(questions, args.retrievers, embedder, KS)
+        generator = None
+        if any(REGISTRY.get(option_parts(o)[0]).needs_generator for o in args.retrievers):
+            from pllm.models.base import load_generator
+
+            generator = load_generator("hf", None)  # the embedded SmolLM2-135M-Instruct
+
+        def partial(results: dict[str, dict[str, Any]]) -> None:  # a long run leaves its finished options
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                done = {**report, "summary": summarize(results, args.seed), "partial": True,
+                        "loadavg_now": os.getloadavg()[0]}
+                (args.out / f"{args.name}.partial.json").write_text(json.dumps(done, indent=2) + "\n",
+                                                                    encoding="utf-8")
+            print(f"done: {list(results)} ({time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})",
+                  flush=True)
+
+        results = evaluate(questions, args.retrievers, embedder, KS, generator, partial)
         report.update(questions=len(questions), users=len({q.user_id for q in questions}),
                       turns_per_user=round(float(np.mean([len(q.profile) for q in questions])), 1),
                       seconds=round(time.perf_counter() - t0, 1), summary=summarize(results, args.seed))
@@ -316,9 +389,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: report[k] for k in ("ingest", "latency") if k in report}))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if "summary" in report:
-            (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
+            (args.out / f"{args.name}.md").write_text(markdown(report), encoding="utf-8")
+        (args.out / f"{args.name}.partial.json").unlink(missing_ok=True)
     return report
 
 

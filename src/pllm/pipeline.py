@@ -18,6 +18,7 @@ from pllm.models.base import Generator
 from pllm.prompting.profile import ItemCrowd, ProfileSummarizer, SummaryConfig, output_stats
 from pllm.prompting.styles import PROMPT_STYLES, BuiltPrompt, PromptBuilder, PromptStyle, default_style, get_style
 from pllm.retrieval.base import (
+    RETRIEVERS,
     Doc,
     RetrieverIndex,
     item_group,
@@ -185,13 +186,16 @@ class Personalizer:
         self._indexes: OrderedDict[tuple, RetrieverIndex] = OrderedDict()
         self._index_cache_size = index_cache_size
         self.timings = Timings()
-        make_retriever(self.method.retriever, **self._retriever_options(None))  # fail early on a bad name
+        if search is None:  # fail early on a bad name or option
+            make_retriever(self.method.retriever, **self._retriever_options(None))
+        else:  # the caller's search builds the retriever with its own resources (a server's cross-encoder)
+            RETRIEVERS.get(self.method.retriever)
 
     # -- retrieval ------------------------------------------------------------------------------
     def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
         # Item embeddings persist in the store (when given), keyed by user for forgetting.
         return retriever_options(self.method.retriever, embedder=self._embedder or self.method.embedder,
-                                 cache=self.store, user_id=user_id, seed=self.method.seed)
+                                 cache=self.store, user_id=user_id, seed=self.method.seed, generator=self.generator)
 
     def _index(self, question: Question) -> RetrieverIndex:
         key = (question.user_id, tuple(p.id for p in question.profile))

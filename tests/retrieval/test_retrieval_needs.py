@@ -9,7 +9,7 @@ import pytest
 from pllm.errors import InputError, UnknownNameError
 from pllm.pipeline import MethodConfig
 from pllm.retrieval import RETRIEVERS, Doc, Retriever, RetrieverIndex, make_retriever
-from pllm.retrieval.base import retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import retriever_needs_embedder, retriever_needs_generator, retriever_options
 from pllm.retrieval.simple import RecencyRetriever
 from pllm.serve.config import ServeConfig
 
@@ -35,7 +35,15 @@ def registered() -> None:
 
 
 def test_builtin_declarations() -> None:
-    assert [n for n in RETRIEVERS.names() if retriever_needs_embedder(n)] == ["dated", "dense", "hybrid", "window"]
+    # The composites take what their default base (hybrid) takes.
+    assert [n for n in RETRIEVERS.names() if retriever_needs_embedder(n)] == [
+        "dated", "dense", "hybrid", "rerank-ce", "rerank-llm", "rewrite", "window"]
+    assert [n for n in RETRIEVERS.names() if retriever_needs_generator(n)] == ["rerank-llm", "rewrite"]
+    gen = object()
+    assert retriever_options("rewrite", generator=gen, user_id="u")["generator"] is gen
+    assert "generator" not in retriever_options("hybrid", generator=gen)
+    assert retriever_options("rerank-ce", cross_encoder="/models/ce")["cross_encoder"] == "/models/ce"
+    assert "cross_encoder" not in retriever_options("rerank-ce")  # none held: the retriever says what is missing
     assert retriever_options("dense", embedder="minilm", cache=None, user_id="u", seed=3) == {
         "embedder": "minilm", "cache": None, "user_id": "u"}
     assert retriever_options("random", embedder="minilm", seed=3) == {"seed": 3}

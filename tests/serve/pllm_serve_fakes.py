@@ -8,6 +8,9 @@ conftest, and by `pllm serve --plugin pllm_serve_fakes` in subprocess tests (PYT
 - `serve-notes`: serve-echo that also answers the fact-extraction prompt of memory from chats: "I live in X"
   gives "city: X", "my R is called N" gives "R: N", "I feel fine" gives "none", "explode" raises, "copycat"
   gives the prompt's example facts, and anything else gives text with no fact line.
+- `serve-judge`: serve-echo that also scores continuations (`supports_scoring`), for the `rerank-llm` retriever:
+  a relevance prompt's " Yes" is likelier the shorter its memory, whatever the question, so its order is
+  visibly its own.
 - `test-tag` personalizer: marks the system prompt and records the users it personalized and forgot.
 """
 
@@ -98,6 +101,20 @@ class ServeNotes(ServeEcho):
         return "none" if "I feel fine" in said else "Sure! Here is what I noticed about you."
 
 
+class ServeJudge(ServeEcho):
+    name = "serve-judge"
+    supports_scoring = True
+
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__(model or "serve-judge")
+
+    def score(self, prompts, continuations, *, batch_size=8, normalize=False):  # noqa: ANN001, ANN201
+        import numpy as np
+
+        memories = [re.findall(r"Memory: (.*)", p.text)[-1] for p in prompts]
+        return np.array([[-float(len(m)), 0.0] for m in memories])  # (N, 2): log P(" Yes"), log P(" No")
+
+
 class TagPersonalizer(ChatPersonalizer):
     """Adds a marker to the system message; a real one would swap in a generator with the user's adapter."""
 
@@ -123,4 +140,5 @@ class TagPersonalizer(ChatPersonalizer):
 EMBEDDERS.register("serve-bow", ServeBow, replace=True)
 GENERATORS.register("serve-echo", ServeEcho, replace=True)
 GENERATORS.register("serve-notes", ServeNotes, replace=True)
+GENERATORS.register("serve-judge", ServeJudge, replace=True)
 PERSONALIZERS.register("test-tag", TagPersonalizer, replace=True)

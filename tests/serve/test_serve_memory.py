@@ -88,6 +88,40 @@ def test_search_with_other_retrievers(client: TestClient, keys: dict[str, str]) 
     assert unknown.status_code == 400 and "known:" in unknown.json()["error"]["message"]
 
 
+def test_search_and_chat_with_the_model_based_retrievers(make_client, store_location: str) -> None:  # noqa: ANN001
+    client = make_client(backend="serve-judge", db=store_location)
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    add(client, key, "alice", PETS)
+
+    def search(q: str, retriever: str, k: int = 3) -> list[str]:
+        r = client.get("/v1/users/alice/search", params={"q": q, "k": k, "retriever": retriever}, headers=auth(key))
+        assert r.status_code == 200, r.text
+        return [d["item"]["id"] for d in r.json()["data"]]
+
+    assert search("pasta friday", "bm25")[0] == "food"
+    # The served model judges the base's candidates (shortest memory first, whatever the question).
+    assert search("pasta friday", "rerank-llm") == ["job", "dog", "food"]
+    assert search("pasta friday", "rewrite", k=2)  # the model's (echoed) sub-queries fused with the question
+    chat = client.post("/v1/chat/completions", headers=auth(key), json={
+        "model": "serve-judge", "user": "alice", "k": 1, "retriever": "rerank-llm",
+        "messages": [{"role": "user", "content": "what do I cook on friday?"}]})
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["pllm"]["retriever"] == "rerank-llm" and chat.json()["pllm"]["memories"] == ["job"]
+    # No cross-encoder configured: rerank-ce is refused with the option to set.
+    r = client.get("/v1/users/alice/search", params={"q": "x", "retriever": "rerank-ce"}, headers=auth(key))
+    assert r.status_code == 422 and r.json()["error"]["param"] == "cross_encoder"
+    assert "rerank-ce needs a cross-encoder model" in r.json()["error"]["message"]
+
+
+def test_a_cross_encoder_that_cannot_load_is_named(make_client, tmp_path) -> None:  # noqa: ANN001
+    missing = str(tmp_path / "no-ce")
+    client = make_client(cross_encoder=missing)
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    add(client, key, "alice", PETS)
+    r = client.get("/v1/users/alice/search", params={"q": "x", "retriever": "rerank-ce"}, headers=auth(key))
+    assert r.status_code == 422 and missing in r.json()["error"]["message"]
+
+
 def test_a_write_is_all_or_nothing_items_and_embeddings_together(client: TestClient, keys: dict[str, str]) -> None:
     state = client.app.state.pllm
     add(client, keys["acme"], "alice", PETS[:1])

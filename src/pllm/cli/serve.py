@@ -84,6 +84,8 @@ def serve(
     model_name: str | None = typer.Option(None, "--model-name", help="Model id served at /v1/models."),
     embedder: str = typer.Option("minilm", "--embedder", help="Embedder (EMBEDDERS); 'none' disables dense search."),
     retriever: str = typer.Option("dense", "--retriever", help="Default retriever for search and chat."),
+    cross_encoder: str | None = typer.Option(None, "--cross-encoder", help="Cross-encoder model folder (or name in "
+                                             "the Hugging Face cache) for the rerank-ce retriever."),
     k: int = typer.Option(4, "--k", help="Default memories per chat turn / search."),
     memory_in: str = typer.Option("user", "--memory-in", help="Where memories go in the chat prompt: 'user' "
                                                               "(before the last user message) or 'system'."),
@@ -124,7 +126,7 @@ def serve(
             raise InputError(f"cannot import plugin {module!r}: {exc}", field="--plugin") from None
     config = ServeConfig(db=str(db) if db else None, backend=backend, model=model, model_name=model_name,
                          embedder=None if embedder == "none" else embedder, retriever=retriever, k=k,
-                         memory_in=memory_in, chat_memory=chat_memory,
+                         cross_encoder=cross_encoder, memory_in=memory_in, chat_memory=chat_memory,
                          gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
                          max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
                          torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,

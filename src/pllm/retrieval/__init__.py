@@ -2,8 +2,9 @@
 
 `make_retriever(name, **options)` gives a `Retriever`; `build(docs)` indexes one user's profile once and
 the returned `RetrieverIndex.search(query, k)` ranks it per question. Registered: bm25, dense, hybrid,
-recency, random, none, and for conversations dated and window (`retrieval/conversation.py`). Heavy
-libraries (bm25s, torch, sentence-transformers) load on first use.
+recency, random, none, for conversations dated and window (`retrieval/conversation.py`), and two that ask a
+model: the re-rankers rerank-llm and rerank-ce (`retrieval/rerank.py`) and query rewriting, rewrite
+(`retrieval/rewrite.py`). Heavy libraries (bm25s, torch, sentence-transformers) load on first use.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ from pllm.retrieval.embedders import (
 from pllm.retrieval.hybrid import HybridIndex, HybridRetriever
 from pllm.retrieval.lexical import BM25Index, BM25Retriever
 from pllm.retrieval.mpnet import MPNetEmbedder
+from pllm.retrieval.rerank import (
+    CrossEncoderRerankRetriever,
+    CrossEncoderScorer,
+    LLMRelevanceScorer,
+    LLMRerankRetriever,
+    RelevanceScorer,
+)
+from pllm.retrieval.rewrite import QueryRewriter, RewriteRetriever
 from pllm.retrieval.simple import NoneRetriever, RandomRetriever, RecencyRetriever
 
 __all__ = [
@@ -39,6 +48,8 @@ __all__ = [
     "RETRIEVERS",
     "BM25Index",
     "BM25Retriever",
+    "CrossEncoderRerankRetriever",
+    "CrossEncoderScorer",
     "DatedRetriever",
     "DenseIndex",
     "DenseRetriever",
@@ -48,14 +59,19 @@ __all__ = [
     "Hit",
     "HybridIndex",
     "HybridRetriever",
+    "LLMRelevanceScorer",
+    "LLMRerankRetriever",
     "MPNetEmbedder",
     "MemoryEmbeddingCache",
     "MiniLMEmbedder",
     "NoneRetriever",
+    "QueryRewriter",
     "RandomRetriever",
     "RecencyRetriever",
+    "RelevanceScorer",
     "Retriever",
     "RetrieverIndex",
+    "RewriteRetriever",
     "WindowRetriever",
     "clear_loaded_embedders",
     "embed_with_cache",

@@ -5,7 +5,7 @@ broken by the document's position in the profile, so runs are reproducible acros
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -14,6 +14,7 @@ import numpy as np
 from pllm.registry import Registry
 
 if TYPE_CHECKING:
+    from pllm.models.base import Generator
     from pllm.retrieval.embedders import Embedder, EmbeddingCache
 
 
@@ -56,6 +57,11 @@ class RetrieverIndex(ABC):
     def __len__(self) -> int:  # pragma: no cover - overridden by every index
         raise NotImplementedError
 
+    def counters(self) -> dict[str, int]:
+        """Counts of this index's fallbacks and model calls since it was built (a re-ranker's failed scorings,
+        a query rewriter's unparsable answers), so reports can show them; {} for indexes that have none."""
+        return {}
+
 
 class SizedIndex(RetrieverIndex):
     """An index over `n` items whose `_search` only ever sees `k >= 1` and a non-empty profile."""
@@ -87,6 +93,8 @@ class Retriever(ABC):
     needs_embedder: ClassVar[bool] = False  # encodes text: takes `embedder=` (a name or an Embedder)
     uses_cache: ClassVar[bool] = False  # persists item embeddings: takes `cache=` and `user_id=` (their owner)
     takes_seed: ClassVar[bool] = False  # takes `seed=`
+    needs_generator: ClassVar[bool] = False  # asks a language model: takes `generator=` (a Generator)
+    takes_cross_encoder: ClassVar[bool] = False  # takes `cross_encoder=` (a model name or path, or a loaded one)
 
     @abstractmethod
     def build(self, docs: Sequence[Doc]) -> RetrieverIndex:
@@ -106,8 +114,14 @@ def retriever_needs_embedder(name: str) -> bool:
     return RETRIEVERS.get(name).needs_embedder
 
 
+def retriever_needs_generator(name: str) -> bool:
+    """Whether retriever `name` asks a language model (a caller loads its generator only then)."""
+    return RETRIEVERS.get(name).needs_generator
+
+
 def retriever_options(name: str, *, embedder: str | Embedder | None = None, cache: EmbeddingCache | None = None,
-                      user_id: str | None = None, seed: int = 0) -> dict[str, Any]:
+                      user_id: str | None = None, seed: int = 0, generator: Generator | None = None,
+                      cross_encoder: str | None = None) -> dict[str, Any]:
     """Of the shared resources a caller holds, the ones retriever `name` declares it takes."""
     cls = RETRIEVERS.get(name)
     options: dict[str, Any] = {}
@@ -117,6 +131,10 @@ def retriever_options(name: str, *, embedder: str | Embedder | None = None, cach
         options.update(cache=cache, user_id=user_id)
     if cls.takes_seed:
         options["seed"] = seed
+    if cls.needs_generator:
+        options["generator"] = generator
+    if cls.takes_cross_encoder and cross_encoder is not None:  # None: the retriever's own default, if any
+        options["cross_encoder"] = cross_encoder
     return options
 
 
@@ -137,6 +155,15 @@ def rank_scores(scores: np.ndarray, k: int) -> list[Hit]:
         cand = np.flatnonzero(scores >= kth)
         order = cand[np.argsort(-scores[cand], kind="stable")][:k]
     return [Hit(int(i), float(scores[i])) for i in order]
+
+
+def merge_counters(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Sum of counters by name (a composite index's own and its members')."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0) + value
+    return out
 
 
 def rank_only_hits(order: Sequence[int], k: int) -> list[Hit]:

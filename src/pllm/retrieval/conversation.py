@@ -15,18 +15,23 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from pllm.errors import InputError, UnknownNameError
 from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, rank_only_hits
 from pllm.retrieval.dates import parse_period, strip_phrase
 from pllm.retrieval.hybrid import HybridIndex, member_retriever
 
 
-class _Composite(Retriever):
-    """Built on one base retriever, to which the shared options (embedder, cache, seed) are forwarded."""
+class Composite(Retriever):
+    """Built on one base retriever, to which the shared options (embedder, cache, seed, generator) are
+    forwarded; an unknown base name is an InputError naming this retriever's `base` option."""
 
     needs_embedder = uses_cache = takes_seed = True  # those of the default base (hybrid)
 
     def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = "hybrid", **forwarded: Any) -> None:
-        self.base = member_retriever(base, forwarded)
+        try:
+            self.base = member_retriever(base, forwarded)
+        except UnknownNameError as err:
+            raise InputError(f"{self.name}: unknown base retriever: {err}", field="base") from err
 
 
 class DatedIndex(RetrieverIndex):
@@ -35,6 +40,9 @@ class DatedIndex(RetrieverIndex):
 
     def __len__(self) -> int:
         return len(self.timestamps)
+
+    def counters(self) -> dict[str, int]:
+        return self.base.counters()
 
     def search(self, query: str, k: int, *, query_timestamp: float | None = None, seed_key: str = "") -> list[Hit]:
         period = parse_period(query, time.time() if query_timestamp is None else query_timestamp)
@@ -47,7 +55,7 @@ class DatedIndex(RetrieverIndex):
         return rank_only_hits(inside + outside, k)
 
 
-class DatedRetriever(_Composite):
+class DatedRetriever(Composite):
     """Time phrases in the query select a period whose items rank first (see the module doc)."""
 
     name: ClassVar[str] = "dated"
@@ -56,7 +64,7 @@ class DatedRetriever(_Composite):
         return DatedIndex(self.base.build(docs), [d.timestamp for d in docs])
 
 
-class WindowRetriever(_Composite):
+class WindowRetriever(Composite):
     """Each item indexed alone and with `size` neighbours on each side from its own group (profile order),
     the two rankings fused by RRF; an item without a group is its own window. Hits are the items."""
 

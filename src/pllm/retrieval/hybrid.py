@@ -11,11 +11,37 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, SizedIndex, make_retriever, rank_scores
+from pllm.retrieval.base import (
+    RETRIEVERS,
+    Doc,
+    Hit,
+    Retriever,
+    RetrieverIndex,
+    SizedIndex,
+    make_retriever,
+    merge_counters,
+    rank_scores,
+)
 
 # Options the hybrid forwards to the named members that declare they take them (e.g. dense's cache).
 _FORWARDED = {"embedder": "needs_embedder", "embedder_options": "needs_embedder", "cache": "uses_cache",
-              "user_id": "uses_cache", "seed": "takes_seed"}
+              "user_id": "uses_cache", "seed": "takes_seed", "generator": "needs_generator",
+              "cross_encoder": "takes_cross_encoder"}
+
+
+def rrf_fuse(rankings: Sequence[Sequence[Hit]], weights: Sequence[float], n: int, k: int,
+             rrf_k: float = 60.0) -> list[Hit]:
+    """Weighted reciprocal rank fusion of rankings over the same `n` items (see the module doc): the top-k,
+    only items some ranking holds, ties broken by lower index. The one RRF of pllm (hybrid, window, rewrite)."""
+    fused = np.zeros(n, dtype=np.float64)
+    seen = np.zeros(n, dtype=bool)
+    for hits, w in zip(rankings, weights, strict=True):
+        if hits:
+            idx = np.fromiter((h.index for h in hits), dtype=np.int64, count=len(hits))
+            fused[idx] += w / (rrf_k + np.arange(1, len(hits) + 1, dtype=np.float64))
+            seen[idx] = True
+    cand = np.flatnonzero(seen)  # ascending, so ties keep profile order
+    return [Hit(int(cand[h.index]), h.score) for h in rank_scores(fused[cand], k)]
 
 
 def member_retriever(member: str | Retriever | tuple[str, Mapping[str, Any]], forwarded: Mapping[str, Any],
@@ -44,16 +70,12 @@ class HybridIndex(SizedIndex):
 
     def _search(self, query: str, k: int, *, query_timestamp: float | None, seed_key: str) -> list[Hit]:
         depth = self._n if self._depth is None else max(k, self._depth)
-        fused = np.zeros(self._n, dtype=np.float64)
-        seen = np.zeros(self._n, dtype=bool)
-        for index, w in zip(self._members, self._weights, strict=True):
-            hits = index.search(query, depth, query_timestamp=query_timestamp, seed_key=seed_key)
-            if hits:
-                idx = np.fromiter((h.index for h in hits), dtype=np.int64, count=len(hits))
-                fused[idx] += w / (self._rrf_k + np.arange(1, len(hits) + 1, dtype=np.float64))
-                seen[idx] = True
-        cand = np.flatnonzero(seen)  # only items some member returned; ascending, so ties keep order
-        return [Hit(int(cand[h.index]), h.score) for h in rank_scores(fused[cand], k)]
+        rankings = [index.search(query, depth, query_timestamp=query_timestamp, seed_key=seed_key)
+                    for index in self._members]
+        return rrf_fuse(rankings, self._weights, self._n, k, self._rrf_k)
+
+    def counters(self) -> dict[str, int]:
+        return merge_counters(m.counters() for m in self._members)
 
 
 class HybridRetriever(Retriever):

@@ -76,6 +76,7 @@ class ServerState:
         self.store.set_synchronous(config.synchronous)
         self.keys = KeyStore(self.store, env_admin_key=config.resolved_admin_key())
         self.memory = MemoryService(self.store, embedder=self.embedder if config.embedder else None,
+                                    generator=self.generator, cross_encoder=config.cross_encoder,
                                     default_retriever=config.retriever, cache_users=config.index_cache_users,
                                     busy_retries=config.busy_retries, version_check=config.version_check)
         self.limiter = GenerationLimiter(config.gen_concurrency, config.gen_queue)

@@ -33,8 +33,10 @@ class ServeConfig:
                                    "(None: the generator's own model id).", None)
     embedder: str | None = _help("Embedder registered in EMBEDDERS; items are embedded on write. "
                                  "None disables dense and hybrid retrieval.", "minilm")
-    retriever: str = _help("Default retriever for search and chat (dense, bm25, hybrid, recency, random, none).",
-                           "dense")
+    retriever: str = _help("Default retriever for search and chat (dense, bm25, hybrid, recency, random, none, "
+                           "dated, window, rerank-llm, rerank-ce, rewrite).", "dense")
+    cross_encoder: str | None = _help("Cross-encoder model (a folder, or a name in the Hugging Face cache) of the "
+                                      "rerank-ce retriever (None: rerank-ce is refused).", None)
     k: int = _help("Default number of memories retrieved for a chat turn and returned by search.", 4)
     max_k: int = _help("Largest k a request may ask for.", 50)
     admin_key: str | None = _help(f"Admin key (None: ${ADMIN_KEY_ENV}, if set); stored admin keys also work.",

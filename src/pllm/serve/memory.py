@@ -18,17 +18,20 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.retrieval import DenseIndex, Doc, Embedder, RetrieverIndex, embed_with_cache, make_retriever
-from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_options
+from pllm.retrieval.base import item_group, retriever_needs_embedder, retriever_needs_generator, retriever_options
 from pllm.retrieval.embedders import l2_normalize
 from pllm.types import ProfileItem
 from pllm.users.store import EmbeddingRows, ItemVersion, UserStore
+
+if TYPE_CHECKING:
+    from pllm.models.base import Generator
 
 T = TypeVar("T")
 TEXT_FIELD = "text"
@@ -105,11 +108,14 @@ class MemoryService:
     """Memory operations on store user ids (already tenant-namespaced by the caller)."""
 
     def __init__(self, store: UserStore, *, embedder: Callable[[], Embedder] | None,
+                 generator: Callable[[], Generator] | None = None, cross_encoder: str | None = None,
                  default_retriever: str = "dense", cache_users: int = 2048, busy_retries: int = 5,
                  query_cache_size: int = 4096, version_check: bool = True) -> None:
         self.store = store
         self.version_check = version_check
         self._embedder_factory = embedder
+        self._generator_factory = generator  # for retrievers that ask a model (re-ranking, query rewriting)
+        self.cross_encoder = cross_encoder
         self.default_retriever = default_retriever
         self.cache_users = cache_users
         self.busy_retries = busy_retries
@@ -280,6 +286,13 @@ class MemoryService:
         emb = self.embedder if retriever_needs_embedder(name) else None
         if emb is None and retriever_needs_embedder(name):
             raise InputError(f"retriever {name!r} needs an embedder, and this server has none", field="retriever")
+        gen = None
+        if retriever_needs_generator(name):
+            if self._generator_factory is None:
+                raise InputError(f"retriever {name!r} asks a language model, and this memory service has none",
+                                 field="retriever")
+            gen = self._generator_factory()
         retriever = make_retriever(name, **retriever_options(name, embedder=emb, user_id=user_id,
-                                                             cache=UserEmbeddingCache(self.store, user_id)))
+                                                             cache=UserEmbeddingCache(self.store, user_id),
+                                                             generator=gen, cross_encoder=self.cross_encoder))
         return retry_busy(lambda: retriever.build(docs), self.busy_retries)
