@@ -59,6 +59,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                                                         "'untrained': the base model on the test lists).")
     p.add_argument("--untrained", type=int, default=0, help="Also rank the first N test lists with the base model "
                                                              "and the same prompt (what fine-tuning adds).")
+    p.add_argument("--no-hybrid", action="store_true", help="LLM-alone rows only: no fit-list scoring, no blend.")
+    p.add_argument("--also", action="append", default=[], metavar="LABEL=CHECKPOINT",
+                   help="Add a row from another run's recorded test-list scores (e.g. an earlier variant), paired "
+                        "on the same lists; repeatable.")
     p.add_argument("--quick", action="store_true", help="20 test lists, 20 fit lists, 40 training texts.")
     a = p.parse_args(argv)
     if a.quick:
@@ -140,14 +144,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.untrained:
         results.append(run_ranker(untrained, lists["test"][:args.untrained], progress=_progress,
                                   label="llm-pointwise (same prompt, untrained)", checkpoint=ck["untrained"]))
-    run_ranker(ft_fit, lists["fit"], label=f"{LLM} (fit lists)", checkpoint=ck["fit"], progress=_progress)
-    llm = {s: RecordedRanker(LLM, recorded_scores(ck[s])) for s in stages}
-    stacks = fit_hybrids(LLM, llm, stages, lists["fit"])
-    results += [run_ranker(h, lists["test"], label=h.label) for h in stacks]
+    for also in args.also:
+        label, _, path = also.partition("=")
+        results.append(run_ranker(RecordedRanker(label, recorded_scores(path)), lists["test"], label=label))
+    stacks = []
+    if not args.no_hybrid:
+        run_ranker(ft_fit, lists["fit"], label=f"{LLM} (fit lists)", checkpoint=ck["fit"], progress=_progress)
+        llm = {s: RecordedRanker(LLM, recorded_scores(ck[s])) for s in stages}
+        stacks = fit_hybrids(LLM, llm, stages, lists["fit"])
+        results += [run_ranker(h, lists["test"], label=h.label) for h in stacks]
 
     vs_pop = summarize(results, reference="popularity")
     vs_mf = summarize(results, reference="mf-als")
     vs_cf = summarize([r for r in results if r.ranker in ("hybrid", "hybrid-cf")], reference="hybrid-cf")
+    vs_llm = summarize([r for r in results if r.ranker == LLM or r.ranker in
+                        [a.partition("=")[0] for a in args.also]], reference=LLM) if args.also else []
     meta = {
         "command": "python benchmarks/rec_learned.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "users": {s: len(q) for s, q in lists.items()}, "candidates_per_user": args.negatives + 1, "build": build,
@@ -161,12 +172,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
     }
-    payload = to_jsonable({"meta": meta, "rankers": vs_pop, "vs_mf": vs_mf, "hybrid_vs_cf": vs_cf})
+    payload = to_jsonable({"meta": meta, "rankers": vs_pop, "vs_mf": vs_mf, "hybrid_vs_cf": vs_cf, "vs_llm": vs_llm})
     print(markdown_table(vs_pop))
     if args.out_dir:
-        extra = ["", "## Against MF (mf-als)", "", markdown_table(vs_mf, reference="mf-als"),
-                 "## The hybrid against its twin without the LLM", "", markdown_table(vs_cf, reference="hybrid-cf"),
-                 _notes(meta)]
+        extra = ["", "## Against MF (mf-als)", "", markdown_table(vs_mf, reference="mf-als")]
+        if stacks:
+            extra += ["## The hybrid against its twin without the LLM", "",
+                      markdown_table(vs_cf, reference="hybrid-cf")]
+        if vs_llm:
+            extra += [f"## Against this run's {LLM}", "", markdown_table(vs_llm, reference=LLM)]
+        extra.append(_notes(meta))
         write_report(args.out_dir, vs_pop, meta=payload["meta"], extra_md="\n".join(extra),
                      title="Recommendation on MovieLens-100k: a fine-tuned LLM ranker and a two-stage hybrid")
     _ = np
@@ -182,9 +197,10 @@ def _notes(meta: dict[str, Any]) -> str:
         f"`llm-pointwise-ft`: one LoRA (recipe in report.json) trained on {a['pairs']} texts from {a['lists']} "
         f"train lists in {a['train_seconds']:.0f} s; the crowd line reads the ratings the classic rankers are "
         "fitted on, never the asking user's.",
-        "`hybrid` / `hybrid-cf`: logistic regression over within-list z-scores and ranks of the components "
-        f"(weights: {meta['stack_weights']}), fitted on the fit lists, scored by classic rankers fitted without "
-        "those lists' targets; hybrid rows are not LLM-alone results.",
+        ("`hybrid` / `hybrid-cf`: logistic regression over within-list z-scores and ranks of the components "
+         f"(weights: {meta['stack_weights']}), fitted on the fit lists, scored by classic rankers fitted without "
+         "those lists' targets; hybrid rows are not LLM-alone results." if meta["stack_weights"] else
+         "No hybrid in this run (`--no-hybrid`): LLM-alone rows only."),
         "Intervals: 95% percentile bootstrap over users (1,000 resamples); Δ paired on the same users.",
         f"Machine: {meta['machine']}; whole run {meta['wall_seconds']:.0f} s.",
         f"Reproduce: `{meta['command']}`."])
