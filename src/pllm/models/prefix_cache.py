@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pllm.errors import InputError
@@ -86,16 +86,15 @@ class PrefixCache:
 
     def forget(self, user: str) -> int:
         """Drop the user's entries (bare model and every adapter); returns how many were dropped."""
-        with self._lock:
-            keys = [k for k in self._entries if k[0] == user]
-            for k in keys:
-                del self._entries[k]
-            return len(keys)
+        return self._drop(lambda key: key[0] == user)
 
     def drop_adapter(self, adapter: str) -> int:
         """Drop every user's entry computed with `adapter` (loaded again: maybe retrained); returns how many."""
+        return self._drop(lambda key: key[1] == adapter)
+
+    def _drop(self, which: Callable[[CacheKey], bool]) -> int:
         with self._lock:
-            keys = [k for k in self._entries if k[1] == adapter]
+            keys = [k for k in self._entries if which(k)]
             for k in keys:
                 del self._entries[k]
             return len(keys)
