@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.untrained:
         results.append(run_ranker(untrained, lists["test"][:args.untrained], progress=_progress,
                                   label="llm-pointwise (same prompt, untrained)", checkpoint=ck["untrained"]))
-    for also in args.also:
-        label, _, path = also.partition("=")
+    also = dict(a.partition("=")[::2] for a in args.also)  # label -> checkpoint
+    for label, path in also.items():
         results.append(run_ranker(RecordedRanker(label, recorded_scores(path)), lists["test"], label=label))
     stacks = []
     if not args.no_hybrid:
@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vs_pop = summarize(results, reference="popularity")
     vs_mf = summarize(results, reference="mf-als")
     vs_cf = summarize([r for r in results if r.ranker in ("hybrid", "hybrid-cf")], reference="hybrid-cf")
-    vs_llm = summarize([r for r in results if r.ranker == LLM or r.ranker in
-                        [a.partition("=")[0] for a in args.also]], reference=LLM) if args.also else []
+    vs_llm = summarize([r for r in results if r.ranker == LLM or r.ranker in also], reference=LLM) if also else []
     meta = {
         "command": "python benchmarks/rec_learned.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "users": {s: len(q) for s, q in lists.items()}, "candidates_per_user": args.negatives + 1, "build": build,
