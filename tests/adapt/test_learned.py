@@ -76,7 +76,14 @@ def test_learned_generator_is_a_merged_copy_and_checks_the_artifact(spec, tiny, 
     cfg = ft_config(spec, method, epochs=2, batch_size=4, lr=5e-2)
     record, _ = train_learned(tiny, spec, method, _split(5, ["a", "b"]), store=store, config=cfg, max_pairs=16)
     before = [p.detach().clone() for p in tiny.model.parameters()]
-    tuned = learned_generator(tiny, spec, record)
+    from pllm.models.prefix_cache import PrefixCache
+
+    tiny.prefix_cache = PrefixCache(max_users=2)  # a cache of the bare weights' KV must not follow the copy
+    try:
+        tuned = learned_generator(tiny, spec, record)
+    finally:
+        tiny.prefix_cache = None
+    assert tuned.prefix_cache is None
     assert all(torch.equal(a, b) for a, b in zip(before, tiny.model.parameters()))  # the base is untouched
     assert any(not torch.equal(a, b) for a, b in zip(before, tuned.model.parameters()))
     other = make_tiny_generator(seed=1)

@@ -115,6 +115,8 @@ def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecor
                             f"{generator.model_id!r}; train it for this model")
     clone = copy.copy(generator)
     clone.model = copy.deepcopy(generator.model)  # type: ignore[attr-defined]
+    if getattr(clone, "prefix_cache", None) is not None:  # the original's KV: computed by other weights
+        clone.prefix_cache = None  # type: ignore[attr-defined]
     merge_task_adapter(clone, record)  # type: ignore[arg-type]
     clone.model_id = learned_model_id(generator.model_id, record)
     return clone
