@@ -15,7 +15,6 @@ recipe or the base model change (`train_adapter`'s data hash), so a rerun or a r
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
@@ -113,10 +112,11 @@ def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecor
     if record.base_model != generator.model_id:
         raise ArtifactError(f"adapter {record.path} was trained on {record.base_model!r}, not "
                             f"{generator.model_id!r}; train it for this model")
-    clone = copy.copy(generator)
-    clone.model = copy.deepcopy(generator.model)  # type: ignore[attr-defined]
-    if getattr(clone, "prefix_cache", None) is not None:  # the original's KV: computed by other weights
-        clone.prefix_cache = None  # type: ignore[attr-defined]
-    merge_task_adapter(clone, record)  # type: ignore[arg-type]
-    clone.model_id = learned_model_id(generator.model_id, record)
+    from pllm.models.hf import HFGenerator
+
+    if not isinstance(generator, HFGenerator):
+        raise InputError(f"learned methods run a local transformers model; backend {generator.name!r} has none",
+                         field="backend")
+    clone = generator.private_copy(learned_model_id(generator.model_id, record))
+    merge_task_adapter(clone, record)
     return clone

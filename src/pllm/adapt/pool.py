@@ -19,7 +19,6 @@ the first load, so the caller's generator stays bare (alignment serving, one per
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import warnings
@@ -143,8 +142,7 @@ class AdapterPool:
                                     "adapters (one peft type per model)")
             self._evict(record.bytes)  # room first, so the stacks reuse the evicted adapter's slot
             if self.config.private and self.gen is self.base:
-                self.gen = HFGenerator.from_model(copy.deepcopy(self.base.model), self.base.tokenizer,
-                                                  self.base.model_id)
+                self.gen = self.base.private_copy()
             try:
                 self.gen.model = attach_adapter(self.gen.model, record)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -268,6 +268,16 @@ class HFGenerator(Generator):
         self._setup(model, tokenizer, model_id)
         return self
 
+    def private_copy(self, model_id: str | None = None, *, own_cache: bool = False) -> HFGenerator:
+        """A generator over a deep copy of the weights, for code that changes them (peft wraps the model it
+        loads adapters into; a task adapter is merged into it), so the shared model stays bare. The prefix
+        cache is never shared, since its KV was computed by the original weights; `own_cache` gives the copy
+        an empty one of the same size."""
+        clone = HFGenerator.from_model(copy.deepcopy(self.model), self.tokenizer, model_id or self.model_id)
+        if own_cache and self.prefix_cache is not None:
+            clone.prefix_cache = PrefixCache(self.prefix_cache.max_users)
+        return clone
+
     def _setup(self, model: Any, tokenizer: Any, model_id: str) -> None:
         if tokenizer.pad_token_id is None:
             if tokenizer.eos_token is None:

@@ -16,7 +16,6 @@ only when a personalizer first serves a user.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import string
@@ -88,13 +87,9 @@ class UserAdapterPersonalizer(ChatPersonalizer):
 
     def _generator(self, task: str, folder: Path, base: Any) -> Any:
         from pllm.adapt.generator import AdapterGenerator
-        from pllm.models.hf import HFGenerator
-        from pllm.models.prefix_cache import PrefixCache
 
         if task not in self._generators:  # peft wraps the model it loads into: never the server's shared one
-            private = HFGenerator.from_model(copy.deepcopy(base.model), base.tokenizer, base.model_id)
-            if base.prefix_cache is not None:  # its own entries: the adapters' weights computed them
-                private.prefix_cache = PrefixCache(base.prefix_cache.max_users)
+            private = base.private_copy(own_cache=True)  # its own cache entries: the adapters' weights compute them
             adapters = AdapterStore(folder.parents[2], db=self.store)  # <root>/<task>/users/<owner>
             self._generators[task] = AdapterGenerator(private, task, store=adapters, cold_start_items=0)
         return self._generators[task]
