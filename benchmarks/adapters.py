@@ -174,9 +174,11 @@ def bench_batched(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from pllm.models.base import Prompt
     from pllm.models.hf import HFGenerator
 
-    bare = load_generator("hf")
+    bare = load_generator("hf")  # device and dtype: PLLM_DEVICE / PLLM_DTYPE (the GPU script sets bfloat16)
     assert isinstance(bare, HFGenerator)
-    prompts = [Prompt(text=REVIEW_PROMPTS[i % 2].format(m)) for i, m in enumerate(MOVIES)]
+    prompts = [Prompt(text=REVIEW_PROMPTS[i % 2].format(MOVIES[i % len(MOVIES)])) for i in range(args.batch)]
+    if any(n % args.batch for n in args.rotation):
+        raise SystemExit(f"--rotation {args.rotation}: each must be a multiple of --batch {args.batch}")
     store = AdapterStore(root)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
     model = get_peft_model(copy.deepcopy(bare.model), lora)
@@ -204,8 +206,9 @@ def bench_batched(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             tokens += sum(g.completion_tokens for g in gens)
         return tokens, time.perf_counter() - t0
 
-    out: dict[str, Any] = {"batch": len(prompts), "max_new_tokens": args.new_tokens, "adapter_bytes":
-                           records["u0"].bytes, "budget_mb": args.budget_mb, "rotations": {}}
+    out: dict[str, Any] = {"batch": len(prompts), "device": str(bare.model.device),
+                           "dtype": str(bare.model.dtype).removeprefix("torch."), "max_new_tokens": args.new_tokens,
+                           "adapter_bytes": records["u0"].bytes, "budget_mb": args.budget_mb, "rotations": {}}
     for n in args.rotation:
         runs: dict[str, list[float]] = {"bare": [], "peft_mixed": [], "batched": []}
         tokens: dict[str, int] = {}
@@ -314,9 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-speed", action="store_true", help="Skip parts 1-2 (train time, throughput).")
     parser.add_argument("--train-only", action="store_true", help="Part 1 only: time one adapter's training.")
     parser.add_argument("--batched", action="store_true",
-                        help="Only compare generation: bare model / peft's mixed path / batched LoRA (8 rows).")
+                        help="Only compare generation: bare model / peft's mixed path / batched LoRA.")
+    parser.add_argument("--batch", type=int, default=8, help="--batched: rows per batch, each a different adapter.")
     parser.add_argument("--rotation", type=int, nargs="+", default=[8, 64],
-                        help="--batched: adapters in rotation (multiples of 8).")
+                        help="--batched: adapters in rotation (multiples of --batch).")
     parser.add_argument("--rotation-repeats", type=int, default=2, help="--batched: timed passes per rotation.")
     parser.add_argument("--new-tokens", type=int, default=32, help="--batched: tokens generated per row.")
     parser.add_argument("--budget-mb", type=float, default=1024.0, help="--batched: the pools' memory budget.")
@@ -360,8 +364,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"| generation, mixed batch of 8 users | {g['mixed_tok_per_s']} tok/s |\n"
                   f"| generation, one user at a time | {g['switching_tok_per_s']} tok/s |\n"
                   f"| speed-up (generation) | {g['speedup_mixed_vs_switching']}x |")
-    for n, b in result.get("batched_generation", {}).get("rotations", {}).items():
-        print(f"| batch 8, {n} adapters in rotation: bare / peft mixed / batched LoRA | {b['bare_tok_per_s']} / "
+    batched = result.get("batched_generation", {})
+    for n, b in batched.get("rotations", {}).items():
+        print(f"| batch {batched['batch']}, {n} adapters in rotation: bare / peft mixed / batched LoRA | "
+              f"{b['bare_tok_per_s']} / "
               f"{b['peft_mixed_tok_per_s']} / {b['batched_tok_per_s']} tok/s |")
     if args.out:
         Path(args.out).write_text(text + "\n")

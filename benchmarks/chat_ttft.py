@@ -106,8 +106,8 @@ def measure(cache_users: int, args: argparse.Namespace) -> dict[str, Any]:
         db = Path(tmp) / "store.sqlite3"
         with SQLiteUserStore(db) as store:
             key = KeyStore(store).create(tenant="bench")[0]
-        server = Server(db, {"embedder": None, "retriever": "bm25", "torch_threads": args.torch_threads,
-                             "prefix_cache_users": cache_users})
+        server = Server(str(db), {"embedder": None, "retriever": "bm25", "torch_threads": args.torch_threads,
+                                  "prefix_cache_users": cache_users}, Path(tmp))
         try:
             server.wait_ready(600)
             return asyncio.run(drive(server, key, args, f"cache{cache_users}"))
