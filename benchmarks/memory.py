@@ -1,7 +1,8 @@
 """Conversation memory: can each retriever option find the turn that holds the answer in a long history?
 
 On `pllm data build persona-chat-memory` (built here into a temporary folder from Synthetic-Persona-Chat
-unless `--data` names a built one), every test user's turns (30 dated sessions, ~430 turns) are indexed once
+unless `--data` names a built one; `--builder persona-chat-memory-paraphrased` asks the same questions in other
+words than the facts), every test user's turns (30 dated sessions, ~430 turns) are indexed once
 per retriever and searched with each of the user's questions at the question's time. Reported per question
 type (single, update, temporal, multi) and overall, with 95% bootstrap intervals over questions:
 
@@ -26,6 +27,8 @@ fresh store.
     python benchmarks/memory.py --ingest 2000 --skip-retrieval --threads 2   # ingestion alone, 2 threads
     python benchmarks/memory.py --retrievers bm25 hybrid rerank-llm rerank-llm:bm25 rewrite rewrite:bm25 \
         --data persona-chat-memory --out docs/results/memory --name rerank       # model-based options
+    python benchmarks/memory.py --builder persona-chat-memory-paraphrased --retrievers bm25 dense hybrid dated \
+        window --out docs/results/memory --name paraphrased                     # questions in other words
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from pllm.types import Question  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthetic-persona-chat"
 RETRIEVERS = ("bm25", "dense", "hybrid", "dated", "window")
+BUILDERS = ("persona-chat-memory", "persona-chat-memory-paraphrased")
 KS = (1, 5, 10)
 TYPES = ("single", "update", "temporal", "multi")
 
@@ -253,8 +257,9 @@ def _sample_turns(n: int) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     made = f"Made by `{report['command']}` (seed {report.get('seed', 0)}). " if report.get("command") else ""
+    data = f"Data: {report['data']}. " if report.get("data") else ""
     lines = [f"# Conversation memory benchmark ({report['questions']} questions, {report['users']} test users)",
-             "", f"{made}Embedder: {report['embedder']}. {report['note']}", ""]
+             "", f"{made}{data}Embedder: {report['embedder']}. {report['note']}", ""]
     summary = report["summary"]
     for metric in ("recall@10", "hit@10", "full@10", "recall@1", "recall@5"):
         lines += [f"## {metric}", "", "| retriever | all | " + " | ".join(TYPES) + " |",
@@ -311,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data", type=Path, default=None, help="a built persona-chat-memory folder (default: build "
                                                            "one into a temporary folder)")
     p.add_argument("--source", type=Path, default=SOURCE, help="Synthetic-Persona-Chat CSV folder")
+    p.add_argument("--builder", choices=BUILDERS, default=BUILDERS[0], help="the builder of the data when there is "
+                   "no --data (paraphrased: every question in other words than its fact)")
     p.add_argument("--users", type=int, default=48, help="users to build (a quarter are test users)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrievers", nargs="+", default=list(RETRIEVERS),
@@ -339,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"benchmark": "memory", "python": platform.python_version(),
                               "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "embedder": args.embedder,
                               "note": "", "loadavg_start": os.getloadavg()[0], "seed": args.seed,
+                              "data": str(args.data) if args.data else args.builder,
                               "command": " ".join(["python", "benchmarks/memory.py", *(argv if argv is not None
                                                                                          else sys.argv[1:])])}
     if not args.skip_retrieval:
@@ -349,9 +357,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             data = args.data
             if data is None:
-                data = Path(tmp) / "persona-chat-memory"
-                build_dataset("persona-chat-memory", BuildConfig(source=str(args.source), out=str(data),
-                                                                 max_users=args.users, seed=args.seed))
+                data = Path(tmp) / args.builder
+                build_dataset(args.builder, BuildConfig(source=str(args.source), out=str(data), max_users=args.users,
+                                                        seed=args.seed))
             questions = load_test_questions(data)
         t0 = time.perf_counter()
         generator = None

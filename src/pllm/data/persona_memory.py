@@ -15,6 +15,11 @@ one day after the last session and its gold evidence turn ids (`query.evidence`)
 Every stored turn is a profile item `{text, session, turn, timestamp}` (`<user>-s<session>-t<turn>`); the
 question's `query` holds `question`, `type`, `evidence`, and the planted `answer` is the target. Only a user
 split exists (every question of a user lands in that user's split).
+
+These questions reuse the words of their facts, so word overlap alone finds most of them. The
+`persona-chat-memory-paraphrased` builder makes the same data (same users, turns, facts and evidence ids)
+but asks each question in other words (`PARAPHRASES`: no content word shared with its evidence turns, the
+temporal ones keep their date phrase), as LoCoMo and LongMemEval ask in other words than the user used.
 """
 
 from __future__ import annotations
@@ -76,6 +81,28 @@ MULTI = [
     ("My parents are coming to visit me next month.", "They are flying in from {v}.",
      "Where are my parents flying in from?", CITIES),
 ]
+# Question template -> the same question sharing no content word with the fact's turns (tests check it),
+# specific enough to stay unambiguous among one user's facts ("puppy", not "pet": a user may have a cat).
+PARAPHRASES = {
+    "What is my sister's name?": "What is my younger sibling called?",
+    "What car do I have?": "What vehicle do I own?",
+    "What is my dog called?": "What is my puppy's name?",
+    "What is my job?": "What is my profession?",
+    "Where is my hometown?": "In which town was I raised?",
+    "Which band do I like most?": "Which music group do I love the most?",
+    "What am I allergic to?": "What does my immune system react badly to?",
+    "Who is my best friend?": "Who is my closest pal?",
+    "Which city do I live in now?": "Which city am I currently based in?",
+    "Which company do I work for now?": "Who is my current employer?",
+    "What phone do I use now?": "Which mobile device do I currently carry?",
+    "What race am I training for now?": "Which endurance competition am I currently preparing for?",
+    "Where did I go hiking {when}?": "Which outdoor spot did I trek to {when}?",
+    "What did I cook for my family {when}?": "Which dish did I prepare for my relatives {when}?",
+    "Which book did I finish {when}?": "Which novel did I complete {when}?",
+    "What breed is the cat I adopted?": "What breed is my new feline companion?",
+    "What is my evening class about?": "Which subject am I taking lessons in?",
+    "Where are my parents flying in from?": "Which city are my mom and dad traveling from?",
+}
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
@@ -101,9 +128,12 @@ def _when(event: datetime, asked: datetime, rng: random.Random) -> str:
     return f"in {event.strftime('%B %Y')}"
 
 
-def _plan_user(user: str, n_sessions: int, seed: int) -> tuple[list[datetime], list[_Plant], list[dict[str, object]]]:
-    """Session dates, planted turns, and the questions (keyed to their plants) of one user."""
+def _plan_user(user: str, n_sessions: int, seed: int, paraphrase: bool = False
+               ) -> tuple[list[datetime], list[_Plant], list[dict[str, object]]]:
+    """Session dates, planted turns, and the questions (keyed to their plants) of one user. `paraphrase` only
+    swaps each question's template for its `PARAPHRASES` entry: the random draws, hence the data, stay the same."""
     rng = _rng(seed, user)
+    asks = PARAPHRASES if paraphrase else {}
     dates, at = [], START
     for _ in range(n_sessions):
         dates.append(at + timedelta(minutes=rng.randint(0, 600)))
@@ -114,13 +144,13 @@ def _plan_user(user: str, n_sessions: int, seed: int) -> tuple[list[datetime], l
     for n, (say, ask, values) in enumerate(rng.sample(SINGLE, PER_TYPE["single"])):
         v = rng.choice(values)
         plants.append(_Plant(rng.randrange(n_sessions), [say.format(v=v)], f"single{n}"))
-        questions.append({"type": "single", "question": ask, "answer": v, "keys": [f"single{n}"]})
+        questions.append({"type": "single", "question": asks.get(ask, ask), "answer": v, "keys": [f"single{n}"]})
     for n, (first, then, ask, values) in enumerate(rng.sample(UPDATE, PER_TYPE["update"])):
         a, b = rng.sample(values, 2)
         early = rng.randrange(n_sessions // 2)
         plants.append(_Plant(early, [first.format(a=a)], f"update{n}-old"))
         plants.append(_Plant(rng.randrange(early + 1, n_sessions), [then.format(b=b)], f"update{n}"))
-        questions.append({"type": "update", "question": ask, "answer": b, "keys": [f"update{n}"]})
+        questions.append({"type": "update", "question": asks.get(ask, ask), "answer": b, "keys": [f"update{n}"]})
     for n, (say, ask, values) in enumerate(rng.sample(TEMPORAL, PER_TYPE["temporal"])):
         v, other = rng.sample(values, 2)
         while True:  # two sessions at least 45 days apart, so the named period holds only one of them
@@ -129,18 +159,20 @@ def _plan_user(user: str, n_sessions: int, seed: int) -> tuple[list[datetime], l
                 break
         plants.append(_Plant(s, [say.format(v=v)], f"temporal{n}"))
         plants.append(_Plant(d, [say.format(v=other)], f"temporal{n}-other"))
-        questions.append({"type": "temporal", "question": ask.format(when=_when(dates[s], asked, rng)),
-                          "answer": v, "keys": [f"temporal{n}"]})
+        when = _when(dates[s], asked, rng)
+        questions.append({"type": "temporal", "question": asks.get(ask, ask).format(when=when), "answer": v,
+                          "keys": [f"temporal{n}"]})
     for n, (first, second, ask, values) in enumerate(rng.sample(MULTI, PER_TYPE["multi"])):
         v = rng.choice(values)
         plants.append(_Plant(rng.randrange(n_sessions), [first, second.format(v=v)], f"multi{n}"))
-        questions.append({"type": "multi", "question": ask, "answer": v, "keys": [f"multi{n}"]})
+        questions.append({"type": "multi", "question": asks.get(ask, ask), "answer": v, "keys": [f"multi{n}"]})
     return dates, plants, questions
 
 
-def _user_questions(user: str, convs: list[Conversation], n_sessions: int, seed: int) -> list[Question]:
+def _user_questions(user: str, convs: list[Conversation], n_sessions: int, seed: int, paraphrase: bool = False
+                    ) -> list[Question]:
     rng = _rng(seed + 7, user)
-    dates, plants, planned = _plan_user(user, n_sessions, seed)
+    dates, plants, planned = _plan_user(user, n_sessions, seed, paraphrase)
     items: list[ProfileItem] = []
     evidence: dict[str, list[str]] = {}
     for s in range(n_sessions):
@@ -174,6 +206,7 @@ class PersonaChatMemoryBuilder(DatasetBuilder):
     name = "persona-chat-memory"
     task = "persona-chat-memory"
     sessions = SESSIONS
+    paraphrase = False  # ask in other words than the planted facts (PARAPHRASES)
 
     def questions(self, config: BuildConfig) -> dict[str, list[Question]]:
         if config.split != "user":
@@ -188,5 +221,13 @@ class PersonaChatMemoryBuilder(DatasetBuilder):
         assignment = split_users(users, config)
         splits: dict[str, list[Question]] = {"train": [], "dev": [], "test": []}
         for u in users:
-            splits[assignment[u]].extend(_user_questions(u, convs, self.sessions, config.seed))
+            splits[assignment[u]].extend(_user_questions(u, convs, self.sessions, config.seed, self.paraphrase))
         return splits
+
+
+@BUILDERS.register("persona-chat-memory-paraphrased")
+class PersonaChatMemoryParaphrasedBuilder(PersonaChatMemoryBuilder):
+    """The same histories, facts and evidence, each question asked in other words than its fact."""
+
+    name = "persona-chat-memory-paraphrased"
+    paraphrase = True
