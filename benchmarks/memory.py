@@ -64,8 +64,8 @@ KS = (1, 5, 10)
 TYPES = ("single", "update", "temporal", "multi")
 
 
-def load_test_questions(data: Path) -> list[Question]:
-    return read_questions(data / "test_questions.json", outputs=data / "test_outputs.json")
+def load_test_questions(data: Path, split: str = "test") -> list[Question]:
+    return read_questions(data / f"{split}_questions.json", outputs=data / f"{split}_outputs.json")
 
 
 def option_parts(option: str) -> tuple[str, str | None]:
@@ -258,7 +258,8 @@ def _sample_turns(n: int) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     made = f"Made by `{report['command']}` (seed {report.get('seed', 0)}). " if report.get("command") else ""
     data = f"Data: {report['data']}. " if report.get("data") else ""
-    lines = [f"# Conversation memory benchmark ({report['questions']} questions, {report['users']} test users)",
+    lines = [f"# Conversation memory benchmark ({report['questions']} questions, {report['users']} "
+             f"{report.get('split', 'test')} users)",
              "", f"{made}{data}Embedder: {report['embedder']}. {report['note']}", ""]
     summary = report["summary"]
     for metric in ("recall@10", "hit@10", "full@10", "recall@1", "recall@5"):
@@ -319,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--builder", choices=BUILDERS, default=BUILDERS[0], help="the builder of the data when there is "
                    "no --data (paraphrased: every question in other words than its fact)")
     p.add_argument("--users", type=int, default=48, help="users to build (a quarter are test users)")
+    p.add_argument("--split", choices=("test", "dev"), default="test",
+                   help="whose questions to search: the test users', or the dev users' (for choosing a default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrievers", nargs="+", default=list(RETRIEVERS),
                    help="retriever options: NAME, or NAME:BASE for a composite on another base (rerank-llm:bm25)")
@@ -346,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"benchmark": "memory", "python": platform.python_version(),
                               "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "embedder": args.embedder,
                               "note": "", "loadavg_start": os.getloadavg()[0], "seed": args.seed,
-                              "data": str(args.data) if args.data else args.builder,
+                              "data": str(args.data) if args.data else args.builder, "split": args.split,
                               "command": " ".join(["python", "benchmarks/memory.py", *(argv if argv is not None
                                                                                          else sys.argv[1:])])}
     if not args.skip_retrieval:
@@ -360,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 data = Path(tmp) / args.builder
                 build_dataset(args.builder, BuildConfig(source=str(args.source), out=str(data), max_users=args.users,
                                                         seed=args.seed))
-            questions = load_test_questions(data)
+            questions = load_test_questions(data, args.split)
         t0 = time.perf_counter()
         generator = None
         if any(REGISTRY.get(option_parts(o)[0]).needs_generator for o in args.retrievers):

@@ -35,7 +35,7 @@ def registered() -> None:
 
 
 def test_builtin_declarations() -> None:
-    # The composites take what their default base (hybrid) takes.
+    # The composites take what any base takes (each is forwarded only what it takes).
     assert [n for n in RETRIEVERS.names() if retriever_needs_embedder(n)] == [
         "dated", "dense", "hybrid", "rerank-ce", "rerank-llm", "rewrite", "window"]
     assert [n for n in RETRIEVERS.names() if retriever_needs_generator(n)] == ["rerank-llm", "rewrite"]

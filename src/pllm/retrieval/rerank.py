@@ -1,4 +1,4 @@
-"""Re-rankers: a base retriever (default: hybrid) shortlists `depth` items, a slower relevance scorer that
+"""Re-rankers: a base retriever (default: dense) shortlists `depth` items, a slower relevance scorer that
 reads the question and the item together re-orders them. Only the base's candidates are ever returned.
 
 - `rerank-llm`: pointwise relevance from a language model (any `Generator`): a few-shot "does the memory say the
@@ -23,7 +23,7 @@ import numpy as np
 
 from pllm.errors import InputError, PllmError
 from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, merge_counters
-from pllm.retrieval.conversation import Composite
+from pllm.retrieval.conversation import DEFAULT_BASE, Composite
 
 if TYPE_CHECKING:
     from pllm.models.base import Generator, Prompt
@@ -178,7 +178,7 @@ class RerankIndex(RetrieverIndex):
 class Reranking(Composite):
     """A composite whose index re-orders the base's top `depth` (at least k) with `scorer()`."""
 
-    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = "hybrid", *, depth: int = 20,
+    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = DEFAULT_BASE, *, depth: int = 20,
                  **forwarded: Any) -> None:
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise InputError(f"{self.name}: the number of candidates to re-rank must be an integer >= 1, got "
@@ -200,7 +200,7 @@ class LLMRerankRetriever(Reranking):
     name: ClassVar[str] = "rerank-llm"
     needs_generator = True
 
-    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = "hybrid", *,
+    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = DEFAULT_BASE, *,
                  generator: Generator | None = None, depth: int = 20, batch_size: int = 32,
                  template: str = LLM_RELEVANCE_TEMPLATE, **forwarded: Any) -> None:
         if generator is None:
@@ -222,7 +222,7 @@ class CrossEncoderRerankRetriever(Reranking):
     name: ClassVar[str] = "rerank-ce"
     takes_cross_encoder = True
 
-    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = "hybrid", *,
+    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = DEFAULT_BASE, *,
                  cross_encoder: str | PairPredictor | None = None, depth: int = 20, batch_size: int = 32,
                  **forwarded: Any) -> None:
         if cross_encoder is None or cross_encoder == "":

@@ -1,5 +1,5 @@
 """Model-based query rewriting (`rewrite`): a language model splits the question into short search queries, the
-base retriever (default: hybrid) ranks the profile for each, and the rankings (the original question's among
+base retriever (default: dense) ranks the profile for each, and the rankings (the original question's among
 them) are fused by RRF (`hybrid.rrf_fuse`), so a question with several parts finds each part's turn.
 
 The model's answer is read as one query per line; an answer with no usable line (empty, only the question
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pllm.errors import InputError, PllmError
 from pllm.retrieval.base import RETRIEVERS, Doc, Hit, Retriever, RetrieverIndex, merge_counters
-from pllm.retrieval.conversation import Composite
+from pllm.retrieval.conversation import DEFAULT_BASE, Composite
 from pllm.retrieval.hybrid import rrf_fuse
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class RewriteRetriever(Composite):
     name: ClassVar[str] = "rewrite"
     needs_generator = True
 
-    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = "hybrid", *,
+    def __init__(self, base: str | Retriever | tuple[str, Mapping[str, Any]] = DEFAULT_BASE, *,
                  generator: Generator | None = None, max_queries: int = 3, depth: int | None = None,
                  rrf_k: float = 60.0, template: str = REWRITE_TEMPLATE, **forwarded: Any) -> None:
         if generator is None:
