@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import user_items
@@ -32,6 +32,9 @@ from pllm.prompting.profile import ItemCrowd
 from pllm.prompting.styles import default_style
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
+
+if TYPE_CHECKING:
+    from pllm.models.hf import HFGenerator
 
 # The task-level recipe measured in docs/results/learned: LoRA on the top 12 layers (of SmolLM2's 30: the
 # backward pass stops there, about half the cost of a full step on 2 cores), one epoch.
@@ -104,7 +107,7 @@ def learned_model_id(model_id: str, record: AdapterRecord) -> str:
     return f"{model_id}+ft-{record.data_hash[:12]}"
 
 
-def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecord) -> Generator:
+def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecord) -> HFGenerator:
     """A copy of `generator` with the task adapter merged, named `learned_model_id`; the original stays the bare
     model."""
     if record.task != spec.name:

@@ -28,6 +28,7 @@ from pllm.types import Question
 if TYPE_CHECKING:
     from pllm.adapt.private import PrivateRecipe
     from pllm.adapt.store import AdapterRecord, AdapterStore
+    from pllm.models.hf import HFGenerator
     from pllm.users.store import UserStore
 
 Progress = Callable[[str, int, int], None]  # (cell label, done, total)
@@ -99,7 +100,7 @@ def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig,
 class LearnedStage:
     """A learned method's first stage: the merged copy, its task adapter and what to record about it."""
 
-    generator: Generator
+    generator: HFGenerator
     record: AdapterRecord
     info: dict[str, Any]
 
@@ -128,8 +129,6 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
     (or found up to date) on the merged model, and a routing generator over it. The router wraps the model it
     is given in place, so by default it gets its own copy (`copy_model`), leaving the first stage's intact for
     the `ft+<method>` cells that share it."""
-    import copy
-
     from pllm.adapt.private import private_generator, train_private
     from pllm.adapt.store import AdapterStore
     from pllm.prompting.profile import ItemCrowd
@@ -137,10 +136,7 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
     if not questions:
         raise InputError(f"method {method.label!r} trains a private adapter per scored user: it needs the questions",
                          field="questions")
-    learned = stage.generator
-    if copy_model:
-        learned = copy.copy(learned)
-        learned.model = copy.deepcopy(stage.generator.model)  # type: ignore[attr-defined]
+    learned = stage.generator.private_copy() if copy_model else stage.generator
     store = adapters or AdapterStore(None)
     crowd = ItemCrowd(spec).fit(train) if method.crowd else None  # the train split's, as at inference
     users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None
