@@ -153,6 +153,7 @@ def bench_train_and_throughput(args: argparse.Namespace, root: Path) -> dict[str
 
 REVIEW_PROMPTS = ["Write a long review of the movie {0}: the plot, the actors, the music and the ending.",
                   "Tell a friend about {0} in detail: who should watch it and why, scene by scene."]
+BATCHED_MODES = ("bare", "peft_mixed", "batched")
 MOVIES = ["Heat", "Fargo", "Alien", "Casablanca", "Vertigo", "Jaws", "Rocky", "Amelie"]
 
 
@@ -194,7 +195,7 @@ def bench_batched(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     print(f"wrote {len(records)} adapters in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     pools = {mode: AdapterPool(bare, PoolConfig(private=True, batched_lora=mode == "batched",
                                                 memory_budget_mb=args.budget_mb))
-             for mode in ("peft_mixed", "batched")}
+             for mode in ("peft_mixed", "batched") if mode in args.modes}
 
     def one_pass(mode: str, n: int) -> tuple[int, float]:
         tokens, t0 = 0, time.perf_counter()
@@ -210,7 +211,7 @@ def bench_batched(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                            "dtype": str(bare.model.dtype).removeprefix("torch."), "max_new_tokens": args.new_tokens,
                            "adapter_bytes": records["u0"].bytes, "budget_mb": args.budget_mb, "rotations": {}}
     for n in args.rotation:
-        runs: dict[str, list[float]] = {"bare": [], "peft_mixed": [], "batched": []}
+        runs: dict[str, list[float]] = {m: [] for m in args.modes}
         tokens: dict[str, int] = {}
         for rep in range(args.rotation_repeats + 1):
             for mode in (list(runs) if rep % 2 else list(runs)[::-1]):  # alternate the order: load drifts
@@ -218,12 +219,14 @@ def bench_batched(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 if rep:  # the first pass warms up (and loads the adapters)
                     runs[mode].append(tok / secs)
                     tokens[mode] = tok
-        row = {f"{m}_tok_per_s": round(statistics.median(v), 1) for m, v in runs.items()}
+        row: dict[str, Any] = {f"{m}_tok_per_s": round(statistics.median(v), 1) for m, v in runs.items()}
+        if {"bare", "batched"} <= set(runs):
+            row["batched_vs_bare_slowdown"] = round(row["bare_tok_per_s"] / row["batched_tok_per_s"], 2)
+        if {"peft_mixed", "batched"} <= set(runs):
+            row["batched_vs_peft_speedup"] = round(row["batched_tok_per_s"] / row["peft_mixed_tok_per_s"], 2)
         row.update(tokens_per_pass=tokens, passes=args.rotation_repeats,
-                   batched_vs_bare_slowdown=round(row["bare_tok_per_s"] / row["batched_tok_per_s"], 2),
-                   batched_vs_peft_speedup=round(row["batched_tok_per_s"] / row["peft_mixed_tok_per_s"], 2),
-                   resident={m: len(p.adapter_names()) for m, p in pools.items()},
-                   loads={m: p.stats["loads"] for m, p in pools.items()},
+                   resident={m: len(p.adapter_names()) for m, p in pools.items() if m in runs},
+                   loads={m: p.stats["loads"] for m, p in pools.items() if m in runs},
                    load_avg_1min=round(os.getloadavg()[0], 2))
         out["rotations"][str(n)] = row
         print(json.dumps({f"rotation_{n}": row}), file=sys.stderr, flush=True)
@@ -322,6 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rotation", type=int, nargs="+", default=[8, 64],
                         help="--batched: adapters in rotation (multiples of --batch).")
     parser.add_argument("--rotation-repeats", type=int, default=2, help="--batched: timed passes per rotation.")
+    parser.add_argument("--modes", nargs="+", choices=BATCHED_MODES, default=list(BATCHED_MODES),
+                        help="--batched: which to time (leave peft_mixed out for a long rotation).")
     parser.add_argument("--new-tokens", type=int, default=32, help="--batched: tokens generated per row.")
     parser.add_argument("--budget-mb", type=float, default=1024.0, help="--batched: the pools' memory budget.")
     parser.add_argument("--movielens", action="store_true", help="Also run the movielens-rating comparison.")
@@ -366,9 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"| speed-up (generation) | {g['speedup_mixed_vs_switching']}x |")
     batched = result.get("batched_generation", {})
     for n, b in batched.get("rotations", {}).items():
-        print(f"| batch {batched['batch']}, {n} adapters in rotation: bare / peft mixed / batched LoRA | "
-              f"{b['bare_tok_per_s']} / "
-              f"{b['peft_mixed_tok_per_s']} / {b['batched_tok_per_s']} tok/s |")
+        modes = [m for m in BATCHED_MODES if f"{m}_tok_per_s" in b]
+        print(f"| batch {batched['batch']}, {n} adapters in rotation: {' / '.join(modes)} | "
+              f"{' / '.join(str(b[f'{m}_tok_per_s']) for m in modes)} tok/s |")
     if args.out:
         Path(args.out).write_text(text + "\n")
     return result

@@ -63,6 +63,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--also", action="append", default=[], metavar="LABEL=CHECKPOINT",
                    help="Add a row from another run's recorded test-list scores (e.g. an earlier variant), paired "
                         "on the same lists; repeatable.")
+    p.add_argument("--dev", action="store_true", help="Report on the fit (dev) lists instead of the test lists: "
+                                                     "LLM-alone rows against the classic rankers fitted without "
+                                                     "them, to choose a variant before any test list is scored "
+                                                     "(--also then names fit-list checkpoints).")
     p.add_argument("--quick", action="store_true", help="20 test lists, 20 fit lists, 40 training texts.")
     a = p.parse_args(argv)
     if a.quick:
@@ -136,19 +140,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run_ranker(ranker, qs[i::n], label=f"{s}, shard {i}/{n}", checkpoint=ck[s].with_suffix(f".s{i}.jsonl"),
                            progress=_progress)
         return {}
-    test_stage = stages["test"]
-    results = [run_ranker(r, lists["test"], fit_seconds=test_stage.fit_seconds[n])
-               for n, r in test_stage.rankers.items()]
-    results.append(run_ranker(ft, lists["test"], checkpoint=ck["test"], progress=_progress,
+    scored = "fit" if args.dev else "test"  # the lists this report ranks
+    stage = stages[scored]
+    results = [run_ranker(r, lists[scored], fit_seconds=stage.fit_seconds[n])
+               for n, r in stage.rankers.items()]
+    results.append(run_ranker(ft_fit if args.dev else ft, lists[scored], checkpoint=ck[scored], progress=_progress,
                               fit_seconds=record.train_seconds))
-    if args.untrained:
+    if args.untrained and not args.dev:
         results.append(run_ranker(untrained, lists["test"][:args.untrained], progress=_progress,
                                   label="llm-pointwise (same prompt, untrained)", checkpoint=ck["untrained"]))
     also = dict(a.partition("=")[::2] for a in args.also)  # label -> checkpoint
     for label, path in also.items():
-        results.append(run_ranker(RecordedRanker(label, recorded_scores(path)), lists["test"], label=label))
+        results.append(run_ranker(RecordedRanker(label, recorded_scores(path)), lists[scored], label=label))
     stacks = []
-    if not args.no_hybrid:
+    if not (args.no_hybrid or args.dev):
         run_ranker(ft_fit, lists["fit"], label=f"{LLM} (fit lists)", checkpoint=ck["fit"], progress=_progress)
         llm = {s: RecordedRanker(LLM, recorded_scores(ck[s])) for s in stages}
         stacks = fit_hybrids(LLM, llm, stages, lists["fit"])
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vs_llm = summarize([r for r in results if r.ranker == LLM or r.ranker in also], reference=LLM) if also else []
     meta = {
         "command": "python benchmarks/rec_learned.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "users": {s: len(q) for s, q in lists.items()}, "candidates_per_user": args.negatives + 1, "build": build,
+        "scored_lists": scored, "users": {s: len(q) for s, q in lists.items()},
+        "candidates_per_user": args.negatives + 1, "build": build,
         "interactions": {s: int(st.interactions.matrix.nnz) for s, st in stages.items()},
         "ranker_config": dataclasses.asdict(config),
         "adapter": {"path": str(record.path), "trained_now": trained, "train_seconds": record.train_seconds,
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             extra += [f"## Against this run's {LLM}", "", markdown_table(vs_llm, reference=LLM)]
         extra.append(_notes(meta))
         write_report(args.out_dir, vs_pop, meta=payload["meta"], extra_md="\n".join(extra),
-                     title="Recommendation on MovieLens-100k: a fine-tuned LLM ranker and a two-stage hybrid")
+                     title="Recommendation on MovieLens-100k: a fine-tuned LLM ranker and a two-stage hybrid"
+                     + (" (fit lists: dev, for choosing a variant)" if args.dev else ""))
     _ = np
     return payload
 
