@@ -25,6 +25,9 @@ fresh store.
     python benchmarks/memory.py --quick                                      # 16 users (4 test), bag of words
     python benchmarks/memory.py --ingest 2000 --latency 10 --skip-retrieval
     python benchmarks/memory.py --ingest 2000 --skip-retrieval --threads 2   # ingestion alone, 2 threads
+    python benchmarks/memory.py --ingest 2000 --skip-retrieval --threads 1 --embed-precision bfloat16
+    python benchmarks/memory.py --retrievers bm25 dense --embed-precision bfloat16 --out docs/results/memory \
+        --name recall-bf16                                                  # bf16 vectors' recall
     python benchmarks/memory.py --retrievers bm25 hybrid rerank-llm rerank-llm:bm25 rewrite rewrite:bm25 \
         --data persona-chat-memory --out docs/results/memory --name rerank       # model-based options
     python benchmarks/memory.py --builder persona-chat-memory-paraphrased --retrievers bm25 dense hybrid dated \
@@ -53,6 +56,7 @@ from pllm.models.base import Generator  # noqa: E402
 from pllm.retrieval import Doc, Embedder, MemoryEmbeddingCache, load_embedder, make_retriever  # noqa: E402
 from pllm.retrieval.base import RETRIEVERS as REGISTRY  # noqa: E402
 from pllm.retrieval.base import item_group, merge_counters, retriever_options
+from pllm.retrieval.embedders import PRECISIONS  # noqa: E402
 from pllm.stats import mean_interval, paired_mean_difference  # noqa: E402
 from pllm.tasks.lamp import read_questions  # noqa: E402
 from pllm.types import Question  # noqa: E402
@@ -187,11 +191,12 @@ def _iv(iv: Any) -> dict[str, float]:
     return {"value": round(iv.value, 3), "low": round(iv.low, 3), "high": round(iv.high, 3)}
 
 
-def ingest(n_turns: int, batch: int, embedder_name: str, threads: int | None = None) -> dict[str, Any]:
+def ingest(n_turns: int, batch: int, embedder_name: str, threads: int | None = None,
+           precision: str = "float32") -> dict[str, Any]:
     """Raw-memory ingestion through the memory API in-process: `n_turns` chat turns of one user in requests
     of `batch` items (ids, session and turn fields as `memory: raw` writes them), the server on `threads`
-    torch threads. Also the process's CPU seconds: on a shared machine they move less with the load than
-    the wall clock does."""
+    torch threads and its embedder in `precision`. Also the process's CPU seconds: on a shared machine they
+    move less with the load than the wall clock does."""
     from fastapi.testclient import TestClient
 
     from pllm.serve import ServeConfig, create_app
@@ -199,7 +204,7 @@ def ingest(n_turns: int, batch: int, embedder_name: str, threads: int | None = N
     texts = [f"turn {i}: " + t for i, t in enumerate(_sample_turns(n_turns))]
     with tempfile.TemporaryDirectory() as tmp:
         config = ServeConfig(db=str(Path(tmp) / "bench.sqlite3"), embedder=embedder_name, preload=False,
-                             torch_threads=threads)
+                             torch_threads=threads, embed_precision=precision)
         with TestClient(create_app(config)) as client:
             key = client.app.state.pllm.keys.create(tenant="bench")[0]
             headers = {"Authorization": f"Bearer {key}"}
@@ -212,9 +217,9 @@ def ingest(n_turns: int, batch: int, embedder_name: str, threads: int | None = N
                 r = client.post("/v1/users/bench-user/items", json={"items": items}, headers=headers)
                 assert r.status_code == 201, r.text
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"turns": n_turns, "batch": batch, "embedder": embedder_name, "threads": threads,
-            "seconds": round(elapsed, 2), "turns_per_s": round(n_turns / elapsed, 1), "cpu_seconds": round(cpu, 2),
-            "turns_per_cpu_s": round(n_turns / cpu, 1)}
+    return {"turns": n_turns, "batch": batch, "embedder": embedder_name, "precision": precision,
+            "threads": threads, "seconds": round(elapsed, 2), "turns_per_s": round(n_turns / elapsed, 1),
+            "cpu_seconds": round(cpu, 2), "turns_per_cpu_s": round(n_turns / cpu, 1)}
 
 
 def chat_latency(n: int) -> dict[str, Any]:
@@ -260,7 +265,8 @@ def markdown(report: dict[str, Any]) -> str:
     data = f"Data: {report['data']}. " if report.get("data") else ""
     lines = [f"# Conversation memory benchmark ({report['questions']} questions, {report['users']} "
              f"{report.get('split', 'test')} users)",
-             "", f"{made}{data}Embedder: {report['embedder']}. {report['note']}", ""]
+             "", f"{made}{data}Embedder: {report['embedder']} ({report.get('embed_precision', 'float32')}). "
+             f"{report['note']}", ""]
     summary = report["summary"]
     for metric in ("recall@10", "hit@10", "full@10", "recall@1", "recall@5"):
         lines += [f"## {metric}", "", "| retriever | all | " + " | ".join(TYPES) + " |",
@@ -300,8 +306,8 @@ def markdown(report: dict[str, Any]) -> str:
         g = report["ingest"]
         lines += ["", "## Raw-memory ingestion", "",
                   f"{g['turns']} turns through `POST /v1/users/{{u}}/items` in requests of {g['batch']}, embedder "
-                  f"{g['embedder']}, {g['threads'] or 'default'} torch threads: {g['seconds']} s, **{g['turns_per_s']} "
-                  f"turns/s** ({g['cpu_seconds']} CPU s)."]
+                  f"{g['embedder']} ({g.get('precision', 'float32')}), {g['threads'] or 'default'} torch threads: "
+                  f"{g['seconds']} s, **{g['turns_per_s']} turns/s** ({g['cpu_seconds']} CPU s)."]
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--retrievers", nargs="+", default=list(RETRIEVERS),
                    help="retriever options: NAME, or NAME:BASE for a composite on another base (rerank-llm:bm25)")
     p.add_argument("--embedder", default="minilm", help="embedder name, or 'bow' for a hashed bag of words")
+    p.add_argument("--embed-precision", choices=PRECISIONS, default="float32",
+                   help="the embedder's forward-pass precision for retrieval and ingestion, not --answers "
+                        "(bfloat16: autocast)")
     p.add_argument("--quick", action="store_true", help="16 users (4 test) and the bag-of-words embedder")
     p.add_argument("--answers", type=int, default=0, help="also the embedded model's answer accuracy on this "
                                                           "many questions")
@@ -348,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.users, args.embedder = 16, "bow"
     report: dict[str, Any] = {"benchmark": "memory", "python": platform.python_version(),
                               "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "embedder": args.embedder,
+                              "embed_precision": args.embed_precision,
                               "note": "", "loadavg_start": os.getloadavg()[0], "seed": args.seed,
                               "data": str(args.data) if args.data else args.builder, "split": args.split,
                               "command": " ".join(["python", "benchmarks/memory.py", *(argv if argv is not None
@@ -356,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.data is None and not args.source.exists():
             print(f"no source data at {args.source}; pass --source or --data")
             return {"skipped": f"no source data at {args.source}"}
-        embedder = _embedder(args.embedder)
+        embedder = _embedder(args.embedder, args.embed_precision)
         with tempfile.TemporaryDirectory() as tmp:
             data = args.data
             if data is None:
@@ -389,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             report["answers"] = answer_accuracy(questions, args.answers, args.answer_retrievers, args.seed)
     if args.ingest:
         report["ingest"] = ingest(args.ingest, args.batch, "minilm" if args.embedder == "bow" else args.embedder,
-                                  args.threads)
+                                  args.threads, args.embed_precision)
     if args.latency:
         report["latency"] = chat_latency(args.latency)
     report["loadavg_end"] = os.getloadavg()[0]
@@ -407,9 +417,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def _embedder(name: str) -> Embedder:
+def _embedder(name: str, precision: str = "float32") -> Embedder:
     if name != "bow":
-        return load_embedder(name)
+        return load_embedder(name, precision=precision)
     import importlib.util
 
     # The retrieval benchmark's hashed bag of words (no model to load; --quick).

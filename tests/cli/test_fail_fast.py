@@ -87,6 +87,7 @@ ADAPT = ["adapt", "train", "--task", "LaMP-3"]
      "soft-prompt encoder not found"),
     (["judge", "compare", "--task", "LaMP-3", "--questions", "{questions}", "--id", "q1", "--a", "x", "--b", "y",
       "--retriever", "bm42"], "unknown retriever 'bm42'"),
+    (["serve", "--embed-precision", "fp16"], "must be one of float32, bfloat16"),
     (["run", "--limit", "0"], "limit must be >= 1"),
     (["run", "--learned", "bm25@4"], "takes a learned method"),
     (["run", "--learned", "ft+bm42@4"], "unknown method"),

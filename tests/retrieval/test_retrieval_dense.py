@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pllm.errors import PllmError
+from pllm.errors import InputError, PllmError
 from pllm.io import sha1_text
 from pllm.retrieval import (
     EMBEDDERS,
@@ -56,6 +56,16 @@ def test_dense_by_registered_name(fake_embedder_name: str) -> None:
     # the same (name, options) gives the same loaded instance: models load once per process
     assert load_embedder(fake_embedder_name) is load_embedder(fake_embedder_name)
     assert load_embedder(fake_embedder_name, dim=32) is not load_embedder(fake_embedder_name)
+
+
+def test_precision_is_checked_for_every_embedder(fake_embedder_name: str) -> None:
+    # float32 is every embedder's precision: the option names the same instance as none.
+    assert load_embedder(fake_embedder_name, precision="float32") is load_embedder(fake_embedder_name)
+    with pytest.raises(InputError, match="computes in float32 only") as no_bf16:
+        load_embedder(fake_embedder_name, precision="bfloat16")  # the fake declares no bf16
+    with pytest.raises(InputError, match="must be one of float32, bfloat16, got 'fp16'") as unknown:
+        load_embedder("minilm", precision="fp16")  # refused before any model loads
+    assert no_bf16.value.field == unknown.value.field == "precision"
 
 
 def test_items_are_encoded_once_across_builds_and_searches(fake_embedder: Any) -> None:

@@ -7,8 +7,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pllm_serve_testutil import auth
 
+from pllm.errors import InputError
 from pllm.io import sha1_text
-from pllm.serve import store_user_id
+from pllm.serve import ServeConfig, store_user_id
 from pllm.types import ProfileItem
 
 PETS = [
@@ -242,3 +243,19 @@ def test_ids_with_a_slash_are_refused_at_write_time(client: TestClient, keys: di
     assert "must not contain '/'" in chat.json()["error"]["message"]
     assert not client.app.state.pllm.memory.exists(store_user_id("acme", "alice"))
     assert not client.app.state.pllm.memory.exists(store_user_id("acme", "a/b"))
+
+
+def test_an_unknown_embed_precision_is_refused_at_startup() -> None:
+    with pytest.raises(InputError, match="field 'embed_precision': must be one of float32, bfloat16"):
+        ServeConfig(embed_precision="fp16")
+
+
+@pytest.mark.slow
+def test_a_bfloat16_server_stores_its_vectors_under_their_own_model_name(make_client, tmp_path) -> None:  # noqa: ANN001
+    client = make_client(db=str(tmp_path / "bf16.db"), embedder="minilm", embed_precision="bfloat16")
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    add(client, key, "alice", PETS)
+    store = client.app.state.pllm.store
+    assert [r[0] for r in store.execute("SELECT DISTINCT model FROM embeddings")] == ["all-MiniLM-L6-v2@bfloat16"]
+    hits = client.get("/v1/users/alice/search", params={"q": "what is my pet's name", "k": 1}, headers=auth(key))
+    assert hits.json()["data"][0]["item"]["id"] == "dog"

