@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stage = stages[scored]
     results = [run_ranker(r, lists[scored], fit_seconds=stage.fit_seconds[n])
                for n, r in stage.rankers.items()]
-    results.append(run_ranker(ft_fit if args.dev else ft, lists[scored], checkpoint=ck[scored], progress=_progress,
-                              fit_seconds=record.train_seconds))
+    results.append(run_ranker(ft_fit if args.dev else ft, lists[scored], label=LLM, checkpoint=ck[scored],
+                              progress=_progress, fit_seconds=record.train_seconds))
     if args.untrained and not args.dev:
         results.append(run_ranker(untrained, lists["test"][:args.untrained], progress=_progress,
                                   label="llm-pointwise (same prompt, untrained)", checkpoint=ck["untrained"]))
