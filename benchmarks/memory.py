@@ -224,32 +224,35 @@ def ingest(n_turns: int, batch: int, embedder_name: str, threads: int | None = N
 
 def chat_latency(n: int) -> dict[str, Any]:
     """Reply latency of the embedded model through `POST /v1/chat/completions` (in-process, 16 new tokens), with
-    `memory: off` and `memory: raw` alternating on the same server, so load drifts hit both alike; the raw
-    write runs after each reply, beside the next request, as in a live server."""
+    `memory: off`, `raw` and `extract` taking turns on the same server, so load drifts hit all alike; the
+    write (and the extraction, a generation by the same model) runs after each reply, beside the next request,
+    as in a live server."""
     from fastapi.testclient import TestClient
 
     from pllm.serve import ServeConfig, create_app
 
-    turns = _sample_turns(2 * n + 2)
-    lat: dict[str, list[float]] = {"off": [], "raw": []}
+    modes = ("off", "raw", "extract")
+    turns = _sample_turns(len(modes) * (n + 1))
+    lat: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         config = ServeConfig(db=str(Path(tmp) / "bench.sqlite3"), embedder="minilm")
         with TestClient(create_app(config)) as client:
             key = client.app.state.pllm.keys.create(tenant="bench")[0]
             headers = {"Authorization": f"Bearer {key}"}
             model = client.app.state.pllm.model_id()
-            for i in range(2 * n + 2):
-                mode = ("off", "raw")[i % 2]
+            for i in range(len(turns)):
+                mode = modes[i % len(modes)]
                 body = {"model": model, "user": "bench-user", "memory": mode, "session": "s", "max_tokens": 16,
                         "temperature": 0, "k": 0, "messages": [{"role": "user", "content": turns[i]}]}
                 t0 = time.perf_counter()
                 r = client.post("/v1/chat/completions", json=body, headers=headers)
                 assert r.status_code == 200, r.text
-                if i >= 2:  # the first pair warms the model up
+                if i >= len(modes):  # the first round warms the model up
                     lat[mode].append(time.perf_counter() - t0)
     med = {m: float(np.median(v)) for m, v in lat.items()}
     return {"pairs": n, "median_s": {m: round(v, 3) for m, v in med.items()},
-            "raw_over_off": round(med["raw"] / med["off"], 3)}
+            "raw_over_off": round(med["raw"] / med["off"], 3),
+            "extract_over_off": round(med["extract"] / med["off"], 3)}
 
 
 def _sample_turns(n: int) -> list[str]:
@@ -299,9 +302,10 @@ def markdown(report: dict[str, Any]) -> str:
                          + " | ".join(f"{row['by_type'].get(t, float('nan')):.3f}" for t in TYPES) + " |")
     if report.get("latency"):
         la = report["latency"]
-        lines += ["", "## Chat latency, memory off vs raw", "",
-                  f"{la['pairs']} alternating pairs, embedded model, 16 new tokens: median {la['median_s']['off']} s "
-                  f"off, {la['median_s']['raw']} s raw ({la['raw_over_off']}x)."]
+        lines += ["", "## Chat latency, memory off vs raw vs extract", "",
+                  f"{la['pairs']} rounds of the three modes in turn, embedded model, 16 new tokens: median "
+                  f"{la['median_s']['off']} s off, {la['median_s']['raw']} s raw ({la['raw_over_off']}x), "
+                  f"{la['median_s']['extract']} s extract ({la['extract_over_off']}x)."]
     if report.get("ingest"):
         g = report["ingest"]
         lines += ["", "## Raw-memory ingestion", "",
@@ -340,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                           "many questions")
     p.add_argument("--answer-retrievers", nargs="+", default=["none", "hybrid", "dated"])
     p.add_argument("--ingest", type=int, default=0, help="also time writing this many raw chat turns")
-    p.add_argument("--latency", type=int, default=0, help="also time this many chat pairs, memory off vs raw")
+    p.add_argument("--latency", type=int, default=0,
+                   help="also time this many rounds of chats, memory off / raw / extract")
     p.add_argument("--batch", type=int, default=64, help="turns per write request when ingesting")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the server when ingesting "
                                                              "(default: torch's, i.e. OMP_NUM_THREADS)")
