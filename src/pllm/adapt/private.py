@@ -32,7 +32,7 @@ from typing import Any
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.data import TrainingPair, select_items, sort_items, training_pairs
 from pllm.adapt.generator import AdapterGenerator
-from pllm.adapt.learned import fit_layers, ft_config
+from pllm.adapt.learned import fit_layers, ft_config, learned_model_id
 from pllm.adapt.store import AdapterRecord, AdapterStore, slug
 from pllm.adapt.train import fit_adapter
 from pllm.errors import ArtifactError, InputError
@@ -140,7 +140,7 @@ def train_private(generator: Generator, spec: TaskSpec, method: MethodConfig, qu
     if not isinstance(generator, HFGenerator):
         raise InputError(f"private adapters train a local transformers model; backend {generator.name!r} has none",
                          field="backend")
-    if not generator.model_id.endswith(f"+ft-{task_record.data_hash[:12]}"):
+    if generator.model_id != learned_model_id(task_record.base_model, task_record):
         raise ArtifactError(f"private adapters are trained on the model merged with task adapter {task_record.path} "
                             f"(learned_generator), not on {generator.model_id!r}")
     recipe = recipe or PrivateRecipe()

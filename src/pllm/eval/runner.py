@@ -77,25 +77,6 @@ def baseline_cells(spec: TaskSpec, names: Sequence[str], *, task: str = "", knn_
             for b in names]
 
 
-def method_generator(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
-                     adapters: AdapterStore | None = None, progress: Progress | None = None,
-                     train_source: dict[str, Any] | None = None, max_pairs: int | None = None,
-                     questions: Sequence[Question] = (), private: PrivateRecipe | None = None
-                     ) -> tuple[Generator, dict[str, Any]]:
-    """The generator a method runs on: the base model, or for a learned method (`ft+...`) a copy with the
-    task adapter trained on the train split (once: cached by content; `max_pairs` training texts, default
-    FT_PAIRS), and what to record about it. With `ft+user+...` the copy then routes each of `questions` to its
-    user's private adapter, trained on top of it (`private` recipe, default `PrivateRecipe()`)."""
-    if not method.ft:
-        return generator, {}
-    stage = learned_stage(spec, generator, method, train=train, adapters=adapters, progress=progress,
-                          train_source=train_source, max_pairs=max_pairs)
-    if not method.ft_user:
-        return stage.generator, stage.info
-    return private_stage(spec, stage, method, questions=questions, train=train, adapters=adapters,
-                         private=private, progress=progress, copy_model=False)
-
-
 @dataclass
 class LearnedStage:
     """A learned method's first stage: the merged copy, its task adapter and what to record about it."""
@@ -123,12 +104,12 @@ def learned_stage(spec: TaskSpec, generator: Generator, method: MethodConfig, *,
 
 def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, questions: Sequence[Question],
                   train: Sequence[Question] = (), adapters: AdapterStore | None = None,
-                  private: PrivateRecipe | None = None, progress: Progress | None = None,
-                  copy_model: bool = True) -> tuple[Generator, dict[str, Any]]:
+                  private: PrivateRecipe | None = None, progress: Progress | None = None
+                  ) -> tuple[Generator, dict[str, Any]]:
     """OPPU's second stage of `ft+user+<method>` on a first stage: every scored user's private adapter trained
     (or found up to date) on the merged model, and a routing generator over it. The router wraps the model it
-    is given in place, so by default it gets its own copy (`copy_model`), leaving the first stage's intact for
-    the `ft+<method>` cells that share it."""
+    is given in place, so it gets its own copy, leaving the first stage's intact for the `ft+<method>` cells
+    that share it."""
     from pllm.adapt.private import private_generator, train_private
     from pllm.adapt.store import AdapterStore
     from pllm.prompting.profile import ItemCrowd
@@ -136,7 +117,7 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
     if not questions:
         raise InputError(f"method {method.label!r} trains a private adapter per scored user: it needs the questions",
                          field="questions")
-    learned = stage.generator.private_copy() if copy_model else stage.generator
+    learned = stage.generator.private_copy()
     store = adapters or AdapterStore(None)
     crowd = ItemCrowd(spec).fit(train) if method.crowd else None  # the train split's, as at inference
     users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None

@@ -98,8 +98,3 @@ class PrefixCache:
             for k in keys:
                 del self._entries[k]
             return len(keys)
-
-    def clear(self) -> None:
-        """Drop every entry (the weights changed: adapters reloaded, retrained or unloaded)."""
-        with self._lock:
-            self._entries.clear()
