@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pllm.adapt.private import RECIPE_FILE
+from pllm.adapt.private import RECIPE_FILE, private_task
 from pllm.adapt.store import AdapterRecord, AdapterStore, slug
 from pllm.eval.bench import BenchRunner, machine_info
 from pllm.eval.grid import load_bench_config
@@ -113,7 +113,7 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
 
 def _plain(config: dict[str, Any]) -> str:
     mc = MethodConfig(**{k: v for k, v in config.items() if k != "model"})
-    return dataclasses.replace(mc, ft_user=False, readout="argmax", calibrate=False).label
+    return mc.task_adapter_method().label
 
 
 def _first_stage(row: MethodResult, rows: list[MethodResult]) -> str | None:
@@ -126,7 +126,7 @@ def _private_summary(task_record: AdapterRecord, spec: TaskSpec, users: set[str]
                      ) -> dict[str, Any]:
     """The private adapters of the scored users on top of one task adapter, read back from the store."""
     store = AdapterStore(None)
-    task = f"{spec.name}+{task_record.owner}"
+    task = private_task(spec, task_record)
     records = [r for r in store.records(task, "user") if r.owner in users and not r.stale]
     seconds = sorted(r.train_seconds for r in records)
     recipe_file = store.root / slug(task) / RECIPE_FILE

@@ -94,6 +94,11 @@ class MethodConfig:
         if self.max_prompt_tokens < 16:
             raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
 
+    def task_adapter_method(self) -> MethodConfig:
+        """The method a learned task adapter is trained and named for: the readout, calibration and a private
+        second stage (`ft+user+`) do not change it, so they share one adapter."""
+        return dataclasses.replace(self, ft_user=False, readout="argmax", calibrate=False)
+
     @property
     def label(self) -> str:
         """`[ft+[user+]][profile+][stats+][crowd+]retriever@k`, with `/readout` and `+cal` when those differ from the

@@ -65,7 +65,7 @@ def ft_owner(method: MethodConfig, model_id: str, train: Sequence[Question] = ()
     whose change retrains it. Readout and calibration do not, nor a private second stage (`ft+user+`): it sits on
     top of this same task adapter. The split is named by its users' profile item ids, which a forgotten user's
     store rows do not change (the file keeps them), so a stale adapter is found and rebuilt under its name."""
-    plain = dataclasses.replace(method, ft=False, ft_user=False, readout="argmax", calibrate=False)
+    plain = dataclasses.replace(method.task_adapter_method(), ft=False)
     owner = f"ft-{plain.label}-{model_id}"
     if not train:
         return owner

@@ -190,7 +190,7 @@ class CellRunner:
             return base, {}
         # One trained copy per task adapter: the splits of one task folder, readouts and the `ft+user+` cells on
         # top of it share it. A copy with private adapters routes one split's users: it is kept per questions.
-        plain = dataclasses.replace(mc, ft_user=False, readout="argmax", calibrate=False)
+        plain = mc.task_adapter_method()
         key = f"{cell.model or 'hf'}|{task.learn_source}|{plain.label}"
         if key not in self._stages:
             if not task.learn:
