@@ -102,6 +102,11 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
     for r in rows:  # what training adds: each learned cell against the untrained ones of the same run
         if r.kind == "llm" and r.config.get("ft"):
             out += [diff(r.method, u) for u in untrained]
+    control = next((r.method for r in rows if r.kind == "llm" and r.config.get("ft") and not r.config.get("ft_user")
+                    and _plain(r.config) == "ft"), None)
+    for r in rows:  # what reading the user's items adds to training: `ft+<method>` against `ft` (no prompt context)
+        if control and r.kind == "llm" and r.config.get("ft") and not r.config.get("ft_user") and r.method != control:
+            out.append(diff(r.method, control))
     for r in rows:
         if r.kind == "hybrid":
             twins = [t.method for t in rows if t.method.startswith("cf-")]  # same estimator first

@@ -249,10 +249,23 @@ def chat_latency(n: int) -> dict[str, Any]:
                 assert r.status_code == 200, r.text
                 if i >= len(modes):  # the first round warms the model up
                     lat[mode].append(time.perf_counter() - t0)
+            # Extraction runs in the gaps between chats: how many were still under way when the last reply
+            # came, and how long the rest took once the server was idle.
+            sent = sum(1 for i in range(len(turns)) if modes[i % len(modes)] == "extract")
+            t_end = time.perf_counter()
+            done_at_end = client.get("/v1/memory/stats", headers=headers).json()["extractions"]
+            stats = client.get("/v1/memory/stats", headers=headers).json()
+            while stats["extractions"] < sent and time.perf_counter() - t_end < 300:
+                time.sleep(0.05)
+                stats = client.get("/v1/memory/stats", headers=headers).json()
+            drain_s = time.perf_counter() - t_end
     med = {m: float(np.median(v)) for m, v in lat.items()}
     return {"pairs": n, "median_s": {m: round(v, 3) for m, v in med.items()},
+            "p90_s": {m: round(float(np.quantile(v, 0.9)), 3) for m, v in lat.items()},
             "raw_over_off": round(med["raw"] / med["off"], 3),
-            "extract_over_off": round(med["extract"] / med["off"], 3)}
+            "extract_over_off": round(med["extract"] / med["off"], 3),
+            "extractions": {"sent": sent, "done_at_last_reply": done_at_end, "drain_s": round(drain_s, 2),
+                            **{k: v for k, v in stats.items() if k != "object"}}}
 
 
 def _sample_turns(n: int) -> list[str]:
@@ -306,6 +319,11 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{la['pairs']} rounds of the three modes in turn, embedded model, 16 new tokens: median "
                   f"{la['median_s']['off']} s off, {la['median_s']['raw']} s raw ({la['raw_over_off']}x), "
                   f"{la['median_s']['extract']} s extract ({la['extract_over_off']}x)."]
+        if la.get("extractions"):
+            e = la["extractions"]
+            lines[-1] += (f" Extractions: {e['sent']} asked, {e['done_at_last_reply']} done by the last reply, the "
+                          f"rest in {e['drain_s']} s after it; {e['facts_added']} facts added, "
+                          f"{e['extraction_errors']} errors, {e['extraction_unparsed']} unparsed.")
     if report.get("ingest"):
         g = report["ingest"]
         lines += ["", "## Raw-memory ingestion", "",

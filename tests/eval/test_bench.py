@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -277,5 +278,12 @@ def test_learned_cell_trains_on_the_train_split_and_never_sees_a_test_target(tmp
         trained_at = record.created
         BenchRunner(cfg, tmp_path / "run").run()  # resumed: the adapter is reused, not retrained
         assert AdapterStore(None).records("movielens-rating", "task")[0].created == trained_at
+        # A finished learned cell copied into a new folder is kept as logged: no adapter is trained for it
+        # (here the store no longer has one), and the report reads it.
+        shutil.copytree(tmp_path / "run" / "cells", tmp_path / "copy" / "cells")
+        shutil.rmtree(record.path)
+        copied = BenchRunner(cfg, tmp_path / "copy").run()
+        assert AdapterStore(None).records("movielens-rating", "task") == []
+        assert copied["tasks"]["movielens-rating"]["rows"] == report["tasks"]["movielens-rating"]["rows"]
     finally:
         GENERATORS.unregister("test-tiny")

@@ -25,7 +25,7 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
                                                   out=str(task), split="time", seed=0))
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
-        "tasks": [{"name": "ml", "data": str(task), "methods": ["ft+recency", "ft+user+recency/median"]},
+        "tasks": [{"name": "ml", "data": str(task), "methods": ["ft+recency", "ft+user+recency/median", "ft"]},
                   {"name": "ml-dev", "data": str(task), "split": "dev", "methods": ["ft+recency"]},
                   {"name": "ml-train", "data": str(task), "split": "train"}],
         "models": ["test-tiny"], "methods": ["ft+recency"], "k": [2], "baselines": ["bias", "user-median"],
@@ -55,6 +55,9 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
     assert first["b"].startswith("ft+recency@2")
     if first["b"].endswith("/median"):  # the same readout on the same (task) model: the same predictions
         assert first["difference"]["value"] == 0.0
+    # `ft` (trained with no prompt context) is the control every other learned cell is paired with
+    assert any(p["a"].startswith("ft+recency@2") and p["b"] == "ft" for p in ml["paired"])
+    assert not any(p["a"].startswith("ft+user") and p["b"] == "ft" for p in ml["paired"])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### LLM alone" in md and "### Hybrid" in md and "Sharing: test" in md
     assert json.loads((tmp_path / "out" / "report.json").read_text())["machine_note"] == "test"

@@ -133,6 +133,23 @@ def test_stream_matches_generate(gen: HFGenerator, prompts: list[Prompt]) -> Non
     assert streamed.strip() == gen.generate([prompts[0]], max_new_tokens=6)[0].text.strip()
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_generation_in_gaps_equals_generate_and_yields_before_every_step(gen: HFGenerator, prompts: list[Prompt],
+                                                                        chunk: int) -> None:
+    calls: list[int] = []
+    for stop in (None, ["."]):
+        for p in prompts:
+            n_prompt = gen.count_prompt_tokens(p)
+            out = gen.generate_in_gaps(p, max_new_tokens=6, stop=stop, yield_to=lambda: calls.append(1),
+                                       chunk=chunk)
+            want = gen.generate([p], max_new_tokens=6, stop=stop, batch_size=1)[0]
+            assert (out.text, out.completion_tokens) == (want.text, want.completion_tokens)
+            assert out.prompt_tokens == want.prompt_tokens == n_prompt
+            # once per prefill chunk of the first n-1 prompt tokens, once before generate, once per new token
+            assert len(calls) >= -(-(n_prompt - 1) // chunk) + 1 + max(out.completion_tokens - 1, 0)
+            calls.clear()
+
+
 def test_score_shape_and_fast_path_matches_general(gen: HFGenerator, prompts: list[Prompt]) -> None:
     fast = gen.score(prompts, LABELS)
     general = gen.score(prompts, LABELS, _fast_path=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 
@@ -79,11 +80,39 @@ class ServeEcho(Generator):
 
 
 class ServeNotes(ServeEcho):
+    """Its extraction runs `gap_steps` background steps of `step_delay` s first (0 by default), counting the
+    steps that ran while a chat generated (`steps_beside_chat`); `chat_delay` s per chat generation."""
+
     name = "serve-notes"
 
     def __init__(self, model: str | None = None) -> None:
         super().__init__(model or "serve-notes")
         self.extractions = 0
+        self.gap_steps, self.step_delay, self.chat_delay = 0, 0.0, 0.0
+        self.chatting = self.steps_beside_chat = self.chats_beside_extraction = 0
+        self.extracting = threading.Event()
+
+    def generate(self, prompts, *, max_new_tokens=64, temperature=0.0, stop=None, batch_size=8):
+        chat = not prompts[0].text.startswith(EXTRACT_HEADER)
+        if chat:
+            self.chatting += 1
+            self.chats_beside_extraction += self.extracting.is_set()
+            time.sleep(self.chat_delay)
+        try:
+            return super().generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
+        finally:
+            self.chatting -= chat
+
+    def generate_in_gaps(self, prompt, *, max_new_tokens, stop, yield_to):
+        self.extracting.set()
+        try:
+            for _ in range(self.gap_steps):
+                yield_to()
+                self.steps_beside_chat += self.chatting > 0
+                time.sleep(self.step_delay)
+            return super().generate_in_gaps(prompt, max_new_tokens=max_new_tokens, stop=stop, yield_to=yield_to)
+        finally:
+            self.extracting.clear()
 
     def answer(self, prompt: Prompt, max_new_tokens: int) -> str:
         if not prompt.text.startswith(EXTRACT_HEADER):

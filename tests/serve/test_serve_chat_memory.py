@@ -90,6 +90,23 @@ def test_raw_mode_extracts_nothing_and_failures_are_counted_with_the_turn_kept(n
     assert set(items(client, key)) == {"chat-s1-0", "chat-s1-1", "chat-s2-0", "chat-s3-0", "chat-s4-0"}
 
 
+def test_extraction_runs_in_the_gaps_between_chats_and_takes_no_slot(make_client) -> None:  # noqa: ANN001
+    """One generation slot: chats sent while an extraction is under way run at once (the extraction takes no
+    slot), and the extraction pauses while they generate (at most the step it was in runs beside each)."""
+    client = make_client(backend=MODEL, gen_concurrency=1, gen_queue=0)
+    key = client.app.state.pllm.keys.create(tenant="acme")[0]
+    oa = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
+    gen = client.app.state.pllm.generator()
+    gen.gap_steps, gen.step_delay, gen.chat_delay = 200, 0.005, 0.05
+    say(oa, "I live in Porto")
+    assert gen.extracting.wait(10)
+    for i in range(4):  # gen_queue=0: a chat queued behind a slot-holding extraction would get a 429
+        assert say(oa, f"hello {i}", memory="off").startswith(f"you said hello {i}")
+    assert gen.chats_beside_extraction == 4 and gen.steps_beside_chat <= 4
+    s = stats(client, key, until=lambda s: s["extractions"] == 1)
+    assert (s["facts_added"], s["extraction_errors"]) == (1, 0)
+
+
 def test_repeated_fact_merges_with_count_and_sources(notes) -> None:  # noqa: ANN001
     client, key, oa = notes
     say(oa, "I live in Porto", session="a")

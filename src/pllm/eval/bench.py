@@ -74,17 +74,35 @@ class BenchRunner:
     def cell_path(self, cell: Cell) -> Path:
         return self.out / "cells" / slug(cell.task) / f"{cell.slug}.jsonl"
 
+    def _meta(self, cell: Cell, task: LoadedTask) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(this cell's settings and questions, the settings its folder holds, or None)."""
+        meta = {"task": cell.task, "label": cell.label, "kind": cell.kind, "config": cell.config,
+                "questions": sha1_text(*[q.id for q in task.questions])}
+        path = self.cell_path(cell).with_suffix(".json")
+        if not path.is_file():
+            return meta, None
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if cell.kind == "llm":  # a method field added after this cell was run reads as its default
+            defaults = {f.name: f.default for f in dataclasses.fields(MethodConfig)}
+            old["config"] = {**{k: v for k, v in defaults.items() if k in cell.config}, **old.get("config", {})}
+        return meta, old
+
+    def _finished_learned(self, cell: Cell, task: LoadedTask) -> bool:
+        """A learned cell already scored on every question with these settings: it is kept as logged
+        (its .json names the adapter it was scored with), so resuming or extending a grid never retrains
+        the adapter of a finished cell. Delete the cell's files to score it again with a new adapter."""
+        meta, old = self._meta(cell, task)
+        if old is None or "adapter" not in old or {k: v for k, v in old.items() if k != "adapter"} != to_jsonable(meta):
+            return False
+        return CellLog(self.cell_path(cell), repair=False).lines(task.questions) is not None
+
     def _check_cell(self, cell: Cell, task: LoadedTask, extra: dict[str, Any] | None = None) -> None:
         """The folder may only be resumed with the same settings and questions for this cell (and, for a
         learned method, the same trained adapter)."""
-        meta = {"task": cell.task, "label": cell.label, "kind": cell.kind, "config": cell.config,
-                "questions": sha1_text(*[q.id for q in task.questions]), **(extra or {})}
+        meta, old = self._meta(cell, task)
+        meta = {**meta, **(extra or {})}
         path = self.cell_path(cell).with_suffix(".json")
-        if path.is_file():
-            old = json.loads(path.read_text(encoding="utf-8"))
-            if cell.kind == "llm":  # a method field added after this cell was run reads as its default
-                defaults = {f.name: f.default for f in dataclasses.fields(MethodConfig)}
-                old["config"] = {**{k: v for k, v in defaults.items() if k in cell.config}, **old.get("config", {})}
+        if old is not None:
             if old != to_jsonable(meta):
                 raise InputError(f"{self.out} already holds cell {cell.label!r} of task {cell.task!r} with other "
                                  "settings or questions; use a new --out folder (or delete that cell's files)",
@@ -137,6 +155,8 @@ class BenchRunner:
     def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:
         """Score the questions of `cell` not yet in its log."""
         learned: dict[str, Any] = {}
+        if cell.kind == "llm" and cell.config.get("ft") and self._finished_learned(cell, task):
+            return CellLog(self.cell_path(cell))
         if cell.kind == "llm" and cell.config.get("ft"):
             _, learned = self.engine().generator(cell, task)
         self._check_cell(cell, task, {"adapter": learned["adapter_data_hash"]} if learned else None)

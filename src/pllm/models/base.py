@@ -158,6 +158,15 @@ class Generator(ABC):
         """Yield text pieces as they are produced; this default yields the whole completion once."""
         yield self.generate([prompt], max_new_tokens=max_new_tokens, temperature=temperature)[0].text
 
+    def generate_in_gaps(self, prompt: Prompt, *, max_new_tokens: int, stop: Sequence[str] | None,
+                         yield_to: Callable[[], None]) -> Generation:
+        """One greedy completion run as background work: `yield_to()` blocks while foreground work (a chat)
+        waits or runs, and is called wherever the backend can pause, so the foreground never waits for more
+        than one step of it. This default can pause only before it starts; `hf` pauses between prefill
+        chunks and between tokens."""
+        yield_to()
+        return self.generate([prompt], max_new_tokens=max_new_tokens, temperature=0.0, stop=stop, batch_size=1)[0]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r})"
 

@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -198,6 +198,18 @@ class _StopOnStrings:
         texts = self.tokenizer.batch_decode(input_ids[:, self.offset:], skip_special_tokens=True)
         done = [any(s in t for s in self.stops) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _Yield:
+    """Stopping criterion that never stops: it calls `yield_to()` between tokens, which blocks while
+    foreground work runs (`HFGenerator.generate_in_gaps`)."""
+
+    def __init__(self, yield_to: Callable[[], None]) -> None:
+        self.yield_to = yield_to
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        self.yield_to()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def token_streamer(tokenizer: PreTrainedTokenizerBase) -> TextIteratorStreamer:
@@ -458,6 +470,40 @@ class HFGenerator(Generator):
             thread.join()
         if errors:
             raise errors[0]
+
+    @torch.inference_mode()
+    def generate_in_gaps(self, prompt: Prompt, *, max_new_tokens: int, stop: Sequence[str] | None,
+                         yield_to: Callable[[], None], chunk: int = 16) -> Generation:
+        """Greedy generation that pauses in `yield_to()` before every `chunk` prompt tokens and every new
+        token: the prompt is read into a KV cache a chunk at a time (a whole prefill cannot be interrupted),
+        then `generate` continues that cache with a stopping criterion that yields. The text equals
+        `generate`'s (test: tests/models/test_hf.py)."""
+        from transformers import DynamicCache, StoppingCriteriaList
+
+        if self.is_encoder_decoder:
+            return super().generate_in_gaps(prompt, max_new_tokens=max_new_tokens, stop=stop, yield_to=yield_to)
+        encoded = self.encode_prompt(prompt)
+        if not encoded:
+            raise InputError("prompt encodes to no tokens; give some text", field="text")
+        ids = torch.tensor([encoded], dtype=torch.long, device=self.device)
+        extra, cache_arg = self.forward_params()
+        cache = DynamicCache(config=self.model.config)
+        for start in range(0, len(encoded) - 1, chunk):  # the last prompt token is generate's first step
+            yield_to()
+            self.model(input_ids=ids[:, start:min(start + chunk, len(encoded) - 1)], use_cache=True,
+                       **{cache_arg: cache}, **extra)
+        stop_list = [s for s in (stop or []) if s]
+        criteria = [_Yield(yield_to)] + ([_StopOnStrings(self.tokenizer, stop_list, len(encoded))] if stop_list else [])
+        yield_to()
+        kwargs = {**self._gen_kwargs(max_new_tokens, 0.0), "stopping_criteria": StoppingCriteriaList(criteria)}
+        if len(encoded) > 1:
+            kwargs[cache_arg] = cache
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+        eos_ids = self._eos_ids()
+        toks = through_eos(out[0, len(encoded):].tolist(), eos_ids, self.tokenizer.pad_token_id if stop_list else None)
+        text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
+        return Generation(text=trim_at_stop(text, stop_list)[0], prompt_tokens=len(encoded),
+                          completion_tokens=len(toks))
 
     def _generate_cached(self, prompt: Prompt, encoded: list[int], ids: torch.Tensor, mask: torch.Tensor,
                          kwargs: dict[str, Any], adapter: str | None = None) -> torch.Tensor:

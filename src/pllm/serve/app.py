@@ -83,8 +83,7 @@ class ServerState:
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="pllm-io")
         self.chat_memory = ChatMemory(self.memory, self.limiter, self.generator, run_io=self.run_io,
                                       merge_similarity=config.memory_merge_similarity,
-                                      extract_max_tokens=config.extract_max_tokens,
-                                      timeout_s=config.request_timeout_s)
+                                      extract_max_tokens=config.extract_max_tokens)
         self._generator: Generator | None = None
         self._embedder: Embedder | None = None
         self._personalizers: dict[str, ChatPersonalizer] = {}

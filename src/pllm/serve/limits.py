@@ -7,6 +7,8 @@ tenant's burst only refuses that tenant: another tenant's request still waits it
 first come, first served).
 A slot is released only when the worker thread really finishes (a timed-out or abandoned generation
 keeps its slot until the model is done), so the bound on model work holds even under timeouts.
+Background model work (memory extraction) takes no slot: it runs between the slots' work, pausing in
+`wait_idle` while any request runs or waits.
 
 `BodyLimitMiddleware`: refuses bodies over `max_bytes` with 413 (from Content-Length when given, else
 while reading), before any parsing.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +41,19 @@ class GenerationLimiter:
         self.rejected = 0
         self.admitted: dict[str, int] = {}  # per tenant: running + waiting
         self._durations: deque[float] = deque(maxlen=32)
+        self._idle = threading.Event()  # set while no request runs or waits for a slot
+        self._idle.set()
+
+    def _update_idle(self) -> None:
+        if self.active == 0 and self.waiting == 0:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def wait_idle(self) -> None:
+        """Block (in a worker thread) until no request runs or waits: background work calls this between its
+        steps, so a request never waits for more than one step of it."""
+        self._idle.wait()
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._sem is None:  # created inside the running loop
@@ -62,17 +78,19 @@ class GenerationLimiter:
                                                  f"(queue limit {self.queue} per tenant); retry later")
         self.admitted[tenant] = mine + 1
         self.waiting += 1
+        self._update_idle()
         try:
             await asyncio.wait_for(sem.acquire(), timeout)
-        except asyncio.TimeoutError:
-            self._leave(tenant)
-            raise timed_out(f"no generation slot became free within {timeout:.1f} s") from None
-        except BaseException:  # cancelled: the request is gone
-            self._leave(tenant)
-            raise
-        finally:
+        except BaseException as exc:  # timed out, or cancelled (the request is gone)
             self.waiting -= 1
-        self.active += 1
+            self._update_idle()
+            self._leave(tenant)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise timed_out(f"no generation slot became free within {timeout:.1f} s") from None
+            raise
+        self.waiting -= 1
+        self.active += 1  # in one step: background work never sees a gap between waiting and running
+        self._update_idle()
 
     def _leave(self, tenant: str) -> None:
         left = self.admitted.pop(tenant) - 1
@@ -84,6 +102,7 @@ class GenerationLimiter:
         if started is not None:
             self._durations.append(time.monotonic() - started)
         self.active -= 1
+        self._update_idle()
         self._leave(tenant)
         self._semaphore().release()
 

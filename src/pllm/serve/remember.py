@@ -9,6 +9,10 @@ always written first, so a failed extraction loses nothing; failures are counted
 
 `ChatMemory.after_reply` is called on the event loop once the answer is out (a background task of the
 response, or the end of a stream, dropped or not); the writes run as tasks the server drains at shutdown.
+Extraction is background model work: one at a time, in its own thread, taking no generation slot, and
+paused between steps while any request runs or waits (`Generator.generate_in_gaps` with the limiter's
+`wait_idle`), so a chat never waits behind an extraction for more than one step of it (one prefill chunk
+or one token).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Protocol, TypeVar
 
@@ -127,10 +132,11 @@ class ChatMemory:
     """Schedules and performs the writes of memory from chats, and counts them per tenant."""
 
     def __init__(self, memory: MemoryService, limiter: GenerationLimiter, generator: Callable[[], Generator], *,
-                 run_io: RunIO, merge_similarity: float, extract_max_tokens: int, timeout_s: float) -> None:
+                 run_io: RunIO, merge_similarity: float, extract_max_tokens: int) -> None:
         self.memory, self.limiter, self.generator, self.io = memory, limiter, generator, run_io
         self.updater = FactUpdater(memory, merge_similarity=merge_similarity)
-        self.extract_max_tokens, self.timeout_s = extract_max_tokens, timeout_s
+        self.extract_max_tokens = extract_max_tokens
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pllm-extract")
         self._stats: dict[str, MemoryStats] = {}
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,9 +160,10 @@ class ChatMemory:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for every scheduled write (server shutdown)."""
+        """Wait for every scheduled write (server shutdown), then stop the extraction thread."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.background.shutdown(wait=True)
 
     async def _write(self, mode: MemoryMode, tenant: str, user_id: str, turn: ProfileItem) -> None:
         try:
@@ -178,15 +185,11 @@ class ChatMemory:
 
     async def _extract_facts(self, tenant: str, user_id: str, turn: ProfileItem) -> None:
         text = str(turn.fields.get("text", ""))
-        try:
-            slot = await self.limiter.hold(self.timeout_s, tenant)  # the model is shared with the chats
-            try:
-                gen = await slot.run(lambda: self.generator().generate(
-                    [extraction_prompt(text)], max_new_tokens=self.extract_max_tokens, temperature=0.0,
-                    stop=["\n\n"], batch_size=1)[0], self.timeout_s)
-            finally:
-                slot.close()
-        except Exception:  # noqa: BLE001 - a busy or failing model: counted, the raw turn is kept
+        try:  # the model is shared with the chats: it runs in their gaps
+            gen = await asyncio.get_running_loop().run_in_executor(self.background, lambda: self.generator(
+                ).generate_in_gaps(extraction_prompt(text), max_new_tokens=self.extract_max_tokens, stop=["\n\n"],
+                                   yield_to=self.limiter.wait_idle))
+        except Exception:  # noqa: BLE001 - a failing model: counted, the raw turn is kept
             log.exception("extracting facts from chat turn %s failed", turn.id)
             self._count(tenant, extraction_errors=1)
             return
