@@ -8,7 +8,15 @@ import pytest
 import torch
 from adapt_helpers import make_items
 
-from pllm.adapt.learned import ft_config, ft_owner, learned_generator, train_learned
+from pllm.adapt.learned import (
+    fit_layers,
+    ft_config,
+    ft_owner,
+    ft_recipe,
+    learned_generator,
+    recipe_variant,
+    train_learned,
+)
 from pllm.adapt.train import TRAINING_TEXTS
 from pllm.errors import ArtifactError, InputError
 from pllm.eval.methods import parse_method
@@ -45,14 +53,29 @@ def test_learned_method_names_parse_and_label(method):
         parse_method("ft+bm42", 4)
 
 
+def test_a_recipe_sweep_overrides_training_fields_only(spec, method):
+    """A grid's `ft_recipe` sets how the adapter trains (layers, modules), never what its prompts hold."""
+    swept = ft_recipe(spec, method, {"top_layers": None, "target_modules": ["q_proj", "down_proj"]})
+    assert (swept.top_layers, swept.target_modules, swept.retriever, swept.k) == (None, ["q_proj", "down_proj"],
+                                                                                  "recency", 2)
+    assert ft_recipe(spec, method, None) == ft_config(spec, method)
+    with pytest.raises(InputError, match="ft_recipe cannot set k, retriever"):
+        ft_recipe(spec, method, {"retriever": "bm25", "k": 8})
+    with pytest.raises(InputError, match="ft_recipe cannot set colour"):
+        ft_recipe(spec, method, {"colour": 1})
+
+
 def test_training_reads_train_profiles_only_never_a_test_target(spec, tiny, store, method):
     """Every question's target is the marker; no training text may contain a rating of 4: targets are
     never read, and the train users' own items (rated 1 or 5) are all the adapter sees."""
     train = _split(1, ["a", "b"]) + _split(5, ["c"])
-    record, trained = train_learned(tiny, spec, method, train, store=store,
-                                    config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
-    assert trained and record.kind == "task" and record.owner == ft_owner(method, "tiny-llama-seed0", train)
-    assert record.owner.startswith("ft-recency@2-tiny-llama-seed0-s")
+    config = ft_config(spec, method, epochs=1, batch_size=4)
+    record, trained = train_learned(tiny, spec, method, train, store=store, config=config, max_pairs=12)
+    # a recipe other than the default (here: fewer epochs, smaller batches) names its own adapter
+    variant = recipe_variant(fit_layers(tiny, config), fit_layers(tiny, ft_config(spec, method)))
+    assert variant.startswith("-v") and recipe_variant(config, config) == ""
+    assert trained and record.kind == "task" and record.owner == ft_owner(method, "tiny-llama-seed0", train, variant)
+    assert record.owner.startswith(f"ft-recency@2-tiny-llama-seed0{variant}-s")
     lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
     assert len(lines) == record.n_pairs == 12
     assert all(f"Rating: {MARKER}" not in ln["prompt"] + ln["target"] for ln in lines)

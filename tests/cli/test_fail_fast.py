@@ -91,6 +91,7 @@ ADAPT = ["adapt", "train", "--task", "LaMP-3"]
     (["run", "--limit", "0"], "limit must be >= 1"),
     (["run", "--learned", "bm25@4"], "takes a learned method"),
     (["run", "--learned", "ft+bm42@4"], "unknown method"),
+    (["run", "--prompting-only", "--learned", "ft+stats+crowd"], "--prompting-only runs no learned method"),
     (["rec", "eval", "{folder}", "--rankers", "popularity,llm-pointwse"], "unknown ranker 'llm-pointwse'"),
     (["rec", "eval", "{folder}", "--rankers", "llm-pointwise", "--retriever", "bm42"], "unknown retriever 'bm42'"),
     (["rec", "eval", "{folder}", "--rankers", "llm-pointwise", "--k", "0"], "--k 0 shows no history"),

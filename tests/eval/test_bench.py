@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -69,6 +70,10 @@ def test_grid_cells_cover_methods_k_styles_and_baselines(rating_task, echo_backe
         bench_config_from_dict({"tasks": [{"data": "x"}], "method": ["none"]})
     with pytest.raises(UnknownNameError, match="prompt style"):
         grid(rating_task, styles=["fancy"])
+    with pytest.raises(InputError, match="bad ft_recipe: .*'layers'"):
+        bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"layers": 3}})
+    with pytest.raises(InputError, match="top_layers must be >= 1"):
+        bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"top_layers": 0}})
     assert parse_method("profile+dense", 2).retriever == "dense" and parse_method("profile", 2).k == 0
 
 
@@ -285,5 +290,10 @@ def test_learned_cell_trains_on_the_train_split_and_never_sees_a_test_target(tmp
         copied = BenchRunner(cfg, tmp_path / "copy").run()
         assert AdapterStore(None).records("movielens-rating", "task") == []
         assert copied["tasks"]["movielens-rating"]["rows"] == report["tasks"]["movielens-rating"]["rows"]
+        # ... but not under another training recipe: that cell is not the one logged
+        swept = dataclasses.replace(cfg, ft_recipe={"top_layers": 1})
+        with pytest.raises(InputError, match="other settings or questions"):
+            BenchRunner(swept, tmp_path / "copy").run()
+        assert AdapterStore(None).records("movielens-rating", "task") == []  # refused before any training
     finally:
         GENERATORS.unregister("test-tiny")

@@ -10,7 +10,8 @@ from pllm_testkit import SHARED_DATA
 
 def test_main_methods_cover_the_comparison():
     names = [name for name, _ in main_methods(MainJobConfig())]
-    assert names[:4] == ["none", "bm25@4", "dense@4", "profile"]
+    assert names == ["none", "bm25@4", "dense@4", "profile", "ft+stats+crowd/median"]  # the learned cell by default
+    assert [name for name, _ in main_methods(MainJobConfig(learned=[]))] == names[:4]
     learned = main_methods(MainJobConfig(learned=["ft+stats+crowd/median"]))[-1]
     assert learned[0] == "ft+stats+crowd/median" and learned[1].ft and learned[1].crowd
     private = main_methods(MainJobConfig(learned=["ft+user+stats+crowd/median"]))[-1]  # `pllm run --learned`
@@ -31,7 +32,8 @@ def test_main_job_end_to_end_on_real_data(tmp_path):
     """The real pipeline: MovieLens build, embedded SmolLM2, minilm, every method and baseline (8 questions)."""
     if not (SHARED_DATA / "movielens-100k" / "ml-100k.inter").is_file():
         pytest.skip(f"real MovieLens-100k not present at {SHARED_DATA} (../shared/data is optional)")
-    config = MainJobConfig(data=str(SHARED_DATA / "movielens-100k"), out=str(tmp_path / "run"), limit=8, styles=False)
+    config = MainJobConfig(data=str(SHARED_DATA / "movielens-100k"), out=str(tmp_path / "run"), limit=8, styles=False,
+                           learned=[])  # the learned cell's training: tests/eval/test_one_engine.py, tiny model
     job = run_main_job(config)
     rows, out = job.rows, job.folder
     by_name = {r.method: r for r in rows}

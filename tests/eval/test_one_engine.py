@@ -52,7 +52,10 @@ def test_main_job_eval_and_bench_give_the_same_predictions(tiny_and_bow, tmp_pat
     job = run_main_job(MainJobConfig(data=str(raw), out=str(tmp_path / "main"), limit=N, backend="test-tiny",
                                      summary_items=2, summary_tokens=4))
     task = pllm_home / "tasks" / "movielens-rating-user-s0"  # the folder the main job built
-    assert {r.method for r in job.rows} >= set(COMPARED)
+    assert {r.method for r in job.rows} >= set(COMPARED) | {"ft+stats+crowd/median"}  # the learned cell by default
+    (training,) = job.training  # its one-time cost, in the report too
+    assert training.startswith("ft+stats+crowd/median: task adapter trained on ") and "in this run" in training
+    assert f"- one-time training: {training}" in (tmp_path / "main" / "report.md").read_text()
 
     evals = {}
     for method in ("none", "bm25@4", "dense@4"):

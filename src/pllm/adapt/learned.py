@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pllm.adapt.config import AdaptConfig
@@ -58,7 +58,25 @@ def fit_layers(generator: Generator, config: AdaptConfig) -> AdaptConfig:
     return dataclasses.replace(config, top_layers=n) if config.top_layers and n and config.top_layers > n else config
 
 
-def ft_owner(method: MethodConfig, model_id: str, train: Sequence[Question] = ()) -> str:
+def ft_recipe(spec: TaskSpec, method: MethodConfig, overrides: Mapping[str, Any] | None = None) -> AdaptConfig:
+    """The recipe of a learned method with a grid's `ft_recipe` overrides (a layer or module sweep) applied;
+    keys outside `AdaptConfig`, or those the method decides (retrieval, prompt), are refused."""
+    fixed = {"retriever", "k", "stats", "crowd", "style", "max_prompt_tokens"}
+    bad = sorted(set(overrides or {}) - ({f.name for f in dataclasses.fields(AdaptConfig)} - fixed))
+    if bad:
+        raise InputError(f"ft_recipe cannot set {', '.join(bad)}: give AdaptConfig fields other than "
+                         f"{', '.join(sorted(fixed))} (the method sets those)", field="ft_recipe")
+    return ft_config(spec, method, **dict(overrides or {}))
+
+
+def recipe_variant(config: AdaptConfig, default: AdaptConfig) -> str:
+    """'' for the default recipe, else `-v<hash>` of the recipe: a sweep's adapters get their own names."""
+    if config == default:
+        return ""
+    return f"-v{sha1_text(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str))[:6]}"
+
+
+def ft_owner(method: MethodConfig, model_id: str, train: Sequence[Question] = (), variant: str = "") -> str:
     """One task adapter per retrieval setting, base model and train split (`ft-bm25@4-<model>-s<hash>`), so
     learning on a second model or another split of the task (the main job's user split beside a bench's time
     split) never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
@@ -66,7 +84,7 @@ def ft_owner(method: MethodConfig, model_id: str, train: Sequence[Question] = ()
     top of this same task adapter. The split is named by its users' profile item ids, which a forgotten user's
     store rows do not change (the file keeps them), so a stale adapter is found and rebuilt under its name."""
     plain = dataclasses.replace(method.task_adapter_method(), ft=False)
-    owner = f"ft-{plain.label}-{model_id}"
+    owner = f"ft-{plain.label}-{model_id}{variant}"
     if not train:
         return owner
     ids = sorted({(q.user_id, p.id) for q in train for p in q.profile})
@@ -84,11 +102,12 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     if not train:
         raise InputError(f"learned method {method.label!r} needs a train split (train_questions.json) to learn "
                          f"from; task {spec.name!r} has none here", field="train")
-    config = fit_layers(generator, config or ft_config(spec, method))
+    default = fit_layers(generator, ft_config(spec, method))
+    config = fit_layers(generator, config) if config is not None else default
     items = user_items(train)  # profiles only: a question's target is never read
     # Collaborative context reads the train split's other users (targets included): never a test target.
     crowd = ItemCrowd(spec).fit(train) if config.crowd else None
-    owner = ft_owner(method, generator.model_id, train)
+    owner = ft_owner(method, generator.model_id, train, recipe_variant(config, default))
     existing = store.get(spec.name, "task", owner, verify=False)
     if existing is not None and existing.stale:
         # A member was forgotten: their id left `members`, but the train file may still hold their items.

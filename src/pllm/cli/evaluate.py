@@ -130,18 +130,25 @@ def register(app: typer.Typer) -> None:
         styles: bool = typer.Option(False, "--styles", help="Also run bm25@k in the instruction prompt style."),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: $PLLM_HOME/runs/main)."),
         model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-        learned: list[str] = typer.Option([], "--learned", help="Add a learned method by name, e.g. "
+        learned: list[str] = typer.Option([], "--learned", help="Learned methods by name, in place of the default "
                                           "'ft+stats+crowd/median' (its task adapter is trained once and cached), "
-                                          "or 'ft+user+stats+crowd/median' (plus a private adapter per test user)."),
+                                          "e.g. 'ft+user+stats+crowd/median' (plus a private adapter per test user)."),
+        prompting_only: bool = typer.Option(False, "--prompting-only", help="No learned method (nothing trained)."),
         ft_pairs: int | None = typer.Option(None, "--ft-pairs", help="Training texts per learned task adapter."),
     ) -> None:
-        """The main job: personalized vs unpersonalized on movielens-rating with the embedded model."""
-        from pllm.eval.main_job import MainJobConfig, run_main_job
+        """The main job: learned and prompted personalization against the non-LLM baselines on movielens-rating
+        with the embedded model."""
+        from pllm.eval.main_job import MAIN_LEARNED, MainJobConfig, run_main_job
 
+        if prompting_only and learned:
+            raise InputError("--prompting-only runs no learned method; drop --learned", field="learned")
+        chosen = [] if prompting_only else list(learned or MAIN_LEARNED)
         config = MainJobConfig(data=str(data) if data else None, limit=limit, out=str(out) if out else None,
-                               model=model, styles=styles, learned=list(learned), ft_pairs=ft_pairs)
+                               model=model, styles=styles, learned=chosen, ft_pairs=ft_pairs)
         with progress_bar(unit="q") as bar:
             job = run_main_job(config, progress=tracker(bar))
         print_rows(get_task("movielens-rating"), job.rows, f"movielens-rating ({job.rows[0].n} test users)",
                    job.conclusion)
+        for line in job.training:
+            console.print(f"one-time training: {line}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"report: {job.folder / 'report.md'}", markup=False, highlight=False, soft_wrap=True)

@@ -78,6 +78,9 @@ class BenchRunner:
         """(this cell's settings and questions, the settings its folder holds, or None)."""
         meta = {"task": cell.task, "label": cell.label, "kind": cell.kind, "config": cell.config,
                 "questions": sha1_text(*[q.id for q in task.questions])}
+        training = {k: v for k, v in (("ft_pairs", self.config.ft_pairs), ("ft_recipe", self.config.ft_recipe)) if v}
+        if cell.kind == "llm" and cell.config.get("ft") and training:  # (the defaults are left out, as before)
+            meta["training"] = training
         path = self.cell_path(cell).with_suffix(".json")
         if not path.is_file():
             return meta, None
@@ -88,27 +91,31 @@ class BenchRunner:
         return meta, old
 
     def _finished_learned(self, cell: Cell, task: LoadedTask) -> bool:
-        """A learned cell already scored on every question with these settings: it is kept as logged
-        (its .json names the adapter it was scored with), so resuming or extending a grid never retrains
-        the adapter of a finished cell. Delete the cell's files to score it again with a new adapter."""
+        """A learned cell already scored on every question with these settings (training recipe included):
+        it is kept as logged (its .json names the adapter it was scored with), so resuming or extending a grid
+        never retrains the adapter of a finished cell. Delete the cell's files to score it again with a new
+        adapter. Other settings in the folder fail here, before any training."""
         meta, old = self._meta(cell, task)
-        if old is None or "adapter" not in old or {k: v for k, v in old.items() if k != "adapter"} != to_jsonable(meta):
+        if old is None:
             return False
-        return CellLog(self.cell_path(cell), repair=False).lines(task.questions) is not None
+        self._refuse_other(cell, {k: v for k, v in old.items() if k != "adapter"}, meta)
+        return "adapter" in old and CellLog(self.cell_path(cell), repair=False).lines(task.questions) is not None
+
+    def _refuse_other(self, cell: Cell, old: dict[str, Any], meta: dict[str, Any]) -> None:
+        if old != to_jsonable(meta):
+            raise InputError(f"{self.out} already holds cell {cell.label!r} of task {cell.task!r} with other "
+                             "settings or questions; use a new --out folder (or delete that cell's files)",
+                             source=str(self.cell_path(cell).with_suffix(".json")))
 
     def _check_cell(self, cell: Cell, task: LoadedTask, extra: dict[str, Any] | None = None) -> None:
         """The folder may only be resumed with the same settings and questions for this cell (and, for a
         learned method, the same trained adapter)."""
         meta, old = self._meta(cell, task)
         meta = {**meta, **(extra or {})}
-        path = self.cell_path(cell).with_suffix(".json")
         if old is not None:
-            if old != to_jsonable(meta):
-                raise InputError(f"{self.out} already holds cell {cell.label!r} of task {cell.task!r} with other "
-                                 "settings or questions; use a new --out folder (or delete that cell's files)",
-                                 source=str(path))
+            self._refuse_other(cell, old, meta)
         else:
-            atomic_write_json(path, meta)
+            atomic_write_json(self.cell_path(cell).with_suffix(".json"), meta)
 
     def check_generators(self) -> None:
         """Every backend the grid names (models and judge) is registered: a typo in the second model or
@@ -149,7 +156,8 @@ class BenchRunner:
             c = self.config
             self._engine = CellRunner(self.generator, store=self.store(), batch_size=c.batch_size,
                                       summary=SummaryConfig(max_items=c.summary_items, batch_size=c.batch_size),
-                                      progress=self.progress, ft_pairs=c.ft_pairs)
+                                      progress=self.progress, ft_pairs=c.ft_pairs,
+                                      ft_recipe=c.ft_recipe)
         return self._engine
 
     def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:

@@ -133,6 +133,10 @@ class BenchConfig:
     ft_pairs: int | None = field(default=None, metadata={
         "help": "Training texts a learned (ft+) cell's task adapter samples from the train split (default: "
                 "pllm.adapt.learned.FT_PAIRS)."})
+    ft_recipe: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Overrides of the learned cells' training recipe (pllm.adapt.learned.FT_DEFAULTS), e.g. "
+                "{top_layers: null, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]} "
+                "for a layer or module sweep; a changed recipe trains adapters under their own names."})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (1 is fastest on a crowded machine); default: torch's choice."})
     judge: BenchJudge | None = field(default=None, metadata={
@@ -162,6 +166,16 @@ class BenchConfig:
             raise InputError(f"k values must be integers >= 1, got {self.k}", field="k")
         for m in self.methods:
             parse_method(m, 1)  # fail early on a bad method name
+        if self.ft_recipe:  # a bad key or value fails now, not after the baselines have run
+            from pllm.adapt.config import AdaptConfig
+
+            if not isinstance(self.ft_recipe, dict):
+                raise InputError(f"ft_recipe must be a mapping of recipe fields, got {self.ft_recipe!r}",
+                                 field="ft_recipe")
+            try:
+                AdaptConfig(**self.ft_recipe)
+            except TypeError as exc:
+                raise InputError(f"bad ft_recipe: {exc}", field="ft_recipe") from None
         from pllm.prompting.styles import PROMPT_STYLES
 
         for s in self.styles:

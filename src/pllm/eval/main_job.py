@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pllm.errors import InputError
 from pllm.eval.datasets import ensure_built, load_task
 from pllm.eval.grid import TaskEntry
 from pllm.eval.methods import method_from_name
-from pllm.eval.report import Conclusion, MethodRow, conclude, summarize, write_predictions, write_report
+from pllm.eval.report import Conclusion, MethodResult, MethodRow, conclude, summarize, write_predictions, write_report
 from pllm.eval.runner import CellRunner, Progress, baseline_cells, llm_cell
 from pllm.io import save_config
 from pllm.models import GENERATORS, load_generator
@@ -23,6 +24,10 @@ from pllm.paths import pllm_home
 from pllm.pipeline import MethodConfig
 from pllm.prompting.profile import SummaryConfig
 from pllm.users.store import SQLiteUserStore
+
+# The learned cell of the main job: LoRA trained on the train split's users with the user's rating distribution
+# and other train users' ratings of the movie in every prompt, read out by the median (docs/learned.md).
+MAIN_LEARNED = ("ft+stats+crowd/median",)
 
 
 @dataclass
@@ -40,9 +45,9 @@ class MainJobConfig:
     summary_tokens: int = field(default=32, metadata={
         "help": "Length of each profile summary in tokens (decoding them is the job's slowest step on CPU)."})
     styles: bool = field(default=False, metadata={"help": "Also run bm25 in the instruction style, to compare."})
-    learned: list[str] = field(default_factory=list, metadata={
-        "help": "Learned methods to add, by name (e.g. 'ft+stats+crowd/median'): each task adapter is trained once "
-                "on the train split's users and cached (see docs/learned.md)."})
+    learned: list[str] = field(default_factory=lambda: list(MAIN_LEARNED), metadata={
+        "help": "Learned methods, by name (default: 'ft+stats+crowd/median'; [] for prompting only): each task "
+                "adapter is trained once on the train split's users and cached (see docs/learned.md)."})
     ft_pairs: int | None = field(default=None, metadata={
         "help": "Training texts per learned method's task adapter (default: pllm.adapt.learned.FT_PAIRS)."})
 
@@ -78,6 +83,7 @@ class MainJobResult:
     rows: list[MethodRow]
     folder: Path
     conclusion: Conclusion | None
+    training: list[str] = field(default_factory=list)
 
 
 def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> MainJobResult:
@@ -102,7 +108,20 @@ def run_main_job(config: MainJobConfig, progress: Progress | None = None) -> Mai
     conclusion = conclude(task.spec, results, rows)
     data = str(Path(source).resolve())
     save_config(dataclasses.replace(config, data=data), out, "main_job_config.json")
+    training = training_lines(results)
     write_report(out, task.spec, rows, title="pllm main job: movielens-rating", conclusion=conclusion,
                  meta={"model": generator.model_id, "data": data, "questions": len(task.questions),
-                       "seconds": time.perf_counter() - t0, "task_dir": str(task_dir)})
-    return MainJobResult(rows, out, conclusion)
+                       "seconds": time.perf_counter() - t0, "task_dir": str(task_dir), "training": training})
+    return MainJobResult(rows, out, conclusion, training)
+
+
+def training_lines(results: Sequence[MethodResult]) -> list[str]:
+    """What each learned cell's task adapter cost, once (a rerun finds it cached)."""
+    out = []
+    for res in results:
+        c = res.config
+        if c.get("adapter_pairs"):
+            when = "in this run" if c.get("adapter_trained_now") else "in an earlier run, cached"
+            out.append(f"{res.method}: task adapter trained on {c['adapter_pairs']:,} train-split texts in "
+                       f"{c['adapter_train_seconds']:.0f} s ({when}: {c['adapter']})")
+    return out

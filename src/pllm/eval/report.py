@@ -192,7 +192,8 @@ def write_report(folder: str | Path, spec: TaskSpec, rows: Sequence[MethodRow], 
           f"- data: `{meta.get('data') or meta.get('questions') or '—'}`",
           f"- machine: {machine_text(rows)}",
           f"- questions: {rows[0].n if rows else 0}"
-          + (f"; wall time {meta['seconds'] / 60:.1f} min" if meta.get("seconds") else ""), ""]
+          + (f"; wall time {meta['seconds'] / 60:.1f} min" if meta.get("seconds") else ""),
+          *[f"- one-time training: {line}" for line in meta.get("training", [])], ""]
     if conclusion is not None:
         md += ["**" + conclusion.text[0].upper() + conclusion.text[1:] + ".**", ""]
     md += ["Intervals: 95% bootstrap (1,000 resamples); Δ is the paired difference against no "

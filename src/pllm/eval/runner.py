@@ -9,7 +9,7 @@ import dataclasses
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,14 +88,17 @@ class LearnedStage:
 
 def learned_stage(spec: TaskSpec, generator: Generator, method: MethodConfig, *, train: Sequence[Question] = (),
                   adapters: AdapterStore | None = None, progress: Progress | None = None,
-                  train_source: dict[str, Any] | None = None, max_pairs: int | None = None) -> LearnedStage:
-    """The task adapter of `ft+<method>` (trained once, cached by content) merged into a copy of `generator`."""
-    from pllm.adapt.learned import FT_PAIRS, learned_generator, train_learned
+                  train_source: dict[str, Any] | None = None, max_pairs: int | None = None,
+                  recipe: Mapping[str, Any] | None = None) -> LearnedStage:
+    """The task adapter of `ft+<method>` (trained once, cached by content) merged into a copy of `generator`;
+    `recipe`: overrides of the learned recipe (`pllm.adapt.learned.ft_recipe`)."""
+    from pllm.adapt.learned import FT_PAIRS, ft_recipe, learned_generator, train_learned
     from pllm.adapt.store import AdapterStore
 
     step = (lambda s, t: progress(f"training {method.label}", s, t)) if progress else None
     record, trained = train_learned(generator, spec, method, train, store=adapters or AdapterStore(None),
-                                    progress=step, source=train_source, max_pairs=max_pairs or FT_PAIRS)
+                                    config=ft_recipe(spec, method, recipe) if recipe else None, progress=step,
+                                    source=train_source, max_pairs=max_pairs or FT_PAIRS)
     return LearnedStage(learned_generator(generator, spec, record), record, {
         "adapter": str(record.path), "adapter_data_hash": record.data_hash, "adapter_pairs": record.n_pairs,
         "adapter_train_seconds": record.train_seconds, "adapter_trained_now": trained,
@@ -175,9 +178,9 @@ class CellRunner:
     def __init__(self, load: Callable[[str], Generator], *, store: UserStore | None = None, batch_size: int = 8,
                  summary: SummaryConfig | None = None, progress: Progress | None = None,
                  adapters: AdapterStore | None = None, ft_pairs: int | None = None,
-                 private: PrivateRecipe | None = None) -> None:
+                 private: PrivateRecipe | None = None, ft_recipe: Mapping[str, Any] | None = None) -> None:
         self.load, self.store, self.batch_size, self.ft_pairs = load, store, batch_size, ft_pairs
-        self.private = private
+        self.private, self.ft_recipe = private, dict(ft_recipe or {})
         self.summary, self.progress, self.adapters = summary, progress, adapters
         self._stages: dict[str, LearnedStage] = {}
         self._private: dict[str, tuple[Generator, dict[str, Any]]] = {}
@@ -197,7 +200,8 @@ class CellRunner:
                 raise InputError(f"learned method {cell.label!r} needs a train split to learn from", field="train")
             source = {"questions": task.learn_source} if task.learn_source else None
             self._stages[key] = learned_stage(task.spec, base, mc, train=task.learn, adapters=self.adapters,
-                                              progress=self.progress, train_source=source, max_pairs=self.ft_pairs)
+                                              progress=self.progress, train_source=source, max_pairs=self.ft_pairs,
+                                              recipe=self.ft_recipe)
         stage = self._stages[key]
         if not mc.ft_user:
             return stage.generator, stage.info
