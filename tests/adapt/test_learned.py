@@ -95,6 +95,31 @@ def test_adapter_is_cached_by_content_and_retrained_when_data_change(spec, tiny,
     assert trained and changed.data_hash != first.data_hash
 
 
+@pytest.mark.parametrize("top_layers", [None, 1])
+def test_full_fine_tuning_trains_whole_modules_and_leaves_the_base_untouched(spec, tiny, store, method, top_layers):
+    """`method: full` (peft modules_to_save): every weight of the linear modules (of the top layers) is trained
+    on a copy of the model; the base keeps its weights; the saved adapter holds those modules, not the head."""
+    from safetensors.torch import load_file
+
+    cfg = ft_recipe(spec, method, {"method": "full", "top_layers": top_layers, "epochs": 2, "batch_size": 4,
+                                   "lr": 2.0})  # (x 0.025: a step large enough to move a tiny model)
+    before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    record, trained = train_learned(tiny, spec, method, _split(5, ["a", "b"]), store=store, config=cfg, max_pairs=16)
+    assert trained and record.method == "full" and record.owner.startswith("ft-recency@2-tiny-llama-seed0-v")
+    assert all(torch.equal(before[n], p) for n, p in tiny.model.named_parameters())  # the base is untouched
+    saved = load_file(str(record.path / "adapter_model.safetensors"))
+    modules = [k for k in saved if "lora_" not in k]
+    layers = {int(k.split("layers.")[1].split(".")[0]) for k in modules}
+    n_layers = tiny.model.config.num_hidden_layers
+    assert layers == (set(range(n_layers)) if top_layers is None else {n_layers - 1})
+    assert len(modules) == 7 * len(layers) and not any(k.endswith("lm_head.weight") for k in saved)
+    assert all(float(v.abs().sum()) == 0.0 for k, v in saved.items() if "lora_B" in k)  # the placeholder is zero
+    tuned = learned_generator(tiny, spec, record)
+    changed = {n for n, p in tuned.model.named_parameters() if not torch.equal(before[n], p)}
+    assert changed and all(".layers." in n and "norm" not in n for n in changed)
+    assert not any("embed" in n or "lm_head" in n for n in changed)
+
+
 def test_learned_generator_is_a_merged_copy_and_checks_the_artifact(spec, tiny, store, method):
     cfg = ft_config(spec, method, epochs=2, batch_size=4, lr=5e-2)
     record, _ = train_learned(tiny, spec, method, _split(5, ["a", "b"]), store=store, config=cfg, max_pairs=16)

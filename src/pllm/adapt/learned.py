@@ -43,11 +43,12 @@ FT_DEFAULTS: dict[str, Any] = {"method": "lora", "r": 16, "alpha": 32, "top_laye
 FT_PAIRS = 1200
 
 
-def ft_config(spec: TaskSpec, method: MethodConfig, **overrides: Any) -> AdaptConfig:
-    """The training recipe of a learned method: its retrieval and style inside every training prompt."""
-    values = {**FT_DEFAULTS, **overrides, "retriever": method.retriever if method.k else "none", "k": method.k,
-              "stats": method.stats, "crowd": method.crowd,
-              "style": method.style or default_style(spec), "max_prompt_tokens": method.max_prompt_tokens}
+def ft_config(spec: TaskSpec, learned: MethodConfig, /, **overrides: Any) -> AdaptConfig:
+    """The training recipe of a learned method: its retrieval and style inside every training prompt
+    (`overrides` may name the adapter `method`, e.g. 'full')."""
+    values = {**FT_DEFAULTS, **overrides, "retriever": learned.retriever if learned.k else "none", "k": learned.k,
+              "stats": learned.stats, "crowd": learned.crowd,
+              "style": learned.style or default_style(spec), "max_prompt_tokens": learned.max_prompt_tokens}
     return AdaptConfig(**values)
 
 

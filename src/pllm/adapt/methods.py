@@ -35,6 +35,10 @@ class AdapterMethod:
     config_cls: type  # the recipe dataclass, saved beside every adapter it trained
     train_fn: Callable[..., Any]  # trains (and stores) one adapter
     prompt_learning: bool = False  # soft tokens: no position ids, one row at a time, never merged into weights
+    # Full fine-tuning (peft's modules_to_save: trained copies of whole modules): it trains on a copy of the
+    # base model, which peft's unload would leave changed, and only the module copies learn (the LoRA target
+    # peft requires is a frozen zero placeholder, not saved as weights).
+    full_weights: bool = False
     lr_scale: float = 1.0  # optimizer step relative to the recipe's `lr`
     layer_subset: bool = False  # supports `top_layers` (peft's layers_to_transform)
     peft_config: Callable[[AdaptConfig, dict[str, Any]], Any] | None = None  # supervised peft methods
@@ -108,8 +112,27 @@ def _prompt_tuning(config: AdaptConfig, layers: dict[str, Any]) -> Any:
     return PromptTuningConfig(num_virtual_tokens=config.num_virtual_tokens, task_type=TaskType.CAUSAL_LM)
 
 
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _full(config: AdaptConfig, layers: dict[str, Any]) -> Any:
+    """Every weight of the named linear modules (default: all seven of a Llama-style layer) trained in full,
+    in the top `top_layers` layers (all by default); embeddings, norms and the output head stay frozen."""
+    from peft import LoraConfig, TaskType
+
+    names = list(config.target_modules or LINEAR_MODULES)
+    if "layers_to_transform" in layers:  # modules_to_save matches name suffixes: one per layer and module
+        names = [f"layers.{i}.{part}.{m}" for i in layers["layers_to_transform"] for m in names
+                 for part in (("self_attn",) if m in LINEAR_MODULES[:4] else ("mlp",))]
+    return LoraConfig(r=1, target_modules=["lm_head"], modules_to_save=names, task_type=TaskType.CAUSAL_LM)
+
+
 register_adapter_method("lora", AdaptConfig, _train_supervised, layer_subset=True,
                         peft_config=_lora)
+# Full fine-tuning steps are far smaller than low-rank ones (recipe lr 2e-3 -> 5e-5, the usual SFT step for a
+# model this size).
+register_adapter_method("full", AdaptConfig, _train_supervised, layer_subset=True, full_weights=True,
+                        lr_scale=0.025, peft_config=_full)
 register_adapter_method("ia3", AdaptConfig, _train_supervised, peft_config=_ia3)
 # Soft prompts sit in embedding space and need a larger step than low-rank weight deltas.
 register_adapter_method("prompt-tuning", AdaptConfig, _train_supervised, prompt_learning=True, lr_scale=10.0,

@@ -10,6 +10,7 @@ user trains on are the same weights.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -114,11 +115,17 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
         raise ArtifactError("the generator already holds peft adapters; train on a plain base model")
     rows = _encode(generator, pairs)
     base = generator.model
+    method = config.adapter_method
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        peft_model = get_peft_model(base, config.peft_config(getattr(base.config, "num_hidden_layers", None)),
+        peft_model = get_peft_model(copy.deepcopy(base) if method.full_weights else base,
+                                    config.peft_config(getattr(base.config, "num_hidden_layers", None)),
                                     adapter_name=TRAIN_NAME)
-    prompt_learning = config.adapter_method.prompt_learning
+    if method.full_weights:  # only the modules' trained copies learn; the placeholder LoRA stays zero
+        for n, p in peft_model.named_parameters():
+            if "lora_" in n:
+                p.requires_grad_(False)
+    prompt_learning = method.prompt_learning
     named = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW(list(named.values()), lr=config.effective_lr, weight_decay=0.0)
     schedule = _schedule(len(rows), config)
@@ -164,7 +171,7 @@ def train_pairs(generator: HFGenerator, pairs: Sequence[TrainingPair], config: A
             checkpoint.unlink(missing_ok=True)
     finally:
         peft_model.eval()
-        if prompt_learning:
+        if prompt_learning or method.full_weights:  # (full: the trained copy is dropped with peft_model)
             generator.model = base
         else:
             generator.model = peft_model.unload()  # the LoRA/IA3 layers out, the original modules back
@@ -278,7 +285,10 @@ def fit_adapter(generator: HFGenerator, spec: TaskSpec, pairs: Sequence[Training
             train_seconds=round(result.seconds, 3), losses=result.losses, members=members, centroid=centroid,
             embedder=embedder, source=source or {})
         def files(tmp: Any) -> None:
-            peft_model.save_pretrained(str(tmp), selected_adapters=[TRAIN_NAME])
+            # (full fine-tuning: its placeholder LoRA on the output head must not save the head's weights)
+            peft_model.save_pretrained(str(tmp), selected_adapters=[TRAIN_NAME],
+                                       **({"save_embedding_layers": False} if config.adapter_method.full_weights
+                                          else {}))
             if kind != "user":  # shared adapters keep the texts they learned from, to audit what they saw
                 write_training_texts(tmp / TRAINING_TEXTS, pairs)
 
