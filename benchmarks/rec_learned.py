@@ -63,6 +63,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--also", action="append", default=[], metavar="LABEL=CHECKPOINT",
                    help="Add a row from another run's recorded test-list scores (e.g. an earlier variant), paired "
                         "on the same lists; repeatable.")
+    p.add_argument("--ensemble", action="append", default=[], metavar="LABEL=CHECKPOINT",
+                   help="Add a row LABEL: the mean of this run's fine-tuned ranker and another run's recorded scores "
+                        "(standardized within each list; LLM alone when that run was one too); repeat with the same "
+                        "LABEL to add members.")
     p.add_argument("--dev", action="store_true", help="Report on the fit (dev) lists instead of the test lists: "
                                                      "LLM-alone rows against the classic rankers fitted without "
                                                      "them, to choose a variant before any test list is scored "
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pllm.adapt.store import AdapterStore
     from pllm.io import to_jsonable
     from pllm.models import load_generator
-    from pllm.rec.hybrid import RecordedRanker, fit_hybrids, fit_stage
+    from pllm.rec.hybrid import MeanRanker, RecordedRanker, fit_hybrids, fit_stage
     from pllm.rec.rankers import FinetunedPointwiseRanker, PointwiseConfig, PointwiseRanker, train_pointwise_adapter
     from pllm.rec.runner import markdown_table, recorded_scores, run_ranker, summarize, write_report
 
@@ -152,6 +156,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     also = dict(a.partition("=")[::2] for a in args.also)  # label -> checkpoint
     for label, path in also.items():
         results.append(run_ranker(RecordedRanker(label, recorded_scores(path)), lists[scored], label=label))
+    ensembles: dict[str, list[str]] = {}
+    for entry in args.ensemble:  # label -> other runs' checkpoints, each averaged with this run's ranker
+        label, _, path = entry.partition("=")
+        ensembles.setdefault(label, []).append(path)
+    for label, paths in ensembles.items():
+        members = [RecordedRanker(LLM, recorded_scores(ck[scored]))]
+        members += [RecordedRanker(p, recorded_scores(p)) for p in paths]
+        results.append(run_ranker(MeanRanker(label, members, kind="llm"), lists[scored], label=label))
+        also[label] = ",".join(paths)  # paired against this run's ranker below
     stacks = []
     if not (args.no_hybrid or args.dev):
         run_ranker(ft_fit, lists["fit"], label=f"{LLM} (fit lists)", checkpoint=ck["fit"], progress=_progress)

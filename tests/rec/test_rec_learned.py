@@ -14,7 +14,7 @@ from pllm.data.movielens import load_movielens
 from pllm.errors import ArtifactError, InputError
 from pllm.models.testing import make_tiny_generator
 from pllm.rec.data import RecBuildConfig, candidates_of, kept_ratings, rec_crowd, target_index
-from pllm.rec.hybrid import RecordedRanker, StackConfig, StackedRanker, Stacker, fit_stacker, list_features
+from pllm.rec.hybrid import MeanRanker, RecordedRanker, StackConfig, StackedRanker, Stacker, fit_stacker, list_features
 from pllm.rec.rankers import (
     FinetunedPointwiseRanker,
     PointwiseConfig,
@@ -147,6 +147,19 @@ class _Fixed(Ranker):
         s = np.zeros(len(candidates_of(question)))
         s[target_index(question)] += self.bonus
         return s
+
+
+def test_mean_ranker_averages_standardized_scores_with_equal_weights(splits):
+    """Scales do not matter (each member is standardized within the list); nothing is fitted."""
+    q = splits["test"][0]
+    big, small = _Fixed(1000.0), _Fixed(0.001)
+    both = MeanRanker("ens", [big, small], kind="llm")
+    np.testing.assert_allclose(both.score(q), list_features(big.score(q))[:, 0])  # same order, same z-scores
+    assert int(np.argmax(both.score(q))) == target_index(q) and both.kind == "llm"
+    opposed = MeanRanker("ens", [big, _Fixed(-1.0)], kind="llm").score(q)  # opposite views cancel out
+    assert both.describe()["mean_of"] and np.allclose(opposed, 0.0)
+    with pytest.raises(InputError, match="at least two rankers"):
+        MeanRanker("ens", [big], kind="llm")
 
 
 def test_stacked_ranker_scores_with_recorded_components_and_reports_its_weights(splits, ml_dir, tmp_path):

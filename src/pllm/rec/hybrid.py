@@ -135,6 +135,24 @@ class RecordedRanker(Ranker):
         return self.fallback.describe() if self.fallback is not None else {"ranker": self.name, "recorded": True}
 
 
+class MeanRanker(Ranker):
+    """The mean of its members' standardized scores within each list (`list_features`' z column), with fixed
+    equal weights and nothing fitted: an ensemble of fine-tuned LLM rankers is still LLM alone when every member
+    is one (it costs every member's inference)."""
+
+    def __init__(self, name: str, members: Sequence[Ranker], *, kind: str) -> None:
+        """`kind`: what the members are (`llm` only when every one is an LLM ranker, recorded or live)."""
+        if len(members) < 2:
+            raise InputError(f"an ensemble needs at least two rankers, got {len(members)}", field="ensemble")
+        self.name, self.members, self.kind = name, list(members), kind  # type: ignore[misc]
+
+    def score(self, question: Question) -> np.ndarray:
+        return np.mean([list_features(m.score(question))[:, 0] for m in self.members], axis=0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"ranker": self.name, "mean_of": [m.describe() for m in self.members]}
+
+
 def fit_stacker(config: StackConfig, components: Mapping[str, Ranker], lists: Sequence[Question]) -> Stacker:
     """Fit on held-out lists, each scored by `components` (rankers that never saw those lists' targets)."""
     scored = [{f: components[f].score(q) for f in config.features} for q in lists]
