@@ -477,7 +477,7 @@ class HFGenerator(Generator):
         """Greedy generation that pauses in `yield_to()` before every `chunk` prompt tokens and every new
         token: the prompt is read into a KV cache a chunk at a time (a whole prefill cannot be interrupted),
         then `generate` continues that cache with a stopping criterion that yields. The text equals
-        `generate`'s (test: tests/models/test_hf.py)."""
+        `generate`'s (tests/models/test_models_hf.py)."""
         from transformers import DynamicCache, StoppingCriteriaList
 
         if self.is_encoder_decoder:
