@@ -54,8 +54,8 @@ def test_a_toy_method_trains_serves_and_is_forgotten_end_to_end(toy, tiny, spec,
 
 def test_every_built_in_method_is_registered_in_one_registry():
     assert {m.name for m in methods()} >= {"lora", "ia3", "prompt-tuning", "dpo", "ric", "soup"}
-    assert [m.name for m in methods(config_cls=AdaptConfig)] == ["ia3", "lora", "prompt-tuning"]
-    assert get_method("prompt-tuning").prompt_learning
+    assert [m.name for m in methods(config_cls=AdaptConfig)] == ["full", "ia3", "lora", "prompt-tuning"]
+    assert get_method("prompt-tuning").prompt_learning and get_method("full").full_weights
 
 
 def test_bad_registrations_and_unknown_methods_are_refused():
@@ -63,7 +63,7 @@ def test_bad_registrations_and_unknown_methods_are_refused():
         register_adapter_method("lora", AdaptConfig, lambda: None)
     with pytest.raises(InputError, match="config_cls must be a class"):
         register_adapter_method("x", "AdaptConfig", lambda: None)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"method must be one of \['ia3', 'lora', 'prompt-tuning'\]"):
+    with pytest.raises(InputError, match=r"method must be one of \['full', 'ia3', 'lora', 'prompt-tuning'\]"):
         AdaptConfig(method="dpo")  # registered, but not trained on pairs with this recipe
     with pytest.raises(InputError, match="method must be one of"):
         AdaptConfig(method="nope")
