@@ -253,8 +253,8 @@ def chat_latency(n: int) -> dict[str, Any]:
             # came, and how long the rest took once the server was idle.
             sent = sum(1 for i in range(len(turns)) if modes[i % len(modes)] == "extract")
             t_end = time.perf_counter()
-            done_at_end = client.get("/v1/memory/stats", headers=headers).json()["extractions"]
             stats = client.get("/v1/memory/stats", headers=headers).json()
+            done_at_end = stats["extractions"]
             while stats["extractions"] < sent and time.perf_counter() - t_end < 300:
                 time.sleep(0.05)
                 stats = client.get("/v1/memory/stats", headers=headers).json()
