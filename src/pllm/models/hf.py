@@ -428,12 +428,14 @@ class HFGenerator(Generator):
                                           **_adapter_kwargs(adapter_names, idx))
             new = out[:, 1:] if self.is_encoder_decoder else out[:, ids.shape[1]:]
             for row, i in enumerate(idx):
-                toks = through_eos(new[row].tolist(), eos_ids, self.tokenizer.pad_token_id if stop_list else None)
-                n = len(toks)
-                text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
-                text, _ = trim_at_stop(text, stop_list)
-                results[i] = Generation(text=text, prompt_tokens=len(encoded[i]), completion_tokens=n)
+                results[i] = self._completion(new[row].tolist(), len(encoded[i]), eos_ids, stop_list)
         return [r for r in results if r is not None]
+
+    def _completion(self, new: list[int], n_prompt: int, eos_ids: set[int], stop_list: list[str]) -> Generation:
+        """A generated row as a Generation: up to its eos (counted), stop strings trimmed from the text."""
+        toks = through_eos(new, eos_ids, self.tokenizer.pad_token_id if stop_list else None)
+        text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
+        return Generation(text=trim_at_stop(text, stop_list)[0], prompt_tokens=n_prompt, completion_tokens=len(toks))
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0,
                adapter: str | None = None) -> Iterator[str]:
@@ -499,11 +501,7 @@ class HFGenerator(Generator):
         if len(encoded) > 1:
             kwargs[cache_arg] = cache
         out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-        eos_ids = self._eos_ids()
-        toks = through_eos(out[0, len(encoded):].tolist(), eos_ids, self.tokenizer.pad_token_id if stop_list else None)
-        text = self.tokenizer.decode([t for t in toks if t not in eos_ids], skip_special_tokens=True)
-        return Generation(text=trim_at_stop(text, stop_list)[0], prompt_tokens=len(encoded),
-                          completion_tokens=len(toks))
+        return self._completion(out[0, len(encoded):].tolist(), len(encoded), self._eos_ids(), stop_list)
 
     def _generate_cached(self, prompt: Prompt, encoded: list[int], ids: torch.Tensor, mask: torch.Tensor,
                          kwargs: dict[str, Any], adapter: str | None = None) -> torch.Tensor:
