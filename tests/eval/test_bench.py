@@ -70,8 +70,10 @@ def test_grid_cells_cover_methods_k_styles_and_baselines(rating_task, echo_backe
         bench_config_from_dict({"tasks": [{"data": "x"}], "method": ["none"]})
     with pytest.raises(UnknownNameError, match="prompt style"):
         grid(rating_task, styles=["fancy"])
-    with pytest.raises(InputError, match="bad ft_recipe: .*'layers'"):
+    with pytest.raises(InputError, match="ft_recipe cannot set layers"):
         bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"layers": 3}})
+    with pytest.raises(InputError, match="ft_recipe cannot set retriever"):  # the method's, not the recipe's
+        bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"retriever": "bm25"}})
     with pytest.raises(InputError, match="top_layers must be >= 1"):
         bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"top_layers": 0}})
     assert parse_method("profile+dense", 2).retriever == "dense" and parse_method("profile", 2).k == 0

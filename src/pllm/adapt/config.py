@@ -4,7 +4,8 @@ and an up-to-date adapter recognised (and skipped) on a resumed run."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from pllm.errors import InputError
@@ -111,3 +112,17 @@ class AdaptConfig:
     @property
     def effective_lr(self) -> float:
         return self.lr * self.adapter_method.lr_scale
+
+
+# The recipe fields a learned method decides from its own rendering (`pllm.adapt.learned.ft_config`).
+METHOD_DECIDED = ("retriever", "k", "stats", "crowd", "style", "max_prompt_tokens")
+
+
+def check_recipe_overrides(overrides: Mapping[str, Any]) -> None:
+    """A grid's `ft_recipe`: AdaptConfig fields that change how the adapter trains, never what its prompts hold
+    (those the learned method sets), with values a recipe accepts."""
+    bad = sorted(set(overrides) - ({f.name for f in fields(AdaptConfig)} - set(METHOD_DECIDED)))
+    if bad:
+        raise InputError(f"ft_recipe cannot set {', '.join(bad)}: give AdaptConfig fields other than "
+                         f"{', '.join(sorted(METHOD_DECIDED))} (the method sets those)", field="ft_recipe")
+    AdaptConfig(**overrides)

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pllm.adapt.config import AdaptConfig
+from pllm.adapt.config import AdaptConfig, check_recipe_overrides
 from pllm.adapt.data import user_items
 from pllm.adapt.store import AdapterRecord, AdapterStore
 from pllm.adapt.train import merge_task_adapter, train_adapter
@@ -62,11 +62,7 @@ def fit_layers(generator: Generator, config: AdaptConfig) -> AdaptConfig:
 def ft_recipe(spec: TaskSpec, method: MethodConfig, overrides: Mapping[str, Any] | None = None) -> AdaptConfig:
     """The recipe of a learned method with a grid's `ft_recipe` overrides (a layer or module sweep) applied;
     keys outside `AdaptConfig`, or those the method decides (retrieval, prompt), are refused."""
-    fixed = {"retriever", "k", "stats", "crowd", "style", "max_prompt_tokens"}
-    bad = sorted(set(overrides or {}) - ({f.name for f in dataclasses.fields(AdaptConfig)} - fixed))
-    if bad:
-        raise InputError(f"ft_recipe cannot set {', '.join(bad)}: give AdaptConfig fields other than "
-                         f"{', '.join(sorted(fixed))} (the method sets those)", field="ft_recipe")
+    check_recipe_overrides(overrides or {})
     return ft_config(spec, method, **dict(overrides or {}))
 
 

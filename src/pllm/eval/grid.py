@@ -167,15 +167,12 @@ class BenchConfig:
         for m in self.methods:
             parse_method(m, 1)  # fail early on a bad method name
         if self.ft_recipe:  # a bad key or value fails now, not after the baselines have run
-            from pllm.adapt.config import AdaptConfig
+            from pllm.adapt.config import check_recipe_overrides
 
             if not isinstance(self.ft_recipe, dict):
                 raise InputError(f"ft_recipe must be a mapping of recipe fields, got {self.ft_recipe!r}",
                                  field="ft_recipe")
-            try:
-                AdaptConfig(**self.ft_recipe)
-            except TypeError as exc:
-                raise InputError(f"bad ft_recipe: {exc}", field="ft_recipe") from None
+            check_recipe_overrides(self.ft_recipe)
         from pllm.prompting.styles import PROMPT_STYLES
 
         for s in self.styles:
