@@ -114,3 +114,36 @@ def test_stats_profile_goes_into_the_prompt_for_label_tasks():
     q = Question(id="q", user_id="u", input="T", query={"title": "T", "year": "1990"}, profile=items, target="Drama")
     built = Personalizer(spec, make_tiny_generator(), MethodConfig(stats=True)).build_prompts([q])[0]
     assert "3 past answers, most frequent: Drama 67%, Comedy 33%." in built.prompt.text
+
+
+def test_cf_retrieval_shows_the_items_other_users_rate_alike_with_the_asker_left_out():
+    """`cf@k` picks the user's items by the train split's co-ratings (a fitted ItemCrowd), not by text. With the
+    asker's own train ratings in, Babe would look like Heat and Ronin unlike it; left out, the order flips."""
+    from pllm.prompting.profile import ItemCrowd
+    from pllm.types import ProfileItem, Question
+
+    spec = get_task("movielens-rating")
+
+    def item(user, title, rating):
+        return ProfileItem(id=f"{user}-{title}", user_id=user,
+                           fields={"title": title, "year": "1995", "genres": "Drama", "rating": str(rating)})
+
+    ratings = {"a": (5, 4, 3), "b": (4, 5, 3), "c": (2, 1, 3), "me": (5, 1, 5)}  # Heat, Ronin, Babe
+    train = [Question(id=f"t-{u}", user_id=u, input="x", query={"title": "Other", "genres": "Drama"},
+                      profile=[item(u, t, r) for t, r in zip(("Heat", "Ronin", "Babe"), rs)])
+             for u, rs in ratings.items()]
+    crowd = ItemCrowd(spec).fit(train)
+    assert crowd.coratings() is crowd.coratings()  # built once, shared by every user's index
+    ask = Question(id="q", user_id="me", input="Heat", query={"title": "Heat", "year": "1995", "genres": "Drama"},
+                   profile=[item("me", "Babe", 5), item("me", "Ronin", 1)])
+    method = MethodConfig(retriever="cf", k=1)
+    assert method.reads_crowd and not method.crowd and MethodConfig(crowd=True).reads_crowd
+    pers = Personalizer(spec, EchoGenerator(), method, crowd=crowd)
+    assert [p.id for p in pers.retrieve(ask)] == ["me-Ronin"]
+    assert pers.predict([ask])[0].retrieved == ["me-Ronin"]
+    assert "Other users" not in pers.build_prompts([ask])[0].prompt.text  # cf@k alone adds no crowd line
+    # someone else asking about Heat with the same items: "me"'s ratings count, and Babe is nearer
+    other = Question(id="q2", user_id="x", input="Heat", query=ask.query, profile=ask.profile)
+    assert [p.id for p in pers.retrieve(other)] == ["me-Babe"]
+    with pytest.raises(InputError, match="retrieves by other users' answers: it needs the train split"):
+        Personalizer(spec, EchoGenerator(), method)

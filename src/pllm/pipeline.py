@@ -25,6 +25,7 @@ from pllm.retrieval.base import (
     make_retriever,
     retriever_needs_embedder,
     retriever_options,
+    retriever_reads_train,
 )
 from pllm.retrieval.embedders import EMBEDDERS
 from pllm.tasks.readouts import READOUTS, check_readout, read_out
@@ -41,7 +42,8 @@ ItemSearch = Callable[[Question, str, int], list[ProfileItem]]
 class MethodConfig:
     """One input-level personalization method; saved beside every report it produced."""
 
-    retriever: str = field(default="none", metadata={"help": "none|random|recency|bm25|dense|hybrid"})
+    retriever: str = field(default="none", metadata={
+        "help": "none|random|recency|bm25|dense|hybrid|cf (by other users' answers: reads the train split)|..."})
     k: int = field(default=4, metadata={"help": "Items retrieved from the user's history."})
     profile: bool = field(default=False, metadata={"help": "Prepend a cached LLM-written user summary."})
     stats: bool = field(default=False, metadata={
@@ -93,6 +95,12 @@ class MethodConfig:
                              "(method names: ft+user+...)", field="ft_user")
         if self.max_prompt_tokens < 16:
             raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
+
+    @property
+    def reads_crowd(self) -> bool:
+        """Whether this method reads other users' answers from the train split: the crowd line (`crowd+`) or a
+        collaborative retriever (`cf@k`). Callers fit an `ItemCrowd` on the train split only then."""
+        return self.crowd or retriever_reads_train(self.retriever)
 
     def task_adapter_method(self) -> MethodConfig:
         """The method a learned task adapter is trained and named for: the readout, calibration and a private
@@ -183,10 +191,14 @@ class Personalizer:
         if self.method.profile and store is None:
             raise InputError("profile summaries are cached in a user store; pass store=")
         self.summarizer = ProfileSummarizer(generator, spec, store, summary_config) if self.method.profile else None
-        if self.method.crowd and crowd is None:
-            raise InputError(f"method {self.method.label!r} shows other users' answers for the item: it needs the "
-                             "train split (a fitted ItemCrowd)", field="crowd")
+        if self.method.reads_crowd and crowd is None:
+            what = "shows other users' answers for the item" if self.method.crowd else \
+                "retrieves by other users' answers"
+            raise InputError(f"method {self.method.label!r} {what}: it needs the train split (a fitted ItemCrowd)",
+                             field="crowd")
         self.crowd = crowd if self.method.crowd else None
+        self._coratings = crowd.coratings() if crowd is not None and retriever_reads_train(self.method.retriever) \
+            else None
         self._embedder = embedder
         self._indexes: OrderedDict[tuple, RetrieverIndex] = OrderedDict()
         self._index_cache_size = index_cache_size
@@ -200,7 +212,8 @@ class Personalizer:
     def _retriever_options(self, user_id: str | None) -> dict[str, Any]:
         # Item embeddings persist in the store (when given), keyed by user for forgetting.
         return retriever_options(self.method.retriever, embedder=self._embedder or self.method.embedder,
-                                 cache=self.store, user_id=user_id, seed=self.method.seed, generator=self.generator)
+                                 cache=self.store, user_id=user_id, seed=self.method.seed, generator=self.generator,
+                                 coratings=self._coratings)
 
     def _index(self, question: Question) -> RetrieverIndex:
         key = (question.user_id, tuple(p.id for p in question.profile))
@@ -210,7 +223,8 @@ class Personalizer:
             return index
         retriever = make_retriever(self.method.retriever, **self._retriever_options(question.user_id))
         index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp,
-                                     group=item_group(p.fields)) for p in question.profile])
+                                     group=item_group(p.fields), key=self.spec.item_key(p))
+                                 for p in question.profile])
         self._indexes[key] = index
         while len(self._indexes) > self._index_cache_size:
             self._indexes.popitem(last=False)

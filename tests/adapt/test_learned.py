@@ -260,3 +260,18 @@ def test_a_crowd_method_without_a_train_split_is_a_clear_error(spec, tiny):
         run_method(spec, _split(1, ["a"]), tiny, dataclasses.replace(method, ft=True))
     assert parse_method("ft+stats+crowd+bm25/median", 4).label == "ft+stats+crowd+bm25@4/median"
     assert parse_method("crowd", 4).crowd and parse_method("crowd", 4).k == 0
+
+
+def test_a_cf_retrieval_method_trains_on_the_train_splits_co_ratings(spec, tiny, store):
+    """`ft+cf@k`: the task adapter's training prompts retrieve by other train users' answers (an ItemCrowd fitted
+    on the train split, as at inference), so training needs no crowd line to fit one; test targets (the marker)
+    are not passed to training at all."""
+    method = MethodConfig(retriever="cf", k=2, max_prompt_tokens=256, ft=True)
+    train = _split(1, ["a", "b"]) + _split(5, ["c"])
+    record, trained = train_learned(tiny, spec, method, train, store=store,
+                                    config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=6)
+    assert trained and record.config["retriever"] == "cf" and not record.config["crowd"]
+    assert record.owner.startswith("ft-cf@2-tiny-llama-seed0")
+    lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
+    assert len(lines) == 6 and all(f"Rating: {MARKER}" not in ln["prompt"] + ln["target"] for ln in lines)
+    assert all("Other users" not in ln["prompt"] for ln in lines)

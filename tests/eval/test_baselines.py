@@ -104,3 +104,24 @@ def test_item_label_baselines_read_other_users_answers_for_the_item():
     unseen = Question(id="q2", user_id="u", input="New", query={"title": "New", "year": "1995"}, profile=q.profile)
     for name in ("item-most-frequent", "item-user-favourite"):
         assert make_baseline(name, genre).fit(train).predict([unseen])[0].prediction == "Romance"
+
+
+def test_item_knn_adds_the_users_residuals_on_co_rated_neighbours(spec):
+    """Raters a-d rate Heat as they rate Ronin and unlike Babe. The scored user rated Ronin 1 point above the
+    bias model's expectation and Babe 1 below: item-knn moves Heat's prediction toward Ronin's residual."""
+    titles = ("Heat", "Ronin", "Babe")
+    train = [_question(u, "Other", [_item(u, t, r) for t, r in zip(titles, rs)], target="3")
+             for u, rs in {"a": (5, 5, 1), "b": (4, 4, 2), "c": (1, 1, 5), "d": (2, 2, 4)}.items()]
+    assert "item-knn" in baselines_for(spec) and "item-knn" not in baselines_for(get_task("movielens-genre"))
+    bias = make_baseline("bias", spec, item_reg=0.0, user_reg=0.0).fit(train)
+    knn = make_baseline("item-knn", spec, item_reg=0.0, user_reg=0.0, k=1).fit(train)
+    user = _question("u", "Heat", [_item("u", "Ronin", 4), _item("u", "Babe", 2)], target="1")
+    b_user, _ = bias.user_bias(user)
+    expected_ronin = bias.mu + b_user + bias.item_bias["Ronin Drama"]
+    got = float(knn.predict([user])[0].prediction)
+    assert got == pytest.approx(float(bias.predict([user])[0].prediction) + (4 - expected_ronin))
+    # no neighbour with a positive similarity (an item nobody co-rated): the bias model's prediction
+    alone = _question("u", "Heat", [_item("u", "Solo", 4)])
+    assert knn.predict([alone])[0].prediction == bias.predict([alone])[0].prediction
+    user.target = "5"  # the scored target is never read
+    assert float(knn.predict([user])[0].prediction) == pytest.approx(got)

@@ -62,3 +62,8 @@ def test_a_new_retriever_is_one_class_plus_its_registration(registered: None) ->
     with pytest.raises(InputError, match="needs an embedder"):
         ServeConfig(embedder=None, retriever="test-encoding")
     ServeConfig(embedder=None, retriever="bm25")
+
+
+def test_a_server_refuses_a_retriever_that_reads_a_train_split() -> None:
+    with pytest.raises(InputError, match="train split, which a server does not hold"):
+        ServeConfig(retriever="cf")

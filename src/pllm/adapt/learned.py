@@ -30,6 +30,7 @@ from pllm.models.base import Generator
 from pllm.pipeline import MethodConfig
 from pllm.prompting.profile import ItemCrowd
 from pllm.prompting.styles import default_style
+from pllm.retrieval.base import retriever_reads_train
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
@@ -102,8 +103,9 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     default = fit_layers(generator, ft_config(spec, method))
     config = fit_layers(generator, config) if config is not None else default
     items = user_items(train)  # profiles only: a question's target is never read
-    # Collaborative context reads the train split's other users (targets included): never a test target.
-    crowd = ItemCrowd(spec).fit(train) if config.crowd else None
+    # Collaborative context and retrieval read the train split's other users (targets included): never a test
+    # target.
+    crowd = ItemCrowd(spec).fit(train) if config.crowd or retriever_reads_train(config.retriever) else None
     owner = ft_owner(method, generator.model_id, train, recipe_variant(config, default))
     existing = store.get(spec.name, "task", owner, verify=False)
     if existing is not None and existing.stale:

@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         if (limit is not None and limit < 1) or batch_size < 1:
             raise InputError("--limit and --batch-size must be >= 1")
         data = questions_task(spec, questions, outputs=outputs, train=train, limit=limit,
-                              needs_train=method.ft or method.crowd)
+                              needs_train=method.ft or method.reads_crowd)
         base = load_generator(backend, model)
         cells = [llm_cell(method, label=options.label(method.label))]
         if baselines:

@@ -91,8 +91,8 @@ def load_task(entry: TaskEntry) -> LoadedTask:
 def questions_task(spec: TaskSpec, questions: Path, *, outputs: Path | None = None, train: Path | None = None,
                    limit: int | None = None, needs_train: bool = False) -> LoadedTask:
     """A questions file as a task (`pllm eval`). The train split: `train`, else train_questions.json
-    beside the questions file (with its outputs when present, for the baselines' fit); a learned or crowd+
-    method without one is an error."""
+    beside the questions file (with its outputs when present, for the baselines' fit); a learned, crowd+ or
+    cf@k method without one is an error."""
     qs = read_questions(questions, spec=spec, outputs=outputs)
     if limit is not None:
         qs = qs[:limit]
@@ -101,7 +101,7 @@ def questions_task(spec: TaskSpec, questions: Path, *, outputs: Path | None = No
         path = path / "train_questions.json"
     if not path.is_file() or path.resolve() == questions.resolve():
         if needs_train:
-            raise InputError("a learned (ft+) or crowd+ method reads a train split: pass --train (a "
+            raise InputError("a learned (ft+), crowd+ or cf@k method reads a train split: pass --train (a "
                              "train_questions.json or its folder); it must not be the questions scored",
                              source=str(path))
         return LoadedTask(spec.name, spec, qs)

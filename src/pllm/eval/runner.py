@@ -122,7 +122,7 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
                          field="questions")
     learned = stage.generator.private_copy()
     store = adapters or AdapterStore(None)
-    crowd = ItemCrowd(spec).fit(train) if method.crowd else None  # the train split's, as at inference
+    crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None  # the train split's, as at inference
     users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None
     result = train_private(learned, spec, method, questions, task_record=stage.record, store=store, recipe=private,
                            crowd=crowd, progress=users)
@@ -230,7 +230,7 @@ class CellRunner:
             generator, learned = self.generator(cell, task)
             mc = cell.method_config
             crowd = None
-            if mc.crowd:  # other users' answers per item: the train split (scoring it, the asker is left out)
+            if mc.reads_crowd:  # other users' answers per item: the train split (the asker is always left out)
                 from pllm.prompting.profile import ItemCrowd
 
                 crowd = ItemCrowd(task.spec).fit(task.learn or task.train)

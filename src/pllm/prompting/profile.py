@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pllm.errors import InputError
 from pllm.io import sha1_text
 from pllm.models.base import Generator, Prompt
+from pllm.retrieval.collaborative import CoRatings
 from pllm.tasks.spec import TaskSpec, render
 from pllm.types import ProfileItem, Question
 
@@ -124,6 +125,7 @@ class ItemCrowd:
         self.spec, self.top, self.rank = spec, top, rank
         self.outputs: dict[str, dict[str, str]] = {}  # item key -> {user: their output}
         self._counts: list[int] = []  # every item's number of answers, ascending (for `rank`)
+        self._coratings: CoRatings | None = None
 
     def fit(self, train: Sequence[Question]) -> ItemCrowd:
         if not train:
@@ -132,10 +134,11 @@ class ItemCrowd:
         for q in train:
             for p in q.profile:
                 if (out := self.spec.output_of(p)) is not None:
-                    self.outputs.setdefault(self.item_key(p), {})[q.user_id] = out
+                    self.outputs.setdefault(self.spec.item_key(p), {})[q.user_id] = out
             if q.target is not None:
                 self.outputs.setdefault(self.spec.retrieval_query(q), {})[q.user_id] = q.target
         self._counts = sorted(len(v) for v in self.outputs.values())
+        self._coratings = None
         return self
 
     def ranked(self, rank: bool) -> ItemCrowd:
@@ -151,12 +154,14 @@ class ItemCrowd:
         at_least = len(self._counts) - bisect.bisect_left(self._counts, answers)
         return max(1, math.ceil(100 * at_least / max(1, len(self._counts))))
 
-    def item_key(self, item: ProfileItem) -> str:
-        """The query a question about this item would have (its retrieval text where fields are missing)."""
-        try:
-            return render(self.spec.query_text, item.fields, what=f"{self.spec.name} query_text")
-        except InputError:
-            return self.spec.retrieval_text(item)
+    def coratings(self) -> CoRatings:
+        """These answers as item-item similarities for the `cf` retriever (built once, shared by every user's
+        index): numeric answers centred per user, category labels as who answered."""
+        if self._coratings is None:
+            numeric = bool(self.spec.numeric_labels)
+            self._coratings = CoRatings({item: {u: float(o) if numeric else 1.0 for u, o in by_user.items()}
+                                         for item, by_user in self.outputs.items()}, center=numeric)
+        return self._coratings
 
     def answers(self, question: Question) -> list[str]:
         """Other users' outputs for the question's item (the asking user's own never)."""

@@ -2,7 +2,8 @@
 
 `make_retriever(name, **options)` gives a `Retriever`; `build(docs)` indexes one user's profile once and
 the returned `RetrieverIndex.search(query, k)` ranks it per question. Registered: bm25, dense, hybrid,
-recency, random, none, for conversations dated and window (`retrieval/conversation.py`), and two that ask a
+recency, random, none, the collaborative cf (`retrieval/collaborative.py`), for
+conversations dated and window (`retrieval/conversation.py`), and two that ask a
 model: the re-rankers rerank-llm and rerank-ce (`retrieval/rerank.py`) and query rewriting, rewrite
 (`retrieval/rewrite.py`). Heavy libraries (bm25s, torch, sentence-transformers) load on first use.
 """
@@ -17,7 +18,9 @@ from pllm.retrieval.base import (
     RetrieverIndex,
     make_retriever,
     rank_scores,
+    retriever_reads_train,
 )
+from pllm.retrieval.collaborative import CollaborativeRetriever, CoRatings
 from pllm.retrieval.conversation import DatedRetriever, WindowRetriever
 from pllm.retrieval.dense import DenseIndex, DenseRetriever
 from pllm.retrieval.embedders import (
@@ -48,6 +51,8 @@ __all__ = [
     "RETRIEVERS",
     "BM25Index",
     "BM25Retriever",
+    "CoRatings",
+    "CollaborativeRetriever",
     "CrossEncoderRerankRetriever",
     "CrossEncoderScorer",
     "DatedRetriever",
@@ -78,4 +83,5 @@ __all__ = [
     "load_embedder",
     "make_retriever",
     "rank_scores",
+    "retriever_reads_train",
 ]

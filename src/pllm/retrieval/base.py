@@ -15,17 +15,21 @@ from pllm.registry import Registry
 
 if TYPE_CHECKING:
     from pllm.models.base import Generator
+    from pllm.retrieval.collaborative import CoRatings
     from pllm.retrieval.embedders import Embedder, EmbeddingCache
 
 
 @dataclass(frozen=True)
 class Doc:
-    """What a retriever indexes: one profile item's retrieval text, its time (epoch seconds) and the group it
-    belongs to (a conversation's session: the `window` retriever indexes neighbouring turns of a group together)."""
+    """What a retriever indexes: one profile item's retrieval text, its time (epoch seconds), the group it
+    belongs to (a conversation's session: the `window` retriever indexes neighbouring turns of a group together)
+    and its identity across users (`TaskSpec.item_key`: what a question about it asks; the `cf` retriever matches
+    it to other users' answers)."""
 
     text: str
     timestamp: float | None = None
     group: str | None = None
+    key: str | None = None
 
 
 GROUP_FIELD = "session"  # the item field that groups items for `Doc.group` (a chat turn's session)
@@ -95,6 +99,7 @@ class Retriever(ABC):
     takes_seed: ClassVar[bool] = False  # takes `seed=`
     needs_generator: ClassVar[bool] = False  # asks a language model: takes `generator=` (a Generator)
     takes_cross_encoder: ClassVar[bool] = False  # takes `cross_encoder=` (a model name or path, or a loaded one)
+    reads_train: ClassVar[bool] = False  # ranks by other users' answers: takes `coratings=` and `user_id=` (the asker)
 
     @abstractmethod
     def build(self, docs: Sequence[Doc]) -> RetrieverIndex:
@@ -119,9 +124,14 @@ def retriever_needs_generator(name: str) -> bool:
     return RETRIEVERS.get(name).needs_generator
 
 
+def retriever_reads_train(name: str) -> bool:
+    """Whether retriever `name` ranks by other users' answers (a caller fits them on a train split only then)."""
+    return RETRIEVERS.get(name).reads_train
+
+
 def retriever_options(name: str, *, embedder: str | Embedder | None = None, cache: EmbeddingCache | None = None,
                       user_id: str | None = None, seed: int = 0, generator: Generator | None = None,
-                      cross_encoder: str | None = None) -> dict[str, Any]:
+                      cross_encoder: str | None = None, coratings: CoRatings | None = None) -> dict[str, Any]:
     """Of the shared resources a caller holds, the ones retriever `name` declares it takes."""
     cls = RETRIEVERS.get(name)
     options: dict[str, Any] = {}
@@ -133,6 +143,8 @@ def retriever_options(name: str, *, embedder: str | Embedder | None = None, cach
         options["seed"] = seed
     if cls.needs_generator:
         options["generator"] = generator
+    if cls.reads_train:
+        options.update(coratings=coratings, user_id=user_id)
     if cls.takes_cross_encoder and cross_encoder is not None:  # None: the retriever's own default, if any
         options["cross_encoder"] = cross_encoder
     return options

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from pllm.errors import InputError
 from pllm.prompting.chat import MEMORY_PLACES
-from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder
+from pllm.retrieval.base import RETRIEVERS, retriever_needs_embedder, retriever_reads_train
 from pllm.retrieval.embedders import PRECISIONS, check_precision
 from pllm.serve.remember import MEMORY_MODES
 from pllm.users.store import is_postgres_url
@@ -134,6 +134,9 @@ class ServeConfig:
         # An unknown retriever is refused per request (400, listing the known ones), as a request's own is.
         if self.embedder is None and self.retriever in RETRIEVERS and retriever_needs_embedder(self.retriever):
             raise InputError(f"retriever {self.retriever!r} needs an embedder", field="retriever")
+        if self.retriever in RETRIEVERS and retriever_reads_train(self.retriever):
+            raise InputError(f"retriever {self.retriever!r} ranks by other users' answers from a train split, which "
+                             "a server does not hold", field="retriever")
 
     @property
     def db_path(self) -> Path | None:

@@ -102,6 +102,15 @@ class TaskSpec:
     def retrieval_text(self, item: ProfileItem) -> str:
         return render(self.item_text, item.fields, what=f"{self.name} item_text")
 
+    def item_key(self, item: ProfileItem) -> str:
+        """The item's identity across users: the query a question about it would have (`query_text` over its
+        fields; its retrieval text where fields are missing). Collaborative context and retrieval match items
+        by it, so a spec-file task gets them with no code."""
+        try:
+            return render(self.query_text, item.fields, what=f"{self.name} query_text")
+        except InputError:
+            return self.retrieval_text(item)
+
     def output_of(self, item: ProfileItem) -> str | None:
         """The item's own answer to this task (its rating, tag, title), if the task defines one."""
         if self.item_output is None:
