@@ -222,8 +222,9 @@ class Personalizer:
             self._indexes.move_to_end(key)
             return index
         retriever = make_retriever(self.method.retriever, **self._retriever_options(question.user_id))
+        cf = self._coratings is not None  # only a collaborative retriever matches items across users
         index = retriever.build([Doc(text=self.spec.retrieval_text(p), timestamp=p.timestamp,
-                                     group=item_group(p.fields), key=self.spec.item_key(p))
+                                     group=item_group(p.fields), key=self.spec.item_key(p) if cf else None)
                                  for p in question.profile])
         self._indexes[key] = index
         while len(self._indexes) > self._index_cache_size:

@@ -48,3 +48,24 @@ def test_logs_of_other_questions_or_targets_are_refused(tmp_path):
         pair(a, tmp_path / "bad.jsonl", "accuracy")
     with pytest.raises(SystemExit):  # the command line: a clear error, exit 2
         _module().main([str(a), str(tmp_path / "none.jsonl"), "--metric", "accuracy"])
+
+
+def test_a_side_is_re_read_from_its_label_scores_with_the_readout_chosen_on_dev(tmp_path):
+    """`--readouts median,-`: A's predictions come from its logged label scores (here: argmax 1, median 3),
+    B's stay as logged; a readout without the task's label set, or without scores, is refused."""
+    import math
+
+    scores = {"1": math.log(0.4), "2": math.log(0.05), "3": math.log(0.1), "4": math.log(0.05), "5": math.log(0.4)}
+    a = tmp_path / "a.jsonl"
+    a.write_text("".join(json.dumps({"id": f"q{i}", "prediction": "1", "target": "3", "label_scores": scores}) + "\n"
+                         for i in range(10)))
+    b = _log(tmp_path / "b.jsonl", ["2"] * 10, ["3"] * 10)
+    out = _module().main([str(a), str(b), "--metric", "mae", "--readouts", "median,-", "--task", "movielens-rating"])
+    assert (out["a_score"]["value"], out["b_score"]["value"], out["readouts"]) == (0.0, 1.0, ["median", None])
+    assert _module().pair(a, b, "mae")["a_score"]["value"] == 2.0  # as logged: the argmax
+    with pytest.raises(InputError, match="label set"):
+        _module().pair(a, b, "mae", readouts=("median", None))
+    with pytest.raises(InputError, match="no logged label scores"):
+        _module().pair(a, b, "mae", readouts=(None, "median"), task="movielens-rating")
+    with pytest.raises(SystemExit):
+        _module().main([str(a), str(b), "--metric", "mae", "--readouts", "median", "--task", "movielens-rating"])
