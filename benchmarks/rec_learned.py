@@ -6,7 +6,8 @@ Three disjoint groups of users, all from one seeded build (time split, 20 candid
 - **train**: train lists (the third-latest) of the remaining users, for fine-tuning the LLM ranker.
 
 `llm-pointwise-ft` is SmolLM2 with one LoRA trained on the train group's lists (target "Yes", sampled unrated
-candidates "No"), prompted with bm25@k history and the crowd line (how many other users rated the candidate,
+candidates "No"), prompted with bm25@k history (`--retriever cf`: the user's history items most co-rated with
+the candidate by the other users, the asker left out) and the crowd line (how many other users rated the candidate,
 what share liked it, read from exactly the ratings the classic rankers are fitted on). LLM alone.
 `hybrid` blends its score with mf-als, itemknn and popularity (`pllm.rec.hybrid.Stacker`, logistic regression
 on within-list z-scores and ranks, fixed beforehand); `hybrid-cf` is the same blend without the LLM. Both are

@@ -60,7 +60,7 @@ ADAPT = ["adapt", "train", "--task", "LaMP-3"]
 
 @pytest.mark.parametrize(("args", "needle"), [
     ([*EVAL, "--retriever", "bm42"],
-     "unknown retriever 'bm42'; known: bm25, dated, dense, hybrid, none, random, recency, rerank-ce, rerank-llm, "
+     "unknown retriever 'bm42'; known: bm25, cf, dated, dense, hybrid, none, random, recency, rerank-ce, rerank-llm, "
      "rewrite, window"),
     ([*EVAL, "--retriever", "bm25", "--k", "0"], "k=0 retrieves nothing with retriever 'bm25'"),
     ([*EVAL, "--style", "fancy"], "unknown prompt style 'fancy'"),

@@ -63,7 +63,8 @@ def test_grid_cells_cover_methods_k_styles_and_baselines(rating_task, echo_backe
     assert len(llm) == 2 * (2 + 12)
     assert "bm25@3 [demonstrations]" in labels and "profile+bm25@1 [instruction]" in labels
     assert {c.label for c in cells if c.kind == "baseline"} == {"global-mean", "user-mean", "user-median", "bias",
-                                                                  "knn", "most-frequent", "user-most-frequent"}
+                                                                  "item-knn", "knn", "most-frequent",
+                                                                  "user-most-frequent"}
     with pytest.raises(InputError, match="unknown method 'bm42'"):
         grid(rating_task, methods=["bm42"])
     with pytest.raises(InputError, match="unknown grid fields"):
