@@ -195,7 +195,7 @@ class Personalizer:
             what = "shows other users' answers for the item" if self.method.crowd else \
                 "retrieves by other users' answers"
             raise InputError(f"method {self.method.label!r} {what}: it needs the train split (a fitted ItemCrowd)",
-                             field="crowd")
+                             field="crowd" if self.method.crowd else "retriever")
         self.crowd = crowd if self.method.crowd else None
         self._coratings = crowd.coratings() if crowd is not None and retriever_reads_train(self.method.retriever) \
             else None

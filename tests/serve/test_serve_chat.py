@@ -174,6 +174,8 @@ def test_chat_validation(client: TestClient, alice: str) -> None:
         ({"messages": [{"role": "user", "content": "x"}]}, 422, "model: Field required"),
         ({"model": "serve-echo", "messages": [{"role": "user", "content": "x"}], "retriever": "nope"}, 400,
          "unknown retriever 'nope'"),
+        ({"model": "serve-echo", "messages": [{"role": "user", "content": "x"}], "retriever": "cf"}, 422,
+         "needs the train split"),  # ranks by other users' answers: a server holds no train split
     ]
     for body, status, message in cases:
         r = client.post("/v1/chat/completions", json=body, headers=auth(alice))
