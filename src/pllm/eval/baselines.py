@@ -243,12 +243,15 @@ class ItemKNN(BiasModel):
         b_user, own = self.user_bias(question)
         query = self.spec.retrieval_query(question)
         pred = self.mu + b_user + self.item_bias.get(query, 0.0)
-        if own and self.coratings is not None:
-            sims = self.coratings.similarity(query, [item for item, _ in own], leave_out=question.user_id)
-            near = [int(i) for i in np.argsort(-sims, kind="stable")[:self.k] if sims[i] > 0]
+        if own and self.coratings is not None:  # the neighbours the `cf` retriever would show, by the same ranking
+            index = make_retriever("cf", coratings=self.coratings, user_id=question.user_id).build(
+                [Doc(text=item, key=item) for item, _ in own])
+            near = [h for h in index.search(query, self.k) if h.score > 0]
             if near:
-                residual = [own[i][1] - self.mu - b_user - self.item_bias.get(own[i][0], 0.0) for i in near]
-                pred += float(np.dot(sims[near], residual) / sims[near].sum())
+                residual = [own[h.index][1] - self.mu - b_user - self.item_bias.get(own[h.index][0], 0.0)
+                            for h in near]
+                weights = np.array([h.score for h in near])
+                pred += float(np.dot(weights, residual) / weights.sum())
         return self.on_scale(pred)
 
 
