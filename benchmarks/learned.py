@@ -9,8 +9,9 @@ untrained bm25@4, the learned `ft+bm25@4` and every baseline), then, without tou
 - names the strongest baseline by its dev score.
 The report then gives test scores with 95% bootstrap intervals and paired differences against that
 baseline, LLM-alone and hybrid rows apart; an `ft+user+...` cell (private adapters on top of the task adapter)
-is also paired against its first stage, and its private adapters (users, fallbacks, training seconds, recipe)
-are read back from the adapter store.
+or `ft+soft+...` cell (a soft-token user encoder on top of it) is also paired against its first stage, and its
+private adapters (read back from the adapter store) or soft encoder (texts, training seconds, losses, recipe)
+are reported.
 
     python benchmarks/learned.py --config benchmarks/grids/learned.yaml --out docs/results/learned
 """
@@ -93,8 +94,8 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
         best = _best(spec, llm_dev)
         shown = next(r.method for r in rows if r.kind == "llm" and r.method.split("/")[0].removesuffix("+cal") == best)
         out += [diff(shown, r.method) for r in rows if r.kind == "baseline"]
-    for r in rows:  # OPPU's second stage: against its first stage (the same task adapter alone) and the baselines
-        if r.kind == "llm" and r.config.get("ft_user"):
+    for r in rows:  # a second stage (private adapters, soft tokens): against its first stage and the baselines
+        if r.kind == "llm" and _second_stage(r.config):
             first = _first_stage(r, rows)
             out += ([diff(r.method, first)] if first else []) + [diff(r.method, b.method) for b in rows
                                                                   if b.kind == "baseline"]
@@ -102,10 +103,10 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
     for r in rows:  # what training adds: each learned cell against the untrained ones of the same run
         if r.kind == "llm" and r.config.get("ft"):
             out += [diff(r.method, u) for u in untrained]
-    control = next((r.method for r in rows if r.kind == "llm" and r.config.get("ft") and not r.config.get("ft_user")
+    control = next((r.method for r in rows if r.kind == "llm" and r.config.get("ft") and not _second_stage(r.config)
                     and _plain(r.config) == "ft"), None)
     for r in rows:  # what reading the user's items adds to training: `ft+<method>` against `ft` (no prompt context)
-        if control and r.kind == "llm" and r.config.get("ft") and not r.config.get("ft_user") and r.method != control:
+        if control and r.kind == "llm" and r.config.get("ft") and not _second_stage(r.config) and r.method != control:
             out.append(diff(r.method, control))
     for r in rows:
         if r.kind == "hybrid":
@@ -113,7 +114,8 @@ def _paired(spec: TaskSpec, rows: list[MethodResult], choices: dict[str, Any]) -
             twin = next((t for t in twins if t == f"cf-{r.config['hybrid']['estimator']}"), twins[0] if twins else None)
             if twin:
                 out.append(diff(r.method, twin))
-    return out
+    # once each: a second stage that is also the best cell by dev meets the baselines in two loops above
+    return list({(a, b): (a, b, iv) for a, b, iv in out}.values())
 
 
 def _plain(config: dict[str, Any]) -> str:
@@ -121,10 +123,28 @@ def _plain(config: dict[str, Any]) -> str:
     return mc.task_adapter_method().label
 
 
+def _second_stage(config: dict[str, Any]) -> bool:
+    """Whether a learned cell adds a second stage (`ft+user+`, `ft+soft+`) to its task adapter."""
+    return bool(config.get("ft_user") or config.get("ft_soft"))
+
+
 def _first_stage(row: MethodResult, rows: list[MethodResult]) -> str | None:
-    """The `ft+<method>` row an `ft+user+<method>` row adds private adapters to."""
-    return next((r.method for r in rows if r.kind == "llm" and r.config.get("ft") and not r.config.get("ft_user")
+    """The `ft+<method>` row an `ft+user+<method>` or `ft+soft+<method>` row adds its second stage to."""
+    return next((r.method for r in rows if r.kind == "llm" and r.config.get("ft") and not _second_stage(r.config)
                  and _plain(r.config) == _plain(row.config)), None)
+
+
+def _soft_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """The soft encoder an `ft+soft+...` cell was scored with (its cell file names it), read back from its folder."""
+    folder = Path(meta["soft_encoder"])
+    log = json.loads((folder / "train_log.json").read_text(encoding="utf-8"))
+    if log.get("digest") != meta.get("soft_digest"):
+        return {"path": str(folder), "note": "retrained since this cell was scored"}
+    return {"path": str(folder), "texts": log["n_examples"], "texts_unseen_by_adapter": log["unseen_by_adapter"],
+            "users": log["n_users"],
+            "train_seconds": round(sum(log["epoch_seconds"]), 1), "torch_threads": log["torch_threads"],
+            "loss_first_10": log["step_losses"][:10], "loss_last_10": log["step_losses"][-10:],
+            "recipe": log["train_config"]}
 
 
 def _private_summary(task_record: AdapterRecord, spec: TaskSpec, users: set[str], n_questions: dict[str, int]
@@ -202,13 +222,15 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
     summary = summarize(spec, rows, reference=strongest)
     adapters = {}
     # The adapters these cells ran on: each learned cell's log records its adapter's data hash.
-    hashes, private_cells = set(), {}
+    hashes, private_cells, soft = set(), {}, {}
     for cell, _ in runner.task_results(tasks[test_name])[0]:
         meta = runner.cell_path(cell).with_suffix(".json")
         if cell.kind == "llm" and meta.is_file():
             hashes.add(json.loads(meta.read_text(encoding="utf-8")).get("adapter"))
             if cell.config.get("ft_user"):
                 private_cells[cell.label] = json.loads(meta.read_text(encoding="utf-8")).get("adapter")
+            if cell.config.get("ft_soft"):
+                soft[cell.label] = _soft_summary(json.loads(meta.read_text(encoding="utf-8")))
     n_questions: dict[str, int] = {}
     for q in test_qs:
         n_questions[q.user_id] = n_questions.get(q.user_id, 0) + 1
@@ -243,10 +265,13 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
           "### Choices made on dev", "", "```json", json.dumps(choices, indent=1), "```", "",
           "### Task adapters", "", "```json", json.dumps(adapters, indent=1, default=str), "```", "",
           *(["### Private adapters (`ft+user+...`: one per scored user, on top of the task adapter)", "",
-             "```json", json.dumps(private, indent=1), "```", ""] if private else [])]
+             "```json", json.dumps(private, indent=1), "```", ""] if private else []),
+          *(["### Soft-token encoders (`ft+soft+...`: one per task adapter, trained against the merged model)", "",
+             "```json", json.dumps(soft, indent=1, default=str), "```", ""] if soft else [])]
     report = {"task": spec.name, "n_test": len(test_qs), "reference": strongest, "choices": choices,
               "paired": [{"a": a, "b": b, "difference": dataclasses.asdict(iv)} for a, b, iv in paired],
-              "adapters": adapters, "private_adapters": private, "rows": [dataclasses.asdict(r) for r in summary]}
+              "adapters": adapters, "private_adapters": private, "soft_encoders": soft,
+              "rows": [dataclasses.asdict(r) for r in summary]}
     return report, md
 
 

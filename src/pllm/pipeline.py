@@ -68,6 +68,10 @@ class MethodConfig:
         "help": "Learned, second stage (OPPU): on top of the merged task model, a private LoRA per scored user "
                 "trained on that user's own earlier items with this method's rendering; users with too few items "
                 "run on the task model alone (see pllm.adapt.private). Needs ft."})
+    ft_soft: bool = field(default=False, metadata={
+        "help": "Learned, soft stage (PPlug on OPPU's first stage): on top of the merged task model, one user "
+                "encoder trained on the train split's users (texts the task adapter did not train on), whose soft "
+                "tokens go before every prompt (see pllm.adapt.learned). Needs ft; not with ft_user."})
     max_prompt_tokens: int = field(default=1024, metadata={"help": "Prompt budget in generator tokens."})
     embedder: str = field(default="minilm", metadata={"help": "Embedder for dense/hybrid retrieval."})
     seed: int = field(default=0, metadata={"help": "Seed for the random retriever."})
@@ -93,6 +97,12 @@ class MethodConfig:
         if self.ft_user and not self.ft:
             raise InputError("a private user adapter (ft_user) sits on top of the learned task adapter: it needs ft "
                              "(method names: ft+user+...)", field="ft_user")
+        if self.ft_soft and not self.ft:
+            raise InputError("soft tokens on a learned method (ft_soft) sit on top of the learned task adapter: they "
+                             "need ft (method names: ft+soft+...)", field="ft_soft")
+        if self.ft_soft and self.ft_user:
+            raise InputError("ft+soft+ and ft+user+ are two different second stages on the task adapter; stacking "
+                             "both is not supported: pick one", field="ft_soft")
         if self.max_prompt_tokens < 16:
             raise InputError("max_prompt_tokens must be at least 16", field="max_prompt_tokens")
 
@@ -104,13 +114,13 @@ class MethodConfig:
 
     def task_adapter_method(self) -> MethodConfig:
         """The method a learned task adapter is trained and named for: the readout, calibration and a private
-        second stage (`ft+user+`) do not change it, so they share one adapter."""
-        return dataclasses.replace(self, ft_user=False, readout="argmax", calibrate=False)
+        second stage (`ft+user+`, `ft+soft+`) do not change it, so they share one adapter."""
+        return dataclasses.replace(self, ft_user=False, ft_soft=False, readout="argmax", calibrate=False)
 
     @property
     def label(self) -> str:
-        """`[ft+[user+]][profile+][stats+][crowd+]retriever@k`, with `/readout` and `+cal` when those differ from the
-        default."""
+        """`[ft+[user+|soft+]][profile+][stats+][crowd+]retriever@k`, with `/readout` and `+cal` when those differ
+        from the default."""
         parts = [] if self.retriever == "none" else [f"{self.retriever}@{self.k}"]
         if self.crowd:
             parts.insert(0, "crowd")
@@ -120,6 +130,8 @@ class MethodConfig:
             parts.insert(0, "profile")
         if self.ft_user:
             parts.insert(0, "user")
+        if self.ft_soft:
+            parts.insert(0, "soft")
         if self.ft:
             parts.insert(0, "ft")
         label = "+".join(parts) or "none"

@@ -74,8 +74,10 @@ def test_training_reads_train_profiles_only_never_a_test_target(spec, tiny, stor
     # a recipe other than the default (here: fewer epochs, smaller batches) names its own adapter
     variant = recipe_variant(fit_layers(tiny, config), fit_layers(tiny, ft_config(spec, method)))
     assert variant.startswith("-v") and recipe_variant(config, config) == ""
-    assert trained and record.kind == "task" and record.owner == ft_owner(method, "tiny-llama-seed0", train, variant)
-    assert record.owner.startswith(f"ft-recency@2-tiny-llama-seed0{variant}-s")
+    # ... and so does a sample size other than the default (12 texts here)
+    assert trained and record.kind == "task"
+    assert record.owner == ft_owner(method, "tiny-llama-seed0", train, f"{variant}-n12")
+    assert record.owner.startswith(f"ft-recency@2-tiny-llama-seed0{variant}-n12-s")
     lines = [json.loads(x) for x in (record.path / TRAINING_TEXTS).read_text().splitlines()]
     assert len(lines) == record.n_pairs == 12
     assert all(f"Rating: {MARKER}" not in ln["prompt"] + ln["target"] for ln in lines)
@@ -91,6 +93,10 @@ def test_adapter_is_cached_by_content_and_retrained_when_data_change(spec, tiny,
     first, trained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=8)
     again, retrained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=8)
     assert trained and not retrained and again.data_hash == first.data_hash
+    # another sample size is another adapter beside it: the first is still cached afterwards
+    other, trained = train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=6)
+    assert trained and other.owner != first.owner and other.n_pairs == 6
+    assert not train_learned(tiny, spec, method, train, store=store, config=cfg, max_pairs=8)[1]
     changed, trained = train_learned(tiny, spec, method, _split(5, ["a", "b"]), store=store, config=cfg, max_pairs=8)
     assert trained and changed.data_hash != first.data_hash
 

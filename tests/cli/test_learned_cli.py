@@ -118,3 +118,26 @@ def test_eval_ft_user_trains_private_adapters_on_the_task_model_and_records_them
     assert learned["private_reused"] == n_users
     mixed = CliRunner().invoke(app, [*args, "--adapter", "user"])
     assert mixed.exit_code == 2 and "ft+user+" in mixed.output
+
+
+def test_eval_ft_soft_trains_an_encoder_on_the_task_model_and_records_it(task, tiny_backend, tmp_path, bow_embedder,
+                                                                          one_torch_thread):
+    """`--method ft+soft+...`: the task adapter, then one soft-token encoder trained against the merged copy,
+    recorded in method_config.json and learned.json, reused on a rerun; `--soft` beside a learned method is refused."""
+    out = tmp_path / "run"
+    args = ["eval", "--task", "movielens-rating", "--questions", str(task / "test_questions.json"), "--outputs",
+            str(task / "test_outputs.json"), "--method", "ft+soft+stats+recency@2/median", "--embedder",
+            bow_embedder, "--backend", tiny_backend, "--max-prompt-tokens", "128", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    method = json.loads((out / "method_config.json").read_text())
+    assert method["ft"] is True and method["ft_soft"] is True and method["embedder"] == bow_embedder
+    learned = json.loads((out / "learned.json").read_text())
+    assert learned["soft_trained_now"] is True and learned["soft_examples"] > 0 and learned["adapter_pairs"] > 0
+    assert json.loads((out / "report.json").read_text())["methods"][0]["method"] == "ft+soft+stats+recency@2/median"
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    learned = json.loads((out / "learned.json").read_text())
+    assert learned["adapter_trained_now"] is False and learned["soft_trained_now"] is False
+    mixed = CliRunner().invoke(app, [*args, "--soft", str(out)])
+    assert mixed.exit_code == 2 and "not with --adapter or --soft" in mixed.output

@@ -15,7 +15,7 @@ from pllm_testkit import write_recbole_movielens
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learned.py"
 
 
-def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_thread):
+def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_thread, bow_embedder):
     genres = ["Drama", "Comedy", "Action"] * 8
     ratings = [(u, (u * 5 + j * 3) % 24 + 1, 1 + (u * j) % 5, 880000000 + u * 1000 + j * 10)
                for u in range(1, 25) for j in range(8)]
@@ -25,17 +25,24 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
                                                   out=str(task), split="time", seed=0))
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
-        "tasks": [{"name": "ml", "data": str(task), "methods": ["ft+recency", "ft+user+recency/median", "ft"]},
+        "tasks": [{"name": "ml", "data": str(task), "methods": ["ft+recency", "ft+user+recency/median", "ft",
+                                                                "ft+soft+recency"]},
                   {"name": "ml-dev", "data": str(task), "split": "dev", "methods": ["ft+recency"]},
                   {"name": "ml-train", "data": str(task), "split": "train"}],
         "models": ["test-tiny"], "methods": ["ft+recency"], "k": [2], "baselines": ["bias", "user-median"],
-        "batch_size": 8, "n_resamples": 50, "max_prompt_tokens": 128, "threads": 1}))
+        "batch_size": 8, "n_resamples": 50, "max_prompt_tokens": 128, "threads": 1, "embedder": bow_embedder}))
     spec = importlib.util.spec_from_file_location("learned_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     GENERATORS.register("test-tiny", lambda model=None: make_tiny_generator(seed=0), replace=True)
     try:
         report = module.main(["--config", str(grid), "--out", str(tmp_path / "out"), "--machine-note", "test"])
+        (soft_path,) = [Path(s["path"]) / "train_log.json" for s in report["tasks"]["ml"]["soft_encoders"].values()]
+        trained_at = soft_path.stat().st_mtime_ns
+        # resumed: every finished cell (the soft one included) is kept as logged; nothing is retrained
+        again = module.main(["--config", str(grid), "--out", str(tmp_path / "out"), "--machine-note", "test"])
+        assert soft_path.stat().st_mtime_ns == trained_at
+        assert again["tasks"]["ml"]["soft_encoders"] == report["tasks"]["ml"]["soft_encoders"]
     finally:
         GENERATORS.unregister("test-tiny")
     ml = report["tasks"]["ml"]
@@ -57,7 +64,11 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
         assert first["difference"]["value"] == 0.0
     # `ft` (trained with no prompt context) is the control every other learned cell is paired with
     assert any(p["a"].startswith("ft+recency@2") and p["b"] == "ft" for p in ml["paired"])
-    assert not any(p["a"].startswith("ft+user") and p["b"] == "ft" for p in ml["paired"])
+    assert not any(p["a"].startswith(("ft+user", "ft+soft")) and p["b"] == "ft" for p in ml["paired"])
+    # the soft stage: paired with the same first stage, its encoder (trained against the merged copy) reported
+    assert any(p["a"] == "ft+soft+recency@2" and p["b"].startswith("ft+recency@2") for p in ml["paired"])
+    (soft,) = ml["soft_encoders"].values()
+    assert soft["texts"] > 0 and soft["loss_last_10"] and soft["recipe"]["n_tokens"] == 4
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### LLM alone" in md and "### Hybrid" in md and "Sharing: test" in md
     assert json.loads((tmp_path / "out" / "report.json").read_text())["machine_note"] == "test"

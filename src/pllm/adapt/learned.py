@@ -11,19 +11,25 @@ targets and checks it is not there.
 
 Artifacts are cached by content: the adapter is retrained only when the sampled training texts, the
 recipe or the base model change (`train_adapter`'s data hash), so a rerun or a resumed bench reuses it.
+
+`ft+soft+<method>` puts PPlug's soft tokens on top (`train_learned_soft`): one user encoder, trained against the
+frozen merged model on train-split items the task adapter did not train on, so it learns what the adapter has
+not already fitted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pllm.adapt.config import AdaptConfig, check_recipe_overrides
-from pllm.adapt.data import user_items
-from pllm.adapt.store import AdapterRecord, AdapterStore
-from pllm.adapt.train import merge_task_adapter, train_adapter
+from pllm.adapt.data import item_question, sort_items, user_items
+from pllm.adapt.store import AdapterRecord, AdapterStore, slug
+from pllm.adapt.train import TRAINING_TEXTS, merge_task_adapter, train_adapter
 from pllm.errors import ArtifactError, InputError
 from pllm.io import sha1_text
 from pllm.models.base import Generator
@@ -36,12 +42,16 @@ from pllm.types import Question
 
 if TYPE_CHECKING:
     from pllm.models.hf import HFGenerator
+    from pllm.retrieval.embedders import EmbeddingCache
+    from pllm.soft.model import SoftPromptGenerator
+    from pllm.soft.train import SoftTrainConfig
 
 # The task-level recipe measured in docs/results/learned: LoRA on the top 12 layers (of SmolLM2's 30: the
 # backward pass stops there, about half the cost of a full step on 2 cores), one epoch.
 FT_DEFAULTS: dict[str, Any] = {"method": "lora", "r": 16, "alpha": 32, "top_layers": 12, "epochs": 1, "lr": 2e-3,
                                "max_items": 100, "min_items": 1}
 FT_PAIRS = 1200
+SOFT_PAIRS = 800  # texts the soft stage's encoder trains on (a forward and backward through all 30 layers each)
 
 
 def ft_config(spec: TaskSpec, learned: MethodConfig, /, **overrides: Any) -> AdaptConfig:
@@ -75,12 +85,13 @@ def recipe_variant(config: AdaptConfig, default: AdaptConfig) -> str:
 
 
 def ft_owner(method: MethodConfig, model_id: str, train: Sequence[Question] = (), variant: str = "") -> str:
-    """One task adapter per retrieval setting, base model and train split (`ft-bm25@4-<model>-s<hash>`), so
-    learning on a second model or another split of the task (the main job's user split beside a bench's time
-    split) never overwrites the first's; the rest of the rendering (style, prompt budget) is in the recipe,
-    whose change retrains it. Readout and calibration do not, nor a private second stage (`ft+user+`): it sits on
-    top of this same task adapter. The split is named by its users' profile item ids, which a forgotten user's
-    store rows do not change (the file keeps them), so a stale adapter is found and rebuilt under its name."""
+    """One task adapter per retrieval setting, base model and train split (`ft-bm25@4-<model>-s<hash>`; `variant`
+    names a recipe or sample size other than the default), so learning on a second model or another split of the
+    task (the main job's user split beside a bench's time split) never overwrites the first's; the rest of the
+    rendering (style, prompt budget) is in the recipe, whose change retrains it. Readout and calibration do not,
+    nor a second stage (`ft+user+`, `ft+soft+`): it sits on top of this same task adapter. The split is named by
+    its users' profile item ids, which a forgotten user's store rows do not change (the file keeps them), so a
+    stale adapter is found and rebuilt under its name."""
     plain = dataclasses.replace(method.task_adapter_method(), ft=False)
     owner = f"ft-{plain.label}-{model_id}{variant}"
     if not train:
@@ -106,7 +117,10 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     # Collaborative context and retrieval read the train split's other users (targets included): never a test
     # target.
     crowd = ItemCrowd(spec).fit(train) if config.crowd or retriever_reads_train(config.retriever) else None
-    owner = ft_owner(method, generator.model_id, train, recipe_variant(config, default))
+    # A sample size other than the default names its own adapter too, so a 2,400-text grid never overwrites the
+    # 800-text adapter of the same recipe (both stay cached).
+    size = f"-n{max_pairs}" if max_pairs != FT_PAIRS else ""
+    owner = ft_owner(method, generator.model_id, train, recipe_variant(config, default) + size)
     existing = store.get(spec.name, "task", owner, verify=False)
     if existing is not None and existing.stale:
         # A member was forgotten: their id left `members`, but the train file may still hold their items.
@@ -141,3 +155,73 @@ def learned_generator(generator: Generator, spec: TaskSpec, record: AdapterRecor
     clone = generator.private_copy(learned_model_id(generator.model_id, record))
     merge_task_adapter(clone, record)
     return clone
+
+
+def adapter_items(record: AdapterRecord) -> set[str]:
+    """Ids (`user/item`) of the items a task adapter's training texts were rendered from."""
+    texts = Path(record.path) / TRAINING_TEXTS if record.path is not None else None
+    if texts is None or not texts.is_file():
+        return set()
+    return {json.loads(line)["item"] for line in texts.read_text(encoding="utf-8").splitlines() if line}
+
+
+def soft_questions(spec: TaskSpec, train: Sequence[Question], record: AdapterRecord, n: int, *, seed: int = 0
+                   ) -> list[Question]:
+    """`n` training questions for the soft stage: train-split profile items, each with the user's strictly earlier
+    items as its history (which the encoder reads), sampled with `seed`. Items the task adapter's own texts do not
+    hold come first, so the encoder learns what the adapter has not already fitted; a train split too small for
+    that fills up with the adapter's. Like the adapter's texts they read profiles only, never a question's target."""
+    used = adapter_items(record)
+    histories = {u: sort_items(v) for u, v in sorted(user_items(train).items())}
+    pools: tuple[list[tuple[str, int]], list[tuple[str, int]]] = ([], [])
+    for user, items in histories.items():
+        for i, item in enumerate(items):
+            if spec.output_of(item) is not None:
+                pools[f"{user}/{item.id}" in used].append((user, i))
+    if not pools[0] and not pools[1]:
+        raise InputError(f"the soft stage of {spec.name!r} found no train-split item with an output to learn from",
+                         field="train")
+    rng, picked = random.Random(seed), list[tuple[str, int]]()
+    for pool in pools:
+        picked += rng.sample(pool, min(n - len(picked), len(pool)))
+    return [item_question(spec, histories[u][i], histories[u][:i], u) for u, i in sorted(picked)]
+
+
+def train_learned_soft(learned: HFGenerator, spec: TaskSpec, method: MethodConfig, train: Sequence[Question], *,
+                       record: AdapterRecord, store: AdapterStore, config: SoftTrainConfig | None = None,
+                       max_pairs: int = SOFT_PAIRS, cache: EmbeddingCache | None = None,
+                       progress: Callable[[str, int, int], None] | None = None
+                       ) -> tuple[SoftPromptGenerator, dict[str, Any]]:
+    """The soft stage of `ft+soft+<method>`: a user encoder trained (or found up to date) against `learned`, the
+    merged copy of `record`, with the method's own rendering, wrapped around it. Cached beside the adapters under
+    the task adapter's owner, by the content of what it learns from (the task adapter's data hash, the sampled
+    texts, the recipe), so a task adapter rebuilt after a forgotten member retrains it under the same name."""
+    from pllm.soft.model import load_soft_generator
+    from pllm.soft.train import SoftTrainConfig, train_soft_encoder
+
+    if not method.ft_soft:
+        raise InputError(f"method {method.label!r} has no soft stage (ft+soft+...)", field="ft_soft")
+    # The method's embedder embeds the items the encoder reads (as it does for dense retrieval).
+    config = config or SoftTrainConfig(embedder=method.embedder, max_prompt_tokens=method.max_prompt_tokens)
+    questions = soft_questions(spec, train, record, max_pairs, seed=config.seed)
+    rendering = dataclasses.replace(method.task_adapter_method(), ft=False)
+    digest = sha1_text(record.data_hash, learned.model_id, rendering.label, json.dumps(dataclasses.asdict(config),
+                       sort_keys=True, default=str), *[f"{q.id}\x1e{q.target}" for q in questions])
+    folder = store.root / slug(spec.name) / "soft" / slug(f"{record.owner}+soft")
+    log_file = folder / "train_log.json"
+    done = log_file.is_file() and json.loads(log_file.read_text(encoding="utf-8")).get("digest") == digest
+    crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None
+    trained = not done
+    if trained:
+        step = (lambda label, s, t: progress(f"soft stage {method.label}: {label}", s, t)) if progress else None
+        used = adapter_items(record)
+        train_soft_encoder(spec, learned, questions, config, folder, store=cache, progress=step, method=rendering,
+                           crowd=crowd, extra={"digest": digest, "task_adapter": str(record.path),
+                                               "task_adapter_data_hash": record.data_hash,
+                                               "unseen_by_adapter": sum(q.id not in used for q in questions)})
+    generator = load_soft_generator(folder, learned, store=cache)
+    log = json.loads(log_file.read_text(encoding="utf-8"))
+    return generator, {"soft_encoder": str(folder), "soft_digest": digest, "soft_examples": log["n_examples"],
+                       "soft_unseen_by_adapter": log["unseen_by_adapter"],
+                       "soft_train_seconds": round(sum(log["epoch_seconds"]), 1), "soft_trained_now": trained,
+                       "soft_epoch_losses": log["epoch_losses"], "soft_recipe": log["train_config"]}

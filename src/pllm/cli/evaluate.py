@@ -41,8 +41,9 @@ def register(app: typer.Typer) -> None:
         stats: bool = typer.Option(False, "--stats", help="Add a statistical profile (the user's output "
                                    "distribution; no LLM call)."),
         method_name: str | None = typer.Option(None, "--method", help="A method by its report name, e.g. "
-                                               "ft+bm25@4/median or stats+dense@8+cal: optional ft+ (ft+user+), "
-                                               "profile+, stats+, crowd+ prefixes, a retriever@k, +cal, /readout "
+                                               "ft+bm25@4/median or stats+dense@8+cal: optional ft+ (ft+user+, "
+                                               "ft+soft+), profile+, stats+, crowd+ prefixes, a retriever@k, +cal, "
+                                               "/readout "
                                                "(replaces --retriever/--k/--profile/--stats/--ft/--ft-user/"
                                                "--calibrate/--readout)."),
         style: str | None = typer.Option(None, "--style", help="demonstrations|instruction (default per task)."),
@@ -59,6 +60,8 @@ def register(app: typer.Typer) -> None:
         train: Path | None = typer.Option(None, "--train", help="Train questions for --ft and the baselines (default: "
                                           "train_questions.json beside --questions)."),
         max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", help="Prompt budget in model tokens."),
+        embedder: str = typer.Option("minilm", "--embedder", help="Embedder (EMBEDDERS) for dense/hybrid retrieval "
+                                     "and the items an ft+soft+ encoder reads."),
         backend: str = typer.Option("hf", "--backend", help="Generator backend: hf|openai."),
         model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
         limit: int | None = typer.Option(None, "--limit", help="Score only the first N questions."),
@@ -76,11 +79,12 @@ def register(app: typer.Typer) -> None:
         spec = get_task(task)
         # Everything a user can mistype is checked before the model loads (seconds to minutes).
         if method_name is not None:
-            method = method_from_name(method_name, style=style, predict=predict, max_prompt_tokens=max_prompt_tokens)
+            method = method_from_name(method_name, style=style, predict=predict, max_prompt_tokens=max_prompt_tokens,
+                                      embedder=embedder)
         else:
             method = MethodConfig(retriever=retriever, k=k, profile=profile, stats=stats, style=style,
                                   predict=predict, readout=readout, max_prompt_tokens=max_prompt_tokens,
-                                  calibrate=calibrate, ft=ft or ft_user, ft_user=ft_user)
+                                  calibrate=calibrate, ft=ft or ft_user, ft_user=ft_user, embedder=embedder)
         GENERATORS.get(backend)
         if spec.labels:
             from pllm.tasks.readouts import check_readout
@@ -99,7 +103,7 @@ def register(app: typer.Typer) -> None:
         base = load_generator(backend, model)
         cells = [llm_cell(method, label=options.label(method.label))]
         if baselines:
-            cells += baseline_cells(spec, baselines_for(spec))
+            cells += baseline_cells(spec, baselines_for(spec), embedder=embedder)
         with open_db(db) as store, progress_bar(unit="q") as bar:
             generator = options.wrap(base, spec, store)
             # Learned adapters beside the store and indexed in it: `pllm users forget` reaches private ones.
@@ -113,7 +117,7 @@ def register(app: typer.Typer) -> None:
         atomic_write_json(out / "method_config.json", {**to_jsonable(method), **to_jsonable(options)})
         if results[0].config.get("adapter"):  # a learned method: which trained artifact produced it
             atomic_write_json(out / "learned.json", {k: v for k, v in results[0].config.items()
-                                                      if k.startswith(("adapter", "private"))})
+                                                      if k.startswith(("adapter", "private", "soft_"))})
         if all(r.target is not None for r in results[0].records):
             rows = summarize(spec, results)
             conclusion = conclude(spec, results, rows)

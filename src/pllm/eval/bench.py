@@ -32,6 +32,10 @@ from pllm.pipeline import MethodConfig
 from pllm.prompting.profile import SummaryConfig
 from pllm.users.store import SQLiteUserStore
 
+# What a finished learned cell's file names it was scored with: its task adapter's content hash, and for
+# `ft+soft+` its soft encoder (folder and content hash).
+SCORED_WITH = ("adapter", "soft_encoder", "soft_digest")
+
 
 def split_model(model: str) -> tuple[str, str | None]:
     backend, _, name = model.partition(":")
@@ -98,7 +102,7 @@ class BenchRunner:
         meta, old = self._meta(cell, task)
         if old is None:
             return False
-        self._refuse_other(cell, {k: v for k, v in old.items() if k != "adapter"}, meta)
+        self._refuse_other(cell, {k: v for k, v in old.items() if k not in SCORED_WITH}, meta)
         return "adapter" in old and CellLog(self.cell_path(cell), repair=False).lines(task.questions) is not None
 
     def _refuse_other(self, cell: Cell, old: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -167,7 +171,8 @@ class BenchRunner:
             return CellLog(self.cell_path(cell))
         if cell.kind == "llm" and cell.config.get("ft"):
             _, learned = self.engine().generator(cell, task)
-        self._check_cell(cell, task, {"adapter": learned["adapter_data_hash"]} if learned else None)
+        self._check_cell(cell, task, {"adapter": learned["adapter_data_hash"],
+                                      **{k: learned[k] for k in SCORED_WITH[1:] if k in learned}} if learned else None)
         log = CellLog(self.cell_path(cell))
         self.engine().run(cell, task, log)
         return log

@@ -132,6 +132,20 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
     return private_generator(learned, result, store=store), info
 
 
+def soft_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, train: Sequence[Question],
+               adapters: AdapterStore | None = None, cache: UserStore | None = None,
+               progress: Progress | None = None) -> tuple[Generator, dict[str, Any]]:
+    """The soft stage of `ft+soft+<method>` on a first stage: a user encoder trained (or found up to date) against
+    the merged model, whose soft tokens go before every prompt; the merged model itself is not changed, so the
+    `ft+<method>` cells keep sharing it."""
+    from pllm.adapt.learned import train_learned_soft
+    from pllm.adapt.store import AdapterStore
+
+    generator, info = train_learned_soft(stage.generator, spec, method, train, record=stage.record,
+                                         store=adapters or AdapterStore(None), cache=cache, progress=progress)
+    return generator, {**stage.info, **info}
+
+
 @dataclass
 class GeneratorOptions:
     """What a method runs on besides the base model (`pllm eval`): per-user adapters and a soft-prompt user
@@ -183,7 +197,7 @@ class CellRunner:
         self.private, self.ft_recipe = private, dict(ft_recipe or {})
         self.summary, self.progress, self.adapters = summary, progress, adapters
         self._stages: dict[str, LearnedStage] = {}
-        self._private: dict[str, tuple[Generator, dict[str, Any]]] = {}
+        self._second: dict[str, tuple[Generator, dict[str, Any]]] = {}  # ft+user+ / ft+soft+ second stages
 
     def generator(self, cell: Cell, task: LoadedTask) -> tuple[Generator, dict[str, Any]]:
         """The generator of an LLM cell and what to record about it (a learned cell: its adapter)."""
@@ -203,13 +217,19 @@ class CellRunner:
                                               progress=self.progress, train_source=source, max_pairs=self.ft_pairs,
                                               recipe=self.ft_recipe)
         stage = self._stages[key]
+        if mc.ft_soft:  # one encoder over the whole train split, shared by every split of the task folder
+            key += f"|soft|{mc.task_adapter_method().label}"
+            if key not in self._second:
+                self._second[key] = soft_stage(task.spec, stage, mc, train=task.learn, adapters=self.adapters,
+                                               cache=self.store, progress=self.progress)
+            return self._second[key]
         if not mc.ft_user:
             return stage.generator, stage.info
         key += f"|{task.name}|{sha1_text(*[q.id for q in task.questions])}"
-        if key not in self._private:
-            self._private[key] = private_stage(task.spec, stage, mc, questions=task.questions, train=task.learn,
-                                               adapters=self.adapters, private=self.private, progress=self.progress)
-        return self._private[key]
+        if key not in self._second:
+            self._second[key] = private_stage(task.spec, stage, mc, questions=task.questions, train=task.learn,
+                                              adapters=self.adapters, private=self.private, progress=self.progress)
+        return self._second[key]
 
     def run(self, cell: Cell, task: LoadedTask, log: CellLog) -> dict[str, Any]:
         """Score the questions of `cell` not yet in `log`, batch by batch (fixed positions, so a resumed

@@ -17,6 +17,7 @@ import torch
 from pllm.errors import InputError
 from pllm.models.hf import HFGenerator
 from pllm.pipeline import MethodConfig, Personalizer
+from pllm.prompting.profile import ItemCrowd
 from pllm.retrieval.embedders import EMBEDDERS, Embedder, EmbeddingCache, load_embedder
 from pllm.soft.model import (
     POOLINGS,
@@ -72,7 +73,12 @@ class SoftTrainConfig:
             raise InputError(f"lr must be > 0, got {self.lr}", field="lr")
         EMBEDDERS.get(self.embedder)
         # The training prompts' method: an unknown retriever or style, or k=0 with a retriever, fails here.
-        MethodConfig(retriever=self.retriever, k=self.k, style=self.style)
+        self.rendering()
+
+    def rendering(self) -> MethodConfig:
+        """The method whose prompts the encoder is trained under (and should be used with)."""
+        return MethodConfig(retriever=self.retriever, k=self.k, style=self.style,
+                            max_prompt_tokens=self.max_prompt_tokens)
 
 
 @dataclass
@@ -103,12 +109,11 @@ def select_users(questions: Sequence[Question], max_users: int | None, seed: int
     return [q for q in questions if q.user_id in keep]
 
 
-def build_examples(spec: TaskSpec, base: HFGenerator, questions: Sequence[Question], config: SoftTrainConfig, *,
-                   store: Any = None) -> list[_Example]:
-    """Prompt + target token ids, rendered with the same builder and style as inference."""
-    method = MethodConfig(retriever=config.retriever, k=config.k, style=config.style,
-                          max_prompt_tokens=config.max_prompt_tokens)
-    pers = Personalizer(spec, base, method, store=store)
+def build_examples(spec: TaskSpec, base: HFGenerator, questions: Sequence[Question], method: MethodConfig, *,
+                   store: Any = None, crowd: ItemCrowd | None = None) -> list[_Example]:
+    """Prompt + target token ids, rendered by the pipeline's own Personalizer under `method` (its retrieval,
+    statistics and crowd lines, style and budget), as at inference."""
+    pers = Personalizer(spec, base, method, store=store, crowd=crowd)
     out = []
     for q, built in zip(questions, pers.build_prompts(questions), strict=True):
         cont = built.continuation_prefix + str(q.target)
@@ -162,12 +167,14 @@ def new_encoder(base: HFGenerator, config: SoftTrainConfig, spec: TaskSpec, embe
 
 def train_soft_encoder(spec: TaskSpec, base: HFGenerator, questions: Sequence[Question], config: SoftTrainConfig,
                        out: str | Path, *, store: EmbeddingCache | None = None, embedder: Embedder | None = None,
-                       progress: Progress | None = None, extra: dict[str, Any] | None = None) -> SoftTrainResult:
+                       progress: Progress | None = None, extra: dict[str, Any] | None = None,
+                       method: MethodConfig | None = None, crowd: ItemCrowd | None = None) -> SoftTrainResult:
     """Train a user encoder on `questions` (training users only) and save it to `out`.
 
     Only encoder parameters are optimized (AdamW); the generator's parameters have requires_grad off
     during training and are never handed to the optimizer, so they cannot change. `extra` is added to the
-    saved training log (what the caller built the questions from).
+    saved training log (what the caller built the questions from). `method` renders the training prompts
+    instead of `config.rendering()` (a learned method's stats and crowd lines; `crowd`: its train split's).
     """
     if not isinstance(base, HFGenerator):
         raise InputError(f"soft prompting trains against a local transformers generator ('hf'), got {base.name!r}")
@@ -177,7 +184,8 @@ def train_soft_encoder(spec: TaskSpec, base: HFGenerator, questions: Sequence[Qu
     embedder = embedder if embedder is not None else load_embedder(config.embedder)
     encoder = new_encoder(base, config, spec, embedder)
     gen = SoftPromptGenerator(base, encoder, spec, embedder=embedder, cache=store)
-    examples = build_examples(spec, base, chosen, config, store=store)
+    rendering = method if method is not None else config.rendering()
+    examples = build_examples(spec, base, chosen, rendering, store=store, crowd=crowd)
     if progress:  # embed every history once up front (persisted in the store), so epochs time the model only
         for i, e in enumerate(examples):
             gen._item_matrix(e.question)
@@ -221,9 +229,9 @@ def train_soft_encoder(spec: TaskSpec, base: HFGenerator, questions: Sequence[Qu
         for p, flag in frozen:
             p.requires_grad_(flag)
     n_users = len({q.user_id for q in chosen})
-    log = {"train_config": dataclasses.asdict(config), "n_users": n_users, "n_examples": len(examples),
-           "epoch_losses": epoch_losses, "epoch_seconds": epoch_seconds, "step_losses": step_losses,
-           "torch_threads": torch.get_num_threads(), **(extra or {})}
+    log = {"train_config": dataclasses.asdict(config), "rendering": dataclasses.asdict(rendering), "n_users": n_users,
+           "n_examples": len(examples), "epoch_losses": epoch_losses, "epoch_seconds": epoch_seconds,
+           "step_losses": step_losses, "torch_threads": torch.get_num_threads(), **(extra or {})}
     path = save_soft_encoder(encoder, spec, out, extra=log)
     return SoftTrainResult(path=path, n_users=n_users, n_examples=len(examples), epoch_losses=epoch_losses,
                            epoch_seconds=epoch_seconds, step_losses=step_losses)
