@@ -83,6 +83,9 @@ def test_soft_texts_are_items_the_task_adapter_did_not_train_on_and_never_a_targ
         assert all(p.timestamp < q.timestamp for p in q.profile) and len(q.profile) == int(q.id.rsplit("-", 1)[1])
     assert [q.id for q in soft_questions(spec, _train(), record, 5)] == [q.id for q in soft_questions(
         spec, _train(), record, 5)]  # seeded
+    # only the task adapter's members: a user forgotten since (gone from `members`) is left out
+    record.members = ["a", "b"]
+    assert {q.user_id for q in soft_questions(spec, _train(), record, 100)} == {"a", "b"}
 
 
 def test_the_encoder_trains_against_the_frozen_merged_model_and_is_cached_by_content(spec, tiny, merged, store,

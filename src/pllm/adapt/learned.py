@@ -170,9 +170,11 @@ def soft_questions(spec: TaskSpec, train: Sequence[Question], record: AdapterRec
     """`n` training questions for the soft stage: train-split profile items, each with the user's strictly earlier
     items as its history (which the encoder reads), sampled with `seed`. Items the task adapter's own texts do not
     hold come first, so the encoder learns what the adapter has not already fitted; a train split too small for
-    that fills up with the adapter's. Like the adapter's texts they read profiles only, never a question's target."""
+    that fills up with the adapter's. Like the adapter's texts they read profiles only, never a question's target,
+    and only the task adapter's members' (a user forgotten since is left out even if the train file holds them)."""
     used = adapter_items(record)
-    histories = {u: sort_items(v) for u, v in sorted(user_items(train).items())}
+    members = set(record.members)
+    histories = {u: sort_items(v) for u, v in sorted(user_items(train).items()) if not members or u in members}
     pools: tuple[list[tuple[str, int]], list[tuple[str, int]]] = ([], [])
     for user, items in histories.items():
         for i, item in enumerate(items):
