@@ -2,7 +2,9 @@
 model on train-split items the task adapter did not train on. Tiny random models; the mechanics (what it learns
 from, where it is cached, that the merged model is untouched, that it runs through the runner), not the quality."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from pllm.adapt.learned import (
     learned_generator,
     learned_model_id,
     soft_questions,
+    soft_recipe,
     train_learned,
     train_learned_soft,
 )
@@ -99,17 +102,25 @@ def test_the_encoder_trains_against_the_frozen_merged_model_and_is_cached_by_con
     assert gen.base is learned and gen.config.generator_model_id == learned_model_id("tiny-llama-seed0", record)
     after = learned.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the merged model never changes
-    folder = store.root / slug(spec.name) / "soft" / slug(f"{record.owner}+soft")  # beside the adapters
-    assert info["soft_encoder"] == str(folder)
+    folder = Path(info["soft_encoder"])
+    assert folder.parent == store.root / slug(spec.name) / "soft"  # beside the adapters
     log = json.loads((folder / "train_log.json").read_text())
     assert log["rendering"]["stats"] and log["rendering"]["crowd"] and not log["rendering"]["ft"]
     again, info2 = train_learned_soft(learned, spec, method, _train(), record=record, store=store, config=soft_config,
                                       max_pairs=8)
     assert not info2["soft_trained_now"] and info2["soft_encoder"] == info["soft_encoder"]
-    # another sample of texts is another encoder, written under the same name (the old one is replaced)
+    # another sample size is another encoder beside it: the first stays cached
     _, info3 = train_learned_soft(learned, spec, method, _train(), record=record, store=store, config=soft_config,
                                   max_pairs=6)
-    assert info3["soft_trained_now"] and info3["soft_encoder"] == info["soft_encoder"] and info3["soft_examples"] == 6
+    assert info3["soft_trained_now"] and info3["soft_encoder"] != info["soft_encoder"] and info3["soft_examples"] == 6
+    assert not train_learned_soft(learned, spec, method, _train(), record=record, store=store, config=soft_config,
+                                  max_pairs=8)[1]["soft_trained_now"]
+    # changed texts (user c now rates everything 3) retrain it under the same name
+    changed = [dataclasses.replace(q, profile=make_items("c", 8, rating=3)) if q.user_id == "c" else q
+               for q in _train()]
+    _, info4 = train_learned_soft(learned, spec, method, changed, record=record, store=store, config=soft_config,
+                                  max_pairs=8)
+    assert info4["soft_trained_now"] and info4["soft_encoder"] == info["soft_encoder"]
     with pytest.raises(ArtifactError, match="trained for generator 'tiny-llama-seed0\\+ft-"):
         load_soft_generator(info["soft_encoder"], tiny)  # the bare model is not the one it was trained against
     with pytest.raises(InputError, match="no soft stage"):
@@ -126,3 +137,17 @@ def test_soft_stage_runs_through_the_eval_runner_beside_its_first_stage(spec, ti
     assert soft.records[0].label_scores != first.records[0].label_scores
     with pytest.raises(InputError, match="needs a train split"):
         run_method(spec, test, tiny, method, train=[], adapters=store)
+
+
+def test_a_soft_recipe_sets_how_the_encoder_trains_never_the_rendering(method):
+    """A grid's `soft_recipe`: SoftTrainConfig fields on top of the method's embedder and prompt budget."""
+    default = soft_recipe(method)
+    assert (default.embedder, default.max_prompt_tokens, default.n_tokens) == (method.embedder, 256, 4)
+    swept = soft_recipe(method, {"n_tokens": 8, "epochs": 3, "embedder": "minilm"})
+    assert (swept.n_tokens, swept.epochs, swept.embedder, swept.max_prompt_tokens) == (8, 3, "minilm", 256)
+    with pytest.raises(InputError, match="soft_recipe cannot set k, retriever"):
+        soft_recipe(method, {"retriever": "bm25", "k": 8})
+    with pytest.raises(InputError, match="soft_recipe cannot set colour"):
+        soft_recipe(method, {"colour": 1})
+    with pytest.raises(InputError, match="n_tokens must be >= 1"):
+        soft_recipe(method, {"n_tokens": 0})

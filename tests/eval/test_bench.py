@@ -77,6 +77,10 @@ def test_grid_cells_cover_methods_k_styles_and_baselines(rating_task, echo_backe
         bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"retriever": "bm25"}})
     with pytest.raises(InputError, match="top_layers must be >= 1"):
         bench_config_from_dict({"tasks": [{"data": "x"}], "ft_recipe": {"top_layers": 0}})
+    with pytest.raises(InputError, match="soft_recipe cannot set style"):  # the method's rendering
+        bench_config_from_dict({"tasks": [{"data": "x"}], "soft_recipe": {"style": "instruction"}})
+    with pytest.raises(InputError, match="soft_recipe must be a mapping"):
+        bench_config_from_dict({"tasks": [{"data": "x"}], "soft_recipe": [4]})
     assert parse_method("profile+dense", 2).retriever == "dense" and parse_method("profile", 2).k == 0
 
 

@@ -30,7 +30,8 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
                   {"name": "ml-dev", "data": str(task), "split": "dev", "methods": ["ft+recency"]},
                   {"name": "ml-train", "data": str(task), "split": "train"}],
         "models": ["test-tiny"], "methods": ["ft+recency"], "k": [2], "baselines": ["bias", "user-median"],
-        "batch_size": 8, "n_resamples": 50, "max_prompt_tokens": 128, "threads": 1, "embedder": bow_embedder}))
+        "batch_size": 8, "n_resamples": 50, "max_prompt_tokens": 128, "threads": 1, "embedder": bow_embedder,
+        "soft_recipe": {"n_tokens": 2, "mlp_hidden": 16}}))
     spec = importlib.util.spec_from_file_location("learned_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -68,7 +69,7 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
     # the soft stage: paired with the same first stage, its encoder (trained against the merged copy) reported
     assert any(p["a"] == "ft+soft+recency@2" and p["b"].startswith("ft+recency@2") for p in ml["paired"])
     (soft,) = ml["soft_encoders"].values()
-    assert soft["texts"] > 0 and soft["loss_last_10"] and soft["recipe"]["n_tokens"] == 4
+    assert soft["texts"] > 0 and soft["loss_last_10"] and soft["recipe"]["n_tokens"] == 2  # the grid's soft_recipe
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### LLM alone" in md and "### Hybrid" in md and "Sharing: test" in md
     assert json.loads((tmp_path / "out" / "report.json").read_text())["machine_note"] == "test"

@@ -189,6 +189,25 @@ def soft_questions(spec: TaskSpec, train: Sequence[Question], record: AdapterRec
     return [item_question(spec, histories[u][i], histories[u][:i], u) for u, i in sorted(picked)]
 
 
+SOFT_METHOD_DECIDED = ("retriever", "k", "style", "max_prompt_tokens")  # the rendering: the method's own
+
+
+def soft_recipe(method: MethodConfig, overrides: Mapping[str, Any] | None = None) -> SoftTrainConfig:
+    """The soft stage's recipe: `SoftTrainConfig` defaults with the method's embedder and prompt budget, and a
+    grid's `soft_recipe` overrides (e.g. `{n_tokens: 8, epochs: 3}`); keys outside `SoftTrainConfig`, or those
+    the method decides (its rendering), are refused by name."""
+    from pllm.soft.train import SoftTrainConfig
+
+    overrides = dict(overrides or {})
+    known = {f.name for f in dataclasses.fields(SoftTrainConfig)}
+    bad = sorted(set(overrides) - (known - set(SOFT_METHOD_DECIDED)))
+    if bad:
+        raise InputError(f"soft_recipe cannot set {', '.join(bad)}: give SoftTrainConfig fields other than "
+                         f"{', '.join(SOFT_METHOD_DECIDED)} (the method sets those)", field="soft_recipe")
+    return SoftTrainConfig(**{"embedder": method.embedder, "max_prompt_tokens": method.max_prompt_tokens,
+                              **overrides})
+
+
 def train_learned_soft(learned: HFGenerator, spec: TaskSpec, method: MethodConfig, train: Sequence[Question], *,
                        record: AdapterRecord, store: AdapterStore, config: SoftTrainConfig | None = None,
                        max_pairs: int = SOFT_PAIRS, cache: EmbeddingCache | None = None,
@@ -199,17 +218,20 @@ def train_learned_soft(learned: HFGenerator, spec: TaskSpec, method: MethodConfi
     the task adapter's owner, by the content of what it learns from (the task adapter's data hash, the sampled
     texts, the recipe), so a task adapter rebuilt after a forgotten member retrains it under the same name."""
     from pllm.soft.model import load_soft_generator
-    from pllm.soft.train import SoftTrainConfig, train_soft_encoder
+    from pllm.soft.train import train_soft_encoder
 
     if not method.ft_soft:
         raise InputError(f"method {method.label!r} has no soft stage (ft+soft+...)", field="ft_soft")
-    # The method's embedder embeds the items the encoder reads (as it does for dense retrieval).
-    config = config or SoftTrainConfig(embedder=method.embedder, max_prompt_tokens=method.max_prompt_tokens)
+    config = config or soft_recipe(method)
     questions = soft_questions(spec, train, record, max_pairs, seed=config.seed)
     rendering = dataclasses.replace(method.task_adapter_method(), ft=False)
-    digest = sha1_text(record.data_hash, learned.model_id, rendering.label, json.dumps(dataclasses.asdict(config),
-                       sort_keys=True, default=str), *[f"{q.id}\x1e{q.target}" for q in questions])
-    folder = store.root / slug(spec.name) / "soft" / slug(f"{record.owner}+soft")
+    recipe = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    digest = sha1_text(record.data_hash, learned.model_id, rendering.label, recipe,
+                       *[f"{q.id}\x1e{q.target}" for q in questions])
+    # A recipe or sample size other than the default is its own encoder, beside the default one (as for adapters).
+    variant = "" if config == soft_recipe(method) else f"-v{sha1_text(recipe)[:6]}"
+    variant += f"-n{max_pairs}" if max_pairs != SOFT_PAIRS else ""
+    folder = store.root / slug(spec.name) / "soft" / slug(f"{record.owner}+soft{variant}")
     log_file = folder / "train_log.json"
     done = log_file.is_file() and json.loads(log_file.read_text(encoding="utf-8")).get("digest") == digest
     crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None

@@ -82,7 +82,9 @@ class BenchRunner:
         """(this cell's settings and questions, the settings its folder holds, or None)."""
         meta = {"task": cell.task, "label": cell.label, "kind": cell.kind, "config": cell.config,
                 "questions": sha1_text(*[q.id for q in task.questions])}
-        training = {k: v for k, v in (("ft_pairs", self.config.ft_pairs), ("ft_recipe", self.config.ft_recipe)) if v}
+        c = self.config
+        soft = c.soft_recipe if cell.config.get("ft_soft") else None
+        training = {k: v for k, v in (("ft_pairs", c.ft_pairs), ("ft_recipe", c.ft_recipe), ("soft_recipe", soft)) if v}
         if cell.kind == "llm" and cell.config.get("ft") and training:  # (the defaults are left out, as before)
             meta["training"] = training
         path = self.cell_path(cell).with_suffix(".json")
@@ -161,7 +163,7 @@ class BenchRunner:
             self._engine = CellRunner(self.generator, store=self.store(), batch_size=c.batch_size,
                                       summary=SummaryConfig(max_items=c.summary_items, batch_size=c.batch_size),
                                       progress=self.progress, ft_pairs=c.ft_pairs,
-                                      ft_recipe=c.ft_recipe)
+                                      ft_recipe=c.ft_recipe, soft_recipe=c.soft_recipe)
         return self._engine
 
     def run_cell(self, cell: Cell, task: LoadedTask) -> CellLog:

@@ -137,6 +137,9 @@ class BenchConfig:
         "help": "Overrides of the learned cells' training recipe (pllm.adapt.learned.FT_DEFAULTS), e.g. "
                 "{top_layers: null, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]} "
                 "for a layer or module sweep; a changed recipe trains adapters under their own names."})
+    soft_recipe: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Overrides of the ft+soft+ cells' encoder recipe (pllm.soft.train.SoftTrainConfig), e.g. "
+                "{n_tokens: 8, epochs: 3, lr: 3.0e-3}; the rendering stays the method's."})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (1 is fastest on a crowded machine); default: torch's choice."})
     judge: BenchJudge | None = field(default=None, metadata={
@@ -173,6 +176,13 @@ class BenchConfig:
                 raise InputError(f"ft_recipe must be a mapping of recipe fields, got {self.ft_recipe!r}",
                                  field="ft_recipe")
             check_recipe_overrides(self.ft_recipe)
+        if self.soft_recipe:
+            from pllm.adapt.learned import soft_recipe
+
+            if not isinstance(self.soft_recipe, dict):
+                raise InputError(f"soft_recipe must be a mapping of SoftTrainConfig fields, got {self.soft_recipe!r}",
+                                 field="soft_recipe")
+            soft_recipe(MethodConfig(), self.soft_recipe)
         from pllm.prompting.styles import PROMPT_STYLES
 
         for s in self.styles:

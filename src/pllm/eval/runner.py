@@ -134,15 +134,17 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
 
 def soft_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, train: Sequence[Question],
                adapters: AdapterStore | None = None, cache: UserStore | None = None,
-               progress: Progress | None = None) -> tuple[Generator, dict[str, Any]]:
+               recipe: Mapping[str, Any] | None = None, progress: Progress | None = None
+               ) -> tuple[Generator, dict[str, Any]]:
     """The soft stage of `ft+soft+<method>` on a first stage: a user encoder trained (or found up to date) against
     the merged model, whose soft tokens go before every prompt; the merged model itself is not changed, so the
-    `ft+<method>` cells keep sharing it."""
-    from pllm.adapt.learned import train_learned_soft
+    `ft+<method>` cells keep sharing it. `recipe`: a grid's `soft_recipe` overrides."""
+    from pllm.adapt.learned import soft_recipe, train_learned_soft
     from pllm.adapt.store import AdapterStore
 
     generator, info = train_learned_soft(stage.generator, spec, method, train, record=stage.record,
-                                         store=adapters or AdapterStore(None), cache=cache, progress=progress)
+                                         store=adapters or AdapterStore(None), config=soft_recipe(method, recipe),
+                                         cache=cache, progress=progress)
     return generator, {**stage.info, **info}
 
 
@@ -192,9 +194,10 @@ class CellRunner:
     def __init__(self, load: Callable[[str], Generator], *, store: UserStore | None = None, batch_size: int = 8,
                  summary: SummaryConfig | None = None, progress: Progress | None = None,
                  adapters: AdapterStore | None = None, ft_pairs: int | None = None,
-                 private: PrivateRecipe | None = None, ft_recipe: Mapping[str, Any] | None = None) -> None:
+                 private: PrivateRecipe | None = None, ft_recipe: Mapping[str, Any] | None = None,
+                 soft_recipe: Mapping[str, Any] | None = None) -> None:
         self.load, self.store, self.batch_size, self.ft_pairs = load, store, batch_size, ft_pairs
-        self.private, self.ft_recipe = private, dict(ft_recipe or {})
+        self.private, self.ft_recipe, self.soft_recipe = private, dict(ft_recipe or {}), dict(soft_recipe or {})
         self.summary, self.progress, self.adapters = summary, progress, adapters
         self._stages: dict[str, LearnedStage] = {}
         self._second: dict[str, tuple[Generator, dict[str, Any]]] = {}  # ft+user+ / ft+soft+ second stages
@@ -221,7 +224,7 @@ class CellRunner:
             key += f"|soft|{mc.task_adapter_method().label}"
             if key not in self._second:
                 self._second[key] = soft_stage(task.spec, stage, mc, train=task.learn, adapters=self.adapters,
-                                               cache=self.store, progress=self.progress)
+                                               cache=self.store, recipe=self.soft_recipe, progress=self.progress)
             return self._second[key]
         if not mc.ft_user:
             return stage.generator, stage.info
