@@ -226,11 +226,12 @@ def analyse(runner: BenchRunner, test_name: str) -> tuple[dict[str, Any], list[s
     for cell, _ in runner.task_results(tasks[test_name])[0]:
         meta = runner.cell_path(cell).with_suffix(".json")
         if cell.kind == "llm" and meta.is_file():
-            hashes.add(json.loads(meta.read_text(encoding="utf-8")).get("adapter"))
+            logged = json.loads(meta.read_text(encoding="utf-8"))
+            hashes.add(logged.get("adapter"))
             if cell.config.get("ft_user"):
-                private_cells[cell.label] = json.loads(meta.read_text(encoding="utf-8")).get("adapter")
+                private_cells[cell.label] = logged.get("adapter")
             if cell.config.get("ft_soft"):
-                soft[cell.label] = _soft_summary(json.loads(meta.read_text(encoding="utf-8")))
+                soft[cell.label] = _soft_summary(logged)
     n_questions: dict[str, int] = {}
     for q in test_qs:
         n_questions[q.user_id] = n_questions.get(q.user_id, 0) + 1

@@ -77,8 +77,9 @@ def ft_recipe(spec: TaskSpec, method: MethodConfig, overrides: Mapping[str, Any]
     return ft_config(spec, method, **dict(overrides or {}))
 
 
-def recipe_variant(config: AdaptConfig, default: AdaptConfig) -> str:
-    """'' for the default recipe, else `-v<hash>` of the recipe: a sweep's adapters get their own names."""
+def recipe_variant(config: AdaptConfig | SoftTrainConfig, default: AdaptConfig | SoftTrainConfig) -> str:
+    """'' for the default recipe, else `-v<hash>` of the recipe: a sweep's adapters (and soft encoders) get their
+    own names."""
     if config == default:
         return ""
     return f"-v{sha1_text(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str))[:6]}"
@@ -225,26 +226,25 @@ def train_learned_soft(learned: HFGenerator, spec: TaskSpec, method: MethodConfi
     config = config or soft_recipe(method)
     questions = soft_questions(spec, train, record, max_pairs, seed=config.seed)
     rendering = dataclasses.replace(method.task_adapter_method(), ft=False)
-    recipe = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
-    digest = sha1_text(record.data_hash, learned.model_id, rendering.label, recipe,
+    digest = sha1_text(record.data_hash, learned.model_id, rendering.label,
+                       json.dumps(dataclasses.asdict(config), sort_keys=True, default=str),
                        *[f"{q.id}\x1e{q.target}" for q in questions])
     # A recipe or sample size other than the default is its own encoder, beside the default one (as for adapters).
-    variant = "" if config == soft_recipe(method) else f"-v{sha1_text(recipe)[:6]}"
-    variant += f"-n{max_pairs}" if max_pairs != SOFT_PAIRS else ""
+    variant = recipe_variant(config, soft_recipe(method)) + (f"-n{max_pairs}" if max_pairs != SOFT_PAIRS else "")
     folder = store.root / slug(spec.name) / "soft" / slug(f"{record.owner}+soft{variant}")
     log_file = folder / "train_log.json"
-    done = log_file.is_file() and json.loads(log_file.read_text(encoding="utf-8")).get("digest") == digest
-    crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None
-    trained = not done
-    if trained:
+    log = json.loads(log_file.read_text(encoding="utf-8")) if log_file.is_file() else {}
+    trained = log.get("digest") != digest
+    if trained:  # (the train split's crowd is fitted only for training: a cached encoder needs none)
         step = (lambda label, s, t: progress(f"soft stage {method.label}: {label}", s, t)) if progress else None
+        crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None
         used = adapter_items(record)
         train_soft_encoder(spec, learned, questions, config, folder, store=cache, progress=step, method=rendering,
                            crowd=crowd, extra={"digest": digest, "task_adapter": str(record.path),
                                                "task_adapter_data_hash": record.data_hash,
                                                "unseen_by_adapter": sum(q.id not in used for q in questions)})
+        log = json.loads(log_file.read_text(encoding="utf-8"))
     generator = load_soft_generator(folder, learned, store=cache)
-    log = json.loads(log_file.read_text(encoding="utf-8"))
     return generator, {"soft_encoder": str(folder), "soft_digest": digest, "soft_examples": log["n_examples"],
                        "soft_unseen_by_adapter": log["unseen_by_adapter"],
                        "soft_train_seconds": round(sum(log["epoch_seconds"]), 1), "soft_trained_now": trained,
