@@ -28,13 +28,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a shared machine)")
     parser.add_argument("--work-dir", type=Path, default=None, help="work folder (resume; default under PLLM_HOME)")
     parser.add_argument("--replot", action="store_true", help="redraw the plot and markdown from OUT/report.json")
+    parser.add_argument("--machine-note", default=None, help="how the machine was shared (with --replot: replaces "
+                        "the recorded note)")
     args = parser.parse_args(argv)
     if args.replot:
-        return rerender(args.out)
+        return rerender(args.out, machine_note=args.machine_note)
     if not args.dsp.is_file():
         parser.error(f"DSP file not found: {args.dsp}")
     cfg = ReportConfig.quick(args.dsp) if args.quick else ReportConfig(dsp=args.dsp)
     cfg.threads, cfg.work_dir = args.threads, args.work_dir
+    cfg.machine_note = args.machine_note or ""
     result = run_report(cfg, args.out, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps({"style_share": result["style_share"], "timings": result["timings"]}, indent=1))
     return result

@@ -25,7 +25,8 @@ from pllm.tasks.readouts import read_out
 from pllm.tasks.spec import TaskSpec, get_task
 
 
-def _read(path: Path) -> dict[str, dict[str, Any]]:
+def read_log(path: Path) -> dict[str, dict[str, Any]]:
+    """A cell log's records by question id (the first record of an id wins, as the runner reads them)."""
     if not path.is_file():
         raise InputError("cell log not found", source=str(path))
     rows = {}
@@ -57,7 +58,7 @@ def pair(a_path: Path, b_path: Path, metric: str, *, n_resamples: int = 1000, se
     """A - B on the same questions; `readouts` re-reads a side from its label scores (None: as logged)."""
     get_metric(metric)  # an unknown metric fails before anything is read
     spec = get_task(task) if task else None
-    a, b = _read(a_path), _read(b_path)
+    a, b = read_log(a_path), read_log(b_path)
     if set(a) != set(b):
         raise InputError(f"the logs hold different questions: {len(set(a) - set(b))} only in A, "
                          f"{len(set(b) - set(a))} only in B", source=f"{a_path} vs {b_path}")

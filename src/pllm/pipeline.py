@@ -109,8 +109,13 @@ class MethodConfig:
     @property
     def reads_crowd(self) -> bool:
         """Whether this method reads other users' answers from the train split: the crowd line (`crowd+`) or a
-        collaborative retriever (`cf@k`). Callers fit an `ItemCrowd` on the train split only then."""
+        collaborative retriever (`cf@k`); `crowd_from` fits what it reads."""
         return self.crowd or retriever_reads_train(self.retriever)
+
+    def crowd_from(self, spec: TaskSpec, train: Sequence[Question]) -> ItemCrowd | None:
+        """Other users' answers per item, fitted on `train` (the train split: never a test target), when this
+        method reads them; None otherwise, so nothing is fitted for a method that would not use it."""
+        return ItemCrowd(spec).fit(train) if self.reads_crowd else None
 
     def task_adapter_method(self) -> MethodConfig:
         """The method a learned task adapter is trained and named for: the readout, calibration and a private

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tempfile
 
 import numpy as np
+import pytest
 import torch
 from align_helpers import movie_pairs, one_thread  # noqa: F401  (fixtures)
 
@@ -14,7 +15,7 @@ from pllm.adapt.pool import shared_pool
 from pllm.adapt.store import AdapterStore
 from pllm.align.config import DPOSettings, LoraSettings
 from pllm.align.dpo import build_dpo_trainer, train_dpo, truncate_pairs
-from pllm.align.evaluate import implicit_rewards
+from pllm.align.evaluate import implicit_rewards, pair_logprobs
 from pllm.models.base import Prompt
 
 SETTINGS = DPOSettings(epochs=3, batch_size=4, learning_rate=5e-3, beta=0.1, lora=LoraSettings(r=4, alpha=8))
@@ -49,6 +50,12 @@ def test_dpo_raises_the_implicit_reward_margin_and_is_stored(tiny_generator) -> 
     untrained = implicit_rewards(reference, reference, pairs)
     assert np.all(untrained.margins == 0)  # the policy starts as the reference (LoRA B = 0)
     assert trained.margins.mean() > 0.05 and trained.accuracy.value == 1.0
+    # the reference scored once and shared (as the report does for three policies) gives the same rewards
+    kept = truncate_pairs(pairs, tiny_generator, SETTINGS)
+    shared = implicit_rewards(policy, pair_logprobs(reference, kept), kept)
+    assert np.array_equal(shared.margins, trained.margins)
+    with pytest.raises(ValueError, match="shape"):
+        implicit_rewards(policy, pair_logprobs(reference, kept[:2]), kept)
     # trl's own log agrees that the margin grew during training
     margins = [x["rewards/margins"] for x in result.log if "rewards/margins" in x]
     assert margins[-1] > margins[0]

@@ -46,9 +46,16 @@ def test_fine_tuned_ranker_and_hybrid_from_the_command_line(ml_dir_16, tmp_path,
     assert "8 texts from 4 lists, trained" in res.output
     assert "up to date" in runner.invoke(app, train).output  # cached by content
     out = tmp_path / "report"
+    # another sample size in the same folder is its own adapter: neither replaces the other
+    res = runner.invoke(app, train[:-6] + ["--pairs", "6", "--negatives", "2", "--model", str(tiny_model_dir)])
+    assert res.exit_code == 0 and "6 texts from 2 lists, trained" in res.output, res.output
+    assert "up to date" in runner.invoke(app, train).output
+    res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "llm-pointwise-ft", "--adapters", str(adapters),
+                              "--k", "1", "--model", str(tiny_model_dir)])  # the default size was never trained
+    assert res.exit_code == 2 and "--ft-pairs" in res.output and "-n8" not in res.output
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "popularity,llm-pointwise-ft,hybrid",
                               "--adapters", str(adapters), "--k", "1", "--model", str(tiny_model_dir),
-                              "--out", str(out)])
+                              "--ft-pairs", "8", "--ft-negatives", "1", "--out", str(out)])
     assert res.exit_code == 0, res.output
     rows = {r["ranker"]: r for r in json.loads((out / "report.json").read_text())["rankers"]}
     assert list(rows) == ["popularity", "llm-pointwise-ft", "hybrid", "hybrid-cf"]
@@ -58,10 +65,12 @@ def test_fine_tuned_ranker_and_hybrid_from_the_command_line(ml_dir_16, tmp_path,
 
     # an adapter trained with other prompt settings, no adapter folder, a time-split folder: clear errors
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "llm-pointwise-ft", "--adapters", str(adapters),
-                              "--k", "2", "--model", str(tiny_model_dir)])
+                              "--k", "2", "--model", str(tiny_model_dir), "--ft-pairs", "8",
+                              "--ft-negatives", "1"])
     assert res.exit_code == 2 and "pllm rec ft-train" in res.output
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "llm-pointwise-ft", "--adapters", str(adapters),
-                              "--k", "1", "--crowd-rank", "--model", str(tiny_model_dir)])
+                              "--k", "1", "--crowd-rank", "--model", str(tiny_model_dir), "--ft-pairs", "8",
+                              "--ft-negatives", "1"])
     assert res.exit_code == 2 and "--crowd-rank" in res.output  # trained without the standing in the crowd line
     res = runner.invoke(app, ["rec", "eval", str(task), "--rankers", "hybrid"])
     assert res.exit_code == 2 and "--adapters" in res.output

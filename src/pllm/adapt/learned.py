@@ -34,9 +34,7 @@ from pllm.errors import ArtifactError, InputError
 from pllm.io import sha1_text
 from pllm.models.base import Generator
 from pllm.pipeline import MethodConfig
-from pllm.prompting.profile import ItemCrowd
 from pllm.prompting.styles import default_style
-from pllm.retrieval.base import retriever_reads_train
 from pllm.tasks.spec import TaskSpec
 from pllm.types import Question
 
@@ -117,7 +115,7 @@ def train_learned(generator: Generator, spec: TaskSpec, method: MethodConfig, tr
     items = user_items(train)  # profiles only: a question's target is never read
     # Collaborative context and retrieval read the train split's other users (targets included): never a test
     # target.
-    crowd = ItemCrowd(spec).fit(train) if config.crowd or retriever_reads_train(config.retriever) else None
+    crowd = method.crowd_from(spec, train)
     # A sample size other than the default names its own adapter too, so a 2,400-text grid never overwrites the
     # 800-text adapter of the same recipe (both stay cached).
     size = f"-n{max_pairs}" if max_pairs != FT_PAIRS else ""
@@ -237,7 +235,7 @@ def train_learned_soft(learned: HFGenerator, spec: TaskSpec, method: MethodConfi
     trained = log.get("digest") != digest
     if trained:  # (the train split's crowd is fitted only for training: a cached encoder needs none)
         step = (lambda label, s, t: progress(f"soft stage {method.label}: {label}", s, t)) if progress else None
-        crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None
+        crowd = method.crowd_from(spec, train)
         used = adapter_items(record)
         train_soft_encoder(spec, learned, questions, config, folder, store=cache, progress=step, method=rendering,
                            crowd=crowd, extra={"digest": digest, "task_adapter": str(record.path),

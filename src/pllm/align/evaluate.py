@@ -32,15 +32,24 @@ class RewardResult:
         return proportion_interval(self.margins > 0)
 
 
-def implicit_rewards(policy: Generator, reference: Generator, pairs: Sequence[PreferencePair], *,
-                     beta: float = 0.1, batch_size: int = 8) -> RewardResult:
-    """beta * (log pi - log pi_ref) of each pair's chosen and rejected answer (as given: truncate first)."""
-    prompts = [Prompt(text=p.prompt) for p in pairs]
-    cands = [[" " + p.chosen, " " + p.rejected] if not _chat(policy) else [p.chosen, p.rejected] for p in pairs]
+def pair_logprobs(gen: Generator, pairs: Sequence[PreferencePair], *, batch_size: int = 8) -> np.ndarray:
+    """(N, 2) log-likelihood of each pair's chosen and rejected answer under `gen` (as given: truncate first).
+    The reference's are computed once and shared by every policy compared on the same pairs."""
     if not pairs:
-        return RewardResult(np.zeros(0), np.zeros(0))
-    lp = policy.score(prompts, cands, batch_size=batch_size)  # (N, 2)
-    lr = reference.score(prompts, cands, batch_size=batch_size)  # (N, 2)
+        return np.zeros((0, 2))
+    prompts = [Prompt(text=p.prompt) for p in pairs]
+    cands = [[" " + p.chosen, " " + p.rejected] if not _chat(gen) else [p.chosen, p.rejected] for p in pairs]
+    return np.asarray(gen.score(prompts, cands, batch_size=batch_size))
+
+
+def implicit_rewards(policy: Generator, reference: Generator | np.ndarray, pairs: Sequence[PreferencePair], *,
+                     beta: float = 0.1, batch_size: int = 8) -> RewardResult:
+    """beta * (log pi - log pi_ref) of each pair's chosen and rejected answer (as given: truncate first).
+    `reference` is the reference model, or its `pair_logprobs` on the same pairs."""
+    lp = pair_logprobs(policy, pairs, batch_size=batch_size)
+    lr = reference if isinstance(reference, np.ndarray) else pair_logprobs(reference, pairs, batch_size=batch_size)
+    if lr.shape != lp.shape:
+        raise ValueError(f"reference log-probabilities have shape {lr.shape}, the pairs need {lp.shape}")
     r = beta * (lp - lr)
     return RewardResult(chosen=r[:, 0], rejected=r[:, 1])
 

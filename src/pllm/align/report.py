@@ -25,7 +25,7 @@ from pllm.adapt.pool import shared_pool
 from pllm.adapt.store import AdapterStore
 from pllm.align.config import DPOSettings, LoraSettings, RiCSettings
 from pllm.align.dpo import train_dpo, truncate_pairs
-from pllm.align.evaluate import generate_answers, implicit_rewards, style_share
+from pllm.align.evaluate import generate_answers, implicit_rewards, pair_logprobs, style_share
 from pllm.align.importers import DSP_DOMAINS, import_dsp, read_dsp
 from pllm.align.judge import StyleJudge, dsp_answers, first_words, fit_dsp_judge
 from pllm.align.ric import RiCGenerator, ric_examples, train_ric
@@ -69,6 +69,9 @@ class ReportConfig:
     threads: int = field(default=1, metadata={"help": "torch threads."})
     model: str | None = field(default=None, metadata={"help": "hf model (default: embedded SmolLM2-135M)."})
     work_dir: Path | None = field(default=None, metadata={"help": "Work folder (default under PLLM_HOME)."})
+    machine_note: str = field(default="", metadata={
+        "help": "How the machine was shared while the report ran (and which parts ran in earlier, resumed "
+                "processes): timings mean little without it."})
 
     def __post_init__(self) -> None:
         self.dsp = Path(self.dsp)
@@ -230,8 +233,9 @@ def run_report(cfg: ReportConfig, out: str | Path, *, log: Callable[[str], None]
         pols = {"dpo": pool.generator(f"report-dpo-{d}"), "soup": soup.generator(onehot),
                 "ric": RiCGenerator(pool, ric_rec, onehot, cfg.ric.precision)}
         pref[d] = {}
+        ref_logps = pair_logprobs(ref, pairs)  # scored once, shared by the three policies
         for m, pol in pols.items():  # RiC's policy reads the conditioned prompt, its reference the plain one
-            r = implicit_rewards(pol, ref, pairs, beta=cfg.dpo.beta)
+            r = implicit_rewards(pol, ref_logps, pairs, beta=cfg.dpo.beta)
             pref[d][m] = {"accuracy": r.accuracy.__dict__, "mean_margin": mean_interval(r.margins).__dict__,
                           "n": len(pairs)}
         log(f"preference accuracy {d}: " + ", ".join(f"{m}={v['accuracy']['value']:.2f}" for m, v in pref[d].items()))
@@ -326,10 +330,14 @@ def plot_pareto(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def rerender(folder: str | Path) -> dict[str, Any]:
-    """Redraw pareto.png and rewrite report.md from a folder's report.json: no model is run."""
+def rerender(folder: str | Path, *, machine_note: str | None = None) -> dict[str, Any]:
+    """Redraw pareto.png and rewrite report.md from a folder's report.json: no model is run. `machine_note`
+    replaces the recorded note on how the machine was shared (report.json keeps it)."""
     folder = Path(folder)
     result = json.loads((folder / "report.json").read_text())
+    if machine_note is not None:
+        result["config"]["machine_note"] = machine_note
+        atomic_write_json(folder / "report.json", result)
     plot_pareto(result, folder / "pareto.png")
     atomic_write_text(folder / "report.md", render_markdown(result, ReportConfig(**result["config"])))
     return result
@@ -342,6 +350,32 @@ def _where(machine: dict[str, Any]) -> str:
     return f"{threads} of a CPU machine (may be shared)" if device == "cpu" else f"one {device} GPU, {threads}"
 
 
+# The alignment targets the report is read against: held-out preference accuracy, and the share of answers
+# judged in the user's domain (paired against the base model).
+PREFERENCE_TARGET = 0.75
+STYLE_TARGET_DOMAINS = 3
+
+
+def target_lines(r: dict[str, Any]) -> list[str]:
+    """One line per target, met or missed and by how much, from report.json alone."""
+    pref, style = r["preference_accuracy"], r["style_share"]
+    lines = []
+    for m, label in (("dpo", "DPO adapter"), ("soup", "soup (one-hot)"), ("ric", "RiC (one-hot)")):
+        acc = {d: row[m]["accuracy"] for d, row in pref.items()}
+        met = [d for d, a in acc.items() if a["value"] >= PREFERENCE_TARGET and a["low"] > 0.5]
+        lines.append(f"- {label}, held-out preference accuracy >= {PREFERENCE_TARGET} with the interval's low end "
+                     f"above 0.5 in every domain: **{'met' if len(met) == len(acc) else 'missed'}** "
+                     f"({len(met)} of {len(acc)} domains; lowest {min(a['value'] for a in acc.values()):.2f}).")
+    if all("vs_base" in row for row in style.values()):
+        for m, label in (("dpo", "DPO adapter"), ("soup", "soup (one-hot)"), ("ric", "RiC (one-hot)")):
+            above = [d for d, row in style.items() if row["vs_base"][m]["low"] > 0]
+            lines.append(f"- {label}, judged in the user's domain more often than the base model (paired interval "
+                         f"above 0) in at least {STYLE_TARGET_DOMAINS} of {len(style)} domains: "
+                         f"**{'met' if len(above) >= STYLE_TARGET_DOMAINS else 'missed'}** ({len(above)}"
+                         f"{': ' + ', '.join(above) if above else ''}).")
+    return lines
+
+
 def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
     j = r["judge"]
     lines = [
@@ -350,6 +384,7 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
         "Generated by `python benchmarks/align_report.py --dsp ../shared/data/dsp/domain_specific_preference.test.json`"
         f" in {r['total_seconds'] / 60:.1f} min on {_where(r['machine'])}. All numbers are as measured in that run; "
         "intervals are 95% percentile bootstrap.",
+        *(["", f"Sharing: {cfg.machine_note}"] if cfg.machine_note else []),
         "",
         "## Sizes",
         "",
@@ -412,10 +447,13 @@ def render_markdown(r: dict[str, Any], cfg: ReportConfig) -> str:
     for p in r["pareto"]["points"]:
         lines.append(f"| {p['weight_' + a]:.2f} | {p[f'mean_score_{a}']:.3f} | {p[f'mean_score_{b}']:.3f} | "
                      f"{_fmt(p[f'share_{a}'])} | {_fmt(p[f'share_{b}'])} |")
+    lines += ["", "## Against the targets (issue 19)", "", *target_lines(r)]
     t = r["timings"]
     lines += ["", f"## Timings (this run: {_where(r['machine'])})", "",
               f"- DPO training: {t['dpo_seconds_per_100_pairs_per_epoch']:.1f} s per 100 pairs per epoch",
               f"- building a soup for a new vector: {t['soup_build_seconds_new_vector']:.3f} s"
               if t["soup_build_seconds_new_vector"] is not None else "- soup build: not measured",
+              "- training, per adapter: " + ", ".join(f"{name} {info['train_seconds']:.0f} s"
+                                                     for name, info in r.get("training", {}).items()),
               "", "Training metrics per adapter are in `report.json` (`training`).", ""]
     return "\n".join(lines)

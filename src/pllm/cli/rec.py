@@ -60,16 +60,21 @@ def _movielens(task_dir: Path) -> MovieLens:
     return load_movielens(json.loads(cfg_file.read_text()).get("source") if cfg_file.is_file() else None)
 
 
-def _ft_adapter(adapters: Path, config: PointwiseConfig, generator: Generator) -> AdapterRecord:
-    """The `llm-pointwise-ft` adapter trained with these prompt settings on this model, else a clear error."""
+def _ft_adapter(adapters: Path, config: PointwiseConfig, generator: Generator, *, pairs: int | None,
+                negatives: int | None) -> AdapterRecord:
+    """The `llm-pointwise-ft` adapter trained with these prompt settings and sample on this model, else a clear
+    error."""
     from pllm.adapt.store import AdapterStore
     from pllm.rec.data import POINTWISE_SPEC
+    from pllm.rec.rankers import FT_RANK_NEGATIVES, FT_RANK_PAIRS
 
-    owner = config.owner(generator.model_id)
+    owner = config.owner(generator.model_id, pairs=FT_RANK_PAIRS if pairs is None else pairs,
+                         negatives=FT_RANK_NEGATIVES if negatives is None else negatives)
     record = AdapterStore(adapters).get(POINTWISE_SPEC.name, "task", owner)
     if record is None:
         raise InputError(f"no llm-pointwise-ft adapter {owner!r} here: train it with `pllm rec ft-train` and the "
-                         "same --retriever/--k/--crowd/--crowd-rank", source=str(adapters), field="adapters")
+                         "same --retriever/--k/--crowd/--crowd-rank, and --pairs/--negatives as --ft-pairs/"
+                         "--ft-negatives here", source=str(adapters), field="adapters")
     return record
 
 
@@ -95,6 +100,11 @@ def eval_(
                                          "llm-pointwise-ft and hybrid: the folder `pllm rec ft-train` wrote."),
     soft: Path | None = typer.Option(None, "--soft", help="llm-pointwise-soft: the encoder folder `pllm rec "
                                      "soft-train` wrote (its retrieval settings are used)."),
+    ft_pairs: int | None = typer.Option(None, "--ft-pairs", help="llm-pointwise-ft and hybrid: the adapter "
+                                        "trained on this many texts (`pllm rec ft-train --pairs`; default: its "
+                                        "default)."),
+    ft_negatives: int | None = typer.Option(None, "--ft-negatives", help="llm-pointwise-ft and hybrid: the adapter "
+                                            "trained with this many negatives per list (`ft-train --negatives`)."),
     fit_split: str = typer.Option("dev", "--fit-split", help="hybrid: the split whose lists fit the blend "
                                   "(never the ranked one)."),
     out: Path | None = typer.Option(None, "--out", help="Write report.json and report.md to this folder."),
@@ -156,7 +166,8 @@ def eval_(
                     generator = generator or load_generator(backend, model)
                     ft = ft or RecordedRanker("llm-pointwise-ft", {}, fallback=make_ranker(
                         "llm-pointwise-ft", generator=generator, config=point_cfg, crowd=test_stage.crowd,
-                        adapter=_ft_adapter(adapters, point_cfg, generator)))  # type: ignore[arg-type]
+                        adapter=_ft_adapter(adapters, point_cfg, generator,  # type: ignore[arg-type]
+                                            pairs=ft_pairs, negatives=ft_negatives)))
                     ranker = ft
                 else:
                     generator = generator or load_generator(backend, model)
@@ -198,8 +209,9 @@ def ft_train(
     crowd: bool = typer.Option(True, "--crowd/--no-crowd", help="Add the crowd line to every prompt."),
     crowd_rank: bool = typer.Option(False, "--crowd-rank", help="With the crowd line: also the candidate's standing "
                                     "by raters ('top 8% of items')."),
-    pairs: int = typer.Option(1200, "--pairs", help="Training texts: lists x (1 + negatives)."),
-    negatives: int = typer.Option(3, "--negatives", help="Unrated candidates (No) per list, beside its target."),
+    pairs: int | None = typer.Option(None, "--pairs", help="Training texts: lists x (1 + negatives); default 1200."),
+    negatives: int | None = typer.Option(None, "--negatives", help="Unrated candidates (No) per list, beside its "
+                                         "target; default 3."),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed for lists, negatives, order and initialization."),
 ) -> None:
@@ -207,8 +219,10 @@ def ft_train(
     from pllm.adapt.store import AdapterStore
     from pllm.models import load_generator
     from pllm.rec.data import ensure_task, rec_crowd
-    from pllm.rec.rankers import PointwiseConfig, train_pointwise_adapter
+    from pllm.rec.rankers import FT_RANK_NEGATIVES, FT_RANK_PAIRS, PointwiseConfig, train_pointwise_adapter
 
+    pairs = FT_RANK_PAIRS if pairs is None else pairs
+    negatives = FT_RANK_NEGATIVES if negatives is None else negatives
     ensure_task()
     if pairs < 1 + negatives:
         raise InputError(f"--pairs {pairs} is less than one list (1 + {negatives} texts)", field="pairs")

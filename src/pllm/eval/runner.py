@@ -115,14 +115,13 @@ def private_stage(spec: TaskSpec, stage: LearnedStage, method: MethodConfig, *, 
     that share it."""
     from pllm.adapt.private import private_generator, train_private
     from pllm.adapt.store import AdapterStore
-    from pllm.prompting.profile import ItemCrowd
 
     if not questions:
         raise InputError(f"method {method.label!r} trains a private adapter per scored user: it needs the questions",
                          field="questions")
     learned = stage.generator.private_copy()
     store = adapters or AdapterStore(None)
-    crowd = ItemCrowd(spec).fit(train) if method.reads_crowd else None  # the train split's, as at inference
+    crowd = method.crowd_from(spec, train)  # the train split's, as at inference
     users = (lambda s, t: progress(f"private adapters {method.label}", s, t)) if progress else None
     result = train_private(learned, spec, method, questions, task_record=stage.record, store=store, recipe=private,
                            crowd=crowd, progress=users)
@@ -252,11 +251,8 @@ class CellRunner:
         if cell.kind == "llm":
             generator, learned = self.generator(cell, task)
             mc = cell.method_config
-            crowd = None
-            if mc.reads_crowd:  # other users' answers per item: the train split (the asker is always left out)
-                from pllm.prompting.profile import ItemCrowd
-
-                crowd = ItemCrowd(task.spec).fit(task.learn or task.train)
+            # other users' answers per item: the train split (the asker is always left out)
+            crowd = mc.crowd_from(task.spec, task.learn or task.train)
             pers = Personalizer(task.spec, generator, mc, store=self.store, summary_config=self.summary, crowd=crowd)
             device = device_label(generator)
             info = {"model": generator.model_id, "backend": generator.name, "mode": pers.mode,

@@ -304,6 +304,10 @@ def pointwise_training_questions(questions: Sequence[Question], *, negatives: in
     return out
 
 
+FT_RANK_PAIRS = 1200  # the fine-tuned ranker's default training texts: lists x (1 + negatives)
+FT_RANK_NEGATIVES = 3  # unrated candidates (No) per training list
+
+
 @dataclass
 class PointwiseConfig:
     retriever: str = field(default="bm25", metadata={"help": "History retriever, the candidate as the query."})
@@ -327,11 +331,14 @@ class PointwiseConfig:
         """`crowd` rendered as this config asks (the fitted answers are shared, not copied)."""
         return crowd.ranked(self.crowd_rank) if crowd is not None else None
 
-    def owner(self, model_id: str) -> str:
-        """The fine-tuned ranker's adapter name: one per rendering and base model, so none overwrites another."""
+    def owner(self, model_id: str, *, pairs: int = FT_RANK_PAIRS, negatives: int = FT_RANK_NEGATIVES) -> str:
+        """The fine-tuned ranker's adapter name: one per rendering, base model and sample (texts and negatives per
+        list, named where not the default), so no size overwrites another in the same folder."""
         from pllm.adapt.learned import ft_owner
 
-        return ft_owner(self.method(), model_id) + ("-rank" if self.crowd_rank else "")
+        size = (f"-n{pairs}" if pairs != FT_RANK_PAIRS else "") + (
+            f"-neg{negatives}" if negatives != FT_RANK_NEGATIVES else "")
+        return ft_owner(self.method(), model_id) + ("-rank" if self.crowd_rank else "") + size
 
     def method(self) -> MethodConfig:
         """The pipeline method every pointwise prompt is rendered with (inference and training alike)."""
@@ -415,8 +422,8 @@ class FinetunedPointwiseRanker(PointwiseRanker):
 
 
 def train_pointwise_adapter(generator: Generator, lists: Sequence[Question], config: PointwiseConfig, *,
-                            store: AdapterStore, crowd: ItemCrowd | None = None, negatives: int = 3,
-                            max_pairs: int = 1200, seed: int = 0, force: bool = False,
+                            store: AdapterStore, crowd: ItemCrowd | None = None, negatives: int = FT_RANK_NEGATIVES,
+                            max_pairs: int = FT_RANK_PAIRS, seed: int = 0, force: bool = False,
                             progress: Callable[[int, int], None] | None = None) -> tuple[AdapterRecord, bool]:
     """Train (or find cached) the `llm-pointwise-ft` adapter on ranked lists of *training* users, never the
     evaluated ones: `max_pairs // (1 + negatives)` lists are sampled (seeded) before any prompt is rendered,
@@ -434,7 +441,8 @@ def train_pointwise_adapter(generator: Generator, lists: Sequence[Question], con
     pairs = question_pairs(POINTWISE_SPEC, generator, pointwise_training_questions(picked, negatives=negatives,
                                                                                  seed=seed), recipe,
                            crowd=config.crowd_of(crowd))
-    return fit_adapter(generator, POINTWISE_SPEC, pairs, kind="task", owner=config.owner(generator.model_id),  # type: ignore[arg-type]
+    owner = config.owner(generator.model_id, pairs=max_pairs, negatives=negatives)
+    return fit_adapter(generator, POINTWISE_SPEC, pairs, kind="task", owner=owner,  # type: ignore[arg-type]
                        config=recipe, store=store, n_items=len(lists), members=sorted({q.user_id for q in picked}),
                        source={"lists": len(picked), "negatives": negatives, "crowd_rank": config.crowd_rank},
                        force=force, step_callback=progress)
