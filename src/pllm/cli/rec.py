@@ -101,8 +101,8 @@ def eval_(
     soft: Path | None = typer.Option(None, "--soft", help="llm-pointwise-soft: the encoder folder `pllm rec "
                                      "soft-train` wrote (its retrieval settings are used)."),
     ft_pairs: int | None = typer.Option(None, "--ft-pairs", help="llm-pointwise-ft and hybrid: the adapter "
-                                        "trained on this many texts (`pllm rec ft-train --pairs`; default: its "
-                                        "default)."),
+                                        "trained on this many texts (`pllm rec ft-train --pairs`; default: "
+                                        "ft-train's)."),
     ft_negatives: int | None = typer.Option(None, "--ft-negatives", help="llm-pointwise-ft and hybrid: the adapter "
                                             "trained with this many negatives per list (`ft-train --negatives`)."),
     fit_split: str = typer.Option("dev", "--fit-split", help="hybrid: the split whose lists fit the blend "
