@@ -298,9 +298,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in tests:
         reports[name], lines = analyse(runner, name)
         md += lines
-    report = {"kind": "pllm-learned", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    report = {"kind": "pllm-learned", "created": now, "machine": machine_info(),
               "config": args.config, "machine_note": args.machine_note, "seconds": round(time.perf_counter() - t0, 1),
               "tasks": reports}
+    previous = out / "report.json"
+    if args.assemble and previous.is_file():  # re-assembled: the scoring run's date and duration stay the report's
+        before = json.loads(previous.read_text(encoding="utf-8"))
+        report.update({k: before[k] for k in ("created", "seconds") if k in before}, assembled=now)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", "\n".join(md))

@@ -44,6 +44,11 @@ def test_learned_benchmark_reports_choices_made_on_dev(tmp_path, one_torch_threa
         again = module.main(["--config", str(grid), "--out", str(tmp_path / "out"), "--machine-note", "test"])
         assert soft_path.stat().st_mtime_ns == trained_at
         assert again["tasks"]["ml"]["soft_encoders"] == report["tasks"]["ml"]["soft_encoders"]
+        # re-assembled with a corrected note: the scoring run's date and duration are kept, the note replaced
+        assembled = module.main(["--config", str(grid), "--out", str(tmp_path / "out"), "--assemble",
+                                 "--machine-note", "test"])
+        assert (assembled["created"], assembled["seconds"]) == (again["created"], again["seconds"])
+        assert "assembled" in assembled and "assembled" not in again
     finally:
         GENERATORS.unregister("test-tiny")
     ml = report["tasks"]["ml"]
