@@ -79,12 +79,13 @@ def measure(task_dir: Path, cells: Path | None, limit: int, splits: Sequence[str
     crowd = method.crowd_from(spec, train)
     # the pipeline's own cf@4 retrieval (the generator only counts prompt tokens here; nothing is generated)
     retrieval = Personalizer(spec, load_generator("hf"), method, crowd=crowd)
+    ruleset = rules(spec)
     out: dict = {"task_dir": str(task_dir), "limit": limit, "splits": {}}
     for split in splits:
         qs = read_questions(task_dir / f"{split}_questions.json", outputs=task_dir / f"{split}_outputs.json")[:limit]
         items = [Counter(crowd.answers(q)) for q in qs]
         hits = {name: [rule(q, item) == q.target for q, item in zip(qs, items, strict=True)]
-                for name, rule in rules(spec).items()}
+                for name, rule in ruleset.items()}
         near = [Counter(spec.output_of(p) for p in retrieval.retrieve(q)) for q in qs]
         cf = [min(i, key=lambda lab, n=n: (-n[lab], -i[lab], lab)) if i else None for i, n in zip(items, near,
                                                                                                   strict=True)]
@@ -100,7 +101,7 @@ def measure(task_dir: Path, cells: Path | None, limit: int, splits: Sequence[str
             logged = {r["id"]: r for r in map(json.loads, log.read_text().splitlines())}
             preds = {i: r["prediction"] for i, r in logged.items()}
             llm = [preds[q.id] == q.target for q in qs]
-            shown = rules(spec)["lines_shown"]
+            shown = ruleset["lines_shown"]
             agree = [preds[q.id] == shown(q, i) for q, i in zip(qs, items, strict=True)]
             # the model's label scores read among the crowd's tags only: does it ever answer outside them?
             inside = [(max(i, key=lambda lab, q=q: logged[q.id]["label_scores"][lab]) if i else preds[q.id])

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from adapt_helpers import make_items
+from adapt_helpers import make_items, train_first_stage
 
 from pllm.adapt.learned import (
-    ft_config,
-    learned_generator,
     learned_model_id,
     soft_questions,
     soft_recipe,
-    train_learned,
     train_learned_soft,
 )
 from pllm.adapt.store import slug
@@ -53,9 +50,7 @@ def soft_config(bow_embedder) -> SoftTrainConfig:
 @pytest.fixture
 def merged(spec, tiny, store, method):
     """(the task adapter's record, the merged copy) of `method`'s first stage, trained on 12 of the 24 items."""
-    record, _ = train_learned(tiny, spec, method, _train(), store=store,
-                              config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
-    return record, learned_generator(tiny, spec, record)
+    return train_first_stage(tiny, spec, method, _train(), store)
 
 
 def test_names_parse_round_trip_and_share_the_first_stage():

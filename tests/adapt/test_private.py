@@ -5,11 +5,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-from adapt_helpers import make_items
+from adapt_helpers import make_items, train_first_stage
 
 from pllm.adapt.config import AdaptConfig
 from pllm.adapt.generator import AdapterGenerator
-from pllm.adapt.learned import ft_config, ft_owner, learned_generator, learned_model_id, train_learned
+from pllm.adapt.learned import ft_owner, learned_model_id
 from pllm.adapt.pool import AdapterPool
 from pllm.adapt.private import (
     RECIPE_FILE,
@@ -56,9 +56,7 @@ def crowd(spec) -> ItemCrowd:
 @pytest.fixture
 def merged(spec, tiny, store, method):
     """(the task adapter's record, the merged copy) for `method`'s first stage."""
-    record, _ = train_learned(tiny, spec, method, _train(), store=store,
-                              config=ft_config(spec, method, epochs=1, batch_size=4), max_pairs=12)
-    return record, learned_generator(tiny, spec, record)
+    return train_first_stage(tiny, spec, method, _train(), store)
 
 
 def test_method_names_parse_and_round_trip_their_labels():
